@@ -1,0 +1,77 @@
+"""The image-text (CLIP-family) model interface used by the cascades.
+
+Every backend encodes texts and images into one L2-normalised space. Backends that can explain
+an image with gradients (CLIP-family ViTs) also implement :class:`SaliencyCapable`; backends that
+read a segmenter's :class:`ImageEmbedding` directly (the built-in grounding model) implement
+:class:`DenseGrounding`. Pipelines check which of these a model offers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from clipsam.models.segmenter import ImageEmbedding
+
+
+@runtime_checkable
+class ImageTextModel(Protocol):
+    """Encode texts and images (or crops) into a shared, L2-normalised space."""
+
+    name: str
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(T, D) float32 unit vectors."""
+        ...
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, D) float32 unit vectors for (H, W) or (H, W, 3) arrays of any size."""
+        ...
+
+
+@runtime_checkable
+class SaliencyCapable(Protocol):
+    """What gradient-based saliency (Grad-CAM, gScoreCAM, M2IB) needs from a ViT backend."""
+
+    num_layers: int
+    patch_grid: tuple[int, int]
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """(1, 3, S, S) model input for one image."""
+        ...
+
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """(T, D) unit text embeddings as a tensor (no gradient)."""
+        ...
+
+    def image_features(
+        self,
+        pixels: torch.Tensor,
+        layer: int | None = None,
+        hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(1, D) unit image embedding; ``hook`` replaces the hidden states (1, 1 + h*w, C)
+        output by block ``layer`` of the vision tower (CLS token first)."""
+        ...
+
+
+@runtime_checkable
+class DenseGrounding(Protocol):
+    """A text model that grounds text directly on a segmenter's image embedding."""
+
+    def similarity_map(self, embedding: ImageEmbedding, text: str) -> np.ndarray:
+        """(h, w) float32 map over the embedding grid: higher where the text's target is."""
+        ...
+
+    def region_scores(
+        self, embedding: ImageEmbedding, masks: np.ndarray, texts: Sequence[str]
+    ) -> np.ndarray:
+        """(N,) similarity of each (N, H, W) region mask to the averaged text prompts."""
+        ...
+
+    def is_present(self, embedding: ImageEmbedding, text: str) -> bool:
+        """Whether the text's target appears in the image at all."""
+        ...
