@@ -1,0 +1,267 @@
+"""The Python API: ``clipsam.segment(image, "fetal head")`` and a reusable :class:`Segmenter`.
+
+``segment`` is the one-call form; it keeps the models of its last configuration loaded, so a loop
+over images does not reload them. :class:`Segmenter` is the explicit form: it loads the models of
+one :class:`~clipsam.config.RunConfig` once, encodes each image once and answers any number of
+prompts from that single cached embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsam.config import ModelConfig, RunConfig
+from clipsam.errors import InputError
+from clipsam.models.segmenter import Geometry, ImageEmbedding, PromptableSegmenter
+from clipsam.pipelines.base import Pipeline, SegmentationResult
+from clipsam.pipelines.prompts import validate_prompt
+
+_VERSIONED = ("clipsam", "torch", "numpy", "onnxruntime", "transformers")
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """The answer to one prompt on one image (or volume).
+
+    ``mask`` is bool, (H, W) for an image and (Z, H, W) for a volume. ``boxes`` are the (K, 4)
+    xyxy segmenter prompts in original pixels; for a volume they are (K, 5) rows
+    ``(slice, x0, y0, x1, y1)``. ``provenance`` records the models, runtime, package versions,
+    configuration and per-stage timings (seconds) that produced the mask.
+    """
+
+    mask: np.ndarray
+    found: bool
+    boxes: np.ndarray
+    scores: np.ndarray
+    prompt: str
+    method: str
+    geometry: Geometry | None
+    provenance: dict[str, Any]
+    intermediates: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (everything but the mask pixels and intermediates)."""
+        geometry = None
+        if self.geometry is not None:
+            geometry = {"original_size": list(self.geometry.original_size),
+                        "resized_size": list(self.geometry.resized_size),
+                        "input_size": self.geometry.input_size}
+        return {
+            "prompt": self.prompt,
+            "method": self.method,
+            "found": self.found,
+            "mask_shape": list(self.mask.shape),
+            "mask_pixels": int(self.mask.sum()),
+            "boxes": np.asarray(self.boxes, dtype=float).round(2).tolist(),
+            "scores": np.asarray(self.scores, dtype=float).round(4).tolist(),
+            "geometry": geometry,
+            "provenance": self.provenance,
+        }
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on."""
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def image_key(image: np.ndarray) -> str:
+    """A content hash identifying an image array (shape, dtype and pixels)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{image.shape}{image.dtype}".encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()
+
+
+def load_planes(image_or_path: Any) -> list[np.ndarray]:
+    """The 2-D planes to segment: one for an image, one per slice for a volume.
+
+    Accepts a path (any format :func:`clipsam.io.read_image` reads), a ``MedicalImage``, a
+    PIL image or an array of shape (H, W) or (H, W, C).
+    """
+    if isinstance(image_or_path, (str, os.PathLike)):
+        from clipsam.io import read_image
+
+        image_or_path = read_image(Path(image_or_path))
+    if hasattr(image_or_path, "slices") and callable(image_or_path.slices):
+        return [np.asarray(plane) for plane in image_or_path.slices()]
+    array = np.asarray(image_or_path)
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
+        if array.size == 0:
+            raise InputError("empty image: it has no pixels")
+        return [array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array]
+    raise InputError(f"cannot segment an array of shape {array.shape}: "
+                     "expected (H, W) or (H, W, C) with C in 1, 3, 4")
+
+
+class Segmenter:
+    """Models of one configuration, loaded once; one cached embedding for the current image.
+
+    ``Segmenter(RunConfig(method="salip"))`` loads the models through the pipeline registry.
+    ``pipeline`` and ``encoder`` may be given instead (already-built parts, e.g. in tests).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig | None = None,
+        *,
+        pipeline: Pipeline | None = None,
+        encoder: PromptableSegmenter | None = None,
+    ) -> None:
+        self.config = config or RunConfig()
+        load_seconds = 0.0
+        if pipeline is None or encoder is None:
+            from clipsam.pipelines.registry import build_pipeline, load_models
+
+            start = time.perf_counter()
+            models = load_models(self.config.models)
+            pipeline = build_pipeline(self.config, models)
+            encoder = models.segmenter
+            load_seconds = time.perf_counter() - start
+        self.pipeline = pipeline
+        self.encoder = encoder
+        self.load_seconds = load_seconds
+        self._cached: tuple[str, ImageEmbedding, float] | None = None
+
+    def embedding(self, plane: np.ndarray) -> tuple[ImageEmbedding, float]:
+        """The plane's embedding and the seconds spent encoding it (0 when it was cached)."""
+        key = image_key(plane)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1], 0.0
+        start = time.perf_counter()
+        embedding = self.encoder.encode(plane)
+        seconds = time.perf_counter() - start
+        self._cached = (key, embedding, seconds)
+        return embedding, seconds
+
+    def provenance(self) -> dict[str, Any]:
+        models = self.config.models
+        return {
+            "segmenter": getattr(self.encoder, "name", models.segmenter),
+            "text_model": models.text_model,
+            "runtime": getattr(self.encoder, "runtime", models.runtime),
+            "device": models.device,
+            "versions": package_versions(),
+            "config": _jsonable(dataclasses.asdict(self.config)),
+        }
+
+    def segment(self, image: Any, prompts: str | Sequence[str]) -> list[SegmentResult]:
+        """One result per prompt; the image (each slice of a volume) is encoded only once."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise InputError("no prompt: say what to segment, e.g. 'fetal head'")
+        prompts = [validate_prompt(p) for p in prompts]
+        planes = load_planes(image)
+        per_plane = [self._segment_plane(plane, prompts) for plane in planes]
+        if len(planes) == 1:
+            return per_plane[0]
+        return [_stack([results[i] for results in per_plane]) for i in range(len(prompts))]
+
+    def _segment_plane(self, plane: np.ndarray, prompts: list[str]) -> list[SegmentResult]:
+        embedding, encode_seconds = self.embedding(plane)
+        results = []
+        for index, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            raw: SegmentationResult = self.pipeline.run(
+                plane, prompt, embedding=embedding,
+                keep_intermediates=self.config.keep_intermediates)
+            timings = {"encode": encode_seconds if index == 0 else 0.0,
+                       **{k: float(v) for k, v in raw.timings.items()},
+                       "total": time.perf_counter() - start
+                       + (encode_seconds if index == 0 else 0.0)}
+            provenance = {**self.provenance(), "timings": timings}
+            results.append(SegmentResult(
+                mask=np.asarray(raw.mask, dtype=bool), found=bool(raw.found),
+                boxes=np.asarray(raw.boxes, dtype=np.float32).reshape(-1, 4),
+                scores=np.asarray(raw.scores, dtype=np.float32).reshape(-1),
+                prompt=prompt, method=raw.method, geometry=embedding.geometry,
+                provenance=provenance, intermediates=dict(raw.intermediates)))
+        return results
+
+
+def _stack(results: list[SegmentResult]) -> SegmentResult:
+    """Join per-slice results of one prompt into a volume result."""
+    boxes = [np.column_stack([np.full(len(r.boxes), z, np.float32), r.boxes])
+             for z, r in enumerate(results)]
+    timings: dict[str, float] = {}
+    for result in results:
+        for stage, seconds in result.provenance["timings"].items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+    first = results[0]
+    return SegmentResult(
+        mask=np.stack([r.mask for r in results]), found=any(r.found for r in results),
+        boxes=np.concatenate(boxes).reshape(-1, 5),
+        scores=np.concatenate([r.scores for r in results]),
+        prompt=first.prompt, method=first.method, geometry=first.geometry,
+        provenance={**first.provenance, "timings": timings, "slices": len(results)})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:
+    """A :class:`RunConfig` from flat options.
+
+    Model options (``segmenter``, ``runtime``, ``device``, ``text_model``, ``weights_dir``) go to
+    :class:`~clipsam.config.ModelConfig`; ``keep_intermediates``, ``salip`` and ``medclipsam`` to
+    the run; any other name must be a parameter of the chosen method (e.g. ``top_k`` for salip).
+    """
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"method", "models"}
+    config = RunConfig(method=method)
+    model_options = {k: v for k, v in options.items() if k in model_fields}
+    run_options = {k: v for k, v in options.items() if k in run_fields}
+    config = dataclasses.replace(
+        config, models=dataclasses.replace(config.models, **model_options), **run_options)
+    rest = {k: v for k, v in options.items() if k not in model_fields | run_fields}
+    if rest:
+        method_config = getattr(config, method, None)
+        known = ({f.name for f in dataclasses.fields(method_config)}
+                 if dataclasses.is_dataclass(method_config) else set())
+        unknown = sorted(set(rest) - known)
+        if unknown:
+            raise InputError(f"unknown option {unknown[0]!r} for method {method!r}")
+        config = dataclasses.replace(
+            config, **{method: dataclasses.replace(method_config, **rest)})
+    return config
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_segmenter(config: RunConfig) -> Segmenter:
+    return Segmenter(config)
+
+
+def segment(
+    image_or_path: Any, prompt: str, method: str = "medclipsam", **options: Any
+) -> SegmentResult:
+    """Segment what ``prompt`` names in an image, a volume or an image file.
+
+    ``clipsam.segment("scan.png", "left and right lungs", method="salip", runtime="onnx")``.
+    Options are those of :func:`run_config`. The models stay loaded for the next call with the
+    same options.
+    """
+    config = run_config(method, **options)
+    return _cached_segmenter(config).segment(image_or_path, [prompt])[0]
