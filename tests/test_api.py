@@ -16,6 +16,7 @@ import clipsam
 from clipsam.api import Segmenter, load_planes, run_config
 from clipsam.config import RunConfig
 from clipsam.errors import InputError
+from clipsam.io.image import MedicalImage
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.pipelines.base import SegmentationResult
 
@@ -101,11 +102,9 @@ def test_record_is_json_with_provenance():
 
 
 def test_volume_is_segmented_slice_by_slice():
-    class Volume:
-        def slices(self):
-            return [sample_image(), np.zeros((40, 60), np.uint8), sample_image()]
-
-    result = fake_segmenter().segment(Volume(), "bright")[0]
+    pixels = np.stack([sample_image(), np.zeros((40, 60), np.uint8), sample_image()])
+    volume = MedicalImage(pixels, None, "nifti", is_volume=True)
+    result = fake_segmenter().segment(volume, "bright")[0]
     assert result.mask.shape == (3, 40, 60)
     assert result.found and not result.mask[1].any()
     assert result.boxes.shape == (2, 5) and result.boxes[:, 0].tolist() == [0, 2]
@@ -125,6 +124,8 @@ def test_bad_inputs_raise_input_error():
         seg.segment(sample_image(), [])
     with pytest.raises(InputError, match="shape"):
         load_planes(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(InputError, match="shape"):
+        load_planes(np.zeros((0, 5)))
 
 
 def test_run_config_routes_options():

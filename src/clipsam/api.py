@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,6 @@ from clipsam.errors import InputError
 from clipsam.models.segmenter import Geometry, ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import Pipeline, SegmentationResult
 from clipsam.pipelines.prompts import validate_prompt
-
-_VERSIONED = ("clipsam", "torch", "numpy", "onnxruntime", "transformers")
 
 
 @dataclass(frozen=True)
@@ -70,17 +67,6 @@ class SegmentResult:
         }
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a result depends on."""
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def image_key(image: np.ndarray) -> str:
     """A content hash identifying an image array (shape, dtype and pixels)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -92,22 +78,24 @@ def image_key(image: np.ndarray) -> str:
 def load_planes(image_or_path: Any) -> list[np.ndarray]:
     """The 2-D planes to segment: one for an image, one per slice for a volume.
 
-    Accepts a path (any format :func:`clipsam.io.read_image` reads), a ``MedicalImage``, a
-    PIL image or an array of shape (H, W) or (H, W, C).
+    Accepts a path (any format :func:`clipsam.io.read_image` reads), a
+    :class:`~clipsam.io.image.MedicalImage`, a PIL image or an (H, W) / (H, W, C) array.
     """
+    from clipsam.io.image import MedicalImage, segmenter_input
+
     if isinstance(image_or_path, (str, os.PathLike)):
         from clipsam.io import read_image
 
         image_or_path = read_image(Path(image_or_path))
-    if hasattr(image_or_path, "slices") and callable(image_or_path.slices):
-        return [np.asarray(plane) for plane in image_or_path.slices()]
+    if isinstance(image_or_path, MedicalImage):
+        return [segmenter_input(plane) for plane in image_or_path.slices()]
     array = np.asarray(image_or_path)
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
-        if array.size == 0:
-            raise InputError("empty image: it has no pixels")
-        return [array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array]
+    if array.size and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
+        if array.ndim == 3 and array.shape[2] == 1:
+            return [array[..., 0]]
+        return [array[..., :3] if array.ndim == 3 else array]
     raise InputError(f"cannot segment an array of shape {array.shape}: "
-                     "expected (H, W) or (H, W, C) with C in 1, 3, 4")
+                     "expected a non-empty (H, W) or (H, W, C) with C in 1, 3, 4")
 
 
 class Segmenter:
@@ -150,15 +138,19 @@ class Segmenter:
         self._cached = (key, embedding, seconds)
         return embedding, seconds
 
+    @functools.cached_property
     def provenance(self) -> dict[str, Any]:
+        """Models, runtime, package versions and configuration behind every result."""
+        from clipsam.io.record import software_versions, to_jsonable
+
         models = self.config.models
         return {
             "segmenter": getattr(self.encoder, "name", models.segmenter),
             "text_model": models.text_model,
             "runtime": getattr(self.encoder, "runtime", models.runtime),
             "device": models.device,
-            "versions": package_versions(),
-            "config": _jsonable(dataclasses.asdict(self.config)),
+            "versions": software_versions(),
+            "config": to_jsonable(self.config),
         }
 
     def segment(self, image: Any, prompts: str | Sequence[str]) -> list[SegmentResult]:
@@ -185,7 +177,7 @@ class Segmenter:
                        **{k: float(v) for k, v in raw.timings.items()},
                        "total": time.perf_counter() - start
                        + (encode_seconds if index == 0 else 0.0)}
-            provenance = {**self.provenance(), "timings": timings}
+            provenance = {**self.provenance, "timings": timings}
             results.append(SegmentResult(
                 mask=np.asarray(raw.mask, dtype=bool), found=bool(raw.found),
                 boxes=np.asarray(raw.boxes, dtype=np.float32).reshape(-1, 4),
@@ -210,16 +202,6 @@ def _stack(results: list[SegmentResult]) -> SegmentResult:
         scores=np.concatenate([r.scores for r in results]),
         prompt=first.prompt, method=first.method, geometry=first.geometry,
         provenance={**first.provenance, "timings": timings, "slices": len(results)})
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:

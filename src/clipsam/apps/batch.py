@@ -1,0 +1,235 @@
+"""A folder job: which images to segment, where each result goes, and segmenting one image.
+
+Both engines (local and Ray) expand the inputs with :func:`collect_inputs` and call
+:func:`process_image` for each file, so they write identical outputs. Per image ``<name>``:
+``<name>_mask.png`` (``<name>_mask.nii.gz`` for NIfTI input, same affine), ``<name>_overlay.png``
+and the record ``<name>.json``; with several prompts each mask and overlay carries the prompt's
+slug (``<name>_<slug>_mask.png``). The record is written last, so an image counts as done when
+its record lists the job's prompts and every mask exists.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsam.api import Segmenter, SegmentResult
+from clipsam.errors import ClipsamError, InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
+_OUTPUT_TAIL = re.compile(r"_(mask|overlay)$")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One file to segment and the output name stem (relative to the output folder)."""
+
+    path: Path
+    stem: str
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """What a folder run does to every image."""
+
+    prompts: tuple[str, ...]
+    out_dir: Path
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one image went: ``status`` is ``done``, ``skipped`` or ``failed``."""
+
+    path: str
+    status: str
+    error: str = ""
+    found: tuple[bool, ...] = ()
+
+
+@dataclass
+class Summary:
+    """Counts of a finished job and the one-line error of each failed image."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            self.failed.append((outcome.path, outcome.error))
+        elif outcome.status == "skipped":
+            self.skipped += 1
+        else:
+            self.done += 1
+
+    def lines(self) -> list[str]:
+        lines = [f"error: {path}: {error}" for path, error in self.failed]
+        lines.append(f"{self.done} segmented, {self.skipped} already done (skipped), "
+                     f"{len(self.failed)} failed in {self.seconds:.1f} s")
+        return lines
+
+
+def is_image_file(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(IMAGE_SUFFIXES) and not _OUTPUT_TAIL.search(name_stem(path))
+
+
+def name_stem(path: Path) -> str:
+    """The file name without its image suffix (``scan.nii.gz`` -> ``scan``)."""
+    name = path.name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def collect_inputs(inputs: Sequence[str], out_dir: Path | None = None) -> list[InputImage]:
+    """Expand files, folders (searched recursively) and glob patterns into images to segment.
+
+    Files inside a folder input keep their sub-folder under the output folder; anything inside
+    ``out_dir`` is ignored. Raises :class:`InputError` when an input matches nothing or two
+    inputs would write to the same output name.
+    """
+    out_root = out_dir.resolve() if out_dir is not None else None
+    found: dict[str, Path] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pairs = [(p, p.relative_to(path).parent / name_stem(p))
+                     for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p)]
+        elif path.is_file():
+            pairs = [(path, Path(name_stem(path)))]
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            pairs = [(p, Path(name_stem(p))) for p in matches if p.is_file()]
+        if out_root is not None:
+            pairs = [(p, s) for p, s in pairs if out_root not in p.resolve().parents]
+        if not pairs:
+            raise InputError(f"no image found at {item}")
+        for file, stem in pairs:
+            key = stem.as_posix()
+            if key in found and found[key].resolve() != file.resolve():
+                raise InputError(f"{found[key]} and {file} would both write {key}_*: "
+                                 "rename one or run them separately")
+            found[key] = file
+    return [InputImage(path, stem) for stem, path in found.items()]
+
+
+def select_part(items: Sequence[InputImage], num_parts: int, part_id: int) -> list[InputImage]:
+    """Every ``num_parts``-th image from ``part_id`` on (to split a job across machines)."""
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise InputError(f"--part-id must be in 0..{num_parts - 1} and --num-parts at least 1, "
+                         f"got part {part_id} of {num_parts}")
+    return list(items[part_id::num_parts])
+
+
+def prompt_slug(prompt: str) -> str:
+    """A file-name-safe form of a prompt: ``"Left & right lungs"`` -> ``left-right-lungs``."""
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
+
+
+def output_paths(item: InputImage, job: SegmentJob, volume: bool) -> dict[str, dict[str, Path]]:
+    """Mask and overlay path per prompt, and the record path under ``"record"``."""
+    base = job.out_dir / item.stem
+    mask_suffix = "_mask.nii.gz" if volume else "_mask.png"
+    paths: dict[str, dict[str, Path]] = {"record": {"json": base.with_name(base.name + ".json")}}
+    for prompt in job.prompts:
+        tag = base.name if len(job.prompts) == 1 else f"{base.name}_{prompt_slug(prompt)}"
+        paths[prompt] = {"mask": base.with_name(tag + mask_suffix),
+                         "overlay": base.with_name(tag + "_overlay.png")}
+    return paths
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def is_done(item: InputImage, job: SegmentJob) -> bool:
+    """Whether a previous run wrote this image's record for the same prompts and every mask."""
+    paths = output_paths(item, job, volume=is_nifti(item.path))
+    try:
+        record = json.loads(paths["record"]["json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    recorded = [r.get("prompt") for r in record.get("results", [])]
+    return recorded == list(job.prompts) and all(
+        paths[p]["mask"].exists() for p in job.prompts)
+
+
+def overlay_plane(image: Any, result: SegmentResult) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The 2-D image, mask and boxes an overlay shows (a volume's slice with most mask)."""
+    if result.mask.ndim == 2:
+        return image, result.mask, result.boxes
+    index = int(result.mask.reshape(len(result.mask), -1).sum(axis=1).argmax())
+    boxes = result.boxes[result.boxes[:, 0] == index, 1:]
+    return image.slice(index), result.mask[index], boxes
+
+
+def write_outputs(item: InputImage, job: SegmentJob, image: Any,
+                  results: Sequence[SegmentResult]) -> None:
+    """Write masks and overlays, then the record (atomically, with the I/O layer's writers)."""
+    from clipsam.io import write_mask_nifti, write_mask_png, write_overlay_png, write_record_json
+
+    volume = bool(image.is_volume) or is_nifti(item.path)
+    paths = output_paths(item, job, volume=volume)
+    entries = []
+    for result in results:
+        target = paths[result.prompt]
+        if volume:
+            write_mask_nifti(target["mask"], result.mask, image)
+        else:
+            write_mask_png(target["mask"], result.mask)
+        plane, mask, boxes = overlay_plane(image, result)
+        write_overlay_png(target["overlay"], plane, mask, boxes)
+        entries.append({**result.to_record(), "mask_file": target["mask"].name,
+                        "overlay_file": target["overlay"].name})
+    write_record_json(paths["record"]["json"],
+                      {"input": str(item.path), "results": entries})
+
+
+def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:
+    """Segment one file for every prompt and write its outputs; errors become a failed outcome."""
+    if not job.overwrite and is_done(item, job):
+        return Outcome(str(item.path), "skipped")
+    try:
+        from clipsam.io import read_image
+
+        image = read_image(item.path)
+        results = segmenter.segment(image, list(job.prompts))
+        write_outputs(item, job, image, results)
+    except ClipsamError as exc:
+        return Outcome(str(item.path), "failed", str(exc))
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+        return Outcome(str(item.path), "failed", f"{exc.__class__.__name__}: {exc}")
+    return Outcome(str(item.path), "done", found=tuple(r.found for r in results))
+
+
+def run_local(
+    items: Sequence[InputImage],
+    job: SegmentJob,
+    make_segmenter: Callable[[], Segmenter],
+    progress: Callable[[Iterable[InputImage]], Iterable[InputImage]] = iter,
+) -> Summary:
+    """Segment every image in this process, loading the models once (not at all when all done)."""
+    start = time.perf_counter()
+    summary = Summary()
+    segmenter: Segmenter | None = None
+    for item in progress(items):
+        if not job.overwrite and is_done(item, job):
+            summary.add(Outcome(str(item.path), "skipped"))
+            continue
+        if segmenter is None:
+            segmenter = make_segmenter()
+        summary.add(process_image(segmenter, item, job))
+    summary.seconds = time.perf_counter() - start
+    return summary

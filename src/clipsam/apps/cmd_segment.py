@@ -1,0 +1,89 @@
+"""``clipsam segment``: segment files, folders or globs for one or more text prompts."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+from clipsam.api import Segmenter, run_config
+from clipsam.apps.batch import SegmentJob, Summary, collect_inputs, run_local, select_part
+from clipsam.config import DEVICES, RUNTIMES
+from clipsam.errors import ClipsamError
+from clipsam.pipelines.prompts import validate_prompt
+
+METHODS = ("medclipsam", "salip", "unprompted")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment", help="segment images for text prompts",
+        description="Segment every image in INPUT (files, folders, globs) for each prompt and "
+                    "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
+                    "OUT_DIR. Images already done are skipped unless --overwrite.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    parser.add_argument("-p", "--prompt", dest="prompts", action="append", required=True,
+                        metavar="TEXT", help="what to segment; repeat for several targets")
+    parser.add_argument("-o", "--out", dest="out_dir", type=Path, required=True,
+                        metavar="OUT_DIR")
+    parser.add_argument("--method", choices=METHODS, default="medclipsam")
+    parser.add_argument("--text-model", default="builtin", metavar="DIR",
+                        help="'builtin', a fine-tuned/adapted model folder or a CLIP name")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="redo images already done")
+    parser.add_argument("--num-parts", type=int, default=1, metavar="N")
+    parser.add_argument("--part-id", type=int, default=0, metavar="I",
+                        help="run only part I (0-based) of N interleaved parts")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="an existing Ray cluster (default: start a local one)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Ray actors, each with its own models (default: CPUs / 2)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the job; 0 when every image succeeded, 1 if any failed, 2 for unusable arguments."""
+    try:
+        prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
+        config = run_config(args.method, text_model=args.text_model, runtime=args.runtime,
+                            device=args.device, weights_dir=args.weights_dir)
+        items = collect_inputs(args.inputs, out_dir=args.out_dir)
+        items = select_part(items, args.num_parts, args.part_id)
+    except ClipsamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    job = SegmentJob(prompts=prompts, out_dir=args.out_dir, overwrite=args.overwrite)
+    try:
+        if args.engine == "ray":
+            from clipsam.apps.ray_engine import run_ray
+
+            summary = run_ray(items, job, config, address=args.ray_address,
+                              workers=args.workers)
+        else:
+            summary = run_local(items, job, functools.partial(Segmenter, config),
+                                progress=_progress_bar)
+    except ClipsamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    report(summary, single=len(items) == 1)
+    return 1 if summary.failed else 0
+
+
+def report(summary: Summary, single: bool) -> None:
+    """A single failed file gets its one error line; a folder run gets the summary too."""
+    lines = summary.lines()
+    if single and summary.failed:
+        lines = lines[:1]
+    for line in lines:
+        print(line, file=sys.stderr if line.startswith("error:") else sys.stdout)
+
+
+def _progress_bar(items):
+    from tqdm import tqdm
+
+    return tqdm(items, desc="segment", unit="image", disable=None, file=sys.stderr)

@@ -1,0 +1,153 @@
+"""``clipsam segment`` on folders: outputs, several prompts, NIfTI, resume, bad files, parts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsam.api import Segmenter
+from clipsam.apps import cmd_segment
+from clipsam.apps.batch import collect_inputs, prompt_slug, select_part
+from test_api import FakeEncoder, FakePipeline, sample_image
+
+
+class CountingFactory:
+    """Stands in for ``Segmenter`` in cmd_segment: fake models, counts how often it loads."""
+
+    loads = 0
+
+    def __call__(self, config):
+        CountingFactory.loads += 1
+        return Segmenter(config, pipeline=FakePipeline(), encoder=FakeEncoder())
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    CountingFactory.loads = 0
+    monkeypatch.setattr(cmd_segment, "Segmenter", CountingFactory())
+
+    def run(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="clipsam")
+        cmd_segment.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["segment", *argv])
+        return args.func(args)
+
+    return run
+
+
+def write_png(path, pixels):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def read_png(path):
+    return np.asarray(Image.open(path))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    src = tmp_path / "in"
+    write_png(src / "a.png", sample_image())
+    write_png(src / "sub" / "b.png", sample_image(30, 50)[::-1].copy())
+    (src / "broken.png").write_bytes(b"not a png at all")
+    return src
+
+
+def test_folder_run_writes_outputs_resumes_and_reports_failures(cli, folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(str(folder), "-p", "bright square", "-o", str(out)) == 1
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "2 segmented" in captured.out
+    assert "1 failed" in captured.out
+    mask = read_png(out / "a_mask.png")
+    assert mask.shape == (40, 60) and set(np.unique(mask)) == {0, 255}
+    assert np.array_equal(mask == 255, sample_image() > sample_image().mean())
+    assert read_png(out / "a_overlay.png").shape == (40, 60, 3)
+    assert (out / "sub" / "b_mask.png").exists()
+    record = json.loads((out / "a.json").read_text())
+    assert record["results"][0]["found"] is True
+    assert record["results"][0]["mask_file"] == "a_mask.png"
+    assert CountingFactory.loads == 1
+
+    (out / "a_mask.png").write_bytes(b"")
+    assert cli(str(folder), "-p", "bright square", "-o", str(out)) == 1
+    assert "2 already done" in capsys.readouterr().out
+    assert (out / "a_mask.png").stat().st_size == 0
+    assert cli(str(folder), "-p", "bright square", "-o", str(out), "--overwrite") == 1
+    assert (out / "a_mask.png").stat().st_size > 0
+
+
+def test_resume_of_finished_job_loads_no_models(cli, tmp_path, capsys):
+    image = write_png(tmp_path / "in" / "a.png", sample_image())
+    out = tmp_path / "out"
+    assert cli(str(image), "-p", "bright", "-o", str(out)) == 0
+    assert cli(str(image), "-p", "bright", "-o", str(out)) == 0
+    assert CountingFactory.loads == 1
+    assert "1 already done" in capsys.readouterr().out
+    assert cli(str(image), "-p", "dark", "-o", str(out)) == 0
+    assert CountingFactory.loads == 2
+
+
+def test_several_prompts_and_not_found(cli, tmp_path):
+    image = write_png(tmp_path / "scan.png", sample_image())
+    out = tmp_path / "out"
+    prompts = ["bright square", "absent lesion"]
+    assert cli(str(image), "-p", prompts[0], "-p", prompts[1], "-o", str(out)) == 0
+    bright = read_png(out / f"scan_{prompt_slug(prompts[0])}_mask.png")
+    absent = read_png(out / f"scan_{prompt_slug(prompts[1])}_mask.png")
+    assert bright.any() and not absent.any()
+    results = json.loads((out / "scan.json").read_text())["results"]
+    assert [r["prompt"] for r in results] == prompts
+    assert [r["found"] for r in results] == [True, False]
+
+
+def test_nifti_volume_gets_nifti_mask_with_same_affine(cli, tmp_path):
+    volume = np.stack([sample_image(), np.zeros((40, 60), np.uint8)]).astype(np.float32)
+    affine = np.diag([0.5, 0.7, 2.0, 1.0])
+    affine[:3, 3] = [10, -5, 3]
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(volume, (2, 1, 0)), affine), path)
+    out = tmp_path / "out"
+    assert cli(str(path), "-p", "bright", "-o", str(out)) == 0
+    mask = nib.load(out / "vol_mask.nii.gz")
+    assert np.allclose(mask.affine, affine)
+    assert mask.shape == (60, 40, 2)
+    data = np.asarray(mask.dataobj)
+    assert data[..., 0].sum() == 15 * 25 and data[..., 1].sum() == 0
+    assert (out / "vol_overlay.png").exists()
+
+
+def test_single_bad_file_is_one_line(cli, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    assert cli(str(bad), "-p", "bright", "-o", str(tmp_path / "out")) != 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "bad.png" in lines[0]
+    assert cli(str(tmp_path / "missing"), "-p", "x", "-o", str(tmp_path / "out")) == 2
+    assert "no image found" in capsys.readouterr().err
+
+
+def test_globs_parts_and_clashing_names(tmp_path):
+    for name in "abcde":
+        write_png(tmp_path / "in" / f"{name}.png", sample_image())
+    items = collect_inputs([str(tmp_path / "in" / "*.png")])
+    assert [i.stem for i in items] == list("abcde")
+    parts = [select_part(items, 2, k) for k in (0, 1)]
+    assert [i.stem for i in parts[0]] == ["a", "c", "e"]
+    assert sorted(i.stem for p in parts for i in p) == list("abcde")
+    write_png(tmp_path / "other" / "a.png", sample_image())
+    with pytest.raises(Exception, match="both write"):
+        collect_inputs([str(tmp_path / "in"), str(tmp_path / "other" / "a.png")])
+
+
+def test_outputs_inside_input_folder_are_not_inputs(cli, tmp_path):
+    write_png(tmp_path / "a.png", sample_image())
+    assert cli(str(tmp_path), "-p", "bright", "-o", str(tmp_path / "out")) == 0
+    assert [i.stem for i in collect_inputs([str(tmp_path)], out_dir=tmp_path / "out")] == ["a"]
