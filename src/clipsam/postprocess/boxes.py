@@ -1,0 +1,115 @@
+"""Boxes from masks, and box arithmetic.
+
+Convention everywhere in clipsam: a box is ``(x1, y1, x2, y2)`` in original-image pixels, as
+float32, with ``x1, y1`` inclusive and ``x2, y2`` exclusive, i.e. pixel-edge coordinates. A box
+around the pixels ``mask[y1:y2, x1:x2]`` is exactly ``(x1, y1, x2, y2)``; its width is
+``x2 - x1``; the whole (H, W) image is ``(0, 0, W, H)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+from clipsam.errors import InputError
+from clipsam.postprocess.components import label_components
+
+BoxMode = Literal["largest", "enclosing", "each"]
+
+
+def mask_to_box(mask: np.ndarray) -> np.ndarray | None:
+    """The tight (4,) box around all foreground pixels, or None for an empty mask."""
+    array = np.asarray(mask, dtype=bool)
+    if array.ndim != 2:
+        raise InputError(f"expected a 2-D mask, got shape {array.shape}")
+    rows = np.flatnonzero(array.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(array.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, 4) tight boxes of (N, H, W) masks; an empty mask gets the empty box (0, 0, 0, 0)."""
+    array = np.asarray(masks, dtype=bool)
+    if array.ndim != 3:
+        raise InputError(f"expected (N, H, W) masks, got shape {array.shape}")
+    n, height, width = array.shape
+    rows = array.any(axis=2)
+    cols = array.any(axis=1)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    present = rows.any(axis=1)
+    boxes[present, 0] = np.argmax(cols[present], axis=1)
+    boxes[present, 1] = np.argmax(rows[present], axis=1)
+    boxes[present, 2] = width - np.argmax(cols[present, ::-1], axis=1)
+    boxes[present, 3] = height - np.argmax(rows[present, ::-1], axis=1)
+    return boxes
+
+
+def component_boxes(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
+    """(K, 4) one box per connected component, largest component first."""
+    labels, areas = label_components(mask, connectivity)
+    boxes = np.zeros((areas.size, 4), dtype=np.float32)
+    for index, region in enumerate(ndimage.find_objects(labels)):
+        rows, cols = region
+        boxes[index] = (cols.start, rows.start, cols.stop, rows.stop)
+    return boxes[np.argsort(-areas, kind="stable")]
+
+
+def boxes_from_mask(mask: np.ndarray, mode: BoxMode = "largest") -> np.ndarray:
+    """(K, 4) boxes for a mask: around its largest component (K=1), around all of it (K=1), or
+    one per component (``"each"``, largest first). An empty mask gives K=0."""
+    if mode == "enclosing":
+        box = mask_to_box(mask)
+        return np.zeros((0, 4), np.float32) if box is None else box[None]
+    boxes = component_boxes(mask)
+    if mode == "largest":
+        return boxes[:1]
+    if mode == "each":
+        return boxes
+    raise InputError(f"unknown box mode {mode!r}; use 'largest', 'enclosing' or 'each'")
+
+
+def clip_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Boxes clipped to an (H, W) image."""
+    height, width = image_size
+    clipped = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
+    clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0, width)
+    clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0, height)
+    return clipped
+
+
+def expand_boxes(
+    boxes: np.ndarray,
+    image_size: tuple[int, int],
+    pixels: float = 0.0,
+    fraction: float = 0.0,
+) -> np.ndarray:
+    """Grow each side by ``pixels`` plus ``fraction`` of the box's width (x) or height (y),
+    then clip to the (H, W) image. Negative values shrink."""
+    grown = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    dx = pixels + fraction * (grown[:, 2] - grown[:, 0])
+    dy = pixels + fraction * (grown[:, 3] - grown[:, 1])
+    grown = grown + np.stack([-dx, -dy, dx, dy], axis=1)
+    return clip_boxes(grown, image_size)
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """(N,) areas of (N, 4) boxes (zero for degenerate boxes)."""
+    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.clip(array[:, 2] - array[:, 0], 0, None) * np.clip(array[:, 3] - array[:, 1], 0, None)
+
+
+def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """(N, M) intersection-over-union of two sets of boxes; 0 where the union is empty."""
+    a = np.asarray(first, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(second, dtype=np.float64).reshape(-1, 4)
+    left = np.maximum(a[:, None, 0], b[None, :, 0])
+    top = np.maximum(a[:, None, 1], b[None, :, 1])
+    right = np.minimum(a[:, None, 2], b[None, :, 2])
+    bottom = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
+    union = box_areas(a)[:, None] + box_areas(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
