@@ -159,9 +159,9 @@ def test_component_boxes_and_modes():
     mask = three_squares()
     assert component_boxes(mask).tolist() == [[2, 2, 12, 12], [20, 20, 26, 26], [40, 40, 42, 42]]
     assert boxes_from_mask(mask, "largest").tolist() == [[2, 2, 12, 12]]
-    assert boxes_from_mask(mask, "enclosing").tolist() == [[2, 2, 42, 42]]
+    assert boxes_from_mask(mask, "all").tolist() == [[2, 2, 42, 42]]
     assert len(boxes_from_mask(mask, "each")) == 3
-    for mode in ("largest", "enclosing", "each"):
+    for mode in ("largest", "all", "each"):
         assert boxes_from_mask(np.zeros((5, 5), bool), mode).shape == (0, 4)
     with pytest.raises(InputError):
         boxes_from_mask(mask, "biggest")

@@ -100,6 +100,9 @@ def test_coarse_mask_config_fill_and_specks():
     unfilled = coarse_mask(ring, config=open_config)
     assert not unfilled[20, 20] and not unfilled[37, 37]
     assert coarse_mask(ring, method="kmeans", config=config).sum() == filled.sum()
+    calibrated = CoarseMaskConfig(method="threshold", level=0.95, keep="all")
+    assert not coarse_mask(ring * 0.9, config=calibrated).any()
+    assert coarse_mask(ring, config=calibrated).sum() == filled.sum()
 
 
 def test_coarse_mask_rejects_bad_requests():

@@ -16,7 +16,7 @@ from scipy import ndimage
 from clipsam.errors import InputError
 from clipsam.postprocess.components import label_components
 
-BoxMode = Literal["largest", "enclosing", "each"]
+BoxMode = Literal["largest", "all", "each"]
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray | None:
@@ -59,9 +59,9 @@ def component_boxes(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
 
 
 def boxes_from_mask(mask: np.ndarray, mode: BoxMode = "largest") -> np.ndarray:
-    """(K, 4) boxes for a mask: around its largest component (K=1), around all of it (K=1), or
-    one per component (``"each"``, largest first). An empty mask gives K=0."""
-    if mode == "enclosing":
+    """(K, 4) boxes for a mask: around its ``"largest"`` component (K=1), one box around ``"all"``
+    of it (K=1), or one per component (``"each"``, largest first). An empty mask gives K=0."""
+    if mode == "all":
         box = mask_to_box(mask)
         return np.zeros((0, 4), np.float32) if box is None else box[None]
     boxes = component_boxes(mask)
@@ -69,7 +69,7 @@ def boxes_from_mask(mask: np.ndarray, mode: BoxMode = "largest") -> np.ndarray:
         return boxes[:1]
     if mode == "each":
         return boxes
-    raise InputError(f"unknown box mode {mode!r}; use 'largest', 'enclosing' or 'each'")
+    raise InputError(f"unknown box mode {mode!r}; use 'largest', 'all' or 'each'")
 
 
 def clip_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

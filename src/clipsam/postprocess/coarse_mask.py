@@ -2,7 +2,8 @@
 the box prompts given to the segmenter (Koleilat et al., MICCAI 2024).
 
 The map is brought to the image's size, binarised (dense CRF guided by the image, two-cluster
-k-means, or Otsu), then cleaned: connected components are selected, specks dropped, holes filled.
+k-means, Otsu, or a fixed level for maps that are already probabilities), then cleaned:
+connected components are selected, specks dropped, holes filled.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from skimage.transform import resize
 from clipsam.errors import InputError
 from clipsam.postprocess.components import drop_specks, fill_holes, keep_largest
 from clipsam.postprocess.crf import DenseCRFConfig, crf_mask
-from clipsam.postprocess.threshold import as_float_map, kmeans_threshold, otsu_threshold
+from clipsam.postprocess.threshold import (
+    as_float_map,
+    fixed_threshold,
+    kmeans_threshold,
+    otsu_threshold,
+)
 
-Method = Literal["crf", "kmeans", "otsu"]
+Method = Literal["crf", "kmeans", "otsu", "threshold"]
 Keep = Literal["largest", "all"] | int
 
 
@@ -26,6 +32,7 @@ Keep = Literal["largest", "all"] | int
 class CoarseMaskConfig:
     """How a saliency map becomes a coarse mask.
 
+    ``method="threshold"`` keeps values above ``level`` without rescaling (calibrated maps).
     ``keep``: ``"largest"`` component, ``"all"`` components, or the N largest (an int).
     ``min_speck_fraction``: components smaller than this fraction of the largest are dropped
     first (0 keeps every speck). ``fill_holes``: fill background enclosed by the mask.
@@ -33,6 +40,7 @@ class CoarseMaskConfig:
 
     method: Method = "crf"
     keep: Keep = "largest"
+    level: float = 0.5
     min_speck_fraction: float = 0.0
     fill_holes: bool = True
     crf: DenseCRFConfig = field(default_factory=DenseCRFConfig)
@@ -48,7 +56,9 @@ def _select(mask: np.ndarray, keep: Keep) -> np.ndarray:
     raise InputError(f"keep must be 'largest', 'all' or a positive int, got {keep!r}")
 
 
-def _binarise(saliency: np.ndarray, image: np.ndarray | None, config: CoarseMaskConfig):
+def _binarise(
+    saliency: np.ndarray, image: np.ndarray | None, config: CoarseMaskConfig
+) -> np.ndarray:
     if config.method == "crf":
         if image is None:
             raise InputError("the 'crf' coarse-mask method needs the image as a guide")
@@ -57,7 +67,11 @@ def _binarise(saliency: np.ndarray, image: np.ndarray | None, config: CoarseMask
         return kmeans_threshold(saliency)
     if config.method == "otsu":
         return otsu_threshold(saliency)
-    raise InputError(f"unknown coarse-mask method {config.method!r}; use 'crf', 'kmeans', 'otsu'")
+    if config.method == "threshold":
+        return fixed_threshold(saliency, config.level, rescale=False)
+    raise InputError(
+        f"unknown coarse-mask method {config.method!r}; use 'crf', 'kmeans', 'otsu', 'threshold'"
+    )
 
 
 def coarse_mask(
