@@ -1,0 +1,48 @@
+"""``clipsam serve``: the web page and JSON API (loopback only unless told otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clipsam.config import DEVICES, RUNTIMES, ModelConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve", help="web page and HTTP API for segmentation",
+        description="Serve the clipsam web page at / and the JSON API (POST /segment, "
+                    "GET /health). Models load on the first request and stay loaded.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default loopback; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--text-model", default="builtin", metavar="DIR")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--max-upload-mb", type=float, default=64.0)
+    parser.add_argument("--max-side", type=int, default=4096,
+                        help="largest image side in pixels")
+    parser.add_argument("--request-seconds", type=float, default=300.0,
+                        help="time limit for one segmentation request")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from clipsam.apps.server import SegmenterPool, ServerLimits, create_app
+
+    limits = ServerLimits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                          max_side=args.max_side, request_seconds=args.request_seconds)
+    models = ModelConfig(runtime=args.runtime, device=args.device, text_model=args.text_model,
+                         weights_dir=args.weights_dir)
+    app = create_app(SegmenterPool(models), limits)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: anyone who can reach this address can use it",
+              file=sys.stderr)
+    print(f"clipsam: open http://{args.host}:{args.port}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

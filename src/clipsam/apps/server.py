@@ -1,0 +1,271 @@
+"""The clipsam web server: a page to try segmentation and a JSON API on the same port.
+
+``GET /`` is the page, ``GET /health`` says the server is up, ``POST /segment`` takes a multipart
+form (file ``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and
+returns each prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
+record. Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
+``{"error": ...}``; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.exceptions import HTTPException
+
+from clipsam.api import Segmenter, SegmentResult
+from clipsam.apps.batch import is_nifti, overlay_plane
+from clipsam.config import ModelConfig, RunConfig
+from clipsam.errors import ClipsamError
+
+METHODS = ("medclipsam", "salip", "unprompted")
+UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask for."""
+
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_side: int = 4096
+    max_slices: int = 512
+    max_prompts: int = 8
+    max_prompt_chars: int = 300
+    request_seconds: float = 300.0
+
+
+class ServerError(Exception):
+    """A request the server refuses: an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SegmenterPool:
+    """Loads the models once and builds one :class:`Segmenter` per method on first use."""
+
+    def __init__(self, models: ModelConfig) -> None:
+        self.model_config = models
+        self._models: Any = None
+        self._segmenters: dict[str, Segmenter] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str) -> Segmenter:
+        with self._lock:
+            if method not in self._segmenters:
+                from clipsam.pipelines.registry import build_pipeline, load_models
+
+                if self._models is None:
+                    self._models = load_models(self.model_config)
+                config = RunConfig(method=method, models=self.model_config,
+                                   keep_intermediates=True)
+                self._segmenters[method] = Segmenter(
+                    config, pipeline=build_pipeline(config, self._models),
+                    encoder=self._models.segmenter)
+            return self._segmenters[method]
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def view_pictures(intermediates: dict[str, Any]) -> dict[str, str]:
+    """PNG (base64) pictures of a pipeline's array-valued intermediate views.
+
+    A 2-D array (a saliency or similarity map) is stretched to gray levels; a 3-D boolean stack
+    (region proposals) is drawn one colour per region.
+    """
+    from clipsam.io.overlay import to_display
+
+    pictures = {}
+    palette = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+                        [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230]],
+                       np.uint8)
+    for name, value in intermediates.items():
+        if not isinstance(value, np.ndarray) or value.size == 0:
+            continue
+        if value.ndim == 2 and (value.dtype == bool or np.issubdtype(value.dtype, np.number)):
+            pictures[name] = png_base64(to_display(value.astype(np.float32)))
+        elif value.ndim == 3 and value.dtype == bool:
+            canvas = np.zeros((*value.shape[1:], 3), np.uint8)
+            for index, region in enumerate(value):
+                canvas[region] = palette[index % len(palette)]
+            pictures[name] = png_base64(canvas)
+    return pictures
+
+
+def describe(result: SegmentResult, image: Any, workdir: Path, views: bool) -> dict[str, Any]:
+    """One prompt's answer: mask and overlay as base64, the record, optional views."""
+    from clipsam.io import write_mask_nifti, write_mask_png, write_overlay_png
+
+    volume = result.mask.ndim == 3 or is_nifti(Path(image.path or ""))
+    mask_path = workdir / ("mask.nii.gz" if volume else "mask.png")
+    if volume:
+        write_mask_nifti(mask_path, result.mask, image)
+    else:
+        write_mask_png(mask_path, result.mask)
+    plane, mask, boxes = overlay_plane(image, result)
+    overlay_path = write_overlay_png(workdir / "overlay.png", plane, mask, boxes)
+    answer = {
+        "prompt": result.prompt,
+        "found": result.found,
+        "mask_format": "nifti" if volume else "png",
+        "mask": base64.b64encode(mask_path.read_bytes()).decode("ascii"),
+        "overlay_png": base64.b64encode(overlay_path.read_bytes()).decode("ascii"),
+        "record": result.to_record(),
+    }
+    if views:
+        answer["views"] = view_pictures(result.intermediates)
+    return answer
+
+
+def check_upload(name: str, data: bytes, limits: ServerLimits) -> str:
+    """The upload's suffix (which tells the reader its format); refuse empty or huge files."""
+    if len(data) > limits.max_upload_bytes:
+        raise ServerError(413, f"upload is {len(data)} bytes; the limit is "
+                               f"{limits.max_upload_bytes}")
+    if not data:
+        raise ServerError(400, "the uploaded image is empty")
+    lower = name.lower()
+    for suffix in sorted(UPLOAD_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return suffix
+    return ""
+
+
+def check_prompts(prompts: Sequence[str], limits: ServerLimits) -> list[str]:
+    prompts = [" ".join(p.split()) for p in prompts if p and p.strip()]
+    if not prompts:
+        raise ServerError(400, "no prompt: say what to segment, e.g. 'fetal head'")
+    if len(prompts) > limits.max_prompts:
+        raise ServerError(400, f"{len(prompts)} prompts; at most {limits.max_prompts} per request")
+    for prompt in prompts:
+        if len(prompt) > limits.max_prompt_chars:
+            raise ServerError(400, f"prompt too long: {len(prompt)} characters (at most "
+                                   f"{limits.max_prompt_chars})")
+    return prompts
+
+
+def check_dimensions(image: Any, limits: ServerLimits) -> None:
+    height, width = image.size
+    if max(height, width) > limits.max_side:
+        raise ServerError(413, f"image is {width}x{height} pixels; the largest side allowed is "
+                               f"{limits.max_side}")
+    if image.num_slices > limits.max_slices:
+        raise ServerError(413, f"volume has {image.num_slices} slices; at most "
+                               f"{limits.max_slices} allowed")
+
+
+def create_app(
+    segmenter_for: Callable[[str], Segmenter],
+    limits: ServerLimits = ServerLimits(),
+    methods: Sequence[str] = METHODS,
+) -> FastAPI:
+    """The web app; ``segmenter_for(method)`` returns the (loaded, reused) segmenter to use."""
+    app = FastAPI(title="clipsam", docs_url=None, redoc_url=None, openapi_url=None)
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                   thread_name_prefix="clipsam-segment")
+    page = resources.files("clipsam.apps").joinpath("web/index.html").read_text("utf-8")
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limits.max_upload_bytes + 64 * 1024:
+            return _error(413, f"request is {length} bytes; uploads are limited to "
+                               f"{limits.max_upload_bytes}")
+        return await call_next(request)
+
+    @app.exception_handler(ServerError)
+    async def server_error(_request: Request, exc: ServerError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def form_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = sorted({str(e.get("loc", ["", "?"])[-1]) for e in exc.errors()})
+        return _error(422, f"missing or invalid form field(s): {', '.join(fields)}")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        from clipsam.io.record import software_versions
+
+        return {"status": "ok", "methods": list(methods),
+                "version": software_versions().get("clipsam")}
+
+    @app.post("/segment")
+    def segment(
+        image: Annotated[UploadFile, File()],
+        prompt: Annotated[list[str], Form()],
+        method: Annotated[str, Form()] = methods[0],
+        views: Annotated[bool, Form()] = False,
+    ) -> dict[str, Any]:
+        if method not in methods:
+            raise ServerError(400, f"unknown method {method!r}: use one of {', '.join(methods)}")
+        prompts = check_prompts(prompt, limits)
+        data = image.file.read(limits.max_upload_bytes + 1)
+        suffix = check_upload(image.filename or "", data, limits)
+        future = worker.submit(_segment_upload, segmenter_for, method, prompts, data, suffix,
+                               limits, views)
+        try:
+            return future.result(timeout=limits.request_seconds)
+        except concurrent.futures.TimeoutError:
+            raise ServerError(408, f"segmentation took longer than {limits.request_seconds:g} s"
+                                   " (the server's request time limit)") from None
+
+    return app
+
+
+def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
+                    prompts: list[str], data: bytes, suffix: str, limits: ServerLimits,
+                    views: bool) -> dict[str, Any]:
+    from clipsam.io import read_image
+
+    with tempfile.TemporaryDirectory(prefix="clipsam-serve-") as folder:
+        workdir = Path(folder)
+        upload = workdir / f"upload{suffix}"
+        upload.write_bytes(data)
+        try:
+            image = read_image(upload, max_pixels=limits.max_side ** 2 * limits.max_slices)
+            check_dimensions(image, limits)
+            results = segmenter_for(method).segment(image, prompts)
+            height, width = image.size
+            answers = []
+            for index, result in enumerate(results):
+                part = workdir / f"result{index}"
+                part.mkdir()
+                answers.append(describe(result, image, part, views))
+        except ClipsamError as exc:
+            message = str(exc).replace(str(upload), "the upload")
+            status = 413 if "exceed the limit" in message else 400
+            raise ServerError(status, message) from None
+    return {"method": method, "width": width, "height": height,
+            "slices": image.num_slices, "results": answers}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+

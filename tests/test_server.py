@@ -1,0 +1,134 @@
+"""The web server: page, health, POST /segment, and a clear 4xx for every limit."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from clipsam.api import Segmenter
+from clipsam.apps.server import ServerLimits, create_app
+from clipsam.config import RunConfig
+from test_api import FakeEncoder, FakePipeline, sample_image
+
+
+class SlowPipeline(FakePipeline):
+    def run(self, image, prompt, embedding=None, keep_intermediates=False):
+        if prompt.startswith("slow"):
+            time.sleep(2.0)
+        return super().run(image, prompt, embedding, keep_intermediates)
+
+
+def make_client(limits: ServerLimits) -> TestClient:
+    pool: dict[str, Segmenter] = {}
+
+    def segmenter_for(method: str) -> Segmenter:
+        if method not in pool:
+            config = RunConfig(method=method, keep_intermediates=True)
+            pool[method] = Segmenter(config, pipeline=SlowPipeline(), encoder=FakeEncoder())
+        return pool[method]
+
+    return TestClient(create_app(segmenter_for, limits))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post(client, data: bytes, prompts=("bright square",), name="scan.png", **fields):
+    form = {"prompt": list(prompts), **fields}
+    return client.post("/segment", files={"image": (name, data, "image/png")}, data=form)
+
+
+def decode_png(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+@pytest.fixture(scope="module")
+def client():
+    client = make_client(ServerLimits(max_upload_bytes=50_000, max_side=100, max_prompts=2,
+                                      max_prompt_chars=40, request_seconds=1.0))
+    assert post(client, png_bytes(sample_image())).status_code == 200  # warm up imports
+    return client
+
+
+def test_page_and_health(client):
+    assert client.get("/health").json()["status"] == "ok"
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="prompt"' in page.text and "segment" in page.text
+
+
+def test_segment_returns_masks_overlays_records_and_views(client):
+    answer = post(client, png_bytes(sample_image()), ("bright square", "absent thing"),
+                  views="true")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["width"], body["height"]) == (60, 40)
+    bright, absent = body["results"]
+    mask = decode_png(bright["mask"])
+    assert np.array_equal(mask == 255, sample_image() > sample_image().mean())
+    assert decode_png(bright["overlay_png"]).shape == (40, 60, 3)
+    assert bright["found"] and bright["record"]["boxes"] == [[20, 10, 45, 25]]
+    assert not absent["found"] and not decode_png(absent["mask"]).any()
+    assert decode_png(bright["views"]["saliency"]).shape == (40, 60, 3)
+    plain = post(client, png_bytes(sample_image()), method="salip").json()
+    assert "views" not in plain["results"][0]
+    assert plain["results"][0]["record"]["method"] == "fake"
+
+
+def test_nifti_volume_answer_is_a_nifti_mask(client, tmp_path):
+    volume = np.stack([sample_image(), np.zeros((40, 60), np.uint8)]).astype(np.float32)
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(volume, (2, 1, 0)), np.eye(4)), path)
+    answer = post(client, path.read_bytes(), name="vol.nii.gz")
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["results"][0]
+    assert result["mask_format"] == "nifti"
+    raw = gzip.decompress(base64.b64decode(result["mask"]))
+    mask = nib.Nifti1Image.from_bytes(raw)
+    assert mask.shape == (60, 40, 2) and np.asarray(mask.dataobj)[..., 0].sum() == 15 * 25
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        ({"data": b"\x89PNG" + bytes(60_000)}, 413, "limit"),
+        ({"data": "big"}, 413, "largest side"),
+        ({"prompts": ("x" * 41,)}, 400, "prompt too long"),
+        ({"prompts": ("a", "b", "c")}, 400, "at most 2"),
+        ({"prompts": ("   ",)}, 400, "no prompt"),
+        ({"data": b""}, 400, "empty"),
+        ({"data": b"this is not an image"}, 400, "cannot read"),
+        ({"method": "magic"}, 400, "unknown method"),
+        ({"prompts": ("slow bright",)}, 408, "time limit"),
+    ],
+)
+def test_each_limit_gives_one_line_4xx_and_server_keeps_serving(client, kwargs, status, words):
+    data = kwargs.pop("data", png_bytes(sample_image()))
+    if data == "big":
+        data = png_bytes(np.zeros((20, 150), np.uint8))
+    fields = {"method": kwargs["method"]} if "method" in kwargs else {}
+    answer = post(client, data, kwargs.get("prompts", ("bright",)), **fields)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert words in error and "\n" not in error and "upload." not in error
+    time.sleep(1.2 if status == 408 else 0)
+    assert post(client, png_bytes(sample_image())).status_code == 200
+
+
+def test_missing_fields_and_oversized_body_header(client):
+    answer = client.post("/segment", data={"prompt": "bright"})
+    assert answer.status_code == 422 and "image" in answer.json()["error"]
+    answer = client.post("/segment", content=b"x" * 200_000,
+                         headers={"content-type": "multipart/form-data; boundary=z"})
+    assert answer.status_code == 413
+    assert client.get("/health").status_code == 200
