@@ -1,0 +1,73 @@
+""":class:`SamSegmenter`: any SAM-family network behind the shared PromptableSegmenter API."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clipsam.errors import InputError
+from clipsam.models.sam.model import SamArchitecture
+from clipsam.models.sam.preprocess import logits_to_original, prepare_image, prompt_points
+from clipsam.models.sam.runtime import Runtime
+from clipsam.models.segmenter import ImageEmbedding, MaskPrediction
+
+
+class SamSegmenter:
+    """Encode an image once, then decode N prompts in one batched decoder call.
+
+    With ``arch.multimask`` (SAM), a lone box or a single click per prompt takes the best of
+    the three ambiguity-aware masks by predicted IoU, as SAM recommends; other prompts (and
+    MedSAM / LiteMedSAM always) use the single-mask output.
+    """
+
+    def __init__(self, name: str, arch: SamArchitecture, runtime: Runtime) -> None:
+        self.name = name
+        self.arch = arch
+        self.runtime = runtime
+        self.supports_points = arch.supports_points
+
+    def __repr__(self) -> str:
+        return f"SamSegmenter(name={self.name!r}, runtime={self.runtime.name!r})"
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        model_input, geometry = prepare_image(image, self.arch.input_size,
+                                              self.arch.normalisation)
+        features = np.ascontiguousarray(self.runtime.encode(model_input), dtype=np.float32)
+        return ImageEmbedding(features=features, geometry=geometry, model_name=self.name)
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        boxes: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+    ) -> MaskPrediction:
+        if embedding.model_name != self.name:
+            raise InputError(f"embedding was made by {embedding.model_name}, not {self.name}; "
+                             "encode the image with this segmenter")
+        if boxes is None and points is None:
+            raise InputError("give boxes (N, 4) and/or points (N, P, 2) to predict masks")
+        geometry = embedding.geometry
+        coords, labels = prompt_points(geometry, boxes, points, point_labels)
+        n = coords.shape[0]
+        if n == 0:
+            height, width = geometry.original_size
+            grid = 4 * self.arch.grid_size
+            return MaskPrediction(np.zeros((0, height, width), bool),
+                                  np.zeros((0, grid, grid), np.float32),
+                                  np.zeros(0, np.float32))
+        all_logits, all_iou = self.runtime.decode(embedding.features, coords, labels)
+        index = np.zeros(n, dtype=np.int64)
+        if self.arch.multimask and self._ambiguous(boxes, points):
+            index = 1 + np.argmax(all_iou[:, 1:], axis=1)
+        rows = np.arange(n)
+        low_res = np.ascontiguousarray(all_logits[rows, index], dtype=np.float32)
+        scores = np.asarray(all_iou[rows, index], dtype=np.float32)
+        masks = logits_to_original(low_res, geometry) > 0
+        return MaskPrediction(masks=masks, low_res_logits=low_res, scores=scores)
+
+    @staticmethod
+    def _ambiguous(boxes: np.ndarray | None, points: np.ndarray | None) -> bool:
+        """A lone box, or a lone click, per prompt."""
+        if points is None:
+            return True
+        return boxes is None and np.asarray(points).reshape(len(points), -1, 2).shape[1] == 1
