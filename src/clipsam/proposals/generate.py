@@ -1,0 +1,139 @@
+"""Segment everything: decode a grid of prompts against one image embedding, keep good masks.
+
+The procedure is SAM's automatic mask generator (Kirillov et al., "Segment Anything", ICCV 2023,
+appendix): a grid of prompts decoded in batches, masks filtered by the predicted IoU and by the
+stability score, near-duplicates removed by greedy NMS, optionally small islands and holes
+cleaned. Segmenters that take points get SAM's point grid; box-only segmenters (LiteMedSAM,
+whose point prompts give empty masks) get multi-scale box grids serving the same role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from clipsam.errors import InputError
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
+from clipsam.postprocess.boxes import masks_to_boxes
+from clipsam.postprocess.components import drop_specks, fill_holes
+from clipsam.proposals.nms import box_nms, mask_nms
+from clipsam.proposals.prompts import BoxGridConfig, box_grid, point_grid
+from clipsam.proposals.quality import stability_score
+from clipsam.proposals.result import Proposals
+
+PromptKind = Literal["auto", "points", "boxes"]
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """How proposals are generated and filtered.
+
+    Point-grid defaults are SAM's ``SamAutomaticMaskGenerator`` defaults (points_per_side 32,
+    points_per_batch 64, pred_iou_thresh 0.88, stability_score_thresh 0.95,
+    stability_score_offset 1.0, box_nms_thresh 0.7, min_mask_region_area 0) and the SA-1B
+    filter that drops masks covering more than 95 % of the image.
+
+    ``prompts``: ``"auto"`` uses points when the segmenter supports them, else boxes.
+    ``nms``: ``"box"`` (SAM) compares the masks' tight boxes, ``"mask"`` the masks themselves.
+    ``min_region_fraction``: islands and holes smaller than this share of the image are removed
+    from each kept mask (SAM's ``min_mask_region_area``, relative to the image here).
+    """
+
+    prompts: PromptKind = "auto"
+    points_per_side: int = 32
+    box_grid: BoxGridConfig = field(default_factory=BoxGridConfig)
+    batch_size: int = 64
+    pred_iou_threshold: float = 0.88
+    stability_threshold: float = 0.95
+    stability_offset: float = 1.0
+    mask_threshold: float = 0.0
+    nms: Literal["box", "mask"] = "box"
+    nms_threshold: float = 0.7
+    max_area_fraction: float = 0.95
+    min_region_fraction: float = 0.0
+
+
+def prompt_kind(segmenter: PromptableSegmenter, config: ProposalConfig) -> str:
+    """``"points"`` or ``"boxes"``: what ``config`` asks for, resolved against the segmenter."""
+    if config.prompts == "auto":
+        return "points" if segmenter.supports_points else "boxes"
+    if config.prompts == "points" and not segmenter.supports_points:
+        raise InputError(f"segmenter {segmenter.name} does not take point prompts; use boxes")
+    if config.prompts not in ("points", "boxes"):
+        raise InputError(f"unknown prompt kind {config.prompts!r}; use auto, points or boxes")
+    return config.prompts
+
+
+def _decode_batch(
+    segmenter: PromptableSegmenter,
+    embedding: ImageEmbedding,
+    prompts: np.ndarray,
+    kind: str,
+    config: ProposalConfig,
+) -> Proposals:
+    if kind == "points":
+        pred = segmenter.predict(embedding, points=prompts[:, None, :],
+                                 point_labels=np.ones((len(prompts), 1), np.int64))
+    else:
+        pred = segmenter.predict(embedding, boxes=prompts)
+    masks = np.asarray(pred.masks, dtype=bool)
+    scores = np.asarray(pred.scores, dtype=np.float32)
+    stability = stability_score(pred.low_res_logits, config.mask_threshold,
+                                config.stability_offset)
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    keep = ((scores >= config.pred_iou_threshold) & (stability >= config.stability_threshold)
+            & (areas > 0) & (areas <= config.max_area_fraction * masks[0].size))
+    index = np.flatnonzero(keep)
+    return Proposals(masks[index], masks_to_boxes(masks[index]), scores[index],
+                     stability[index], areas[index].astype(np.int64))
+
+
+def _suppress(proposals: Proposals, config: ProposalConfig) -> Proposals:
+    if len(proposals) == 0:
+        return proposals
+    if config.nms == "mask":
+        keep = mask_nms(proposals.masks, proposals.scores, config.nms_threshold)
+    else:
+        keep = box_nms(proposals.boxes, proposals.scores, config.nms_threshold)
+    return proposals.take(keep)
+
+
+def _clean_regions(proposals: Proposals, min_fraction: float) -> Proposals:
+    """Remove small islands and holes from every (of at least one) mask; drop masks left empty."""
+    masks = np.stack([
+        fill_holes(drop_specks(mask, min_fraction, relative_to="image"), max_fraction=min_fraction)
+        for mask in proposals.masks
+    ])
+    areas = masks.reshape(len(masks), -1).sum(axis=1).astype(np.int64)
+    cleaned = replace(proposals, masks=masks, boxes=masks_to_boxes(masks), areas=areas)
+    return cleaned.take(areas > 0)
+
+
+def generate_proposals(
+    segmenter: PromptableSegmenter,
+    embedding: ImageEmbedding,
+    config: ProposalConfig | None = None,
+) -> Proposals:
+    """Candidate masks of everything in the image encoded as ``embedding``, best score first.
+
+    The embedding is reused for every batch; nothing is re-encoded.
+    """
+    config = config or ProposalConfig()
+    if config.batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.nms not in ("box", "mask"):
+        raise InputError(f"unknown NMS kind {config.nms!r}; use box or mask")
+    kind = prompt_kind(segmenter, config)
+    size = tuple(embedding.geometry.original_size)
+    prompts = (point_grid(size, config.points_per_side) if kind == "points"
+               else box_grid(size, config.box_grid))
+    parts = [
+        _decode_batch(segmenter, embedding, prompts[start:start + config.batch_size], kind, config)
+        for start in range(0, len(prompts), config.batch_size)
+    ]
+    proposals = _suppress(Proposals.concatenate(parts, size), config)
+    if config.min_region_fraction > 0 and len(proposals):
+        proposals = _suppress(_clean_regions(proposals, config.min_region_fraction), config)
+    return proposals

@@ -1,0 +1,253 @@
+"""Segment-everything proposals against a fake segmenter of a known synthetic scene, and NMS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipsam.errors import InputError
+from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
+from clipsam.postprocess.boxes import box_iou, mask_to_box
+from clipsam.proposals.area import area_filter
+from clipsam.proposals.generate import ProposalConfig, generate_proposals
+from clipsam.proposals.nms import box_nms, mask_iou, mask_nms
+from clipsam.proposals.prompts import BoxGridConfig, box_grid, point_grid
+from clipsam.proposals.quality import stability_score
+from clipsam.proposals.result import Proposals
+
+SIZE = (96, 128)
+
+
+def disc(cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def rect(y1: int, y2: int, x1: int, x2: int) -> np.ndarray:
+    mask = np.zeros(SIZE, bool)
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+class Scene:
+    """Objects of the fake image: (mask, predicted IoU, sharp boundary?)."""
+
+    def __init__(self) -> None:
+        self.good_rect = rect(8, 40, 10, 60)
+        self.good_disc = disc(65, 95, 18)
+        self.blurry = disc(70, 30, 14)  # soft logits: unstable
+        self.doubtful = rect(10, 30, 80, 120)  # the model doubts it: low predicted IoU
+        self.objects = [(self.good_rect, 0.97, True), (self.good_disc, 0.93, True),
+                        (self.blurry, 0.95, False), (self.doubtful, 0.5, True)]
+
+
+class FakeSegmenter:
+    """Answers a prompt with the scene object under the point or most inside the box; background
+    points get the whole image; boxes around nothing get an empty mask."""
+
+    name = "fake"
+
+    def __init__(self, scene: Scene, supports_points: bool) -> None:
+        self.scene = scene
+        self.supports_points = supports_points
+        self.batches: list[int] = []
+        self.embeddings: list[ImageEmbedding] = []
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        raise AssertionError("proposals must reuse the embedding, not encode again")
+
+    def _object_logits(self, index: int | None) -> tuple[np.ndarray, float]:
+        if index is None:
+            return np.full(SIZE, -10.0), 0.2
+        mask, score, sharp = self.scene.objects[index]
+        if sharp:
+            return np.where(mask, 10.0, -10.0), score
+        # A ramp: +3 at the centre falling to 0 at the object's edge and below outside.
+        from scipy import ndimage
+        inside = ndimage.distance_transform_edt(mask)
+        outside = ndimage.distance_transform_edt(~mask)
+        return np.clip(inside - outside, -3, 3), score
+
+    def predict(self, embedding, boxes=None, points=None, point_labels=None) -> MaskPrediction:
+        self.embeddings.append(embedding)
+        logits, scores = [], []
+        if points is not None:
+            assert self.supports_points and boxes is None
+            assert points.shape[1:] == (1, 2) and point_labels.shape == (len(points), 1)
+            for (x, y), in points:
+                hit = [i for i, (m, _, _) in enumerate(self.scene.objects) if m[int(y), int(x)]]
+                if hit:
+                    value, score = self._object_logits(hit[0])
+                else:
+                    value, score = np.full(SIZE, 10.0), 0.95  # the whole image
+                logits.append(value)
+                scores.append(score)
+        else:
+            for x1, y1, x2, y2 in np.asarray(boxes).astype(int):
+                inside = [m[y1:y2, x1:x2].sum() / m.sum() for m, _, _ in self.scene.objects]
+                best = int(np.argmax(inside))
+                value, score = self._object_logits(best if inside[best] > 0.9 else None)
+                logits.append(value)
+                scores.append(score)
+        self.batches.append(len(logits))
+        logits = np.stack(logits)
+        return MaskPrediction(masks=logits > 0, low_res_logits=logits[:, ::2, ::2],
+                              scores=np.asarray(scores, np.float32))
+
+
+def embedding() -> ImageEmbedding:
+    return ImageEmbedding(features=np.zeros((1, 8, 4, 4), np.float32),
+                          geometry=Geometry(SIZE, (48, 64), 64), model_name="fake")
+
+
+def matches(proposals: Proposals, masks: list[np.ndarray]) -> bool:
+    return len(proposals) == len(masks) and all(
+        np.array_equal(p, m) for p, m in zip(proposals.masks, masks, strict=True))
+
+
+@pytest.mark.parametrize("supports_points", [True, False])
+def test_filters_and_nms_keep_one_mask_per_good_object(supports_points):
+    scene = Scene()
+    segmenter = FakeSegmenter(scene, supports_points)
+    emb = embedding()
+    config = ProposalConfig(points_per_side=16, batch_size=50)
+    proposals = generate_proposals(segmenter, emb, config)
+    assert matches(proposals, [scene.good_rect, scene.good_disc])  # best score first
+    assert proposals.scores.tolist() == pytest.approx([0.97, 0.93])
+    assert proposals.stability.tolist() == [1.0, 1.0]
+    assert proposals.areas.tolist() == [scene.good_rect.sum(), scene.good_disc.sum()]
+    assert proposals.boxes.tolist() == [mask_to_box(scene.good_rect).tolist(),
+                                        mask_to_box(scene.good_disc).tolist()]
+    assert all(e is emb for e in segmenter.embeddings)
+    assert max(segmenter.batches) <= 50 and len(segmenter.batches) > 1
+
+
+def test_lowering_thresholds_admits_the_unstable_and_the_doubtful_objects():
+    scene = Scene()
+    loose = ProposalConfig(points_per_side=16, pred_iou_threshold=0.4, stability_threshold=0.0)
+    proposals = generate_proposals(FakeSegmenter(scene, True), embedding(), loose)
+    assert matches(proposals, [scene.good_rect, scene.blurry, scene.good_disc, scene.doubtful])
+    assert proposals.stability[1] < 0.95
+    whole = ProposalConfig(points_per_side=16, max_area_fraction=1.0)
+    with_background = generate_proposals(FakeSegmenter(scene, True), embedding(), whole)
+    assert any(m.all() for m in with_background.masks)
+
+
+def test_mask_nms_and_region_cleaning():
+    scene = Scene()
+    speck = scene.good_rect.copy()
+    speck[90:92, 2:4] = True  # a 4-pixel island
+    speck[20:22, 30:32] = False  # a 4-pixel hole
+    scene.objects[0] = (speck, 0.97, True)
+    config = ProposalConfig(points_per_side=16, nms="mask", min_region_fraction=10 / speck.size)
+    proposals = generate_proposals(FakeSegmenter(scene, True), embedding(), config)
+    assert matches(proposals, [scene.good_rect, scene.good_disc])
+    raw = generate_proposals(FakeSegmenter(scene, True), embedding(),
+                             ProposalConfig(points_per_side=16, nms="mask"))
+    assert np.array_equal(raw.masks[0], speck)
+
+
+def test_prompt_kind_errors():
+    with pytest.raises(InputError):
+        generate_proposals(FakeSegmenter(Scene(), False), embedding(),
+                           ProposalConfig(prompts="points"))
+    with pytest.raises(InputError):
+        generate_proposals(FakeSegmenter(Scene(), True), embedding(), ProposalConfig(nms="soft"))
+
+
+def test_area_filter():
+    scene = Scene()
+    proposals = generate_proposals(FakeSegmenter(scene, True), embedding(),
+                                   ProposalConfig(points_per_side=16, max_area_fraction=1.0))
+    share = proposals.areas / (SIZE[0] * SIZE[1])
+    kept = area_filter(proposals, max_fraction=0.6, min_fraction=0.0)
+    assert len(kept) == np.sum(share <= 0.6) and (kept.areas > 0).all()
+    assert not any(m.all() for m in kept.masks)
+    only_big = area_filter(proposals, max_fraction=1.0, min_fraction=0.12)
+    assert (only_big.areas >= 0.12 * SIZE[0] * SIZE[1]).all()
+    assert len(area_filter(Proposals.empty(SIZE))) == 0
+    with pytest.raises(InputError):
+        area_filter(proposals, max_fraction=0.1, min_fraction=0.2)
+
+
+# --- NMS, stability, prompt grids --------------------------------------------------------------
+
+def direct_nms(iou_of, n: int, scores: np.ndarray, threshold: float) -> list[int]:
+    """Textbook greedy NMS with pairwise IoU computed on demand."""
+    remaining = sorted(range(n), key=lambda i: (-scores[i], i))
+    keep = []
+    while remaining:
+        best = remaining.pop(0)
+        keep.append(best)
+        remaining = [i for i in remaining if iou_of(best, i) <= threshold]
+    return keep
+
+
+def test_box_nms_matches_direct_computation():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        xy = rng.uniform(0, 80, size=(40, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 40, size=(40, 2))], axis=1)
+        scores = rng.random(40).round(1)  # ties included
+
+        def iou_of(i, j, boxes=boxes):
+            a, b = boxes[i], boxes[j]
+            w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            inter = w * h
+            area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+            return inter / (area - inter)
+
+        for threshold in (0.3, 0.7):
+            assert box_nms(boxes, scores, threshold).tolist() == direct_nms(
+                iou_of, 40, scores, threshold)
+
+
+def test_mask_nms_matches_direct_computation():
+    rng = np.random.default_rng(1)
+    masks = np.stack([disc(*rng.uniform(20, 80, 2), rng.uniform(5, 25)) for _ in range(25)])
+    scores = rng.random(25)
+
+    def iou_of(i, j):
+        return (masks[i] & masks[j]).sum() / (masks[i] | masks[j]).sum()
+
+    exact = mask_iou(masks, masks, max_side=None)
+    assert np.allclose(exact, [[iou_of(i, j) for j in range(25)] for i in range(25)])
+    assert np.abs(mask_iou(masks, masks, max_side=32) - exact).max() < 0.1
+    for threshold in (0.2, 0.5):
+        assert mask_nms(masks, scores, threshold, max_side=None).tolist() == direct_nms(
+            iou_of, 25, scores, threshold)
+
+
+def test_stability_score_is_area_ratio_of_offset_thresholds():
+    ramp = np.tile(np.linspace(-5, 5, 11), (2, 3, 1))  # -5 .. 5 in steps of 1
+    ramp[1] -= 10.0  # every value at or below -5: nothing above -1
+    score = stability_score(ramp, mask_threshold=0.0, offset=1.0)
+    assert score[0] == pytest.approx(4 / 6)  # > 1: {2..5}; > -1: {0..5}
+    assert score[1] == 0.0
+
+
+def test_point_grid_is_cell_centres():
+    points = point_grid((40, 80), 4)
+    assert points.shape == (16, 2)
+    assert sorted(set(points[:, 0].tolist())) == [10, 30, 50, 70]
+    assert sorted(set(points[:, 1].tolist())) == [5, 15, 25, 35]
+    with pytest.raises(InputError):
+        point_grid((40, 80), 0)
+
+
+def test_box_grid_covers_the_image_with_overlapping_tiles():
+    config = BoxGridConfig(sizes=(0.25, 0.5), aspect_ratios=(1.0, 2.0), overlap=0.5)
+    boxes = box_grid((200, 300), config)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 300).all() and (boxes[:, 3] <= 200).all()
+    square = boxes[np.isclose(boxes[:, 2] - boxes[:, 0], 50) & np.isclose(
+        boxes[:, 3] - boxes[:, 1], 50)]
+    assert len(square) == 7 * 11  # starts every <= 25 px over 150 and 250 px of travel
+    coverage = np.zeros((200, 300), bool)
+    for x1, y1, x2, y2 in square.astype(int):
+        coverage[y1:y2, x1:x2] = True
+    assert coverage.all()
+    wide = boxes[np.isclose((boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]), 2.0)]
+    assert len(wide) > 0
+    neighbours = box_iou(square[:1], square[1:2])[0, 0]
+    assert neighbours >= 1 / 3 - 1e-6  # half a side shared
