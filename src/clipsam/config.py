@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipsam.proposals.generate import ProposalConfig
+
 SEGMENTERS = ("litemedsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "medsam-vit-b")
 RUNTIMES = ("auto", "onnx", "torch")
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,6 +44,7 @@ class SalipConfig:
     crop: str = "masked"
     enlarge: float = 1.25
     use_prompt_library: bool = True
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,18 @@ class Geometry:
         sy = self.resized_size[0] / self.original_size[0]
         sx = self.resized_size[1] / self.original_size[1]
         return np.asarray(points, dtype=np.float32) * np.array([sx, sy], np.float32)
+
+    def grid_to_original(self, grid_map: np.ndarray) -> np.ndarray:
+        """Resample a map on the embedding grid (which covers the padded square input) to the
+        original (H, W): upsample to the input, cut the padding, resize, all bilinear."""
+        grid = torch.from_numpy(np.asarray(grid_map, dtype=np.float32))[None, None]
+        square = F.interpolate(grid, size=(self.input_size, self.input_size), mode="bilinear",
+                               align_corners=False)
+        height, width = self.resized_size
+        content = square[..., :height, :width]
+        full = F.interpolate(content, size=self.original_size, mode="bilinear",
+                             align_corners=False)
+        return full[0, 0].numpy()
 
 
 @dataclass(frozen=True)

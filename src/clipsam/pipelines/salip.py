@@ -1,0 +1,87 @@
+"""SaLIP (Aleem et al., "Test-Time Adaptation with SaLIP", CVPRW 2024): segment everything ->
+area filter -> retrieve the proposals that best match the text -> box prompts -> SAM again.
+
+The image is encoded once; proposals, retrieval (for the built-in model, which reads the same
+embedding) and the final decode all reuse it. CLIP-family backends score crops of the proposals
+instead, all in one batch, against the average embedding of the prompt ensemble.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clipsam.config import SalipConfig
+from clipsam.models.image_text import DenseGrounding, ImageTextModel
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
+from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.common import embed_once, not_found, segment_boxes
+from clipsam.pipelines.crops import crop_proposal
+from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
+from clipsam.pipelines.timing import StageTimer
+from clipsam.proposals.area import area_filter
+from clipsam.proposals.generate import generate_proposals
+from clipsam.proposals.result import Proposals
+
+
+class SalipPipeline:
+    """Proposal retrieval by text, for any image-text model."""
+
+    name = "salip"
+
+    def __init__(
+        self,
+        segmenter: PromptableSegmenter,
+        text_model: ImageTextModel,
+        config: SalipConfig | None = None,
+    ) -> None:
+        self.segmenter = segmenter
+        self.text_model = text_model
+        self.config = config or SalipConfig()
+
+    def score(
+        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Proposals, texts: list[str]
+    ) -> np.ndarray:
+        """(N,) similarity of each proposal to the prompt ensemble."""
+        if isinstance(self.text_model, DenseGrounding):
+            return self.text_model.region_scores(embedding, proposals.masks, texts)
+        crops = [crop_proposal(image, mask, box, self.config.crop, self.config.enlarge)
+                 for mask, box in zip(proposals.masks, proposals.boxes, strict=True)]
+        crop_vectors = self.text_model.encode_images(crops)
+        text_vector = self.text_model.encode_text(texts).mean(axis=0)
+        text_vector /= max(float(np.linalg.norm(text_vector)), 1e-12)
+        return crop_vectors @ text_vector
+
+    def run(
+        self,
+        image: np.ndarray,
+        prompt: str,
+        embedding: ImageEmbedding | None = None,
+        keep_intermediates: bool = False,
+    ) -> SegmentationResult:
+        prompt = validate_prompt(prompt)
+        timer = StageTimer()
+        embedding = embed_once(self.segmenter, image, embedding, timer)
+        if isinstance(self.text_model, DenseGrounding):
+            with timer("presence"):
+                present = self.text_model.is_present(embedding, prompt)
+            if not present:
+                return not_found(image.shape, prompt, self.name, timer)
+        with timer("proposals"):
+            proposals = area_filter(
+                generate_proposals(self.segmenter, embedding, self.config.proposals),
+                self.config.max_area_fraction, self.config.min_area_fraction)
+        if len(proposals) == 0:
+            return not_found(image.shape, prompt, self.name, timer)
+        texts = prompt_ensemble(prompt, self.config.use_prompt_library)
+        with timer("retrieval"):
+            scores = np.asarray(self.score(image, embedding, proposals, texts), np.float32)
+        k = self.config.top_k or count_targets(prompt)
+        chosen = np.argsort(-scores, kind="stable")[:k]
+        boxes = proposals.boxes[chosen]
+        mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer, keep=k)
+        views = ({"proposals": proposals, "proposal_scores": scores, "chosen": chosen,
+                  "boxes": boxes} if keep_intermediates else {})
+        return SegmentationResult(
+            mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores[chosen],
+            prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
+        )
