@@ -70,10 +70,14 @@ class MedClipSamConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One way to run clipsam: the method, its models and its parameters."""
+    """One way to run clipsam: the method, its models and its parameters.
+
+    ``weak_model`` is the folder written by ``clipsam weak-train``, used by ``method="weak"``.
+    """
 
     method: str = "medclipsam"
     models: ModelConfig = field(default_factory=ModelConfig)
     salip: SalipConfig = field(default_factory=SalipConfig)
     medclipsam: MedClipSamConfig = field(default_factory=MedClipSamConfig)
+    weak_model: Path | None = None
     keep_intermediates: bool = False

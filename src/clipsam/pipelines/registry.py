@@ -85,6 +85,14 @@ def _whole_box(config: RunConfig, models: Models) -> Pipeline:
     return WholeImageBoxPipeline(models.segmenter)
 
 
+def _weak(config: RunConfig, models: Models) -> Pipeline:
+    from clipsam.pipelines.weak import WeakPipeline
+
+    if config.weak_model is None:
+        raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
+    return WeakPipeline(config.weak_model)
+
+
 def _need_text(models: Models) -> ImageTextModel:
     if models.text is None:
         raise InputError("this method needs a text model; load models with with_text=True")
@@ -96,8 +104,9 @@ PIPELINES: dict[str, Callable[[RunConfig, Models], Pipeline]] = {
     "salip": _salip,
     "unprompted": _unprompted,
     "whole-box": _whole_box,
+    "weak": _weak,
 }
-TEXT_FREE_METHODS = frozenset({"unprompted", "whole-box"})
+TEXT_FREE_METHODS = frozenset({"unprompted", "whole-box", "weak"})
 
 
 def build_pipeline(config: RunConfig, models: Models) -> Pipeline:
