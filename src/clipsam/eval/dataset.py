@@ -1,0 +1,124 @@
+"""An evaluation set on disk: ``images/<id>.png``, ``masks/<id>.png`` and ``meta.csv``.
+
+``meta.csv`` (optional) has an ``id`` column, one row per image, and may give
+``pixel_spacing_mm`` (isotropic, mm per pixel). Without it the ids are the image file stems.
+Images may be in any format :func:`clipsam.io.read.read_image` reads; masks are non-zero where
+the target is.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipsam.errors import InputError
+from clipsam.io.image import MedicalImage
+from clipsam.io.masks import read_mask
+from clipsam.io.read import read_image
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image of a set, its reference mask file, and its pixel spacing (mm) when known."""
+
+    id: str
+    image_path: Path
+    mask_path: Path
+    spacing: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class LoadedCase:
+    case: Case
+    image: MedicalImage
+    mask: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float] | None:
+        """meta.csv's spacing, else the image file's own."""
+        return self.case.spacing or self.image.spacing
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    root: Path
+    cases: tuple[Case, ...]
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self.cases)
+
+
+def open_dataset(root: str | os.PathLike[str]) -> EvalDataset:
+    """List the cases of the set at ``root``, sorted by id."""
+    root = Path(root)
+    images, masks = root / "images", root / "masks"
+    for folder in (images, masks):
+        if not folder.is_dir():
+            raise InputError(f"{root} is not an evaluation set: {folder} is missing "
+                             "(expected images/, masks/ and optionally meta.csv)")
+    files, mask_files = _files_by_id(images), _files_by_id(masks)
+    spacings = _read_meta(root / "meta.csv") if (root / "meta.csv").is_file() else {}
+    ids = sorted(spacings) if spacings else sorted(files)
+    cases = []
+    for case_id in ids:
+        if case_id not in files:
+            raise InputError(f"{root / 'meta.csv'} lists {case_id} but {images} has no image "
+                             "with that name")
+        mask_path = mask_files.get(case_id, masks / files[case_id].name)
+        cases.append(Case(case_id, files[case_id], mask_path, spacings.get(case_id)))
+    if not cases:
+        raise InputError(f"{root} has no images in {images}")
+    return EvalDataset(root=root, cases=tuple(cases))
+
+
+def _files_by_id(folder: Path) -> dict[str, Path]:
+    """Visible files keyed by name without extension (``.nii.gz`` counts as one)."""
+    files = {}
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            name = path.name
+            files[name[:-7] if name.lower().endswith(".nii.gz") else path.stem] = path
+    return files
+
+
+def _read_meta(path: Path) -> dict[str, tuple[float, float] | None]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "id" not in reader.fieldnames:
+            raise InputError(f"{path} has no 'id' column")
+        spacings: dict[str, tuple[float, float] | None] = {}
+        for row in reader:
+            value = (row.get("pixel_spacing_mm") or "").strip()
+            try:
+                spacing = float(value) if value else None
+            except ValueError:
+                raise InputError(f"{path}: pixel_spacing_mm of {row['id']} is not a number: "
+                                 f"{value!r}") from None
+            spacings[row["id"]] = (spacing, spacing) if spacing and spacing > 0 else None
+    return spacings
+
+
+def load_case(case: Case) -> LoadedCase:
+    """Read a case's image and reference mask, checking that their sizes agree."""
+    image = read_image(case.image_path)
+    if image.is_volume:
+        raise InputError(f"{case.image_path} is a volume; evaluation sets hold 2-D images")
+    if not case.mask_path.is_file():
+        raise InputError(f"{case.image_path} has no mask: {case.mask_path} is missing")
+    mask = read_mask(case.mask_path)
+    if mask.shape != image.size:
+        raise InputError(f"mask {case.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
+                         f"{case.image_path} is {image.size[1]}x{image.size[0]}")
+    return LoadedCase(case=case, image=image, mask=mask)

@@ -1,0 +1,204 @@
+"""Run a method over an evaluation set, writing per-image scores and a summary, resumably.
+
+``OUT_DIR/per_image.csv`` has one row per image (id, dice, iou, hd95, nsd, found, gt_empty,
+seconds, error; a missing value is an empty cell) and is rewritten atomically after every image,
+so a killed run loses at most the image in progress and a rerun skips every id already scored
+(failed ids are tried again). ``OUT_DIR/run.json`` records what the rows are of, so a rerun with
+another method, set or prompt is refused instead of mixed in. ``OUT_DIR/summary.json`` is written
+at the end.
+
+Summary statistics are over images with a non-empty reference that did not fail; images with an
+empty reference are reported apart (with "not found" accuracy for methods that can say so).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from clipsam.errors import ClipsamError, InputError
+from clipsam.eval.dataset import EvalDataset, load_case
+from clipsam.eval.methods import Method
+from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM, score_mask
+from clipsam.io.atomic import write_text_atomic
+from clipsam.io.image import segmenter_input
+from clipsam.io.read import one_line
+from clipsam.io.record import to_jsonable, write_record_json
+
+LOG = logging.getLogger(__name__)
+FIELDS = ("id", "dice", "iou", "hd95", "nsd", "found", "gt_empty", "seconds", "error")
+_FLOATS = ("dice", "iou", "hd95", "nsd", "seconds")
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One line of per_image.csv; NaN means missing."""
+
+    id: str
+    dice: float = math.nan
+    iou: float = math.nan
+    hd95: float = math.nan
+    nsd: float = math.nan
+    found: bool | None = None
+    gt_empty: bool | None = None
+    seconds: float = math.nan
+    error: str = ""
+
+    def to_csv(self) -> dict[str, str]:
+        cells = {}
+        for name in FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, float):
+                cells[name] = "" if math.isnan(value) else f"{value:.6g}"
+            elif isinstance(value, bool):
+                cells[name] = str(value).lower()
+            else:
+                cells[name] = "" if value is None else str(value)
+        return cells
+
+    @classmethod
+    def from_csv(cls, cells: dict[str, str]) -> ImageRow:
+        values: dict[str, Any] = {"id": cells["id"], "error": cells.get("error") or ""}
+        for name in _FLOATS:
+            text = cells.get(name) or ""
+            values[name] = float(text) if text else math.nan
+        for name in ("found", "gt_empty"):
+            text = (cells.get(name) or "").lower()
+            values[name] = None if not text else text == "true"
+        return cls(**values)
+
+
+def evaluate(
+    dataset: EvalDataset,
+    method: Method,
+    out_dir: str | Path,
+    prompt: str = "",
+    limit: int | None = None,
+    tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``method`` on the first ``limit`` cases of ``dataset`` (all by default).
+
+    Returns the summary also written to ``out_dir/summary.json``.
+    """
+    out_dir = Path(out_dir)
+    if method.needs_prompt and not prompt.strip():
+        raise InputError(f"method {method.name} needs a text prompt (--prompt)")
+    cases = dataset.cases[:limit] if limit is not None else dataset.cases
+    run = {"method": method.name, "dataset": str(dataset.root.resolve()),
+           "prompt": prompt, "nsd_tolerance_mm": tolerance_mm}
+    rows = _resume(out_dir, run)
+    write_record_json(out_dir / "run.json", run)
+    todo = [case for case in cases if case.id not in rows or rows[case.id].error]
+    if len(todo) < len(cases):
+        LOG.info("resuming: %d of %d images already scored", len(cases) - len(todo), len(cases))
+    order = {case.id: index for index, case in enumerate(dataset.cases)}
+    bar: Iterable = tqdm(todo, desc=f"{method.name} on {dataset.name}", unit="image",
+                         disable=not progress, file=sys.stderr)
+    for case in bar:
+        rows[case.id] = score_case(case, method, prompt, tolerance_mm)
+        _write_rows(out_dir / "per_image.csv",
+                    sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
+    scope = [rows[case.id] for case in cases]
+    summary = summarise(scope, method, dataset, prompt, tolerance_mm)
+    write_record_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def score_case(case, method: Method, prompt: str, tolerance_mm: float) -> ImageRow:
+    """Run ``method`` on one case and score it; any failure becomes the row's error."""
+    try:
+        loaded = load_case(case)
+        pixels = segmenter_input(loaded.image)
+        start = time.perf_counter()
+        result = method.segment(pixels, loaded.mask, prompt)
+        seconds = time.perf_counter() - start
+        scores = score_mask(result.mask, loaded.mask, loaded.spacing, tolerance_mm)
+    except ClipsamError as exc:
+        return ImageRow(id=case.id, error=one_line(exc))
+    except Exception as exc:  # a bad image must not stop the run; the row says what happened
+        LOG.debug("%s failed", case.id, exc_info=True)
+        return ImageRow(id=case.id, error=f"{exc.__class__.__name__}: {one_line(exc)}")
+    return ImageRow(id=case.id, dice=scores.dice, iou=scores.iou, hd95=scores.hd95,
+                    nsd=scores.nsd, found=bool(result.found), gt_empty=not loaded.mask.any(),
+                    seconds=seconds)
+
+
+def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt: str,
+              tolerance_mm: float) -> dict[str, Any]:
+    """The summary.json content for ``rows`` (see the module notes for what counts where)."""
+    done = [row for row in rows if not row.error]
+    scored = [row for row in done if not row.gt_empty]
+    empty = [row for row in done if row.gt_empty]
+    failed = [row for row in rows if row.error]
+
+    def mean(name: str, subset: list[ImageRow] = scored) -> float | None:
+        values = [getattr(row, name) for row in subset if not math.isnan(getattr(row, name))]
+        return float(np.mean(values)) if values else None
+
+    dice_values = [row.dice for row in scored]
+    not_found = [row for row in empty if row.found is False]
+    return to_jsonable({
+        "method": method.name,
+        "dataset": dataset.name,
+        "data_dir": str(dataset.root.resolve()),
+        "prompt": prompt,
+        "n": len(scored),
+        "n_images": len(rows),
+        "dice_mean": mean("dice"),
+        "dice_median": float(np.median(dice_values)) if dice_values else None,
+        "iou_mean": mean("iou"),
+        "hd95_mean": mean("hd95"),
+        "n_hd95": sum(not math.isnan(row.hd95) for row in scored),
+        "nsd_mean": mean("nsd"),
+        "nsd_tolerance_mm": tolerance_mm,
+        "seconds_per_image": mean("seconds", done),
+        "n_not_found_with_target": sum(row.found is False for row in scored),
+        "gt_empty": {
+            "n": len(empty),
+            "not_found_accuracy": (len(not_found) / len(empty)
+                                   if method.reports_absence and empty else None),
+        },
+        "n_failed": len(failed),
+        "failed": [{"id": row.id, "error": row.error} for row in failed],
+    })
+
+
+def _resume(out_dir: Path, run: dict[str, Any]) -> dict[str, ImageRow]:
+    """Rows already in ``out_dir`` for the same run; refuse a directory of another run."""
+    previous = out_dir / "run.json"
+    if previous.is_file():
+        try:
+            before = json.loads(previous.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot resume from {previous}: {one_line(exc)}") from exc
+        changed = [key for key in run if before.get(key) != to_jsonable(run[key])]
+        if changed:
+            raise InputError(f"{out_dir} holds a run with another {', '.join(changed)} "
+                             f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); "
+                             "use another --out")
+    table = out_dir / "per_image.csv"
+    if not table.is_file():
+        return {}
+    with table.open(newline="", encoding="utf-8") as handle:
+        return {cells["id"]: ImageRow.from_csv(cells) for cells in csv.DictReader(handle)}
+
+
+def _write_rows(path: Path, rows: list[ImageRow]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(row.to_csv() for row in rows)
+    write_text_atomic(path, buffer.getvalue())

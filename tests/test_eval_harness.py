@@ -1,0 +1,156 @@
+"""The evaluation set reader and the harness: rows, summary, failures, empty references, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsam.errors import InputError
+from clipsam.eval.dataset import load_case, open_dataset
+from clipsam.eval.harness import evaluate
+from clipsam.eval.methods import Method
+from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.gt_box import GtBoxPipeline
+
+
+def save(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_set(root, spacing: bool = True):
+    """a: rectangle target; b: two rectangles; c: empty reference; d: corrupt image."""
+    image = np.full((40, 50), 80, np.uint8)
+    masks = {name: np.zeros((40, 50), np.uint8) for name in "abc"}
+    masks["a"][5:15, 10:30] = 255
+    masks["b"][2:8, 2:8] = 255
+    masks["b"][20:35, 30:45] = 255
+    for name, mask in masks.items():
+        save(root / "images" / f"{name}.png", image)
+        save(root / "masks" / f"{name}.png", mask)
+    (root / "images" / "d.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    save(root / "masks" / "d.png", masks["c"])
+    lines = ["id,pixel_spacing_mm"] + [f"{n},{0.5 if spacing else ''}" for n in "abcd"]
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def read_rows(out):
+    with (out / "per_image.csv").open() as handle:
+        return {row["id"]: row for row in csv.DictReader(handle)}
+
+
+class Counting:
+    """A gt-box method over the box-filling segmenter that counts the images it sees."""
+
+    def __init__(self, segmenter) -> None:
+        self.pipeline = GtBoxPipeline(segmenter)
+        self.seen: list[tuple[int, int]] = []
+
+    def method(self) -> Method:
+        def segment(image, reference, prompt) -> SegmentationResult:
+            self.seen.append(image.shape)
+            return self.pipeline.run(image, reference)
+
+        return Method("gt-box", segment)
+
+
+def test_dataset_lists_sorted_ids_with_spacing(tmp_path):
+    dataset = open_dataset(make_set(tmp_path / "set"))
+    assert dataset.name == "set" and [c.id for c in dataset] == ["a", "b", "c", "d"]
+    assert dataset.cases[0].spacing == (0.5, 0.5)
+    loaded = load_case(dataset.cases[0])
+    assert loaded.mask.dtype == bool and loaded.mask.sum() == 200
+    assert open_dataset(make_set(tmp_path / "nospacing", spacing=False)).cases[0].spacing is None
+
+
+def test_mask_of_another_size_names_both_files(tmp_path):
+    root = make_set(tmp_path / "set")
+    save(root / "masks" / "a.png", np.zeros((41, 50), np.uint8))
+    with pytest.raises(InputError) as info:
+        load_case(open_dataset(root).cases[0])
+    message = str(info.value)
+    assert "\n" not in message and "masks/a.png" in message and "images/a.png" in message
+
+
+def test_not_an_evaluation_set(tmp_path):
+    with pytest.raises(InputError, match="not an evaluation set"):
+        open_dataset(tmp_path)
+
+
+def test_harness_rows_summary_and_failures(tmp_path, box_segmenter):
+    dataset = open_dataset(make_set(tmp_path / "set"))
+    summary = evaluate(dataset, Counting(box_segmenter).method(), tmp_path / "out",
+                       progress=False)
+    rows = read_rows(tmp_path / "out")
+    assert list(rows) == ["a", "b", "c", "d"]
+    assert float(rows["a"]["dice"]) == pytest.approx(1.0) and rows["a"]["found"] == "true"
+    assert rows["a"]["hd95"] == "0" and float(rows["a"]["seconds"]) >= 0
+    assert rows["c"]["gt_empty"] == "true" and rows["c"]["hd95"] == ""
+    assert rows["d"]["error"] and "d.png" in rows["d"]["error"] and rows["d"]["dice"] == ""
+    assert summary["n"] == 2 and summary["n_images"] == 4 and summary["n_failed"] == 1
+    assert summary["dice_mean"] == pytest.approx(1.0) and summary["nsd_mean"] == 1.0
+    assert summary["gt_empty"] == {"n": 1, "not_found_accuracy": None}
+    assert summary["failed"][0]["id"] == "d"
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["dice_median"] == summary["dice_median"] and "versions" in on_disk
+
+
+def test_summary_scores_imperfect_masks_and_absence(tmp_path):
+    dataset = open_dataset(make_set(tmp_path / "set"))
+
+    def half(image, reference, prompt) -> SegmentationResult:
+        mask = reference.copy()
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size:
+            mask[rows[: rows.size // 2]] = False
+        return SegmentationResult(mask, bool(mask.any()), np.zeros((0, 4)), np.zeros(0),
+                                  prompt, "half")
+
+    summary = evaluate(dataset, Method("half", half, reports_absence=True, needs_prompt=True),
+                       tmp_path / "out", prompt="target", progress=False)
+    # a: rows 5-14, the first 5 dropped: 100 of 200 px kept (Dice 2*100/300).
+    # b: rows 2-7 and 20-34, the first 10 of those 21 rows dropped: the small square goes and
+    # 11 of the big square's 15 rows stay, 165 of 261 px (Dice 2*165/426)
+    expected = [2 * 100 / 300, 2 * 165 / 426]
+    assert summary["dice_mean"] == pytest.approx(np.mean(expected), abs=1e-5)
+    assert summary["iou_mean"] == pytest.approx(np.mean([100 / 200, 165 / 261]), abs=1e-5)
+    assert summary["gt_empty"]["not_found_accuracy"] == 1.0
+    assert summary["hd95_mean"] > 0
+
+
+def test_text_method_without_prompt_is_refused(tmp_path):
+    dataset = open_dataset(make_set(tmp_path / "set"))
+    method = Method("text", lambda *a: None, needs_prompt=True)
+    with pytest.raises(InputError, match="--prompt"):
+        evaluate(dataset, method, tmp_path / "out", progress=False)
+
+
+def test_rerun_resumes_and_retries_failures(tmp_path, box_segmenter):
+    root = make_set(tmp_path / "set")
+    out = tmp_path / "out"
+    first = Counting(box_segmenter)
+    evaluate(open_dataset(root), first.method(), out, limit=2, progress=False)
+    assert len(first.seen) == 2 and list(read_rows(out)) == ["a", "b"]
+    second = Counting(box_segmenter)
+    summary = evaluate(open_dataset(root), second.method(), out, progress=False)
+    assert len(second.seen) == 1  # only c is new; d still fails before segmenting
+    assert list(read_rows(out)) == ["a", "b", "c", "d"] and summary["n_failed"] == 1
+    save(root / "images" / "d.png", np.zeros((40, 50), np.uint8))
+    third = Counting(box_segmenter)
+    summary = evaluate(open_dataset(root), third.method(), out, progress=False)
+    assert len(third.seen) == 1 and summary["n_failed"] == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_out_dir_of_another_run_is_refused(tmp_path, box_segmenter):
+    root = make_set(tmp_path / "set")
+    evaluate(open_dataset(root), Counting(box_segmenter).method(), tmp_path / "out", limit=1,
+             progress=False)
+    other = Method("other", lambda *a: None)
+    with pytest.raises(InputError, match="another method"):
+        evaluate(open_dataset(root), other, tmp_path / "out", progress=False)
