@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import nibabel as nib
@@ -13,6 +12,7 @@ from PIL import Image
 from clipsam.api import Segmenter
 from clipsam.apps import cmd_segment
 from clipsam.apps.batch import collect_inputs, prompt_slug, select_part
+from clipsam.apps.cli import main
 from test_api import FakeEncoder, FakePipeline, sample_image
 
 
@@ -31,13 +31,7 @@ def cli(monkeypatch):
     CountingFactory.loads = 0
     monkeypatch.setattr(cmd_segment, "Segmenter", CountingFactory())
 
-    def run(*argv: str) -> int:
-        parser = argparse.ArgumentParser(prog="clipsam")
-        cmd_segment.add_parser(parser.add_subparsers())
-        args = parser.parse_args(["segment", *argv])
-        return args.func(args)
-
-    return run
+    return lambda *argv: main(["segment", "-q", *argv])
 
 
 def write_png(path, pixels):

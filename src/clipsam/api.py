@@ -115,10 +115,11 @@ class Segmenter:
         self.config = config or RunConfig()
         load_seconds = 0.0
         if pipeline is None or encoder is None:
-            from clipsam.pipelines.registry import build_pipeline, load_models
+            from clipsam.pipelines.registry import TEXT_FREE_METHODS, build_pipeline, load_models
 
             start = time.perf_counter()
-            models = load_models(self.config.models)
+            models = load_models(self.config.models,
+                                 with_text=self.config.method not in TEXT_FREE_METHODS)
             pipeline = build_pipeline(self.config, models)
             encoder = models.segmenter
             load_seconds = time.perf_counter() - start
@@ -147,7 +148,7 @@ class Segmenter:
         return {
             "segmenter": getattr(self.encoder, "name", models.segmenter),
             "text_model": models.text_model,
-            "runtime": getattr(self.encoder, "runtime", models.runtime),
+            "runtime": getattr(getattr(self.encoder, "runtime", None), "name", models.runtime),
             "device": models.device,
             "versions": software_versions(),
             "config": to_jsonable(self.config),

@@ -57,10 +57,14 @@ class ServerError(Exception):
 
 
 class SegmenterPool:
-    """Loads the models once and builds one :class:`Segmenter` per method on first use."""
+    """Loads the models once and builds one :class:`Segmenter` per method on first use.
 
-    def __init__(self, models: ModelConfig) -> None:
+    ``with_text=False`` loads no text model (only text-free methods such as ``unprompted`` work).
+    """
+
+    def __init__(self, models: ModelConfig, with_text: bool = True) -> None:
         self.model_config = models
+        self.with_text = with_text
         self._models: Any = None
         self._segmenters: dict[str, Segmenter] = {}
         self._lock = threading.Lock()
@@ -71,7 +75,7 @@ class SegmenterPool:
                 from clipsam.pipelines.registry import build_pipeline, load_models
 
                 if self._models is None:
-                    self._models = load_models(self.model_config)
+                    self._models = load_models(self.model_config, with_text=self.with_text)
                 config = RunConfig(method=method, models=self.model_config,
                                    keep_intermediates=True)
                 self._segmenters[method] = Segmenter(
