@@ -1,0 +1,176 @@
+"""The web page in a real browser (Debian chromium driven by Playwright).
+
+Skips when chromium or Playwright is missing, unless ``CI=true`` (then it fails): install them
+with ``scripts/install_browser_test_deps.sh``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsam.api import Segmenter
+from clipsam.apps.server import ServerLimits, create_app
+from clipsam.config import RunConfig
+from test_api import FakeEncoder, FakePipeline, sample_image
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def missing_browser_parts() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = missing_browser_parts()
+    if missing:
+        message = f"{missing}: run scripts/install_browser_test_deps.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "health", timeout=2):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"server at {url} did not answer within {seconds} s")
+
+
+@contextlib.contextmanager
+def threaded_server(app) -> Iterator[str]:
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_health(url, 30)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def downloaded_mask(page, index: int = 0) -> np.ndarray:
+    href = page.get_attribute(f"#download-{index}", "href")
+    assert href.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))))
+
+
+def run_in_page(page, image: Path, prompt: str, method: str, seconds: float) -> str:
+    page.set_input_files("#image", str(image))
+    page.fill("#prompt", prompt)
+    page.select_option("#method", method)
+    page.click("#run")
+    page.wait_for_selector('#status:is([data-state="done"], [data-state="error"])',
+                           timeout=seconds * 1000)
+    return page.get_attribute("#status", "data-state")
+
+
+def test_page_with_stand_in_models(browser, tmp_path):
+    segmenters: dict[str, Segmenter] = {}
+
+    def segmenter_for(method: str) -> Segmenter:
+        config = RunConfig(method=method, keep_intermediates=True)
+        return segmenters.setdefault(method, Segmenter(config, pipeline=FakePipeline(),
+                                                       encoder=FakeEncoder()))
+
+    image = tmp_path / "scan.png"
+    Image.fromarray(sample_image()).save(image)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with threaded_server(create_app(segmenter_for, ServerLimits())) as url:
+        page = browser.new_page()
+        page.goto(url)
+        assert run_in_page(page, image, "bright square", "salip", 60) == "done"
+        mask = downloaded_mask(page)
+        assert np.array_equal(mask == 255, sample_image() > sample_image().mean())
+        assert page.get_attribute("#download-0", "download") == "scan_mask.png"
+        assert page.evaluate("document.querySelector('#overlay-0').naturalWidth") == 60
+        assert page.locator("figcaption", has_text="saliency").count() == 1
+        assert set(segmenters) == {"salip"}
+
+        assert run_in_page(page, bad, "bright square", "medclipsam", 60) == "error"
+        assert "cannot read" in page.inner_text("#status")
+        assert run_in_page(page, image, "dark background", "medclipsam", 60) == "done"
+        assert np.array_equal(downloaded_mask(page) == 255,
+                              sample_image() <= sample_image().mean())
+
+
+def example_with_reference() -> tuple[Path, Path]:
+    for image in sorted(EXAMPLES.glob("*.png")):
+        reference = image.with_name(image.stem + "_mask.png")
+        if "_mask" not in image.stem and reference.exists():
+            return image, reference
+    pytest.fail(f"no example image with a reference <name>_mask.png in {EXAMPLES}")
+
+
+@pytest.mark.slow
+def test_fetal_head_example_end_to_end(browser, tmp_path):
+    """``clipsam serve`` with the real models; the browser uploads a shipped HC18 example."""
+    image, reference_path = example_with_reference()
+    port = free_port()
+    env = {**os.environ, "CLIPSAM_CACHE_DIR": os.environ.get("CLIPSAM_CACHE_DIR",
+                                                           str(tmp_path / "cache"))}
+    server = subprocess.Popen([sys.executable, "-m", "clipsam.apps.cli", "serve",
+                               "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_health(url, 60)
+        page = browser.new_page()
+        page.goto(url)
+        state = run_in_page(page, image, "fetal head", "medclipsam", 900)
+        assert state == "done", page.inner_text("#status")
+        mask = downloaded_mask(page) == 255
+        reference = np.asarray(Image.open(reference_path)) > 0
+        assert mask.shape == reference.shape
+        assert mask.any()
+        overlap = (mask & reference).sum()
+        assert overlap / mask.sum() > 0.5 and overlap / reference.sum() > 0.5
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
