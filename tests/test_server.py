@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from clipsam.api import Segmenter
-from clipsam.apps.server import ServerLimits, create_app
+from clipsam.apps.server import ServerLimits, create_app, view_pictures
 from clipsam.config import RunConfig
 from test_api import FakeEncoder, FakePipeline, sample_image
 
@@ -132,3 +132,19 @@ def test_missing_fields_and_oversized_body_header(client):
                          headers={"content-type": "multipart/form-data; boundary=z"})
     assert answer.status_code == 413
     assert client.get("/health").status_code == 200
+
+
+def test_views_show_maps_and_proposals_at_image_size():
+    class Proposals:
+        masks = np.zeros((3, 40, 60), bool)
+
+    Proposals.masks[0, :10], Proposals.masks[2, 20:] = True, True
+    views = {"saliency": np.random.default_rng(0).random((14, 14)),
+             "boxes": np.array([[1, 2, 30, 20], [5, 5, 9, 9]], np.float32),
+             "proposal_scores": np.ones(3), "proposals": Proposals(), "chosen": np.array([2])}
+    pictures = {k: decode_png(v) for k, v in view_pictures(views, (40, 60)).items()}
+    assert set(pictures) == {"saliency", "proposals", "chosen proposals"}
+    assert all(p.shape == (40, 60, 3) for p in pictures.values())
+    chosen = pictures["chosen proposals"].any(axis=2)
+    assert chosen[20:].all() and not chosen[:20].any()
+    assert pictures["proposals"].any(axis=2)[:10].all()

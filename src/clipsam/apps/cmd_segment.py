@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
             summary = run_ray(items, job, config, address=args.ray_address,
                               workers=args.workers)
         else:
+            quiet = getattr(args, "quiet", 0) > 0
             summary = run_local(items, job, functools.partial(Segmenter, config),
-                                progress=_progress_bar)
+                                progress=iter if quiet else _progress_bar)
     except ClipsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
