@@ -50,6 +50,11 @@ class ClipBackend(abc.ABC):
 
     @property
     @abc.abstractmethod
+    def head_modules(self) -> list[nn.Module]:
+        """What follows the last blocks of both towers: final norms and projections."""
+
+    @property
+    @abc.abstractmethod
     def patch_size(self) -> int:
         """Side of one vision patch in input pixels."""
 

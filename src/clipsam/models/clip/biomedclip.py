@@ -244,6 +244,11 @@ class BiomedClip(ClipBackend):
         return self.network.text.encoder.layer
 
     @property
+    def head_modules(self) -> list[nn.Module]:
+        net = self.network
+        return [net.vision.layernorm, net.visual_proj, net.text_proj]
+
+    @property
     def patch_size(self) -> int:
         return int(self.network.vision.config.patch_size)
 

@@ -66,6 +66,12 @@ class OpenAIClip(ClipBackend):
         return self.network.text_model.encoder.layers
 
     @property
+    def head_modules(self) -> list[nn.Module]:
+        net = self.network
+        return [net.vision_model.post_layernorm, net.visual_projection,
+                net.text_model.final_layer_norm, net.text_projection]
+
+    @property
     def patch_size(self) -> int:
         return int(self.network.config.vision_config.patch_size)
 
