@@ -8,9 +8,11 @@ and Ray tests): the pipeline thresholds the image at its mean ("bright ..." prom
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import clipsam
 from clipsam.api import Segmenter, load_planes, run_config
@@ -139,3 +141,18 @@ def test_run_config_routes_options():
 def test_package_exports_are_lazy():
     assert clipsam.Segmenter is Segmenter
     assert callable(clipsam.segment)
+
+
+HC18 = Path("/work/shared/data/hc18")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HC18.is_dir(), reason="evaluation data not available")
+def test_real_models_through_the_registry():
+    image = sorted((HC18 / "images").glob("*.png"))[0]
+    result = clipsam.segment(image, "fetal head", method="whole-box", runtime="onnx")
+    reference = np.asarray(Image.open(HC18 / "masks" / image.name)) > 0
+    assert result.mask.shape == reference.shape and result.found
+    assert result.provenance["segmenter"] == "litemedsam"
+    assert result.provenance["runtime"] == "onnx"
+    assert result.provenance["timings"]["encode"] > 0

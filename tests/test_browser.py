@@ -141,11 +141,12 @@ def test_page_with_stand_in_models(browser, tmp_path):
 
 
 def example_with_reference() -> tuple[Path, Path]:
-    for image in sorted(EXAMPLES.glob("*.png")):
-        reference = image.with_name(image.stem + "_mask.png")
-        if "_mask" not in image.stem and reference.exists():
+    """The first shipped example image (examples/images) that has a reference mask."""
+    for image in sorted((EXAMPLES / "images").glob("*.png")):
+        reference = EXAMPLES / "masks" / image.name
+        if reference.exists():
             return image, reference
-    pytest.fail(f"no example image with a reference <name>_mask.png in {EXAMPLES}")
+    pytest.fail(f"no example image with a reference mask in {EXAMPLES}/images and /masks")
 
 
 @pytest.mark.slow

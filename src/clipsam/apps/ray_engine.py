@@ -69,7 +69,8 @@ def run_ray(
             rows = [{"path": str(item.path), "stem": item.stem} for item in todo]
             outcomes = ray.data.from_items(rows).map_batches(
                 SegmentActor, fn_constructor_args=(job, make_segmenter),
-                concurrency=min(actors, len(rows)), batch_size=batch_size, num_cpus=1)
+                compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
+                batch_size=batch_size, num_cpus=1)
             for row in outcomes.iter_rows():
                 summary.add(Outcome(row["path"], row["status"], row["error"]))
         except ClipsamError:
