@@ -63,6 +63,16 @@ def test_failed_images_are_listed_and_exit_1(tmp_path, fake_gt_box, capsys):
     assert "failed: 1: cannot read" in err and "1 of 3 images failed" in err.splitlines()[-1]
 
 
+def test_a_single_failing_image_is_one_line_exit_1(tmp_path, fake_gt_box, capsys):
+    data = make_set(tmp_path / "set")
+    (data / "images" / "0.png").write_bytes(b"")
+    code = cli.main(["-q", "eval", str(data), "--method", "fake-box", "--out",
+                     str(tmp_path / "out"), "--limit", "1"])
+    out, err = capsys.readouterr()
+    assert code == 1 and not out
+    assert err.count("\n") == 1 and "0.png" in err and "empty" in err
+
+
 def test_unusable_data_dir_is_one_line_exit_2(tmp_path, fake_gt_box, capsys):
     code = cli.main(["eval", str(tmp_path / "nowhere"), "--method", "fake-box"])
     err = capsys.readouterr().err

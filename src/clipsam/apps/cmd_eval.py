@@ -51,13 +51,16 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(args.method, config)
     summary = evaluate(dataset, method, out_dir, prompt=args.prompt, limit=args.limit,
                        tolerance_mm=args.nsd_tolerance, progress=not args.quiet)
+    failed = summary["failed"]
+    if summary["n_images"] == 1 and failed:
+        print(f"error: {failed[0]['id']}: {failed[0]['error']}", file=sys.stderr)
+        return 1
     print(_summary_line(summary))
     print(f"results in {out_dir}")
-    for failure in summary["failed"]:
+    for failure in failed:
         print(f"failed: {failure['id']}: {failure['error']}", file=sys.stderr)
-    if summary["n_failed"]:
-        print(f"error: {summary['n_failed']} of {summary['n_images']} images failed",
-              file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {summary['n_images']} images failed", file=sys.stderr)
         return 1
     return 0
 

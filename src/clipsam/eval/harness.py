@@ -9,6 +9,8 @@ at the end.
 
 Summary statistics are over images with a non-empty reference that did not fail; images with an
 empty reference are reported apart (with "not found" accuracy for methods that can say so).
+``seconds`` is the method's own time on one image (reading and scoring excluded);
+``seconds_per_image`` averages it over every image that did not fail.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clipsam.errors import ClipsamError, InputError
-from clipsam.eval.dataset import EvalDataset, load_case
+from clipsam.eval.dataset import Case, EvalDataset, load_case
 from clipsam.eval.methods import Method
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM, score_mask
 from clipsam.io.atomic import write_text_atomic
@@ -117,7 +119,7 @@ def evaluate(
     return summary
 
 
-def score_case(case, method: Method, prompt: str, tolerance_mm: float) -> ImageRow:
+def score_case(case: Case, method: Method, prompt: str, tolerance_mm: float) -> ImageRow:
     """Run ``method`` on one case and score it; any failure becomes the row's error."""
     try:
         loaded = load_case(case)
