@@ -148,3 +148,17 @@ def test_views_show_maps_and_proposals_at_image_size():
     chosen = pictures["chosen proposals"].any(axis=2)
     assert chosen[20:].all() and not chosen[:20].any()
     assert pictures["proposals"].any(axis=2)[:10].all()
+
+
+def test_missing_weights_is_a_server_side_503_and_serving_continues():
+    from clipsam.errors import WeightsError
+
+    def segmenter_for(method: str) -> Segmenter:
+        if method == "salip":
+            raise WeightsError("weights for sam-vit-b not found")
+        return Segmenter(RunConfig(method=method), pipeline=FakePipeline(), encoder=FakeEncoder())
+
+    client = TestClient(create_app(segmenter_for, ServerLimits()))
+    answer = post(client, png_bytes(sample_image()), method="salip")
+    assert answer.status_code == 503 and "sam-vit-b" in answer.json()["error"]
+    assert post(client, png_bytes(sample_image())).status_code == 200

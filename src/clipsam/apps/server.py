@@ -4,7 +4,8 @@
 form (file ``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and
 returns each prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
 record. Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
-``{"error": ...}``; the server keeps serving.
+``{"error": ...}`` (missing model weights, a server-side problem, give 503); the server keeps
+serving.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.exceptions import HTTPException
 from clipsam.api import Segmenter, SegmentResult
 from clipsam.apps.batch import is_nifti, overlay_plane
 from clipsam.config import ModelConfig, RunConfig
-from clipsam.errors import ClipsamError
+from clipsam.errors import ClipsamError, WeightsError
 
 METHODS = ("medclipsam", "salip", "unprompted")
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
@@ -278,6 +279,8 @@ def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
                 part = workdir / f"result{index}"
                 part.mkdir()
                 answers.append(describe(result, image, part, views))
+        except WeightsError as exc:
+            raise ServerError(503, f"the server's models are not available: {exc}") from None
         except ClipsamError as exc:
             message = str(exc).replace(str(upload), "the upload")
             status = 413 if "exceed the limit" in message else 400
