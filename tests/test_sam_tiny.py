@@ -327,3 +327,16 @@ def test_killed_onnx_export_leaves_no_file(checkpoint, tmp_path, monkeypatch) ->
     with pytest.raises(WeightsError, match="runtime='torch'"):
         segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
     assert not [p for p in (tmp_path / "onnx").iterdir()]
+
+
+def test_previous_mask_logits_can_be_given_as_a_dense_prompt(sam, image) -> None:
+    embedding = sam.encode(image)
+    features = torch.from_numpy(embedding.features)
+    coords = torch.tensor([[[10.0, 10.0], [40.0, 30.0]]])
+    labels = torch.tensor([[2.0, 3.0]])
+    model = sam.runtime.model
+    with torch.inference_mode():
+        plain, _ = model.decode(features, coords, labels)
+        refined, iou = model.decode(features, coords, labels, mask_input=plain[:, :1])
+    assert refined.shape == plain.shape and iou.shape == (1, 4)
+    assert not torch.allclose(refined, plain)
