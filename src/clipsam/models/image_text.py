@@ -53,8 +53,8 @@ class SaliencyCapable(Protocol):
         layer: int | None = None,
         hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(1, D) unit image embedding; ``hook`` replaces the hidden states (1, 1 + h*w, C)
-        output by block ``layer`` of the vision tower (CLS token first)."""
+        """(N, D) unit image embeddings of (N, 3, S, S) pixels; ``hook`` replaces the hidden
+        states (N, 1 + h*w, C) output by block ``layer`` of the vision tower (CLS first)."""
         ...
 
 
