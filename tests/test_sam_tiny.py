@@ -340,3 +340,22 @@ def test_previous_mask_logits_can_be_given_as_a_dense_prompt(sam, image) -> None
         refined, iou = model.decode(features, coords, labels, mask_input=plain[:, :1])
     assert refined.shape == plain.shape and iou.shape == (1, 4)
     assert not torch.allclose(refined, plain)
+
+
+def test_many_prompts_are_decoded_in_bounded_batches(sam, image, monkeypatch) -> None:
+    from clipsam.models.sam import segmenter as segmenter_module
+
+    embedding = sam.encode(image)
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 40, size=(7, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, size=(7, 2))], axis=1)
+    whole = sam.predict(embedding, boxes=boxes)
+    monkeypatch.setattr(segmenter_module, "MAX_BATCH", 3)
+    calls = []
+    decode = sam.runtime.decode
+    monkeypatch.setattr(sam.runtime, "decode",
+                        lambda *args: calls.append(args[1].shape[0]) or decode(*args))
+    chunked = sam.predict(embedding, boxes=boxes)
+    assert calls == [3, 3, 1]
+    np.testing.assert_allclose(chunked.low_res_logits, whole.low_res_logits, atol=1e-4)
+    np.testing.assert_allclose(chunked.scores, whole.scores, atol=1e-5)

@@ -10,9 +10,13 @@ from clipsam.models.sam.preprocess import logits_to_original, prepare_image, pro
 from clipsam.models.sam.runtime import Runtime
 from clipsam.models.segmenter import ImageEmbedding, MaskPrediction
 
+# Prompts per decoder call: one call for typical prompt counts, bounded memory (~25 MB per
+# prompt at 64x64 features) for hundreds of proposals.
+MAX_BATCH = 16
+
 
 class SamSegmenter:
-    """Encode an image once, then decode N prompts in one batched decoder call.
+    """Encode an image once, then decode N prompts in batched decoder calls (one for N <= 16).
 
     With ``arch.multimask`` (SAM), a lone box or a single click per prompt takes the best of
     the three ambiguity-aware masks by predicted IoU, as SAM recommends; other prompts (and
@@ -55,7 +59,10 @@ class SamSegmenter:
             return MaskPrediction(np.zeros((0, height, width), bool),
                                   np.zeros((0, grid, grid), np.float32),
                                   np.zeros(0, np.float32))
-        all_logits, all_iou = self.runtime.decode(embedding.features, coords, labels)
+        decoded = [self.runtime.decode(embedding.features, coords[i:i + MAX_BATCH],
+                                       labels[i:i + MAX_BATCH]) for i in range(0, n, MAX_BATCH)]
+        all_logits = np.concatenate([logits for logits, _ in decoded])
+        all_iou = np.concatenate([iou for _, iou in decoded])
         index = np.zeros(n, dtype=np.int64)
         if self.arch.multimask and self._ambiguous(boxes, points):
             index = 1 + np.argmax(all_iou[:, 1:], axis=1)
