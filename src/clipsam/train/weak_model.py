@@ -1,0 +1,170 @@
+"""The weakly supervised network's model folder: its description, weights and ensemble inference.
+
+A model folder holds ``config.json`` (:class:`WeakModelConfig`: input size and channels, the
+prompt and the method that made the pseudo-masks, the seed, the training data list) and one
+``member_<k>.safetensors`` per ensemble member: the snapshot taken at the end of each cosine
+learning-rate cycle (checkpoint ensembling, as in MedCLIP-SAM v2). Inference averages the
+members' probabilities; the uncertainty map is the binary predictive entropy of that average
+(in bits, 0 = certain, 1 = p of 0.5), and ``member_std`` is the spread across members.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import UNet
+from safetensors.torch import load_file, save_file
+
+from clipsam.errors import InputError, WeightsError
+from clipsam.io.atomic import write_atomic, write_text_atomic
+from clipsam.train.weak_data import network_input, to_original_size
+
+CONFIG_NAME = "config.json"
+FORMAT = "clipsam-weak/1"
+
+
+@dataclass(frozen=True)
+class WeakTrainConfig:
+    """How the network is trained.
+
+    Defaults fit a few hundred images on a 2-core laptop CPU: 128 x 128 input, 30 epochs in
+    3 cosine warm-restart cycles (3 ensemble members), batch 8, Adam from 1e-3 to 1e-5.
+    """
+
+    size: int = 128
+    epochs: int = 30
+    cycles: int = 3
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-5
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    seed: int = 0
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size < 2 ** (len(self.features) - 1) or self.size % 2 ** (len(self.features) - 1):
+            raise InputError(f"input size {self.size} must be a multiple of "
+                             f"{2 ** (len(self.features) - 1)} for {len(self.features)} levels")
+        if not 1 <= self.cycles <= self.epochs:
+            raise InputError(f"cycles ({self.cycles}) must be between 1 and epochs ({self.epochs})")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be positive, got {self.batch_size}")
+
+    def cycle_ends(self) -> tuple[int, ...]:
+        """The epoch counts after which each cycle ends (and a member is saved)."""
+        return tuple(round(self.epochs * (k + 1) / self.cycles) for k in range(self.cycles))
+
+
+@dataclass(frozen=True)
+class TrainingItem:
+    """One training image and whether the cascade found the target in it (else: empty mask)."""
+
+    id: str
+    image: str
+    pseudo_found: bool
+
+
+@dataclass(frozen=True)
+class WeakModelConfig:
+    """What ``config.json`` records about a model folder."""
+
+    train: WeakTrainConfig
+    in_channels: int
+    prompt: str
+    pseudo_method: str
+    data: tuple[TrainingItem, ...]
+    members: tuple[str, ...] = ()
+    epochs_completed: int = 0
+    format: str = field(default=FORMAT)
+
+    def save(self, model_dir: Path) -> None:
+        write_text_atomic(Path(model_dir) / CONFIG_NAME, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> WeakModelConfig:
+        path = Path(model_dir) / CONFIG_NAME
+        if not path.is_file():
+            raise WeightsError(f"{model_dir} is not a weak-supervision model folder "
+                               f"(no {CONFIG_NAME}; train one with `clipsam weak-train`)")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("format") != FORMAT:
+                raise WeightsError(f"{path} has format {raw.get('format')!r}, expected {FORMAT}")
+            train = raw.pop("train")
+            return cls(
+                train=WeakTrainConfig(**{**train, "features": tuple(train["features"])}),
+                data=tuple(TrainingItem(**item) for item in raw.pop("data")),
+                members=tuple(raw.pop("members")),
+                **raw,
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise WeightsError(f"{path} is damaged or not a clipsam weak model config "
+                               f"({exc.__class__.__name__})") from exc
+
+    def with_progress(self, epochs_completed: int, member: str | None = None) -> WeakModelConfig:
+        members = self.members + ((member,) if member and member not in self.members else ())
+        return replace(self, epochs_completed=epochs_completed, members=members)
+
+
+def build_network(train: WeakTrainConfig, in_channels: int) -> UNet:
+    """MONAI's residual U-Net (2 residual units per level), one output logit per pixel."""
+    return UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=1,
+        channels=train.features,
+        strides=(2,) * (len(train.features) - 1),
+        num_res_units=2,
+    )
+
+
+def save_member(network: torch.nn.Module, path: Path) -> None:
+    state = {name: tensor.detach().contiguous() for name, tensor in network.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
+
+
+@dataclass(frozen=True)
+class WeakPrediction:
+    """Ensemble output at the original image size, all (H, W) float32."""
+
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    member_std: np.ndarray
+
+
+class WeakModel:
+    """A trained model folder, loaded for inference."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        self.model_dir = Path(model_dir)
+        self.config = WeakModelConfig.load(self.model_dir)
+        if not self.config.members:
+            raise WeightsError(f"{self.model_dir} has no trained ensemble member yet "
+                               "(finish training with `clipsam weak-train --resume`)")
+        self.members = [self._load_member(name) for name in self.config.members]
+
+    def _load_member(self, name: str) -> torch.nn.Module:
+        network = build_network(self.config.train, self.config.in_channels)
+        path = self.model_dir / name
+        try:
+            network.load_state_dict(load_file(str(path)))
+        except (OSError, RuntimeError) as exc:
+            raise WeightsError(f"cannot load ensemble member {path}: "
+                               f"{str(exc).splitlines()[0]}") from exc
+        return network.eval()
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> WeakPrediction:
+        """Average the members' probabilities for an (H, W) or (H, W, C) image."""
+        pixels = network_input(image, self.config.train.size, self.config.in_channels)[None]
+        probabilities = torch.cat([torch.sigmoid(member(pixels)) for member in self.members])
+        mean = probabilities.mean(dim=0)
+        spread = probabilities.std(dim=0, correction=0)
+        p = mean.clamp(1e-6, 1 - 1e-6)
+        entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+        maps = to_original_size(torch.cat([mean, entropy, spread]), image.shape[:2])
+        return WeakPrediction(probability=maps[0], uncertainty=maps[1], member_std=maps[2])

@@ -1,0 +1,94 @@
+"""Pseudo-masks: the text-prompted cascade's answer on each unlabelled training image, cached.
+
+Masks go to ``<model_dir>/pseudo/<id>.png`` (0/255) as each image finishes, with
+``pseudo/source.json`` naming the prompt and method that made them; a rerun with the same prompt
+and method reuses every mask already there. An image whose target the cascade reports as not
+found is kept as an all-background mask, so the network also learns to answer "absent".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from clipsam.errors import InputError
+from clipsam.io.atomic import write_atomic, write_text_atomic
+from clipsam.io.image import segmenter_input
+from clipsam.io.read import read_image
+from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.pipelines.base import Pipeline
+
+PSEUDO_DIR = "pseudo"
+SOURCE_NAME = "source.json"
+
+
+@dataclass(frozen=True)
+class UnlabelledImage:
+    """A training image and its id (its path relative to the image folder, without suffix)."""
+
+    id: str
+    path: Path
+
+
+def load_plane(path: Path) -> np.ndarray:
+    """The 2-D (H, W) or (H, W, 3) float32 image in a file (volumes are refused)."""
+    return segmenter_input(read_image(path))
+
+
+def pseudo_mask_path(model_dir: Path, image_id: str) -> Path:
+    return Path(model_dir) / PSEUDO_DIR / f"{image_id}.png"
+
+
+def read_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as handle:
+        return np.asarray(handle.convert("L")) > 0
+
+
+def _check_source(model_dir: Path, prompt: str, method: str) -> None:
+    source = Path(model_dir) / PSEUDO_DIR / SOURCE_NAME
+    wanted = {"prompt": prompt, "method": method}
+    if source.is_file():
+        cached = json.loads(source.read_text(encoding="utf-8"))
+        if cached != wanted:
+            raise InputError(f"{source.parent} holds pseudo-masks for prompt "
+                             f"{cached.get('prompt')!r} by {cached.get('method')!r}: use another "
+                             "output folder or delete it")
+    else:
+        write_text_atomic(source, json.dumps(wanted))
+
+
+def make_pseudo_masks(
+    images: Sequence[UnlabelledImage],
+    pipeline: Pipeline,
+    prompt: str,
+    model_dir: Path,
+    encoder: PromptableSegmenter | None = None,
+    progress: bool = True,
+) -> dict[str, bool]:
+    """Run ``pipeline`` on every image lacking a cached mask; return id -> target found.
+
+    ``encoder`` (the pipeline's segmenter) encodes each image first when given, so the pipeline
+    gets the embedding it would get from :class:`clipsam.api.Segmenter`.
+    """
+    _check_source(model_dir, prompt, pipeline.name)
+    found = {}
+    for item in tqdm(images, desc="pseudo-masks", unit="image", disable=not progress):
+        target = pseudo_mask_path(model_dir, item.id)
+        if not target.is_file():
+            plane = load_plane(item.path)
+            embedding = encoder.encode(plane) if encoder is not None else None
+            result = pipeline.run(plane, prompt, embedding=embedding)
+            mask = np.asarray(result.mask, dtype=bool) & bool(result.found)
+            if mask.shape != plane.shape[:2]:
+                raise InputError(f"{pipeline.name} returned a {mask.shape} mask for "
+                                 f"{item.path} of size {plane.shape[:2]}")
+            image = Image.fromarray(mask.astype(np.uint8) * 255)
+            write_atomic(target, lambda tmp, image=image: image.save(tmp, format="PNG"))
+        found[item.id] = bool(read_mask(target).any())
+    return found

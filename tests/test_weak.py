@@ -1,0 +1,208 @@
+"""Weak supervision on synthetic discs: pseudo-masks from a thresholding stand-in cascade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from clipsam.errors import InputError, WeightsError
+from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.weak import WeakPipeline
+from clipsam.train.weak import EpochReport, cosine_learning_rate, train_weak
+from clipsam.train.weak_model import WeakModel, WeakModelConfig, WeakTrainConfig
+from clipsam.train.weak_pseudo import UnlabelledImage, pseudo_mask_path, read_mask
+
+SIZE = 64
+TINY = WeakTrainConfig(size=32, epochs=30, cycles=2, batch_size=4, learning_rate=1e-2,
+                       features=(8, 16, 32), seed=3)
+
+
+def disc_image(rng: np.random.Generator, with_disc: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy 64 x 64 uint8 image, bright disc (radius 8-14) at a random place, and its mask."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    radius = rng.uniform(8, 14)
+    cy, cx = rng.uniform(radius + 2, SIZE - radius - 2, size=2)
+    mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2) & with_disc
+    image = 60 + 130 * mask + rng.normal(0, 12, (SIZE, SIZE))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+class ThresholdCascade:
+    """Stand-in for the text-prompted cascade: the bright pixels are the target."""
+
+    name = "threshold"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, image, prompt, embedding=None, keep_intermediates=False) -> SegmentationResult:
+        self.calls += 1
+        mask = np.asarray(image) > 125
+        return SegmentationResult(mask=mask, found=bool(mask.any()), boxes=np.zeros((0, 4)),
+                                  scores=np.zeros(0), prompt=prompt, method=self.name)
+
+
+def write_images(folder: Path, count: int, seed: int) -> list[tuple[UnlabelledImage, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    items = []
+    for index in range(count):
+        image, mask = disc_image(rng, with_disc=index % 6 != 5)
+        path = folder / f"img_{index:02d}.png"
+        Image.fromarray(image).save(path)
+        items.append((UnlabelledImage(path.stem, path), mask))
+    return items
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, especially on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2 * float((a & b).sum()) / float(total)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, list[tuple[UnlabelledImage, np.ndarray]]]:
+    root = tmp_path_factory.mktemp("weak")
+    train_items = write_images(root / "train", 24, seed=0)
+    held_out = write_images(root / "test", 8, seed=1)
+    train_weak([item for item, _ in train_items], ThresholdCascade(), "bright disc",
+               root / "model", TINY, progress=False)
+    return root / "model", held_out
+
+
+def test_pseudo_masks_are_cached_and_empty_when_not_found(trained):
+    model_dir, _ = trained
+    config = WeakModelConfig.load(model_dir)
+    assert [item.pseudo_found for item in config.data] == [i % 6 != 5 for i in range(24)]
+    assert not read_mask(pseudo_mask_path(model_dir, "img_05")).any()
+    assert read_mask(pseudo_mask_path(model_dir, "img_00")).any()
+
+
+def test_training_writes_model_folder(trained):
+    model_dir, _ = trained
+    config = WeakModelConfig.load(model_dir)
+    assert config.members == ("member_0.safetensors", "member_1.safetensors")
+    assert config.epochs_completed == TINY.epochs
+    assert config.in_channels == 1 and config.prompt == "bright disc"
+    assert config.pseudo_method == "threshold" and config.train == TINY
+    assert all((model_dir / name).is_file() for name in config.members)
+
+
+def test_network_segments_held_out_images(trained):
+    model_dir, held_out = trained
+    pipeline = WeakPipeline(model_dir)
+    scores = []
+    for item, truth in held_out:
+        image = np.asarray(Image.open(item.path))
+        result = pipeline.run(image, "bright disc")
+        assert result.mask.shape == image.shape and result.mask.dtype == bool
+        assert result.found == bool(result.mask.any())
+        scores.append(dice(result.mask, truth))
+    assert np.mean(scores) > 0.8, scores
+
+
+def test_uncertainty_is_higher_on_the_boundary(trained):
+    model_dir, held_out = trained
+    item, truth = held_out[0]
+    image = np.asarray(Image.open(item.path))
+    result = WeakPipeline(model_dir).run(image, "bright disc", keep_intermediates=True)
+    uncertainty = result.intermediates["uncertainty"]
+    assert uncertainty.shape == image.shape == result.intermediates["member_std"].shape
+    distance = np.where(truth, ndimage.distance_transform_edt(truth),
+                        ndimage.distance_transform_edt(~truth))
+    boundary = uncertainty[distance <= 1.5].mean()
+    far = uncertainty[distance >= 12].mean()
+    assert boundary > 1.5 * far, (boundary, far)
+
+
+def test_rerun_reuses_pseudo_masks_and_rejects_other_prompt(trained, tmp_path):
+    model_dir, _ = trained
+    config = WeakModelConfig.load(model_dir)
+    items = [UnlabelledImage(d.id, Path(d.image)) for d in config.data[:4]]
+    cascade = ThresholdCascade()
+    quick = WeakTrainConfig(size=32, epochs=1, cycles=1, features=(8, 16), seed=0)
+    copy = tmp_path / "model"
+    for item in items:
+        target = pseudo_mask_path(copy, item.id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(pseudo_mask_path(model_dir, item.id).read_bytes())
+    (copy / "pseudo" / "source.json").write_bytes(
+        (model_dir / "pseudo" / "source.json").read_bytes())
+    train_weak(items, cascade, "bright disc", copy, quick, progress=False)
+    assert cascade.calls == 0
+    with pytest.raises(InputError, match="pseudo-masks for prompt 'bright disc'"):
+        train_weak(items, cascade, "dark disc", copy, quick, progress=False)
+
+
+def test_resume_continues_from_the_saved_epoch(tmp_path):
+    items = [item for item, _ in write_images(tmp_path / "train", 8, seed=2)]
+    config = WeakTrainConfig(size=32, epochs=4, cycles=2, batch_size=4, features=(8, 16), seed=1)
+    straight = train_weak(items, ThresholdCascade(), "disc", tmp_path / "a", config,
+                          progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(report: EpochReport) -> None:
+        if report.epochs_completed == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_weak(items, ThresholdCascade(), "disc", tmp_path / "b", config, progress=False,
+                   on_epoch=kill_after_two)
+    assert WeakModelConfig.load(tmp_path / "b").epochs_completed == 2
+    seen: list[int] = []
+    resumed = train_weak(items, ThresholdCascade(), "disc", tmp_path / "b", config,
+                         resume=True, progress=False,
+                         on_epoch=lambda r: seen.append(r.epochs_completed))
+    assert seen == [3, 4]
+    assert resumed.members == straight.members == ("member_0.safetensors",
+                                                    "member_1.safetensors")
+    for a, b in zip(WeakModel(tmp_path / "a").members, WeakModel(tmp_path / "b").members,
+                    strict=True):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(),
+                                     strict=True):
+            assert torch.allclose(x, y, atol=1e-6), name
+    with pytest.raises(InputError, match="other training settings"):
+        train_weak(items, ThresholdCascade(), "disc", tmp_path / "b",
+                   WeakTrainConfig(size=32, epochs=6, cycles=2, features=(8, 16), seed=1),
+                   resume=True, progress=False)
+
+
+def test_learning_rate_restarts_each_cycle():
+    config = WeakTrainConfig(epochs=6, cycles=3, learning_rate=1e-2, min_learning_rate=1e-4)
+    assert config.cycle_ends() == (2, 4, 6)
+    starts = [cosine_learning_rate(config, epoch, 0.0) for epoch in (0, 2, 4)]
+    assert starts == pytest.approx([1e-2] * 3)
+    assert cosine_learning_rate(config, 1, 0.999) < 2e-4
+    assert cosine_learning_rate(config, 0, 0.5) < cosine_learning_rate(config, 0, 0.1)
+
+
+def test_nothing_found_and_bad_folders_are_one_line_errors(tmp_path):
+    items = [item for item, _ in write_images(tmp_path / "train", 2, seed=4)]
+
+    class NeverFinds(ThresholdCascade):
+        def run(self, image, prompt, embedding=None, keep_intermediates=False):
+            empty = np.zeros(np.asarray(image).shape[:2], bool)
+            return SegmentationResult(mask=empty, found=False, boxes=np.zeros((0, 4)),
+                                      scores=np.zeros(0), prompt=prompt, method=self.name)
+
+    with pytest.raises(InputError, match="in none of the 2 images"):
+        train_weak(items, NeverFinds(), "disc", tmp_path / "m", TINY, progress=False)
+    with pytest.raises(WeightsError, match="not a weak-supervision model folder"):
+        WeakPipeline(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="multiple of 4"):
+        WeakTrainConfig(size=30, features=(8, 16, 32))
