@@ -1,0 +1,95 @@
+"""The trained part of the grounding model: a patch head and a text projection.
+
+The patch head maps a segmenter's (B, 256, 64, 64) feature map to unit vectors in a shared
+space, with spatial context from dilated depthwise-separable convolutions; the text projection
+maps sentence embeddings into the same space. ``sigmoid(scale * cos + bias)`` is the
+probability that a patch shows the text's target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Sizes of the trained heads."""
+
+    feature_dim: int = 256
+    text_dim: int = 384
+    hidden_dim: int = 96
+    embed_dim: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadsConfig:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "dilations" in fields:
+            fields["dilations"] = tuple(fields["dilations"])
+        return cls(**fields)
+
+
+class ContextBlock(nn.Module):
+    """Residual block: dilated depthwise 3x3, channel norm, GELU, pointwise mix."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.spatial = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation,
+                                 groups=channels)
+        self.norm = nn.GroupNorm(1, channels)
+        self.mix = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mix(F.gelu(self.norm(self.spatial(x))))
+
+
+class PatchHead(nn.Module):
+    """(B, feature_dim, h, w) features -> (B, embed_dim, h, w) unit vectors."""
+
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(config.feature_dim, config.hidden_dim, 1)
+        self.blocks = nn.Sequential(*(ContextBlock(config.hidden_dim, d)
+                                      for d in config.dilations))
+        self.out = nn.Conv2d(config.hidden_dim, config.embed_dim, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.out(self.blocks(self.inp(features))), dim=1)
+
+
+class TextProjection(nn.Module):
+    """(T, text_dim) sentence embeddings -> (T, embed_dim) unit vectors (linear + residual MLP)."""
+
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.linear = nn.Linear(config.text_dim, config.embed_dim)
+        self.mlp = nn.Sequential(nn.Linear(config.text_dim, config.text_dim), nn.GELU(),
+                                 nn.Linear(config.text_dim, config.embed_dim))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(text) + self.mlp(text), dim=-1)
+
+
+class GroundingHeads(nn.Module):
+    """Patch head, text projection and the calibration of cosine to probability."""
+
+    def __init__(self, config: HeadsConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or HeadsConfig()
+        self.patch = PatchHead(self.config)
+        self.text = TextProjection(self.config)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = nn.Parameter(torch.tensor(-5.0))
+
+    def logits(self, patches: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) unit patches x (T, D) unit texts -> (B, T, h, w) calibrated logits."""
+        cos = torch.einsum("bdhw,td->bthw", patches, texts)
+        return self.log_scale.exp() * cos + self.bias
