@@ -63,8 +63,18 @@ def gt_box(config: RunConfig) -> Method:
     return Method(name=pipeline.name, segment=segment)
 
 
+def weak(config: RunConfig) -> Method:
+    """A network trained by ``clipsam weak-train`` (folder ``config.weak_model``)."""
+    from clipsam.pipelines.weak import WeakPipeline
+
+    if config.weak_model is None:
+        raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
+    return from_pipeline(WeakPipeline(config.weak_model))
+
+
 METHODS: dict[str, Callable[[RunConfig], Method]] = {
     "gt-box": gt_box,
+    "weak": weak,
 }
 
 

@@ -3,7 +3,8 @@
 The model folder comes from ``clipsam weak-train``. The image is resized to the network's
 input, the ensemble's mean probability is resized back to the original size and thresholded at
 0.5; an empty result means "not found". The network was trained for one prompt: it ignores the
-prompt it is given (a different prompt only raises a warning) and any segmenter embedding.
+prompt it is given (an empty one is fine, a different one raises a warning) and any segmenter
+embedding.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class WeakPipeline:
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
     ) -> SegmentationResult:
-        if prompt.strip().lower() != self.trained_prompt.strip().lower():
+        if prompt.strip() and prompt.strip().lower() != self.trained_prompt.strip().lower():
             warnings.warn(f"the weak model in {self.model.model_dir} was trained for "
                           f"{self.trained_prompt!r}, not {prompt!r}", stacklevel=2)
         start = time.perf_counter()

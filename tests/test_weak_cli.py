@@ -1,0 +1,104 @@
+"""``clipsam weak-train`` end to end with a stand-in cascade, and ``--method weak`` in eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipsam.apps import cmd_weak_train
+from clipsam.config import RunConfig
+from clipsam.errors import InputError
+from clipsam.eval.methods import build_method
+from clipsam.pipelines import registry
+from clipsam.pipelines.base import SegmentationResult
+
+
+class BrightCascade:
+    name = "medclipsam"
+
+    def run(self, image, prompt, embedding=None, keep_intermediates=False):
+        assert embedding == ("encoded", image.shape)
+        mask = np.asarray(image) > 125
+        return SegmentationResult(mask=mask, found=bool(mask.any()), boxes=np.zeros((0, 4)),
+                                  scores=np.zeros(0), prompt=prompt, method=self.name)
+
+
+class ShapeEncoder:
+    def encode(self, image):
+        return ("encoded", image.shape)
+
+
+@pytest.fixture
+def stand_in_cascade(monkeypatch):
+    loaded = []
+
+    def load_models(config, with_text=True):
+        loaded.append(config)
+        return SimpleNamespace(segmenter=ShapeEncoder(), text=None, config=config)
+
+    monkeypatch.setattr(registry, "load_models", load_models)
+    monkeypatch.setattr(registry, "build_pipeline", lambda config, models: BrightCascade())
+    threads = torch.get_num_threads()
+    yield loaded
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images" / "site"
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :40]
+    for index in range(6):
+        cy, cx = rng.uniform(14, 30), rng.uniform(14, 26)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 64
+        image = np.clip(50 + 150 * disc + rng.normal(0, 10, disc.shape), 0, 255)
+        Image.fromarray(image.astype(np.uint8)).save(folder / f"scan_{index}.png")
+    return tmp_path / "images"
+
+
+def weak_train(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    cmd_weak_train.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["weak-train", *argv])
+    args.quiet = 1
+    return args.func(args)
+
+
+def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_folder, tmp_path,
+                                                       capsys):
+    out = tmp_path / "model"
+    code = weak_train(str(image_folder), "-p", "bright disc", "--out", str(out), "--size", "32",
+                      "--epochs", "2", "--cycles", "2", "--seed", "5", "--threads", "1")
+    assert code == 0
+    assert "trained on 6 images (6 with 'bright disc' found" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["size"] == 32 and config["train"]["seed"] == 5
+    assert config["in_channels"] == 1 and config["prompt"] == "bright disc"
+    assert config["pseudo_method"] == "medclipsam"
+    assert [item["id"] for item in config["data"]] == [f"site/scan_{i}" for i in range(6)]
+    assert config["members"] == ["member_0.safetensors", "member_1.safetensors"]
+    assert sorted(p.name for p in (out / "pseudo" / "site").iterdir()) == [
+        f"scan_{i}.png" for i in range(6)]
+    assert stand_in_cascade[0].segmenter == "litemedsam"
+
+    method = build_method("weak", RunConfig(weak_model=out))
+    image = np.asarray(Image.open(image_folder / "site" / "scan_0.png"))
+    result = method.segment(image, np.zeros_like(image), "bright disc")
+    assert result.method == "weak" and result.mask.shape == image.shape
+    assert method.reports_absence
+
+
+def test_weak_train_rejects_bad_arguments(stand_in_cascade, image_folder, tmp_path):
+    with pytest.raises(InputError, match="not a folder"):
+        weak_train(str(tmp_path / "missing"), "-p", "disc", "--out", str(tmp_path / "m"))
+    with pytest.raises(InputError, match="multiple of 16"):
+        weak_train(str(image_folder), "-p", "disc", "--out", str(tmp_path / "m"), "--size", "40")
+    with pytest.raises(InputError, match="needs --model"):
+        build_method("weak", RunConfig())
