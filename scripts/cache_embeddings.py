@@ -22,7 +22,7 @@ from clipsam.train.regions import Sample, is_cached, list_samples, save_embeddin
 
 
 def _shuffle_key(sample: Sample) -> str:
-    return hashlib.sha256(f"{sample.set_name}/{sample.image_id}".encode()).hexdigest()
+    return hashlib.sha256(f"cache-order/{sample.set_name}/{sample.image_id}".encode()).hexdigest()
 
 
 def main() -> None:

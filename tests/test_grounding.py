@@ -133,3 +133,20 @@ def test_save_and_load_round_trip(tmp_path):
 def test_loading_a_folder_that_is_not_a_model_fails_clearly(tmp_path):
     with pytest.raises(WeightsError, match="not a grounding model"):
         load_grounding_model(tmp_path)
+
+
+def test_map_to_boxes_keeps_large_regions_and_falls_back_to_the_peak():
+    from clipsam.models.grounding.localize import map_to_boxes
+
+    geometry = Geometry((64, 64), (64, 64), 64)
+    prob = np.zeros((16, 16), np.float32)
+    prob[1:5, 1:5] = 0.9
+    prob[10:14, 9:13] = 0.8
+    prob[15, 15] = 0.9
+    boxes = map_to_boxes(prob, geometry)
+    np.testing.assert_allclose(sorted(boxes.tolist()), [[4, 4, 20, 20], [36, 40, 52, 56]])
+    weak = np.zeros((16, 16), np.float32)
+    weak[6:8, 2:4] = 0.2
+    weak[0, 0] = 0.05
+    np.testing.assert_allclose(map_to_boxes(weak, geometry), [[8, 24, 16, 32]])
+    assert map_to_boxes(np.zeros((16, 16)), geometry).shape == (0, 4)
