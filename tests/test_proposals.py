@@ -9,7 +9,13 @@ from clipsam.errors import InputError
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
 from clipsam.postprocess.boxes import box_iou, mask_to_box
 from clipsam.proposals.area import area_filter
-from clipsam.proposals.generate import ProposalConfig, generate_proposals
+from clipsam.proposals.feature_boxes import FeatureBoxConfig, feature_boxes, kmeans_labels
+from clipsam.proposals.generate import (
+    BOX_PROMPT_DEFAULTS,
+    ProposalConfig,
+    default_config,
+    generate_proposals,
+)
 from clipsam.proposals.nms import box_nms, mask_iou, mask_nms
 from clipsam.proposals.prompts import BoxGridConfig, box_grid, point_grid
 from clipsam.proposals.quality import stability_score
@@ -95,9 +101,18 @@ class FakeSegmenter:
                               scores=np.asarray(scores, np.float32))
 
 
-def embedding() -> ImageEmbedding:
-    return ImageEmbedding(features=np.zeros((1, 8, 4, 4), np.float32),
-                          geometry=Geometry(SIZE, (48, 64), 64), model_name="fake")
+def embedding(scene: Scene | None = None) -> ImageEmbedding:
+    """A fake embedding on a 16 x 16 grid (8 original pixels per cell; the bottom 4 rows are
+    padding): each cell holds a one-hot code of the scene object under its centre."""
+    features = np.zeros((1, 8, 16, 16), np.float32)
+    features[0, 0] = 1.0  # background
+    for index, (mask, _, _) in enumerate(scene.objects if scene else []):
+        centres = mask[4::8, 4::8]
+        features[0, :, :12][:, centres] = 0.0
+        features[0, index + 1, :12][centres] = 1.0
+    features += np.random.default_rng(0).normal(0, 0.01, features.shape).astype(np.float32)
+    return ImageEmbedding(features=features, geometry=Geometry(SIZE, (48, 64), 64),
+                          model_name="fake")
 
 
 def matches(proposals: Proposals, masks: list[np.ndarray]) -> bool:
@@ -110,7 +125,7 @@ def test_filters_and_nms_keep_one_mask_per_good_object(supports_points):
     scene = Scene()
     segmenter = FakeSegmenter(scene, supports_points)
     emb = embedding()
-    config = ProposalConfig(points_per_side=16, batch_size=50)
+    config = ProposalConfig(points_per_side=16, batch_size=50, box_source="grid")
     proposals = generate_proposals(segmenter, emb, config)
     assert matches(proposals, [scene.good_rect, scene.good_disc])  # best score first
     assert proposals.scores.tolist() == pytest.approx([0.97, 0.93])
@@ -147,12 +162,46 @@ def test_mask_nms_and_region_cleaning():
     assert np.array_equal(raw.masks[0], speck)
 
 
+def test_box_only_default_uses_feature_boxes_and_finds_the_good_objects():
+    scene = Scene()
+    segmenter = FakeSegmenter(scene, supports_points=False)
+    assert default_config(segmenter) == BOX_PROMPT_DEFAULTS
+    assert default_config(FakeSegmenter(scene, True)) == ProposalConfig()
+    proposals = generate_proposals(segmenter, embedding(scene))
+    assert matches(proposals, [scene.good_rect, scene.good_disc])
+    assert sum(segmenter.batches) <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes
+
+
+def test_feature_boxes_frame_regions_of_similar_features():
+    scene = Scene()
+    boxes = feature_boxes(embedding(scene), FeatureBoxConfig(clusters=(5,), min_cells=2))
+    # The rectangle covers the cells whose centres (4 + 8k) lie in rows 8..39, columns 10..59.
+    assert [8, 8, 56, 40] in boxes.tolist()
+    assert (boxes[:, 2] <= SIZE[1]).all() and (boxes[:, 3] <= SIZE[0]).all()
+    for box in boxes:  # every box is a union of whole cells
+        assert np.allclose(box % 8, 0)
+    capped = feature_boxes(embedding(scene), FeatureBoxConfig(max_boxes=2))
+    assert len(capped) == 2
+
+
+def test_kmeans_labels_separate_clusters_deterministically():
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(c, 0.1, (50, 3)) for c in (0.0, 3.0, 6.0)])
+    labels = kmeans_labels(points, 3, iterations=20, seed=1)
+    assert all(len(set(labels[i * 50:(i + 1) * 50].tolist())) == 1 for i in range(3))
+    assert len(set(labels.tolist())) == 3
+    assert np.array_equal(labels, kmeans_labels(points, 3, iterations=20, seed=1))
+
+
 def test_prompt_kind_errors():
     with pytest.raises(InputError):
         generate_proposals(FakeSegmenter(Scene(), False), embedding(),
                            ProposalConfig(prompts="points"))
     with pytest.raises(InputError):
         generate_proposals(FakeSegmenter(Scene(), True), embedding(), ProposalConfig(nms="soft"))
+    with pytest.raises(InputError):
+        generate_proposals(FakeSegmenter(Scene(), False), embedding(),
+                           ProposalConfig(box_source="sliding"))
 
 
 def test_area_filter():
