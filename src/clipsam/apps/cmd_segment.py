@@ -12,8 +12,7 @@ from clipsam.apps.batch import SegmentJob, Summary, collect_inputs, run_local, s
 from clipsam.config import DEVICES, RUNTIMES
 from clipsam.errors import ClipsamError
 from clipsam.pipelines.prompts import validate_prompt
-
-METHODS = ("medclipsam", "salip", "unprompted")
+from clipsam.pipelines.registry import PIPELINES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         metavar="TEXT", help="what to segment; repeat for several targets")
     parser.add_argument("-o", "--out", dest="out_dir", type=Path, required=True,
                         metavar="OUT_DIR")
-    parser.add_argument("--method", choices=METHODS, default="medclipsam")
+    parser.add_argument("--method", choices=sorted(PIPELINES), default="medclipsam")
+    parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
+                        help="with --method weak: the folder written by clipsam weak-train")
     parser.add_argument("--text-model", default="builtin", metavar="DIR",
                         help="'builtin', a fine-tuned/adapted model folder or a CLIP name")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
         config = run_config(args.method, text_model=args.text_model, runtime=args.runtime,
-                            device=args.device, weights_dir=args.weights_dir)
+                            device=args.device, weights_dir=args.weights_dir,
+                            weak_model=args.model)
         items = collect_inputs(args.inputs, out_dir=args.out_dir)
         items = select_part(items, args.num_parts, args.part_id)
     except ClipsamError as exc:
