@@ -10,8 +10,9 @@ against the expert masks (:mod:`clipsam.eval.metrics` rules: both empty = 1).
 
     .venv/bin/python scripts/bench_weak.py --sets hc18 cxr_lungs --max-train 120 --max-test 40
 
-Pseudo-masks and models are kept under ``--out`` (default runs/bench_weak/<method>/<set>), so a
-rerun reuses them; the markdown report goes to stdout and ``<out>/report.md``.
+Pseudo-masks and models are kept under ``--out`` (default runs/bench_weak/<method>/<set>); a
+rerun reuses the pseudo-masks and retrains the network. The markdown report goes to stdout and
+``<out>/report.md``.
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ def bench_set(set_dir: Path, prompt: str, pipeline, encoder, train: WeakTrainCon
     model_dir = out / set_dir.name
     start = time.perf_counter()
     config = train_weak([UnlabelledImage(s.image_id, s.image_path) for s in train_samples],
-                        pipeline, prompt, model_dir, train, encoder=encoder,
-                        resume=(model_dir / "checkpoint.pt").is_file())
+                        pipeline, prompt, model_dir, train, encoder=encoder)
     train_seconds = time.perf_counter() - start
     pseudo_dice = [dice(read_pseudo_mask(pseudo_mask_path(model_dir, s.image_id)),
                         read_mask(s.mask_path)) for s in train_samples]
