@@ -24,6 +24,15 @@ def test_atomic_write_replaces_target(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["record.json"]
 
 
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        target = write_text_atomic(tmp_path / "out.json", "{}")
+    finally:
+        os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "mask.png"
     target.write_text("old")
