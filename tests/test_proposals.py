@@ -180,6 +180,9 @@ def test_feature_boxes_frame_regions_of_similar_features():
     assert (boxes[:, 2] <= SIZE[1]).all() and (boxes[:, 3] <= SIZE[0]).all()
     for box in boxes:  # every box is a union of whole cells
         assert np.allclose(box % 8, 0)
+    projected = feature_boxes(embedding(scene),
+                              FeatureBoxConfig(clusters=(5,), min_cells=2, components=4))
+    assert [8, 8, 56, 40] in projected.tolist()
     capped = feature_boxes(embedding(scene), FeatureBoxConfig(max_boxes=2))
     assert len(capped) == 2
 

@@ -20,13 +20,15 @@ from clipsam.proposals.nms import box_nms
 
 @dataclass(frozen=True)
 class FeatureBoxConfig:
-    """``clusters``: k of each k-means run (coarse to fine), on the features projected onto
-    their first ``components`` principal axes; ``min_cells``: smallest region, in feature-grid
+    """``clusters``: k of each k-means run (coarse to fine), on the unit feature vectors, or on
+    their projection onto the first ``components`` principal axes if set (faster, but on 12
+    development images across 4 sets 16 axes gave a lower best-mask IoU, 0.73 vs 0.77);
+    ``min_cells``: smallest region, in feature-grid
     cells, that gets a box; at most ``max_boxes`` boxes, larger regions first, after merging
     boxes that overlap by more than ``merge_iou``."""
 
     clusters: tuple[int, ...] = (2, 4, 6, 8)
-    components: int = 16
+    components: int | None = None
     min_cells: int = 4
     max_boxes: int = 48
     merge_iou: float = 0.8
@@ -94,7 +96,9 @@ def feature_boxes(
     cell_y = geometry.input_size / grid * height / geometry.resized_size[0]
     cell_x = geometry.input_size / grid * width / geometry.resized_size[1]
     boxes, areas = [], []
-    points = principal_components(cells.reshape(-1, cells.shape[-1]), config.components)
+    points = cells.reshape(-1, cells.shape[-1])
+    if config.components is not None:
+        points = principal_components(points, config.components)
     for k in config.clusters:
         labels = kmeans_labels(points, k, config.iterations, config.seed).reshape(gh, gw)
         for cluster in range(k):
