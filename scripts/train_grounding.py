@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true")
     parser.add_argument("--loss", choices=LOSSES, default="dhn-nce")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--crop", type=int, default=TrainConfig.crop,
+                        help="training crop of the embedding grid, in cells")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -62,7 +64,7 @@ def main() -> None:
 
         if not all(is_cached(args.cache, s) for s in samples):
             encode_missing(samples, args.cache, load_litemedsam())
-    config = TrainConfig(epochs=args.epochs, loss=args.loss, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, loss=args.loss, seed=args.seed, crop=args.crop)
     counts = {name: sum(s.set_name == name for s in samples) for name in sorted(concepts)}
     print(f"training on {len(samples)} images: {counts}")
     metadata = {"data": {k: v for k, v in counts.items() if v},

@@ -192,6 +192,8 @@ class GroundingModel:
             "concept_thresholds": self.concept_thresholds, "metadata": self.metadata,
         }
         write_text_atomic(model_dir / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
+        for name in (HEADS_FILE, CONFIG_FILE):
+            (model_dir / name).chmod(0o644)
         return model_dir
 
 

@@ -1,0 +1,59 @@
+"""The shipped grounding model, with the real text encoder and (slow) the real LiteMedSAM."""
+
+import json
+
+import numpy as np
+import pytest
+
+from clipsam.io.image import segmenter_input
+from clipsam.io.masks import read_mask
+from clipsam.io.read import read_image
+from clipsam.models.grounding import builtin_model_dir, load_grounding_model
+from clipsam.models.grounding.grid import mask_to_grid
+from clipsam.models.grounding.localize import map_to_boxes
+from clipsam.models.grounding.text_encoder import SentenceEncoder
+from clipsam.train.captions import builtin_concepts
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return SentenceEncoder()
+
+
+def test_sentence_encoder_is_normalised_cached_and_semantic(encoder):
+    vectors = encoder(["fetal head", "fetal skull", "colon polyp", "fetal head"])
+    assert vectors.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(vectors[0], vectors[3])
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    assert encoder([]).shape == (0, 384)
+
+
+def test_shipped_model_is_small_and_knows_its_training(encoder):
+    folder = builtin_model_dir()
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    assert size < 5_000_000
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["metadata"]["concepts"]) == {c.target for c in builtin_concepts().values()}
+    model = load_grounding_model(text_encoder=encoder)
+    assert 0 < model.presence.threshold < 1
+    vectors = model.encode_text(["fetal head", "brain tumour"])
+    assert vectors.shape == (2, model.heads.config.embed_dim)
+
+
+@pytest.mark.slow
+def test_shipped_model_finds_the_fetal_head_and_not_a_polyp(examples_dir, litemedsam, encoder):
+    model = load_grounding_model(segmenter=litemedsam, text_encoder=encoder)
+    image = segmenter_input(read_image(examples_dir / "images" / "002_HC.png"))
+    mask = read_mask(examples_dir / "masks" / "002_HC.png")
+    embedding = litemedsam.encode(image)
+    prob = model.similarity_map(embedding, "fetal head")
+    cells = mask_to_grid(mask, embedding.geometry, prob.shape[-1])
+    assert cells.flat[int(np.argmax(prob))] > 0
+    assert model.is_present(embedding, "fetal head")
+    assert not model.is_present(embedding, "polyp")
+    boxes = map_to_boxes(prob, embedding.geometry)
+    predicted = litemedsam.predict(embedding, boxes=boxes).masks.any(axis=0)
+    assert 2 * (predicted & mask).sum() / (predicted.sum() + mask.sum()) > 0.8
+    scores = model.region_scores(embedding, np.stack([mask, ~mask]), ["fetal head"])
+    assert scores[0] > scores[1]
