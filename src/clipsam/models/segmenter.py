@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,8 @@ class Geometry:
     def grid_to_original(self, grid_map: np.ndarray) -> np.ndarray:
         """Resample a map on the embedding grid (which covers the padded square input) to the
         original (H, W): upsample to the input, cut the padding, resize, all bilinear."""
+        import torch
+        import torch.nn.functional as F  # imported here so that `import clipsam` stays light
         grid = torch.from_numpy(np.asarray(grid_map, dtype=np.float32))[None, None]
         square = F.interpolate(grid, size=(self.input_size, self.input_size), mode="bilinear",
                                align_corners=False)
