@@ -21,6 +21,9 @@ COMMANDS = (
     "segment",
     "serve",
     "models",
+    "finetune",
+    "adapt",
+    "weak-train",
 )
 
 

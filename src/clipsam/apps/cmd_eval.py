@@ -29,6 +29,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
+                        help="with --method weak: the folder written by clipsam weak-train")
+    parser.add_argument("--subset", choices=("all", "test", "train"), default="all",
+                        help="only the held-out ('test') or training subjects of the "
+                             "subject-hash split the built-in text model was trained with")
+    parser.add_argument("--save-intermediates", action="store_true",
+                        help="also write OUT_DIR/intermediates/<id>/ with the overlay and the "
+                             "pipeline's views (saliency, coarse mask, proposals, boxes)")
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM,
                         metavar="MM", help="NSD boundary tolerance in mm (default %(default)s)")
     parser.set_defaults(func=run)
@@ -44,13 +52,19 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     dataset = open_dataset(args.data_dir)
+    if args.subset != "all":
+        from clipsam.eval.dataset import subject_subset
+
+        dataset = subject_subset(dataset, args.subset)
     out_dir = args.out or Path("runs") / "eval" / f"{dataset.name}-{args.method}"
     config = RunConfig(method=args.method, models=ModelConfig(
         segmenter=args.segmenter, runtime=args.runtime, device=args.device,
-        text_model=args.text_model, weights_dir=args.weights_dir))
+        text_model=args.text_model, weights_dir=args.weights_dir),
+        weak_model=args.model, keep_intermediates=args.save_intermediates)
     method = build_method(args.method, config)
     summary = evaluate(dataset, method, out_dir, prompt=args.prompt, limit=args.limit,
-                       tolerance_mm=args.nsd_tolerance, progress=not args.quiet)
+                       tolerance_mm=args.nsd_tolerance, progress=not args.quiet,
+                       save_intermediates=args.save_intermediates)
     failed = summary["failed"]
     if summary["n_images"] == 1 and failed:
         print(f"error: {failed[0]['id']}: {failed[0]['error']}", file=sys.stderr)

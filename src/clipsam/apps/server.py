@@ -92,44 +92,11 @@ def png_base64(pixels: np.ndarray) -> str:
 
 
 def view_pictures(intermediates: dict[str, Any], size: tuple[int, int]) -> dict[str, str]:
-    """PNG (base64) pictures, at the image's (H, W) ``size``, of a pipeline's intermediate views.
+    """Base64 PNGs of :func:`clipsam.io.views.render_views`."""
+    from clipsam.io.views import render_views
 
-    A 2-D map (saliency, coarse mask) is stretched to gray levels; region proposals (a boolean
-    (N, H, W) stack, or an object with such ``masks``) are drawn one colour per region, and the
-    ones listed in ``chosen`` once more on their own. Other values (scores, boxes) are skipped:
-    the overlay and the record show them.
-    """
-    from clipsam.io.overlay import to_display
-
-    pictures = {}
-    for name, value in intermediates.items():
-        regions = getattr(value, "masks", value)
-        if not isinstance(regions, np.ndarray) or regions.size == 0:
-            continue
-        if regions.ndim == 3 and regions.dtype == bool:
-            pictures[name] = png_base64(_regions_picture(regions, size))
-            chosen = intermediates.get("chosen")
-            if chosen is not None and len(chosen):
-                picked = regions[np.asarray(chosen, dtype=int)]
-                pictures[f"chosen {name}"] = png_base64(_regions_picture(picked, size))
-        elif regions.ndim == 2 and min(regions.shape) >= 8 and (
-                regions.dtype == bool or np.issubdtype(regions.dtype, np.number)):
-            picture = Image.fromarray(to_display(regions.astype(np.float32)))
-            resample = Image.Resampling.NEAREST if regions.dtype == bool else \
-                Image.Resampling.BILINEAR
-            pictures[name] = png_base64(np.asarray(picture.resize(size[::-1], resample)))
-    return pictures
-
-
-def _regions_picture(regions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    palette = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-                        [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230]],
-                       np.uint8)
-    canvas = np.zeros((*regions.shape[1:], 3), np.uint8)
-    for index, region in enumerate(regions):
-        canvas[region] = palette[index % len(palette)]
-    picture = Image.fromarray(canvas)
-    return np.asarray(picture.resize(size[::-1], Image.Resampling.NEAREST))
+    return {name: png_base64(picture)
+            for name, picture in render_views(intermediates, size).items()}
 
 
 def describe(result: SegmentResult, image: Any, workdir: Path, views: bool) -> dict[str, Any]:

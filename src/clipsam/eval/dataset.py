@@ -9,6 +9,7 @@ the target is.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,3 +123,14 @@ def load_case(case: Case) -> LoadedCase:
         raise InputError(f"mask {case.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
                          f"{case.image_path} is {image.size[1]}x{image.size[0]}")
     return LoadedCase(case=case, image=image, mask=mask)
+
+
+def subject_subset(dataset: EvalDataset, part: str) -> EvalDataset:
+    """The cases whose subject falls in ``part`` ("train" or "test") of the subject-hash split
+    that the built-in grounding model was trained with (:func:`clipsam.train.regions.split_of`),
+    so that ``test`` holds only subjects its training never saw."""
+    from clipsam.train.regions import list_samples, split_of
+
+    parts = {sample.image_id: split_of(sample) for sample in list_samples(dataset.root)}
+    return dataclasses.replace(
+        dataset, cases=tuple(case for case in dataset.cases if parts.get(case.id) == part))

@@ -36,8 +36,10 @@ from clipsam.eval.methods import Method
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM, score_mask
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.image import segmenter_input
+from clipsam.io.overlay import write_overlay_png
 from clipsam.io.read import one_line
 from clipsam.io.record import to_jsonable, write_record_json
+from clipsam.io.views import write_views
 
 LOG = logging.getLogger(__name__)
 FIELDS = ("id", "dice", "iou", "hd95", "nsd", "found", "gt_empty", "seconds", "error")
@@ -90,9 +92,12 @@ def evaluate(
     limit: int | None = None,
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     progress: bool = True,
+    save_intermediates: bool = False,
 ) -> dict[str, Any]:
     """Score ``method`` on the first ``limit`` cases of ``dataset`` (all by default).
 
+    With ``save_intermediates`` each image also gets ``out_dir/intermediates/<id>/`` with an
+    overlay (mask outline and box prompts) and pictures of the method's intermediate views.
     Returns the summary also written to ``out_dir/summary.json``.
     """
     out_dir = Path(out_dir)
@@ -110,7 +115,8 @@ def evaluate(
     bar: Iterable = tqdm(todo, desc=f"{method.name} on {dataset.name}", unit="image",
                          disable=not progress, file=sys.stderr)
     for case in bar:
-        rows[case.id] = score_case(case, method, prompt, tolerance_mm)
+        views_dir = out_dir / "intermediates" / case.id if save_intermediates else None
+        rows[case.id] = score_case(case, method, prompt, tolerance_mm, views_dir)
         _write_rows(out_dir / "per_image.csv",
                     sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
     scope = [rows[case.id] for case in cases]
@@ -119,8 +125,11 @@ def evaluate(
     return summary
 
 
-def score_case(case: Case, method: Method, prompt: str, tolerance_mm: float) -> ImageRow:
-    """Run ``method`` on one case and score it; any failure becomes the row's error."""
+def score_case(case: Case, method: Method, prompt: str, tolerance_mm: float,
+               views_dir: Path | None = None) -> ImageRow:
+    """Run ``method`` on one case and score it; any failure becomes the row's error.
+
+    With ``views_dir`` the overlay and the intermediate views are written there."""
     try:
         loaded = load_case(case)
         pixels = segmenter_input(loaded.image)
@@ -128,6 +137,9 @@ def score_case(case: Case, method: Method, prompt: str, tolerance_mm: float) -> 
         result = method.segment(pixels, loaded.mask, prompt)
         seconds = time.perf_counter() - start
         scores = score_mask(result.mask, loaded.mask, loaded.spacing, tolerance_mm)
+        if views_dir is not None:
+            write_overlay_png(views_dir / "overlay.png", pixels, result.mask, result.boxes)
+            write_views(views_dir, result.intermediates, result.mask.shape)
     except ClipsamError as exc:
         return ImageRow(id=case.id, error=one_line(exc))
     except Exception as exc:  # a bad image must not stop the run; the row says what happened

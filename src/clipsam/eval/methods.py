@@ -35,46 +35,49 @@ class Method:
     needs_prompt: bool = False
 
 
-def from_pipeline(pipeline: Pipeline, reports_absence: bool = True) -> Method:
-    """A text-prompted pipeline as a method (it never sees the reference mask)."""
+def from_pipeline(pipeline: Pipeline, reports_absence: bool = True, needs_prompt: bool = True,
+                  keep_intermediates: bool = False) -> Method:
+    """A pipeline as a method (it never sees the reference mask)."""
 
     def segment(image: np.ndarray, reference: np.ndarray, prompt: str) -> SegmentationResult:
-        return pipeline.run(image, prompt)
+        return pipeline.run(image, prompt, keep_intermediates=keep_intermediates)
 
     return Method(name=pipeline.name, segment=segment, reports_absence=reports_absence,
-                  needs_prompt=True)
+                  needs_prompt=needs_prompt)
 
 
 def gt_box(config: RunConfig) -> Method:
     """GT-SAM upper bound: the configured segmenter prompted with boxes around the reference's
     components."""
-    from clipsam.models.sam import load_litemedsam, load_sam
     from clipsam.pipelines.gt_box import GtBoxPipeline
+    from clipsam.pipelines.registry import load_segmenter
 
-    models = config.models
-    segmenter = (load_litemedsam(runtime=models.runtime) if models.segmenter == "litemedsam"
-                 else load_sam(models.segmenter, weights_dir=models.weights_dir,
-                               runtime=models.runtime))
-    pipeline = GtBoxPipeline(segmenter)
+    pipeline = GtBoxPipeline(load_segmenter(config.models))
 
     def segment(image: np.ndarray, reference: np.ndarray, prompt: str) -> SegmentationResult:
-        return pipeline.run(image, reference)
+        return pipeline.run(image, reference, keep_intermediates=config.keep_intermediates)
 
     return Method(name=pipeline.name, segment=segment)
 
 
-def weak(config: RunConfig) -> Method:
-    """A network trained by ``clipsam weak-train`` (folder ``config.weak_model``)."""
-    from clipsam.pipelines.weak import WeakPipeline
+def registered_pipeline(config: RunConfig) -> Method:
+    """Any method of :data:`clipsam.pipelines.registry.PIPELINES`, built from ``config``."""
+    from clipsam.pipelines.registry import TEXT_FREE_METHODS, build_pipeline, load_models
 
-    if config.weak_model is None:
-        raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
-    return from_pipeline(WeakPipeline(config.weak_model))
+    text_free = config.method in TEXT_FREE_METHODS
+    models = load_models(config.models, with_text=not text_free)
+    return from_pipeline(build_pipeline(config, models), reports_absence=not text_free,
+                         needs_prompt=not text_free,
+                         keep_intermediates=config.keep_intermediates)
 
 
 METHODS: dict[str, Callable[[RunConfig], Method]] = {
     "gt-box": gt_box,
-    "weak": weak,
+    "medclipsam": registered_pipeline,
+    "salip": registered_pipeline,
+    "unprompted": registered_pipeline,
+    "whole-box": registered_pipeline,
+    "weak": registered_pipeline,
 }
 
 
