@@ -71,13 +71,21 @@ def registered_pipeline(config: RunConfig) -> Method:
                          keep_intermediates=config.keep_intermediates)
 
 
+def weak(config: RunConfig) -> Method:
+    """A network trained by ``clipsam weak-train`` (folder ``config.weak_model``); it needs no
+    segmenter or text model, so none is loaded."""
+    from clipsam.pipelines.registry import weak_pipeline
+
+    return from_pipeline(weak_pipeline(config), keep_intermediates=config.keep_intermediates)
+
+
 METHODS: dict[str, Callable[[RunConfig], Method]] = {
     "gt-box": gt_box,
     "medclipsam": registered_pipeline,
     "salip": registered_pipeline,
     "unprompted": registered_pipeline,
     "whole-box": registered_pipeline,
-    "weak": registered_pipeline,
+    "weak": weak,
 }
 
 

@@ -85,12 +85,17 @@ def _whole_box(config: RunConfig, models: Models) -> Pipeline:
     return WholeImageBoxPipeline(models.segmenter)
 
 
-def _weak(config: RunConfig, models: Models) -> Pipeline:
+def weak_pipeline(config: RunConfig) -> Pipeline:
+    """The ``weak`` method: a trained network that needs no other model."""
     from clipsam.pipelines.weak import WeakPipeline
 
     if config.weak_model is None:
         raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
     return WeakPipeline(config.weak_model)
+
+
+def _weak(config: RunConfig, models: Models) -> Pipeline:
+    return weak_pipeline(config)
 
 
 def _need_text(models: Models) -> ImageTextModel:
