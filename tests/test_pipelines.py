@@ -218,3 +218,13 @@ def test_unprompted_returns_one_proposal_and_whole_box_one_full_box(scene):
     whole = WholeImageBoxPipeline(FakeSegmenter()).run(image)
     np.testing.assert_array_equal(whole.boxes, [[0, 0, W, H]])
     np.testing.assert_array_equal(whole.mask, target)
+
+
+def test_proposals_default_to_the_segmenters_own_settings():
+    from clipsam.proposals.generate import BOX_PROMPT_DEFAULTS, ProposalConfig
+
+    assert SalipPipeline(FakeSegmenter(), BrightnessClip()).proposal_config == BOX_PROMPT_DEFAULTS
+    assert UnpromptedPipeline(FakeSegmenter()).proposal_config == BOX_PROMPT_DEFAULTS
+    chosen = ProposalConfig(pred_iou_threshold=0.5)
+    assert SalipPipeline(FakeSegmenter(), BrightnessClip(),
+                         SalipConfig(proposals=chosen)).proposal_config == chosen

@@ -44,7 +44,7 @@ class SalipConfig:
     crop: str = "masked"
     enlarge: float = 1.25
     use_prompt_library: bool = True
-    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    proposals: ProposalConfig | None = None
 
 
 @dataclass(frozen=True)

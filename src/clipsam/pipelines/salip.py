@@ -19,7 +19,7 @@ from clipsam.pipelines.crops import crop_proposal
 from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
 from clipsam.proposals.area import area_filter
-from clipsam.proposals.generate import generate_proposals
+from clipsam.proposals.generate import default_config, generate_proposals
 from clipsam.proposals.result import Proposals
 
 
@@ -37,6 +37,7 @@ class SalipPipeline:
         self.segmenter = segmenter
         self.text_model = text_model
         self.config = config or SalipConfig()
+        self.proposal_config = self.config.proposals or default_config(segmenter)
 
     def score(
         self, image: np.ndarray, embedding: ImageEmbedding, proposals: Proposals, texts: list[str]
@@ -68,7 +69,7 @@ class SalipPipeline:
                 return not_found(image.shape, prompt, self.name, timer)
         with timer("proposals"):
             proposals = area_filter(
-                generate_proposals(self.segmenter, embedding, self.config.proposals),
+                generate_proposals(self.segmenter, embedding, self.proposal_config),
                 self.config.max_area_fraction, self.config.min_area_fraction)
         if len(proposals) == 0:
             return not_found(image.shape, prompt, self.name, timer)

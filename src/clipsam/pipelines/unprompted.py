@@ -16,7 +16,7 @@ from clipsam.pipelines.base import SegmentationResult
 from clipsam.pipelines.common import embed_once, not_found, segment_boxes
 from clipsam.pipelines.timing import StageTimer
 from clipsam.proposals.area import area_filter
-from clipsam.proposals.generate import generate_proposals
+from clipsam.proposals.generate import default_config, generate_proposals
 
 
 class UnpromptedPipeline:
@@ -27,6 +27,7 @@ class UnpromptedPipeline:
     def __init__(self, segmenter: PromptableSegmenter, config: SalipConfig | None = None) -> None:
         self.segmenter = segmenter
         self.config = config or SalipConfig()
+        self.proposal_config = self.config.proposals or default_config(segmenter)
 
     def run(
         self,
@@ -39,7 +40,7 @@ class UnpromptedPipeline:
         embedding = embed_once(self.segmenter, image, embedding, timer)
         with timer("proposals"):
             proposals = area_filter(
-                generate_proposals(self.segmenter, embedding, self.config.proposals),
+                generate_proposals(self.segmenter, embedding, self.proposal_config),
                 self.config.max_area_fraction, self.config.min_area_fraction)
         if len(proposals) == 0:
             return not_found(image.shape, prompt, self.name, timer)
