@@ -61,7 +61,7 @@ def build_region_data(
     """
     if captions is not None:
         keys = list(captions)
-        concepts = {c: Concept(target=c, phrases=(c,), background=()) for c in set(keys)}
+        concepts = {c: Concept(target=c, phrases=(c,)) for c in set(keys)}
     else:
         keys = [s.set_name for s in samples]
     names = sorted(set(keys))
