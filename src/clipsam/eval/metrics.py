@@ -53,28 +53,28 @@ def _pair(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np
     return prediction, reference
 
 
-def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """Dice similarity coefficient 2|P∩R| / (|P| + |R|); 1 when both are empty."""
+def _overlap(prediction: np.ndarray, reference: np.ndarray, metric: str) -> float:
+    """MONAI's ``compute_dice`` / ``compute_iou``, with clipsam's rules for empty masks:
+    1 when both are empty, 0 when only the reference is."""
     prediction, reference = _pair(prediction, reference)
     if not prediction.any() and not reference.any():
         return 1.0
     if not reference.any():
         return 0.0
-    from monai.metrics import compute_dice
+    from monai import metrics
 
-    return float(compute_dice(_batched(prediction), _batched(reference)).item())
+    compute = getattr(metrics, f"compute_{metric}")
+    return float(compute(_batched(prediction), _batched(reference)).item())
+
+
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Dice similarity coefficient 2|P∩R| / (|P| + |R|); 1 when both are empty."""
+    return _overlap(prediction, reference, "dice")
 
 
 def iou(prediction: np.ndarray, reference: np.ndarray) -> float:
     """Intersection over union |P∩R| / |P∪R|; 1 when both are empty."""
-    prediction, reference = _pair(prediction, reference)
-    if not prediction.any() and not reference.any():
-        return 1.0
-    if not reference.any():
-        return 0.0
-    from monai.metrics import compute_iou
-
-    return float(compute_iou(_batched(prediction), _batched(reference)).item())
+    return _overlap(prediction, reference, "iou")
 
 
 def hd95(
