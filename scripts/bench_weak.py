@@ -134,6 +134,9 @@ def main() -> int:
                         choices=sorted(PROMPTS))
     parser.add_argument("--method", default="medclipsam",
                         help="teacher: any registry method but 'weak' (default %(default)s)")
+    parser.add_argument("--text-model", default="builtin",
+                        help="the cascade's text model; for honest held-out figures, one trained "
+                             "without the held-out subjects (scripts/train_grounding.py)")
     parser.add_argument("--max-train", type=int, default=None, metavar="N")
     parser.add_argument("--max-test", type=int, default=None, metavar="N")
     parser.add_argument("--epochs", type=int, default=30)
@@ -151,7 +154,7 @@ def main() -> int:
     out = args.out or Path("runs") / "bench_weak" / args.method
     train = WeakTrainConfig(size=args.size, epochs=args.epochs, cycles=args.cycles,
                             seed=args.seed)
-    config = run_config(args.method)
+    config = run_config(args.method, text_model=args.text_model)
     models = load_models(config.models, with_text=args.method not in TEXT_FREE_METHODS)
     pipeline = build_pipeline(config, models)
     rows = []
