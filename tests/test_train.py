@@ -1,4 +1,3 @@
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,9 @@ from clipsam.train.captions import (
 from clipsam.train.region_data import RegionData
 from clipsam.train.regions import list_samples, read_split, select, split_of, write_split
 from clipsam.train.trainer import TrainConfig, calibrate_presence, fit_grounding_model
+from test_grounding import HashEncoder
 
 SMALL = HeadsConfig(feature_dim=16, text_dim=24, hidden_dim=16, embed_dim=8, dilations=(1, 2))
-
-
-class HashEncoder:
-    dim = 24
-
-    def __call__(self, texts):
-        out = []
-        for text in texts:
-            seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-            v = np.random.default_rng(seed).normal(size=self.dim)
-            out.append(v / np.linalg.norm(v))
-        return np.asarray(out, np.float32).reshape(len(texts), self.dim)
 
 
 def test_builtin_concepts_give_varied_target_and_background_captions():
