@@ -77,21 +77,29 @@ def iou(prediction: np.ndarray, reference: np.ndarray) -> float:
     return _overlap(prediction, reference, "iou")
 
 
+def _surface_metric(prediction: np.ndarray, reference: np.ndarray, metric: str,
+                    **options: object) -> float:
+    """A MONAI boundary metric (``hausdorff_distance``, ``surface_dice``) of one mask pair;
+    NaN when either mask is empty (no boundary to measure)."""
+    prediction, reference = _pair(prediction, reference)
+    if not prediction.any() or not reference.any():
+        return math.nan
+    from monai import metrics
+
+    compute = getattr(metrics, f"compute_{metric}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        value = compute(_batched(prediction), _batched(reference), include_background=True,
+                        **options)
+    return float(value.item())
+
+
 def hd95(
     prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, float] | None = None
 ) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm; NaN when either mask is empty."""
-    prediction, reference = _pair(prediction, reference)
-    if not prediction.any() or not reference.any():
-        return math.nan
-    from monai.metrics import compute_hausdorff_distance
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        value = compute_hausdorff_distance(_batched(prediction), _batched(reference),
-                                           include_background=True, percentile=95,
-                                           spacing=_spacing(spacing))
-    return float(value.item())
+    return _surface_metric(prediction, reference, "hausdorff_distance", percentile=95,
+                           spacing=_spacing(spacing))
 
 
 def nsd(
@@ -101,17 +109,8 @@ def nsd(
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> float:
     """Normalised surface Dice at ``tolerance_mm``; NaN when either mask is empty."""
-    prediction, reference = _pair(prediction, reference)
-    if not prediction.any() or not reference.any():
-        return math.nan
-    from monai.metrics import compute_surface_dice
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        value = compute_surface_dice(_batched(prediction), _batched(reference),
-                                     class_thresholds=[float(tolerance_mm)],
-                                     include_background=True, spacing=_spacing(spacing))
-    return float(value.item())
+    return _surface_metric(prediction, reference, "surface_dice",
+                           class_thresholds=[float(tolerance_mm)], spacing=_spacing(spacing))
 
 
 def score_mask(

@@ -20,6 +20,7 @@ from scipy import ndimage
 from clipsam.errors import InputError
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import SegmentationResult
+from clipsam.postprocess.components import label_components
 
 DEFAULT_MIN_COMPONENT_FRACTION = 1e-4
 
@@ -29,10 +30,9 @@ def component_boxes(
 ) -> np.ndarray:
     """(K, 4) float32 xyxy boxes around the non-speck connected components of ``mask``."""
     mask = np.asarray(mask, dtype=bool)
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if count == 0:
+    labels, sizes = label_components(mask)
+    if sizes.size == 0:
         return np.zeros((0, 4), np.float32)
-    sizes = np.bincount(labels.ravel())[1:]
     keep = sizes >= min_component_fraction * mask.size
     if not keep.any():
         keep = sizes == sizes.max()
