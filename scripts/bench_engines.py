@@ -23,6 +23,7 @@ from PIL import Image
 from clipsam.api import Segmenter, run_config
 from clipsam.apps.batch import SegmentJob, collect_inputs, run_local
 from clipsam.apps.ray_engine import run_ray
+from clipsam.pipelines.provenance import run_identity
 
 
 def masks_agree(first: Path, second: Path) -> bool:
@@ -47,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="clipsam-bench-") as folder:
         outputs = {name: Path(folder) / name for name in ("local", "ray")}
         for name, out in outputs.items():
-            job = SegmentJob((args.prompt,), out, overwrite=True)
+            job = SegmentJob((args.prompt,), out, run_identity(config).key, overwrite=True)
             start = time.perf_counter()
             if name == "local":
                 summary = run_local(items, job, functools.partial(Segmenter, config))

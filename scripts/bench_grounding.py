@@ -1,151 +1,102 @@
-"""Benchmark the grounding model on the held-out split; prints markdown tables.
+"""Compare map -> boxes rules, box refinement and mask sources, and measure presence, on the
+held-out split, through the library's MedCLIP-SAM pipeline.
 
-    .venv/bin/python scripts/bench_grounding.py --data /work/shared/data \\
-        --model runs/grounding_trainsplit [--compare runs/grounding_trainsplit_infonce] \\
-        [--loso --shots 1 5 10]
+    .venv/bin/python scripts/bench_grounding.py --data ../shared/data --cache runs/emb_cache \\
+        --out docs/results/grounding
 
-Per set, on held-out subjects with cached embeddings (scripts/cache_embeddings.py):
-peak-in-target rate, Dice of map -> boxes -> LiteMedSAM (always decoded, and gated by
-is_present), Dice of the ground-truth box, presence recall on images with a target and
-"not found" accuracy on images without one. ``--loso`` trains on four sets and tests on the
-fifth, text only and after k-shot adaptation from the fifth set's training images.
+Every test-split image (``clipsam.io.splits.split_of``) with a cached LiteMedSAM embedding is run
+through ``MedClipSamPipeline`` once per candidate configuration, with the cached embedding
+passed in (float16 on disk, so figures can differ from ``clipsam eval``'s in the third
+decimal). Writes ``candidates.csv`` (one row per candidate and image), ``presence.csv`` (the
+presence score of every test image for every built-in concept) and ``run.json``;
+``scripts/make_tables.py`` turns them into the tables of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
+from tqdm import tqdm
 
+from clipsam.config import MapBoxRule, MedClipSamConfig
+from clipsam.eval.metrics import dice
+from clipsam.io.atomic import write_text_atomic
+from clipsam.io.image import segmenter_input
+from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
-from clipsam.models.grounding import GroundingModel, load_grounding_model
-from clipsam.models.grounding.grid import mask_to_grid
-from clipsam.models.grounding.localize import map_to_boxes
-from clipsam.train.adapt import learn_concept, with_concept
+from clipsam.io.read import read_image
+from clipsam.io.splits import split_of
+from clipsam.models.grounding import load_grounding_model
+from clipsam.models.sam import load_litemedsam
+from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from clipsam.train.captions import builtin_concepts
-from clipsam.train.fit import fit_from_samples
-from clipsam.train.regions import (
-    Sample,
-    is_cached,
-    list_samples,
-    load_embedding,
-    read_split,
-    select,
-)
-from clipsam.train.trainer import TrainConfig
+from clipsam.train.embedding_cache import is_cached, load_embedding
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
-
-
-def gt_box(mask: np.ndarray) -> np.ndarray:
-    rows, cols = np.nonzero(mask)
-    return np.array([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], np.float32)
-
-
-def decode(segmenter, embedding, boxes: np.ndarray) -> np.ndarray:
-    if not len(boxes):
-        return np.zeros(embedding.geometry.original_size, bool)
-    return segmenter.predict(embedding, boxes=boxes).masks.any(axis=0)
-
-
-def evaluate(model: GroundingModel, samples: list[Sample], cache: Path, segmenter, text: str,
-             with_gt_box: bool = True) -> dict[str, float]:
-    peaks, dices, gated, gt_dices, recall, not_found = [], [], [], [], [], []
-    for sample in samples:
-        embedding = load_embedding(cache, sample)
-        mask = read_mask(sample.mask_path)
-        prob = model.similarity_map(embedding, text)
-        present = model.is_present(embedding, text)
-        if not mask.any():
-            not_found.append(not present)
-            continue
-        recall.append(present)
-        cells = mask_to_grid(mask, embedding.geometry, prob.shape[-1])
-        peaks.append(cells.flat[int(np.argmax(prob))] > 0)
-        predicted = decode(segmenter, embedding, map_to_boxes(prob, embedding.geometry))
-        dices.append(dice(predicted, mask))
-        gated.append(dices[-1] if present else 0.0)
-        if with_gt_box:
-            gt_dices.append(dice(decode(segmenter, embedding, gt_box(mask)), mask))
-    mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
-    return {"n": len(samples), "peak": mean(peaks), "dice": mean(dices), "gated": mean(gated),
-            "gt_box": mean(gt_dices), "recall": mean(recall), "not_found": mean(not_found),
-            "n_empty": len(not_found)}
-
-
-def fmt(value: float) -> str:
-    return "-" if value != value else f"{value:.2f}"
+BASE = MedClipSamConfig()
+CANDIDATES: dict[str, MedClipSamConfig] = {
+    "default": BASE,
+    "all-components": replace(BASE, box_rule=MapBoxRule(keep_fraction=0.0)),
+    "largest-only": replace(BASE, box_rule=MapBoxRule(keep_fraction=1.0)),
+    "core-0.6": replace(BASE, box_rule=MapBoxRule(peak_fraction=0.6)),
+    "refine": replace(BASE, refine=True),
+    "segmenter-only": replace(BASE, mask_source="segmenter"),
+    "map-only": replace(BASE, mask_source="map"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True, help="train-split model folder")
-    parser.add_argument("--compare", type=Path, nargs="*", default=[],
-                        help="more train-split models (e.g. the InfoNCE one)")
     parser.add_argument("--cache", type=Path, default=Path("runs/emb_cache"))
-    parser.add_argument("--split", type=Path, default=Path("runs/grounding_split.json"))
-    parser.add_argument("--loso", action="store_true")
-    parser.add_argument("--loso-epochs", type=int, default=8)
-    parser.add_argument("--loso-out", type=Path, default=Path("runs/grounding_loso"))
-    parser.add_argument("--shots", type=int, nargs="*", default=[1, 5, 10])
+    parser.add_argument("--model", type=Path, default=None, help="default: the built-in model")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     args = parser.parse_args()
-
-    from clipsam.models.sam import load_litemedsam
-
-    segmenter = load_litemedsam()
     concepts = builtin_concepts()
-    split = read_split(args.split)
-    sets = [n for n in sorted(concepts) if (args.data / n / "images").is_dir()]
-    every = {n: [s for s in list_samples(args.data / n) if is_cached(args.cache, s)]
-             for n in sets}
-    test = {n: select(every[n], split, "test") for n in sets}
-    train = {n: select(every[n], split, "train") for n in sets}
-
-    print("## Held-out split: text -> map -> boxes -> LiteMedSAM\n")
-    print("| model | set | test images | peak in target | Dice | Dice gated by presence "
-          "| Dice GT box | presence recall | not-found acc (empty) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for index, folder in enumerate([args.model, *args.compare]):
-        model = load_grounding_model(folder)
-        for name in sets:
-            r = evaluate(model, test[name], args.cache, segmenter, concepts[name].target,
-                         with_gt_box=index == 0)
-            print(f"| {folder.name} | {name} | {r['n']} | {fmt(r['peak'])} | {fmt(r['dice'])} "
-                  f"| {fmt(r['gated'])} | {fmt(r['gt_box'])} | {fmt(r['recall'])} "
-                  f"| {fmt(r['not_found'])} (n={r['n_empty']}) |", flush=True)
-
-    if not args.loso:
-        return
-    print("\n## Leave one set out: trained on the other sets, then k-shot adaptation\n")
-    header = " | ".join(f"{k}-shot Dice" for k in args.shots)
-    print(f"| held-out set | text-only peak | text-only Dice | {header} |")
-    print("|---|---|---|" + "---|" * len(args.shots))
-    for name in sets:
-        others = [s for n in sets if n != name for s in train[n]]
-        config = TrainConfig(epochs=args.loso_epochs)
-        model = fit_from_samples(others, args.cache, concepts, config,
-                                 args.loso_out / f"without_{name}", progress=False)
-        text = concepts[name].target
-        base = evaluate(model, test[name], args.cache, segmenter, text, with_gt_box=False)
-        row = [fmt(base["peak"]), fmt(base["dice"])]
-        labelled = [s for s in train[name] if read_mask(s.mask_path).any()]
-        rng = np.random.default_rng(0)
-        for k in args.shots:
-            if len(labelled) < k:
-                row.append("-")
-                continue
-            shots = [labelled[i] for i in rng.permutation(len(labelled))[:k]]
-            vector = learn_concept(model, [load_embedding(args.cache, s) for s in shots],
-                                   [read_mask(s.mask_path) for s in shots], text)
-            adapted = with_concept(model, text, vector)
-            row.append(fmt(evaluate(adapted, test[name], args.cache, segmenter, text,
-                                    with_gt_box=False)["dice"]))
-        print(f"| {name} | " + " | ".join(row) + " |", flush=True)
+    segmenter = load_litemedsam()
+    model = load_grounding_model(args.model, segmenter=segmenter)
+    pipelines = {name: MedClipSamPipeline(segmenter, model, CANDIDATES[name])
+                 for name in args.candidates}
+    samples = [s for name in sorted(concepts) if (args.data / name).is_dir()
+               for s in list_samples(args.data / name)
+               if split_of(s) == "test" and is_cached(args.cache, s)]
+    rows, presence = [], []
+    for sample in tqdm(samples, desc="held-out images"):
+        embedding = load_embedding(args.cache, sample)
+        image = segmenter_input(read_image(sample.image_path))
+        reference = read_mask(sample.mask_path)
+        prompt = concepts[sample.set_name].target
+        for name, pipeline in pipelines.items():
+            start = time.perf_counter()
+            result = pipeline.run(image, prompt, embedding=embedding)
+            rows.append({"candidate": name, "set": sample.set_name, "id": sample.image_id,
+                         "dice": f"{dice(result.mask, reference):.6f}",
+                         "found": result.found, "gt_empty": not reference.any(),
+                         "boxes": len(result.boxes),
+                         "seconds": f"{time.perf_counter() - start:.4f}"})
+        for other, concept in sorted(concepts.items()):
+            presence.append({"set": sample.set_name, "id": sample.image_id, "concept": other,
+                             "own": other == sample.set_name,
+                             "may_show": other in concepts[sample.set_name].may_show,
+                             "gt_empty": not reference.any(),
+                             "score": f"{model.presence_score(embedding, concept.target):.6f}",
+                             "threshold": f"{model.threshold_for(concept.target):.6f}"})
+    args.out.mkdir(parents=True, exist_ok=True)
+    for file, table in (("candidates.csv", rows), ("presence.csv", presence)):
+        text = [",".join(table[0])] + [",".join(str(v) for v in r.values()) for r in table]
+        write_text_atomic(args.out / file, "\n".join(text) + "\n")
+    run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "model": str(args.model or "builtin"), "images": len(samples),
+           "candidates": {n: repr(CANDIDATES[n]) for n in args.candidates},
+           "command": "scripts/bench_grounding.py " + " ".join(
+               f"--{k} {v}" for k, v in (("data", args.data), ("cache", args.cache),
+                                          ("out", args.out)))}
+    write_text_atomic(args.out / "run.json", json.dumps(run, indent=1) + "\n")
+    print(f"wrote {args.out}: {len(samples)} images x {len(pipelines)} candidates")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ from pathlib import Path
 from clipsam.config import ModelConfig, RunConfig
 from clipsam.io.image import segmenter_input
 from clipsam.io.read import read_image
-from clipsam.pipelines.registry import build_pipeline, load_models
+from clipsam.pipelines.registry import SERVED_METHODS, build_pipeline, load_models
 
 PROMPTS = {"hc18": "fetal head", "busi": "breast tumour", "cxr_lungs": "left and right lungs",
            "lgg_flair": "brain tumour", "kvasir_polyp": "polyp"}
-METHODS = ("medclipsam", "salip", "unprompted", "whole-box")
+METHODS = SERVED_METHODS  # every method that runs on the installed models
 
 
 def main() -> None:

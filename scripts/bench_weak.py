@@ -2,7 +2,7 @@
 
 For each set of the data folder the images are split 80/20 by subject (``subject``/``patient``
 column of meta.csv, else the image id) with the same stable hash as the built-in grounding
-model's training split (:func:`clipsam.train.regions.split_of`), so no test subject was seen by
+model's training split (:func:`clipsam.io.splits.split_of`), so no test subject was seen by
 either model. The cascade labels the TRAIN images (their expert masks are only used to report
 the pseudo-masks' quality, never for training), ``train_weak`` fits the network on those
 pseudo-masks, and both the cascade and the network segment the TEST images, scored by Dice
@@ -33,14 +33,15 @@ import torch
 from clipsam.api import run_config
 from clipsam.eval.metrics import dice
 from clipsam.io.atomic import write_text_atomic
+from clipsam.io.labelled_sets import Sample, list_samples
 from clipsam.io.masks import read_mask
+from clipsam.io.masks import read_mask as read_pseudo_mask
+from clipsam.io.splits import split_of
+from clipsam.models.weak_net import WeakTrainConfig
 from clipsam.pipelines.registry import TEXT_FREE_METHODS, build_pipeline, load_models
 from clipsam.pipelines.weak import WeakPipeline
-from clipsam.train.regions import Sample, list_samples, split_of
 from clipsam.train.weak import train_weak
-from clipsam.train.weak_model import WeakTrainConfig
 from clipsam.train.weak_pseudo import UnlabelledImage, load_plane, pseudo_mask_path
-from clipsam.train.weak_pseudo import read_mask as read_pseudo_mask
 
 PROMPTS = {  # what a user would type, from the data README
     "hc18": "fetal head",

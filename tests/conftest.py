@@ -1,4 +1,6 @@
-"""Shared fixtures: the evaluation data, the shipped examples and the real LiteMedSAM segmenter."""
+"""Shared fixtures: the shipped examples and a stand-in segmenter. The real evaluation data and
+LiteMedSAM segmenter come from the ``real_resources`` plugin (they skip locally when absent and
+fail in CI)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("real_resources",)
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``<repo>/../shared/data`` (the evaluation sets); skips the test when it is absent."""
-    root = (REPO.parent / "shared" / "data").resolve()
-    if not root.is_dir():
-        pytest.skip(f"evaluation data not found at {root}")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -24,23 +19,9 @@ def examples_dir() -> Path:
     return REPO / "examples"
 
 
-@pytest.fixture(scope="session")
-def litemedsam():
-    """The real LiteMedSAM segmenter; skips when its code or weights are not available."""
-    from clipsam.errors import WeightsError
-
-    try:
-        from clipsam.models.sam import load_litemedsam
-    except ImportError as exc:
-        pytest.skip(f"LiteMedSAM loader not available: {exc}")
-    try:
-        return load_litemedsam()
-    except WeightsError as exc:
-        pytest.skip(f"LiteMedSAM weights not available: {exc}")
-
-
 class BoxFillingSegmenter:
-    """A stand-in segmenter: each box prompt yields its filled rectangle (inclusive corners)."""
+    """A stand-in segmenter: each box prompt yields its filled rectangle
+    ``mask[y1:y2, x1:x2]`` (clipsam's box convention: the far corner is exclusive)."""
 
     name = "box-filling"
     supports_points = False
@@ -70,7 +51,7 @@ class BoxFillingSegmenter:
         self.batches.append(len(boxes))
         masks = np.zeros((len(boxes), h, w), bool)
         for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
-            mask[y0:y1 + 1, x0:x1 + 1] = True
+            mask[y0:y1, x0:x1] = True
         return MaskPrediction(masks, np.zeros((len(boxes), 16, 16), np.float32),
                               np.full(len(boxes), 0.9, np.float32))
 

@@ -8,19 +8,19 @@ and Ray tests): the pipeline thresholds the image at its mean ("bright ..." prom
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import clipsam
 from clipsam.api import Segmenter, load_planes, run_config
 from clipsam.config import RunConfig
 from clipsam.errors import InputError
 from clipsam.io.image import MedicalImage
+from clipsam.io.masks import read_mask
 from clipsam.models.segmenter import Geometry, ImageEmbedding
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.base import PipelineResult
+from clipsam.postprocess.boxes import mask_to_box
 
 
 def gray(image: np.ndarray) -> np.ndarray:
@@ -56,11 +56,10 @@ class FakePipeline:
         mask = values < level if prompt.startswith("dark") else values > level
         if prompt.startswith("absent"):
             mask = np.zeros_like(mask)
-        ys, xs = np.nonzero(mask)
-        boxes = (np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
-                 if mask.any() else np.zeros((0, 4), np.float32))
+        box = mask_to_box(mask)
+        boxes = np.zeros((0, 4), np.float32) if box is None else box[None]
         extra = {"saliency": values / max(values.max(), 1)} if keep_intermediates else {}
-        return SegmentationResult(mask=mask, found=bool(mask.any()), boxes=boxes,
+        return PipelineResult(mask=mask, found=bool(mask.any()), boxes=boxes,
                                   scores=np.ones(len(boxes), np.float32), prompt=prompt,
                                   method=self.name, timings={"decode": 0.001},
                                   intermediates=extra)
@@ -143,15 +142,12 @@ def test_package_exports_are_lazy():
     assert callable(clipsam.segment)
 
 
-HC18 = Path("/work/shared/data/hc18")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not HC18.is_dir(), reason="evaluation data not available")
-def test_real_models_through_the_registry():
-    image = sorted((HC18 / "images").glob("*.png"))[0]
+def test_real_models_through_the_registry(shared_data):
+    hc18 = shared_data / "hc18"
+    image = sorted((hc18 / "images").glob("*.png"))[0]
     result = clipsam.segment(image, "fetal head", method="whole-box", runtime="onnx")
-    reference = np.asarray(Image.open(HC18 / "masks" / image.name)) > 0
+    reference = read_mask(hc18 / "masks" / image.name)
     assert result.mask.shape == reference.shape and result.found
     assert result.provenance["segmenter"] == "litemedsam"
     assert result.provenance["runtime"] == "onnx"

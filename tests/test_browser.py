@@ -1,7 +1,7 @@
 """The web page in a real browser (Debian chromium driven by Playwright).
 
-Skips when chromium or Playwright is missing, unless ``CI=true`` (then it fails): install them
-with ``scripts/install_browser_test_deps.sh``.
+Skips when chromium or Playwright is missing, unless ``CI=true`` (then it fails, see
+``real_resources.py``): install them with ``scripts/install_browser_test_deps.sh``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from PIL import Image
 from clipsam.api import Segmenter
 from clipsam.apps.server import ServerLimits, create_app
 from clipsam.config import RunConfig
+from clipsam.io.masks import read_mask
+from clipsam.pipelines.registry import SERVED_METHODS
+from real_resources import skip_missing
 from test_api import FakeEncoder, FakePipeline, sample_image
 
 pytestmark = pytest.mark.browser
@@ -49,10 +52,7 @@ def missing_browser_parts() -> str | None:
 def browser():
     missing = missing_browser_parts()
     if missing:
-        message = f"{missing}: run scripts/install_browser_test_deps.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_missing(f"{missing}: run scripts/install_browser_test_deps.sh")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -125,6 +125,9 @@ def test_page_with_stand_in_models(browser, tmp_path):
     with threaded_server(create_app(segmenter_for, ServerLimits())) as url:
         page = browser.new_page()
         page.goto(url)
+        page.wait_for_selector("#method option", state="attached")
+        menu = page.eval_on_selector_all("#method option", "options => options.map(o => o.value)")
+        assert menu == list(SERVED_METHODS)
         assert run_in_page(page, image, "bright square", "salip", 60) == "done"
         mask = downloaded_mask(page)
         assert np.array_equal(mask == 255, sample_image() > sample_image().mean())
@@ -167,7 +170,7 @@ def test_fetal_head_example_end_to_end(browser, tmp_path):
         state = run_in_page(page, image, "fetal head", "medclipsam", 900)
         assert state == "done", page.inner_text("#status")
         mask = downloaded_mask(page) == 255
-        reference = np.asarray(Image.open(reference_path)) > 0
+        reference = read_mask(reference_path)
         assert mask.shape == reference.shape
         assert mask.any()
         overlap = (mask & reference).sum()

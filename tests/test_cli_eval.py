@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +12,12 @@ from PIL import Image
 
 from clipsam.apps import cli
 from clipsam.eval import methods
+from clipsam.eval.gt_box import GtBoxOracle
 from clipsam.eval.methods import Method
-from clipsam.pipelines.gt_box import GtBoxPipeline
+from clipsam.io.labelled_sets import Sample
+from clipsam.io.splits import split_of
+from clipsam.pipelines.base import PipelineResult
+from test_provenance import grounding_copy
 
 
 def make_set(root, broken: bool = False):
@@ -34,8 +40,8 @@ def fake_gt_box(monkeypatch, box_segmenter):
 
     def factory(config) -> Method:
         configs.append(config)
-        pipeline = GtBoxPipeline(box_segmenter)
-        return Method("fake-box", lambda image, reference, prompt: pipeline.run(image, reference))
+        oracle = GtBoxOracle(box_segmenter)
+        return Method("fake-box", lambda image, reference, prompt: oracle.run(image, reference))
 
     monkeypatch.setitem(methods.METHODS, "fake-box", factory)
     return configs
@@ -49,7 +55,8 @@ def test_eval_writes_outputs_and_exits_0(tmp_path, fake_gt_box, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n"] == 2 and summary["dice_mean"] == pytest.approx(1.0)
     lines = (tmp_path / "out" / "per_image.csv").read_text().splitlines()
-    assert lines[0] == "id,dice,iou,hd95,nsd,found,gt_empty,seconds,error" and len(lines) == 3
+    assert lines[0] == ("id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error")
+    assert len(lines) == 3
     out, err = capsys.readouterr()
     assert "fake-box on set: n=2" in out and "gt-box on" not in err
 
@@ -91,3 +98,83 @@ def test_flags_after_the_subcommand_and_unknown_method(tmp_path, fake_gt_box, ca
 def test_no_command_prints_help_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "eval" in capsys.readouterr().err
+
+
+def make_subject_set(root, subjects):
+    """One image per subject, ids 0..n-1, with a meta.csv subject column."""
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:20, 8:30] = 255
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(len(subjects)):
+        Image.fromarray(np.full((30, 40), 90, np.uint8)).save(root / "images" / f"{index}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{index}.png")
+    lines = ["id,subject"] + [f"{i},{s}" for i, s in enumerate(subjects)]
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture()
+def fake_text_method(monkeypatch):
+    """'medclipsam' replaced by a text method that fills the image (no model is loaded)."""
+
+    def factory(config) -> Method:
+        def segment(image, reference, prompt):
+            return PipelineResult(np.ones(reference.shape, bool), True, np.zeros((0, 4)),
+                                  np.zeros(0), prompt, "fake-text")
+
+        return Method("fake-text", segment, reports_absence=True, needs_prompt=True)
+
+    monkeypatch.setitem(methods.METHODS, "medclipsam", factory)
+
+
+def test_subset_test_refuses_subjects_the_text_model_saw(tmp_path, fake_text_method, capsys):
+    candidates = [f"p{i}" for i in range(40)]
+    held_out = [s for s in candidates if split_of(Sample("toy", s, s, Path(), Path())) == "test"]
+    trained = [s for s in candidates if s not in held_out]
+    data = make_subject_set(tmp_path / "toy", held_out[:3] + trained[:2])
+    model = grounding_copy(tmp_path, subjects={"toy": {"train": [held_out[0], trained[0]],
+                                                       "calibration": [held_out[1]]},
+                                               "other": {"train": [held_out[2]]}})
+    args = ["-q", "eval", str(data), "--method", "medclipsam", "--prompt", "target",
+            "--text-model", str(model), "--out", str(tmp_path / "out")]
+    assert cli.main([*args, "--subset", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "trained on 2 of these 3 images' subjects; use --allow-seen" in err
+    assert not (tmp_path / "out").exists()
+
+    assert cli.main([*args, "--subset", "test", "--allow-seen"]) == 0
+    assert "warning: the text model was trained on 2 of these 3" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["subset"], summary["n_images"], summary["seen_by_text_model"]) == (
+        "test", 3, 2)
+
+    assert cli.main([*args, "--out", str(tmp_path / "all")]) == 0
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert (summary["subset"], summary["n_images"], summary["seen_by_text_model"]) == (
+        "all", 5, 3)
+
+
+def test_a_model_that_lists_no_subjects_may_have_seen_them_all(tmp_path, fake_text_method,
+                                                               capsys):
+    data = make_subject_set(tmp_path / "toy", [f"p{i}" for i in range(40)])
+    model = grounding_copy(tmp_path)
+    code = cli.main(["eval", str(data), "--method", "medclipsam", "--prompt", "target",
+                     "--text-model", str(model), "--subset", "test"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "does not list its training subjects" in err
+    seen, total = re.search(r"trained on (\d+) of these (\d+) images", err).groups()
+    assert seen == total != "0"
+
+
+def test_missing_cuda_is_one_line_exit_2(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data = make_set(tmp_path / "set")
+    code = cli.main(["eval", str(data), "--method", "whole-box", "--device", "cuda",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "device 'cuda'" in err

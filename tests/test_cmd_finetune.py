@@ -1,24 +1,41 @@
 """``clipsam finetune`` end to end on tiny sets, from segmentation folders and a caption table.
 
 A stand-in segmenter gives embeddings whose features mark the bright target, so the heads have
-something real to learn and the test stays fast."""
+something real to learn; a "tiny" recipe (small heads) and a hashing sentence encoder keep the
+test fast."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from clipsam.apps import cli
-from clipsam.models.grounding import load_grounding_model
+from clipsam.io.labelled_sets import list_samples
+from clipsam.io.masks import read_mask
+from clipsam.io.splits import split_of
+from clipsam.models.grounding import HeadsConfig, load_grounding_model
+from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.segmenter import Geometry, ImageEmbedding
+from clipsam.train.recipes import RECIPES, Recipe
+from clipsam.train.trainer import TrainConfig
+from conftest import BoxFillingSegmenter
+from synthetic_grounding import one_torch_thread  # noqa: F401  (autouse fixture)
+from test_grounding import HashEncoder
+
+TINY = Recipe("tiny", train=TrainConfig(epochs=2, batch_size=2, learning_rate=1e-2,
+                                        contrastive_draws=2),
+              heads=HeadsConfig(text_dim=HashEncoder.dim, hidden_dim=16, embed_dim=8,
+                                dilations=(1, 2)))
 
 
-class BrightFeatureSegmenter:
+class BrightFeatureSegmenter(BoxFillingSegmenter):
     name = "bright-features"
-    supports_points = False
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
+        self.encoded += 1
         h, w = image.shape[:2]
         scale = 256 / max(h, w)
         geometry = Geometry((h, w), (round(h * scale), round(w * scale)), 256)
@@ -47,9 +64,15 @@ def make_set(root, count: int = 6):
 
 
 @pytest.fixture
-def stand_in(monkeypatch, tmp_path):
-    monkeypatch.setattr("clipsam.models.sam.load_litemedsam",
-                        lambda *a, **k: BrightFeatureSegmenter())
+def segmenter():
+    return BrightFeatureSegmenter()
+
+
+@pytest.fixture
+def stand_in(monkeypatch, tmp_path, segmenter):
+    monkeypatch.setattr("clipsam.models.sam.load_litemedsam", lambda *a, **k: segmenter)
+    monkeypatch.setattr("clipsam.train.fit.SentenceEncoder", HashEncoder)
+    monkeypatch.setitem(RECIPES, "tiny", TINY)
     return tmp_path / "cache"
 
 
@@ -57,16 +80,19 @@ def test_finetune_from_segmentation_sets_writes_a_loadable_model(tmp_path, stand
     data = make_set(tmp_path / "discs")
     out = tmp_path / "model"
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "bright disc",
-                     "--out", str(out), "--epochs", "2", "--cache", str(stand_in)])
+                     "--out", str(out), "--recipe", "tiny", "--epochs", "8", "--cache",
+                     str(stand_in)])
     assert code == 0
-    model = load_grounding_model(out)
+    model = load_grounding_model(out, text_encoder=HashEncoder())
+    assert model.metadata["recipe"] == "tiny" and model.metadata["training"]["epochs"] == 8
+    assert model.metadata["part"] == "all" and model.metadata["concepts"] == ["bright disc"]
     embedding = BrightFeatureSegmenter().encode(
         np.asarray(Image.open(data / "images" / "0.png")))
     probability = model.similarity_map(embedding, "bright disc")
-    mask = np.asarray(Image.open(data / "masks" / "0.png")) > 0
-    cells = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((16, 16))) > 0
+    mask = read_mask(data / "masks" / "0.png")
+    cells = mask_to_grid(mask, embedding.geometry, probability.shape[-1]) > 0.5
     # the map is higher on the disc than off it
-    assert probability[:16, :16][cells].mean() > probability[:16, :16][~cells].mean()
+    assert probability[cells].mean() > probability[~cells].mean() + 0.2
 
 
 def test_finetune_from_a_caption_table(tmp_path, stand_in):
@@ -77,7 +103,8 @@ def test_finetune_from_a_caption_table(tmp_path, stand_in):
     table.write_text("\n".join(lines) + "\n")
     out = tmp_path / "model"
     code = cli.main(["-q", "finetune", "--captions", str(table), "--csv-separator", "\t",
-                     "--out", str(out), "--epochs", "1", "--cache", str(stand_in)])
+                     "--out", str(out), "--recipe", "tiny", "--epochs", "1", "--cache",
+                     str(stand_in)])
     assert code == 0
     assert (out / "heads.safetensors").is_file() and (out / "config.json").is_file()
 
@@ -89,3 +116,52 @@ def test_finetune_needs_a_prompt_for_an_unknown_set(tmp_path, stand_in, capsys):
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert "unknown_set" in error and "give --prompt" in error and "\n" not in error
+
+
+def test_finetune_rejects_an_unknown_recipe(tmp_path, stand_in, capsys):
+    data = make_set(tmp_path / "discs", count=2)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
+                  str(tmp_path / "m"), "--recipe", "fancy", "--cache", str(stand_in)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--recipe" in error and "fancy" in error and "builtin" in error
+
+
+def _with_subjects(root, subjects):
+    make_set(root, count=len(subjects))
+    rows = "\n".join(f"{i},{s}" for i, s in enumerate(subjects))
+    (root / "meta.csv").write_text(f"id,subject\n{rows}\n")
+    return root
+
+
+def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
+                                                   monkeypatch):
+    data = _with_subjects(tmp_path / "discs", [f"p{i // 2}" for i in range(16)])
+    samples = list_samples(data)
+    test_subjects = {s.subject for s in samples if split_of(s) == "test"}
+    train_subjects = sorted({s.subject for s in samples} - test_subjects)
+    assert test_subjects and len(train_subjects) >= 2
+    examples = tmp_path / "examples"
+    (examples / "images").mkdir(parents=True)
+    excluded = next(s for s in samples if s.subject == train_subjects[0])
+    Image.open(excluded.image_path).save(examples / "images" / excluded.image_path.name)
+    calls = []
+
+    def fake_fit(samples, cache_dir, concepts, recipe, out_dir, **kwargs):
+        calls.append((samples, recipe, kwargs))
+        return SimpleNamespace(presence=SimpleNamespace(threshold=0.5))
+
+    monkeypatch.setattr("clipsam.train.fit.fit_from_samples", fake_fit)
+    code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
+                     str(tmp_path / "m"), "--part", "train", "--exclude", str(examples),
+                     "--lr", "0.5", "--cache", str(stand_in)])
+    assert code == 0
+    (used, recipe, kwargs), = calls
+    expected = [s for s in samples if s.subject not in test_subjects | {train_subjects[0]}]
+    assert used == expected and all(split_of(s) == "train" for s in used)
+    assert segmenter.encoded == len(expected)  # only what is trained on is encoded
+    assert kwargs["metadata"]["part"] == "train"
+    assert kwargs["metadata"]["excluded_subjects"] == [f"discs/{train_subjects[0]}"]
+    assert recipe.name == "builtin" and recipe.train.learning_rate == 0.5
+    assert kwargs["segmenter"] is segmenter

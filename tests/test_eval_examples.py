@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from clipsam.eval.dataset import load_case, open_dataset
+from clipsam.eval.gt_box import GtBoxOracle
 from clipsam.eval.harness import evaluate
 from clipsam.eval.methods import Method
 from clipsam.io.image import segmenter_input
-from clipsam.pipelines.gt_box import GtBoxPipeline
 
 SETS = ("hc18", "busi", "cxr_lungs", "lgg_flair", "kvasir_polyp")
 
@@ -35,8 +35,8 @@ def test_shared_sets_open_and_their_first_case_loads(shared_data, name):
 
 @pytest.mark.slow
 def test_gt_box_with_litemedsam_on_the_examples(examples_dir, litemedsam, tmp_path):
-    pipeline = GtBoxPipeline(litemedsam)
-    method = Method("gt-box", lambda image, reference, prompt: pipeline.run(image, reference))
+    oracle = GtBoxOracle(litemedsam)
+    method = Method("gt-box", lambda image, reference, prompt: oracle.run(image, reference))
     summary = evaluate(open_dataset(examples_dir), method, tmp_path / "out", progress=False)
     assert summary["n"] == 2 and summary["n_failed"] == 0
     assert summary["dice_mean"] > 0.85 and summary["nsd_mean"] > 0.8
@@ -44,6 +44,6 @@ def test_gt_box_with_litemedsam_on_the_examples(examples_dir, litemedsam, tmp_pa
     loaded = load_case(open_dataset(examples_dir).cases[0])
     image = segmenter_input(loaded.image)
     embedding = litemedsam.encode(image)
-    first = pipeline.run(image, loaded.mask, embedding=embedding)
-    again = pipeline.run(image, loaded.mask, embedding=embedding)
+    first = oracle.run(image, loaded.mask, embedding=embedding)
+    again = oracle.run(image, loaded.mask, embedding=embedding)
     np.testing.assert_array_equal(first.mask, again.mask)

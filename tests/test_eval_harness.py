@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from clipsam.config import ModelConfig, RunConfig
 from clipsam.errors import InputError
 from clipsam.eval.dataset import load_case, open_dataset
+from clipsam.eval.gt_box import GtBoxOracle
 from clipsam.eval.harness import evaluate
 from clipsam.eval.methods import Method
-from clipsam.pipelines.base import SegmentationResult
-from clipsam.pipelines.gt_box import GtBoxPipeline
+from clipsam.pipelines.base import PipelineResult
+from clipsam.pipelines.provenance import run_identity
 
 
 def save(path, array) -> None:
@@ -48,13 +51,13 @@ class Counting:
     """A gt-box method over the box-filling segmenter that counts the images it sees."""
 
     def __init__(self, segmenter) -> None:
-        self.pipeline = GtBoxPipeline(segmenter)
+        self.oracle = GtBoxOracle(segmenter)
         self.seen: list[tuple[int, int]] = []
 
     def method(self) -> Method:
-        def segment(image, reference, prompt) -> SegmentationResult:
+        def segment(image, reference, prompt) -> PipelineResult:
             self.seen.append(image.shape)
-            return self.pipeline.run(image, reference)
+            return self.oracle.run(image, reference)
 
         return Method("gt-box", segment)
 
@@ -103,12 +106,12 @@ def test_harness_rows_summary_and_failures(tmp_path, box_segmenter):
 def test_summary_scores_imperfect_masks_and_absence(tmp_path):
     dataset = open_dataset(make_set(tmp_path / "set"))
 
-    def half(image, reference, prompt) -> SegmentationResult:
+    def half(image, reference, prompt) -> PipelineResult:
         mask = reference.copy()
         rows = np.flatnonzero(mask.any(axis=1))
         if rows.size:
             mask[rows[: rows.size // 2]] = False
-        return SegmentationResult(mask, bool(mask.any()), np.zeros((0, 4)), np.zeros(0),
+        return PipelineResult(mask, bool(mask.any()), np.zeros((0, 4)), np.zeros(0),
                                   prompt, "half")
 
     summary = evaluate(dataset, Method("half", half, reports_absence=True, needs_prompt=True),
@@ -152,5 +155,53 @@ def test_out_dir_of_another_run_is_refused(tmp_path, box_segmenter):
     evaluate(open_dataset(root), Counting(box_segmenter).method(), tmp_path / "out", limit=1,
              progress=False)
     other = Method("other", lambda *a: None)
-    with pytest.raises(InputError, match="another method"):
+    with pytest.raises(InputError, match="another run \\(method: 'gt-box' -> 'other'\\)"):
         evaluate(open_dataset(root), other, tmp_path / "out", progress=False)
+
+
+def counting_with(segmenter, runtime: str) -> tuple[Counting, Method]:
+    """A counting gt-box method whose provenance is that of ``runtime``'s configuration."""
+    counting = Counting(segmenter)
+    config = RunConfig(method="gt-box", models=ModelConfig(runtime=runtime))
+    provenance = run_identity(config, roles=("segmenter",)).describe(segmenter)
+    return counting, dataclasses.replace(counting.method(), provenance=provenance)
+
+
+def test_other_settings_are_refused_naming_them_and_overwrite_starts_over(tmp_path,
+                                                                          box_segmenter):
+    root, out = make_set(tmp_path / "set"), tmp_path / "out"
+    first, method = counting_with(box_segmenter, "onnx")
+    evaluate(open_dataset(root), method, out, limit=2, progress=False)
+    again, same = counting_with(box_segmenter, "onnx")
+    evaluate(open_dataset(root), same, out, limit=2, progress=False)
+    assert len(first.seen) == 2 and again.seen == []
+    other_counting, other = counting_with(box_segmenter, "torch")
+    with pytest.raises(InputError) as info:
+        evaluate(open_dataset(root), other, out, limit=2, progress=False)
+    message = str(info.value)
+    assert "models.runtime: 'onnx' -> 'torch'" in message and "--overwrite" in message
+    assert "\n" not in message and other_counting.seen == []
+    evaluate(open_dataset(root), other, out, limit=2, progress=False, overwrite=True)
+    assert len(other_counting.seen) == 2
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["config.models.runtime"] == "torch"
+
+
+def test_summary_names_models_subset_failures_and_end_to_end_time(tmp_path, box_segmenter):
+    _, method = counting_with(box_segmenter, "torch")
+    out = tmp_path / "out"
+    summary = evaluate(open_dataset(make_set(tmp_path / "set")), method, out, progress=False,
+                       subset="test")
+    provenance = summary["provenance"]
+    assert provenance["settings"] == method.provenance.key
+    segmenter = provenance["models"]["segmenter"]
+    assert segmenter["name"] == "box-filling" and len(segmenter["files"][0]["sha256"]) == 64
+    assert provenance["config"]["models"]["runtime"] == "torch"
+    assert set(provenance["versions"]) >= {"clipsam", "torch", "onnxruntime", "numpy",
+                                           "transformers"}
+    assert summary["subset"] == "test" and "seen_by_text_model" not in summary
+    assert summary["n_failed"] == 1 and [f["id"] for f in summary["failed"]] == ["d"]
+    assert "d.png" in summary["failed"][0]["error"]
+    assert summary["wall_seconds_per_image"] >= summary["seconds_per_image"] > 0
+    rows = read_rows(out)
+    assert all(float(rows[i]["wall_seconds"]) >= float(rows[i]["seconds"]) for i in "abc")

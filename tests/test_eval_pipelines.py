@@ -11,8 +11,9 @@ from PIL import Image
 
 from clipsam.apps import cli
 from clipsam.eval.dataset import open_dataset, subject_subset
+from clipsam.io.labelled_sets import list_samples
+from clipsam.io.splits import split_of
 from clipsam.pipelines import registry
-from clipsam.train.regions import list_samples, split_of
 
 
 def make_set(root, subjects: int = 12):

@@ -13,6 +13,7 @@ from clipsam.models.grounding import (
     load_grounding_model,
 )
 from clipsam.models.grounding.grid import grid_box_to_image, mask_to_grid, valid_mask
+from clipsam.models.grounding.model import presence_from_logits
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 
@@ -33,10 +34,10 @@ class HashEncoder:
         return np.asarray(out, np.float32).reshape(len(texts), self.dim)
 
 
-def _model(seed=0, presence=None):
+def _model(seed=0, presence=None, **kwargs):
     torch.manual_seed(seed)
     return GroundingModel(GroundingHeads(SMALL), presence or PresenceRule(2, 0.5),
-                          text_encoder=HashEncoder())
+                          text_encoder=HashEncoder(), **kwargs)
 
 
 def _embedding(seed=0, original=(40, 80), grid=16):
@@ -79,31 +80,59 @@ def test_similarity_map_is_a_probability_on_the_valid_region_only():
     assert not np.allclose(prob[valid], model.similarity_map(emb, "polyp")[valid])
 
 
-def test_presence_follows_the_top_k_rule():
+def test_presence_is_the_sigmoid_of_the_mean_top_k_logit_inside_the_image():
     emb = _embedding()
     model = _model()
     score = model.presence_score(emb, "lungs")
+    logits = model.logit_map(emb, "lungs")
+    valid = valid_mask(emb.geometry, 16)
+    top = np.sort(logits[valid])[-2:].mean()
+    assert score == pytest.approx(1 / (1 + np.exp(-top)), abs=1e-6)
+    # not the mean of the top-k probabilities (the old rule): the two differ on this map
     prob = model.similarity_map(emb, "lungs")
-    assert score == pytest.approx(np.sort(prob[valid_mask(emb.geometry, 16)])[-2:].mean())
+    assert abs(score - np.sort(prob[valid])[-2:].mean()) > 1e-4
+    np.testing.assert_allclose(prob[valid], 1 / (1 + np.exp(-logits[valid])), atol=1e-6)
     assert _model(presence=PresenceRule(2, score - 1e-4)).is_present(emb, "lungs")
     assert not _model(presence=PresenceRule(2, score + 1e-4)).is_present(emb, "lungs")
 
 
-def test_region_scores_pool_patches_inside_each_mask():
+def test_presence_from_logits_ignores_padding_and_caps_k():
+    logits = np.array([[4.0, 2.0, 99.0], [0.0, -2.0, 99.0]])
+    valid = np.array([[True, True, False], [True, True, False]])
+    assert presence_from_logits(logits, valid, 2) == pytest.approx(1 / (1 + np.exp(-3.0)))
+    assert presence_from_logits(logits, valid, 10) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_region_scores_are_soft_dice_with_the_map():
     model, emb = _model(), _embedding()
     masks = np.zeros((3, 40, 80), bool)
     masks[0, :, :40] = True
     masks[1, :, 40:] = True
     scores = model.region_scores(emb, masks, ["brain tumour", "glioma"])
-    patches = model.patch_embeddings(emb).numpy()
-    prompt = model.encode_text(["brain tumour", "glioma"]).mean(0)
-    prompt /= np.linalg.norm(prompt)
-    weights = mask_to_grid(masks[0], emb.geometry, 16)
-    pooled = np.einsum("hw,dhw->d", weights, patches)
-    assert scores[0] == pytest.approx(pooled @ prompt / np.linalg.norm(pooled), abs=1e-5)
-    assert scores[2] == -1.0 and scores[0] != pytest.approx(scores[1])
+    prob = (model.similarity_map(emb, "brain tumour") + model.similarity_map(emb, "glioma")) / 2
+    cover = mask_to_grid(masks[0], emb.geometry, 16)
+    dice = 2 * (cover * prob).sum() / (cover.sum() + prob.sum())
+    assert scores[0] == pytest.approx(dice, abs=1e-5)
+    assert scores[2] == 0.0 and scores[0] != pytest.approx(scores[1])
     with pytest.raises(InputError):
         model.region_scores(emb, masks[0], ["x"])
+    with pytest.raises(InputError):
+        model.region_scores(emb, masks, [])
+
+
+def test_the_region_covering_the_whole_target_and_little_else_scores_highest():
+    model, emb = _model(), _embedding(original=(64, 64))
+    hot = np.zeros((16, 16), np.float32)
+    hot[4:8, 4:8] = 0.95
+    model.similarity_map = lambda embedding, text: hot  # a known map
+    target = np.zeros((64, 64), bool)
+    target[16:32, 16:32] = True
+    part, larger = np.zeros_like(target), np.zeros_like(target)
+    part[16:24, 16:32] = True
+    larger[8:40, 8:40] = True
+    scores = model.region_scores(emb, np.stack([part, target, larger, ~target]), ["x"])
+    assert scores.argmax() == 1
+    assert scores[1] > 0.95 and scores[3] < 0.05
 
 
 def test_bad_inputs_are_one_line_errors():
@@ -115,16 +144,62 @@ def test_bad_inputs_are_one_line_errors():
         model.similarity_map(wrong, "lungs")
 
 
+def _calibrated(**kwargs):
+    return _model(presence=PresenceRule(2, 0.5),
+                  concept_thresholds={"fetal head": 0.8, "My Organ": 0.3},
+                  concept_phrases={"fetal head": ["fetal head", "Fetal Skull",
+                                                  "head of the fetus"]},
+                  mask_sources={"fetal head": "map", "my organ": "union"}, **kwargs)
+
+
+def test_a_prompt_uses_its_concepts_threshold_and_mask_source():
+    model = _calibrated()
+    model.concepts["my organ"] = np.eye(8, dtype=np.float32)[0]
+    for prompt in ("fetal head", "FETAL  skull", "head of the fetus"):
+        assert model.concept_of(prompt) == "fetal head"
+        assert model.threshold_for(prompt) == 0.8
+        assert model.mask_source_for(prompt) == "map"
+    assert model.concept_of("my  organ") == "my organ"
+    assert model.threshold_for("My organ") == 0.3 and model.mask_source_for("my organ") == "union"
+    # an unknown prompt (even one containing a known phrase) gets the model-wide rule
+    for prompt in ("polyp", "fetal head circumference"):
+        assert model.concept_of(prompt) is None
+        assert model.threshold_for(prompt) == 0.5
+        assert model.mask_source_for(prompt) == "segmenter"
+    emb = _embedding()
+    score = model.presence_score(emb, "fetal skull")
+    assert model.is_present(emb, "fetal skull") == (score >= 0.8)
+    # a concept calibrated without phrases is still known by its name
+    bare = _model(concept_thresholds={"lungs": 0.7}, mask_sources={"heart": "union"})
+    assert bare.concept_of("Lungs") == "lungs" and bare.threshold_for("Lungs") == 0.7
+    assert bare.mask_source_for("the heart") == "segmenter"
+    assert bare.mask_source_for("heart") == "union" and bare.threshold_for("heart") == 0.5
+
+
+def test_an_unknown_mask_source_is_a_weights_error():
+    with pytest.raises(WeightsError, match="mask source"):
+        _model(mask_sources={"fetal head": "sam"})
+
+
 def test_save_and_load_round_trip(tmp_path):
-    model = _model(seed=3, presence=PresenceRule(3, 0.42))
+    model = _calibrated()
+    model = GroundingModel(model.heads, PresenceRule(3, 0.42), model.concepts,
+                           model.concept_thresholds, HashEncoder(), None, {"note": "x"},
+                           model.concept_phrases, model.mask_sources)
     model.concepts["my organ"] = np.eye(8, dtype=np.float32)[0]
     model.save(tmp_path / "m")
     loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder())
+    assert loaded.source_dir == tmp_path / "m" and model.source_dir is None
     emb = _embedding(1)
     for text in ("fetal head", "My  Organ"):
         np.testing.assert_allclose(loaded.similarity_map(emb, text),
                                    model.similarity_map(emb, text), atol=1e-6)
     assert loaded.presence == PresenceRule(3, 0.42)
+    assert loaded.concept_thresholds == {"fetal head": 0.8, "my organ": 0.3}
+    assert loaded.concept_phrases == model.concept_phrases
+    assert loaded.mask_sources == {"fetal head": "map", "my organ": "union"}
+    assert loaded.metadata == {"note": "x"}
+    assert loaded.threshold_for("fetal skull") == 0.8
     np.testing.assert_allclose(loaded.text_vector("my organ"), np.eye(8)[0])
     size = sum(p.stat().st_size for p in (tmp_path / "m").iterdir())
     assert size < 1_000_000
@@ -133,20 +208,3 @@ def test_save_and_load_round_trip(tmp_path):
 def test_loading_a_folder_that_is_not_a_model_fails_clearly(tmp_path):
     with pytest.raises(WeightsError, match="not a grounding model"):
         load_grounding_model(tmp_path)
-
-
-def test_map_to_boxes_keeps_large_regions_and_falls_back_to_the_peak():
-    from clipsam.models.grounding.localize import map_to_boxes
-
-    geometry = Geometry((64, 64), (64, 64), 64)
-    prob = np.zeros((16, 16), np.float32)
-    prob[1:5, 1:5] = 0.9
-    prob[10:14, 9:13] = 0.8
-    prob[15, 15] = 0.9
-    boxes = map_to_boxes(prob, geometry)
-    np.testing.assert_allclose(sorted(boxes.tolist()), [[4, 4, 20, 20], [36, 40, 52, 56]])
-    weak = np.zeros((16, 16), np.float32)
-    weak[6:8, 2:4] = 0.2
-    weak[0, 0] = 0.05
-    np.testing.assert_allclose(map_to_boxes(weak, geometry), [[8, 24, 16, 32]])
-    assert map_to_boxes(np.zeros((16, 16)), geometry).shape == (0, 4)

@@ -10,9 +10,10 @@ from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
 from clipsam.models.grounding import builtin_model_dir, load_grounding_model
 from clipsam.models.grounding.grid import mask_to_grid
-from clipsam.models.grounding.localize import map_to_boxes
 from clipsam.models.grounding.text_encoder import SentenceEncoder
+from clipsam.postprocess.map_boxes import map_boxes
 from clipsam.train.captions import builtin_concepts
+from clipsam.train.recipes import RECIPES
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,29 @@ def test_sentence_encoder_is_normalised_cached_and_semantic(encoder):
     assert encoder([]).shape == (0, 384)
 
 
+def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
+    concepts = builtin_concepts()
+    assert len(concepts) == 11
+    assert {"hc18", "busi", "cxr_lungs", "lgg_flair", "kvasir_polyp", "jsrt_heart",
+            "jsrt_clavicles", "ddti_thyroid", "dsb_nuclei", "isic_skin",
+            "ddsm_pectoral"} == set(concepts)
+    assert len({c.target for c in concepts.values()}) == 11
+    for name, concept in concepts.items():
+        assert set(concept.may_show) <= set(concepts) - {name}
+        assert concept.target in concept.phrases
+    # sets labelling the same scans say so in both directions
+    assert "jsrt_heart" in concepts["cxr_lungs"].may_show
+    assert "cxr_lungs" in concepts["jsrt_heart"].may_show
+    assert RECIPES["builtin"].heads.feature_dim == 256
+
+
 def test_shipped_model_is_small_and_knows_its_training(encoder):
     folder = builtin_model_dir()
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     assert size < 5_000_000
     config = json.loads((folder / "config.json").read_text())
-    assert set(config["metadata"]["concepts"]) == {c.target for c in builtin_concepts().values()}
+    trained = set(config["metadata"]["concepts"])
+    assert trained and trained <= {c.target for c in builtin_concepts().values()}
     model = load_grounding_model(text_encoder=encoder)
     assert 0 < model.presence.threshold < 1
     vectors = model.encode_text(["fetal head", "brain tumour"])
@@ -52,7 +70,8 @@ def test_shipped_model_finds_the_fetal_head_and_not_a_polyp(examples_dir, liteme
     assert cells.flat[int(np.argmax(prob))] > 0
     assert model.is_present(embedding, "fetal head")
     assert not model.is_present(embedding, "polyp")
-    boxes = map_to_boxes(prob, embedding.geometry)
+    saliency = embedding.geometry.grid_to_original(prob)
+    _, boxes = map_boxes(saliency >= 0.5 * saliency.max(), saliency)
     predicted = litemedsam.predict(embedding, boxes=boxes).masks.any(axis=0)
     assert (predicted & mask).sum() > 0.5 * mask.sum()
     scores = model.region_scores(embedding, np.stack([mask, ~mask]), ["fetal head"])

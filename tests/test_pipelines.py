@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from clipsam.config import MedClipSamConfig, SalipConfig
 from clipsam.errors import InputError
+from clipsam.eval.metrics import dice
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
@@ -20,10 +21,6 @@ H, W = 120, 160
 def disc(cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[0:H, 0:W]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
 
 
 class FakeSegmenter:
@@ -221,10 +218,196 @@ def test_unprompted_returns_one_proposal_and_whole_box_one_full_box(scene):
 
 
 def test_proposals_default_to_the_segmenters_own_settings():
-    from clipsam.proposals.generate import BOX_PROMPT_DEFAULTS, ProposalConfig
+    from clipsam.config import ProposalConfig
+    from clipsam.proposals.generate import BOX_PROMPT_DEFAULTS
 
     assert SalipPipeline(FakeSegmenter(), BrightnessClip()).proposal_config == BOX_PROMPT_DEFAULTS
     assert UnpromptedPipeline(FakeSegmenter()).proposal_config == BOX_PROMPT_DEFAULTS
     chosen = ProposalConfig(pred_iou_threshold=0.5)
     assert SalipPipeline(FakeSegmenter(), BrightnessClip(),
                          SalipConfig(proposals=chosen)).proposal_config == chosen
+
+
+# --- MedCLIP-SAM with a calibrated map: boxes from the map, mask sources -----------------------
+
+
+class GridMapGrounding:
+    """Dense grounding with a fixed 16 x 16 probability map over a 64 x 64 image (4 pixels a
+    cell) and, optionally, a calibrated mask source per prompt."""
+
+    name = "grid-map"
+
+    def __init__(self, grid: np.ndarray, present: bool = True, source: str = "segmenter"):
+        self.grid, self.present, self.source = grid.astype(np.float32), present, source
+
+    def encode_text(self, texts):
+        return np.ones((len(texts), 2), np.float32) / np.sqrt(2)
+
+    def encode_images(self, images):
+        return np.ones((len(images), 2), np.float32) / np.sqrt(2)
+
+    def similarity_map(self, embedding, text):
+        return self.grid
+
+    def region_scores(self, embedding, masks, texts):
+        raise NotImplementedError
+
+    def is_present(self, embedding, text):
+        return self.present
+
+    def mask_source_for(self, text):
+        return self.source
+
+
+def _hot(*cells):
+    """A 16 x 16 map at 0.02 with the given (y1, y2, x1, x2) cell rectangles at 0.95."""
+    grid = np.full((16, 16), 0.02, np.float32)
+    for y1, y2, x1, x2 in cells:
+        grid[y1:y2, x1:x2] = 0.95
+    return grid
+
+
+class ShiftedBoxSegmenter:
+    """Each box prompt yields its rectangle moved 8 pixels right (a segmenter that misses)."""
+
+    name = "shifted"
+    supports_points = False
+
+    def __init__(self):
+        from conftest import BoxFillingSegmenter
+
+        self.inner = BoxFillingSegmenter()
+
+    def encode(self, image):
+        return self.inner.encode(image)
+
+    def predict(self, embedding, boxes=None, points=None, point_labels=None):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) + np.array([8, 0, 8, 0])
+        return self.inner.predict(embedding, boxes=boxes)
+
+
+IMAGE = np.zeros((64, 64), np.float32)
+
+
+def test_two_separate_hot_regions_give_two_boxes_without_a_count_in_the_prompt(box_segmenter):
+    model = GridMapGrounding(_hot((2, 6, 2, 6), (9, 13, 8, 14)))
+    result = MedClipSamPipeline(box_segmenter, model).run(IMAGE, "lesion",
+                                                          keep_intermediates=True)
+    assert result.found and len(result.boxes) == 2 and box_segmenter.batches == [2]
+    np.testing.assert_allclose(sorted(result.boxes.tolist()),
+                               [[8, 8, 24, 24], [32, 36, 56, 52]], atol=2)
+    assert result.intermediates["mask_source"] == "segmenter"
+    assert result.intermediates["coarse_level"] == 0.5
+    for x1, y1, x2, y2 in result.boxes.astype(int):
+        assert result.mask[y1:y2, x1:x2].all()
+
+
+def test_mask_source_map_returns_the_map_targets_without_decoding(box_segmenter):
+    model = GridMapGrounding(_hot((2, 6, 2, 6), (9, 13, 8, 14)))
+    result = MedClipSamPipeline(box_segmenter, model, MedClipSamConfig(mask_source="map")).run(
+        IMAGE, "lesion", keep_intermediates=True)
+    assert result.found and box_segmenter.batches == []
+    np.testing.assert_array_equal(result.mask, result.intermediates["map_mask"])
+    np.testing.assert_array_equal(result.scores, [1, 1])
+    assert result.intermediates["mask_source"] == "map" and len(result.boxes) == 2
+    # "auto" follows the model's calibrated choice for the prompt
+    auto = MedClipSamPipeline(box_segmenter, GridMapGrounding(model.grid, source="map")).run(
+        IMAGE, "lesion")
+    np.testing.assert_array_equal(auto.mask, result.mask)
+    assert box_segmenter.batches == []
+    with pytest.raises(ValueError, match="mask source"):
+        MedClipSamPipeline(box_segmenter, model, MedClipSamConfig(mask_source="sam")).run(
+            IMAGE, "lesion")
+
+
+def test_mask_source_union_holds_the_segmenter_mask_and_the_map():
+    model = GridMapGrounding(_hot((4, 10, 4, 10)))
+    runs = {source: MedClipSamPipeline(ShiftedBoxSegmenter(), model,
+                                       MedClipSamConfig(mask_source=source)).run(
+        IMAGE, "lesion", keep_intermediates=True) for source in ("segmenter", "map", "union")}
+    segment, mapped, union = (runs[s].mask for s in ("segmenter", "map", "union"))
+    assert (union >= segment).all() and (union >= mapped).all()
+    assert union.sum() > segment.sum() and union.sum() > mapped.sum()
+    np.testing.assert_array_equal(union, segment | runs["union"].intermediates["map_mask"])
+
+
+def test_refine_decodes_again_from_the_first_masks_tight_boxes():
+    segmenter = ShiftedBoxSegmenter()
+    model = GridMapGrounding(_hot((4, 10, 2, 8)))
+    first = MedClipSamPipeline(segmenter, model).run(IMAGE, "lesion")
+    refined = MedClipSamPipeline(segmenter, model, MedClipSamConfig(refine=True)).run(
+        IMAGE, "lesion")
+    np.testing.assert_array_equal(refined.boxes, first.boxes + np.array([8, 0, 8, 0]))
+    assert segmenter.inner.batches == [1, 1, 1]
+
+
+def test_an_absent_or_weak_target(box_segmenter):
+    hot = _hot((4, 10, 4, 10))
+    absent = MedClipSamPipeline(box_segmenter, GridMapGrounding(hot, present=False)).run(
+        IMAGE, "lesion", keep_intermediates=True)
+    assert not absent.found and not absent.mask.any() and len(absent.boxes) == 0
+    assert box_segmenter.batches == [] and box_segmenter.encoded == 1
+    # present, but the map never reaches 0.5: cut at half its peak
+    weak = MedClipSamPipeline(box_segmenter, GridMapGrounding(hot * 0.4)).run(
+        IMAGE, "lesion", keep_intermediates=True)
+    assert weak.found and weak.intermediates["coarse_level"] == pytest.approx(0.19)
+    np.testing.assert_allclose(weak.boxes, [[16, 16, 40, 40]], atol=2)
+
+
+# --- SaLIP's retrieval for dense grounding -----------------------------------------------------
+
+
+def test_select_regions_keeps_separate_targets_and_drops_parts_of_kept_ones():
+    from clipsam.pipelines.salip import select_regions
+
+    masks = np.zeros((5, 20, 20), bool)
+    masks[0, 2:8, 2:8] = True  # target A
+    masks[1, 2:8, 2:5] = True  # half of A
+    masks[2, 12:18, 12:18] = True  # target B, elsewhere
+    masks[3, 12:18, 2:8] = True  # weakly scored region
+    masks[4, 2:8, 4:14] = True  # overlaps A by 40% only: a neighbour, kept
+    scores = np.array([0.9, 0.85, 0.6, 0.2, 0.5])
+    np.testing.assert_array_equal(select_regions(scores, masks), [0, 2, 4])
+    np.testing.assert_array_equal(select_regions(scores, masks, top_k=2), [0, 2])
+    np.testing.assert_array_equal(select_regions(scores, masks, min_share=0.6), [0, 2])
+    assert select_regions(np.zeros(5), masks).size == 0
+    assert select_regions(np.zeros(0), masks[:0]).size == 0
+
+
+def test_salip_with_dense_grounding_keeps_two_separate_targets():
+    target = disc(60, 40, 20) | disc(60, 120, 20)
+    image = target.astype(np.float32)
+    result = SalipPipeline(FakeSegmenter(), FakeGrounding(target)).run(
+        image, "lesion", keep_intermediates=True)
+    assert len(result.intermediates["chosen"]) == 2
+    assert dice(result.mask, target) > 0.95
+
+
+def test_segment_boxes_keeps_one_filled_target_per_box_when_cleaning_up():
+    from clipsam.pipelines.common import segment_boxes
+    from clipsam.pipelines.timing import StageTimer
+
+    class SpeckledSegmenter:
+        """Each box gives a ring (a hole inside) and a speck in the image corner."""
+
+        def predict(self, embedding, boxes=None, points=None, point_labels=None):
+            masks = np.zeros((len(boxes), 32, 32), bool)
+            for mask, (x1, y1, x2, y2) in zip(masks, np.asarray(boxes, int), strict=True):
+                mask[y1:y2, x1:x2] = True
+                mask[y1 + 2:y2 - 2, x1 + 2:x2 - 2] = False
+                mask[0, 0] = True
+            return MaskPrediction(masks, np.zeros((len(boxes), 8, 8), np.float32),
+                                  np.full(len(boxes), 0.5, np.float32))
+
+    embedding = ImageEmbedding(np.zeros((1, 1, 4, 4), np.float32),
+                               Geometry((32, 32), (64, 64), 64), "x")
+    boxes = np.array([[4, 4, 14, 14], [18, 18, 30, 30]], np.float32)
+    clean, prediction = segment_boxes(SpeckledSegmenter(), embedding, boxes, StageTimer())
+    expected = np.zeros((32, 32), bool)
+    expected[4:14, 4:14] = expected[18:30, 18:30] = True
+    np.testing.assert_array_equal(clean, expected)
+    assert prediction.masks.shape == (2, 32, 32) and prediction.masks[:, 0, 0].all()
+    raw, _ = segment_boxes(SpeckledSegmenter(), embedding, boxes, StageTimer(), cleanup=False)
+    np.testing.assert_array_equal(raw, prediction.masks.any(axis=0))
+    empty, _ = segment_boxes(SpeckledSegmenter(), embedding, np.zeros((0, 4)), StageTimer())
+    assert empty.shape == (32, 32) and not empty.any()

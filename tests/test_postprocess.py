@@ -14,6 +14,7 @@ from clipsam.postprocess.boxes import (
     clip_boxes,
     component_boxes,
     expand_boxes,
+    label_boxes,
     mask_to_box,
     masks_to_boxes,
 )
@@ -165,6 +166,18 @@ def test_component_boxes_and_modes():
         assert boxes_from_mask(np.zeros((5, 5), bool), mode).shape == (0, 4)
     with pytest.raises(InputError):
         boxes_from_mask(mask, "biggest")
+
+
+def test_speck_threshold_and_label_boxes():
+    mask = three_squares()  # 100, 36 and 4 pixels
+    fraction = 10 / mask.size
+    assert component_boxes(mask, min_fraction=fraction).tolist() == [[2, 2, 12, 12],
+                                                                      [20, 20, 26, 26]]
+    assert component_boxes(mask, min_fraction=1.0).tolist() == [[2, 2, 12, 12]]  # all specks
+    labels = np.zeros((6, 8), int)
+    labels[1:3, 2:5] = 1
+    labels[4, 7] = 3  # label 2 has no pixel
+    assert label_boxes(labels).tolist() == [[2, 1, 5, 3], [0, 0, 0, 0], [7, 4, 8, 5]]
 
 
 def test_expand_and_clip_boxes():

@@ -51,3 +51,11 @@ def test_bad_prompts_are_rejected_with_one_line(bad):
         validate_prompt(bad)
     assert "\n" not in str(info.value)
     assert "prompt" in str(info.value)
+
+
+def test_the_library_knows_every_built_in_target():
+    from clipsam.train.captions import builtin_concepts
+
+    for concept in builtin_concepts().values():
+        assert library_target(concept.target) == concept.target
+        assert len(prompt_ensemble(concept.target)) > 3

@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clipsam.config import BoxGridConfig, FeatureBoxConfig, ProposalConfig
 from clipsam.errors import InputError
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
 from clipsam.postprocess.boxes import box_iou, mask_to_box
 from clipsam.proposals.area import area_filter
-from clipsam.proposals.feature_boxes import FeatureBoxConfig, feature_boxes, kmeans_labels
+from clipsam.proposals.feature_boxes import feature_boxes, kmeans_labels
 from clipsam.proposals.generate import (
     BOX_PROMPT_DEFAULTS,
-    ProposalConfig,
     default_config,
     generate_proposals,
 )
 from clipsam.proposals.nms import box_nms, mask_iou, mask_nms
-from clipsam.proposals.prompts import BoxGridConfig, box_grid, point_grid
+from clipsam.proposals.prompts import box_grid, point_grid
 from clipsam.proposals.quality import stability_score
 from clipsam.proposals.result import Proposals
 

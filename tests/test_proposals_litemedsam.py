@@ -3,36 +3,34 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipsam.errors import ClipsamError
+from clipsam.errors import WeightsError
+from clipsam.io.masks import read_mask
 from clipsam.proposals.generate import BOX_PROMPT_DEFAULTS, generate_proposals
+from real_resources import skip_missing
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18"
 IMAGE_ID = "001_HC"
 
 
 @pytest.fixture(scope="module")
 def litemedsam():
-    try:
-        from clipsam.models.sam import load_litemedsam
+    from clipsam.models.sam import load_litemedsam
 
+    try:
         return load_litemedsam(runtime="torch")
-    except (ClipsamError, ImportError, FileNotFoundError) as error:
-        pytest.skip(f"LiteMedSAM unavailable: {error}")
+    except WeightsError as error:
+        skip_missing(f"LiteMedSAM weights not available: {error}")
 
 
 @pytest.mark.slow
-def test_proposals_contain_the_fetal_head(litemedsam):
-    image_path = DATA / "images" / f"{IMAGE_ID}.png"
-    if not image_path.exists():
-        pytest.skip(f"evaluation data absent: {image_path}")
-    image = np.asarray(Image.open(image_path))
-    truth = np.asarray(Image.open(DATA / "masks" / f"{IMAGE_ID}.png")) > 127
+def test_proposals_contain_the_fetal_head(litemedsam, shared_data):
+    data = shared_data / "hc18"
+    image = np.asarray(Image.open(data / "images" / f"{IMAGE_ID}.png"))
+    truth = read_mask(data / "masks" / f"{IMAGE_ID}.png")
     embedding = litemedsam.encode(image)
     start = time.perf_counter()
     proposals = generate_proposals(litemedsam, embedding)

@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from clipsam.apps.batch import SegmentJob, collect_inputs, run_local
+from clipsam.config import RunConfig
+from clipsam.pipelines.provenance import run_identity
 from test_api import fake_segmenter, sample_image
 
 ray = pytest.importorskip("ray")
@@ -44,8 +46,9 @@ def test_ray_outputs_equal_local_outputs(local_ray, tmp_path):
     folder = make_folder(tmp_path)
     prompts = ("bright square", "absent thing")
     items = collect_inputs([str(folder)])
-    plain = run_local(items, SegmentJob(prompts, tmp_path / "plain"), fake_segmenter)
-    job = SegmentJob(prompts, tmp_path / "ray")
+    settings = run_identity(RunConfig()).key
+    plain = run_local(items, SegmentJob(prompts, tmp_path / "plain", settings), fake_segmenter)
+    job = SegmentJob(prompts, tmp_path / "ray", settings)
     distributed = run_ray(items, job, fake_segmenter, workers=2)
     assert (plain.done, len(plain.failed)) == (distributed.done, len(distributed.failed)) == (5, 1)
     assert distributed.failed[0][0].endswith("zz_broken.png")

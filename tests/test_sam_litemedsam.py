@@ -8,28 +8,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipsam.eval.metrics import dice
+from clipsam.io.masks import read_mask
 from clipsam.models.sam import load_litemedsam
 from clipsam.models.sam.checkpoints import litemedsam_checkpoint, read_state_dict
 from clipsam.models.sam.factory import LITEMEDSAM
 from clipsam.models.sam.model import SamModel
 from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.postprocess.boxes import mask_to_box
 
 
 def read_pair(root: Path, dataset: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     images = sorted((root / dataset / "images").glob("*.png"))
     path = images[index]
-    image = np.asarray(Image.open(path))
-    mask = np.asarray(Image.open(root / dataset / "masks" / path.name)) > 0
-    return image, mask
+    return np.asarray(Image.open(path)), read_mask(root / dataset / "masks" / path.name)
 
 
 def box_around(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([[xs.min(), ys.min(), xs.max(), ys.max()]], np.float32)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+    """(1, 4) the tight box of ``mask`` in clipsam's convention (exclusive far corner)."""
+    return mask_to_box(mask)[None]
 
 
 @pytest.fixture(scope="module")

@@ -304,6 +304,9 @@ def test_onnx_export_is_reused_and_matches_torch(checkpoint, sam, image, tmp_pat
     again = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert again.runtime.name == "onnx"
+    assert (onnx_sam.device, onnx_sam.runtime.provider) == ("cpu", "CPUExecutionProvider")
+    assert sorted(onnx_sam.runtime.files) == files and onnx_sam.checkpoint == checkpoint
+    assert (sam.device, sam.runtime.provider) == ("cpu", None)
 
     emb_torch, emb_onnx = sam.encode(image), onnx_sam.encode(image)
     np.testing.assert_allclose(emb_onnx.features, emb_torch.features, atol=1e-4)
@@ -314,6 +317,18 @@ def test_onnx_export_is_reused_and_matches_torch(checkpoint, sam, image, tmp_pat
         want, got = sam.predict(emb_torch, **kwargs), onnx_sam.predict(emb_onnx, **kwargs)
         np.testing.assert_allclose(got.low_res_logits, want.low_res_logits, atol=1e-3)
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+
+
+def test_cuda_without_a_cuda_provider_is_refused(checkpoint, tmp_path, monkeypatch) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path))
+    with pytest.raises(InputError, match="onnxruntime-gpu") as info:
+        segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx",
+                                  device="cuda")
+    assert "\n" not in str(info.value)
 
 
 def test_killed_onnx_export_leaves_no_file(checkpoint, tmp_path, monkeypatch) -> None:

@@ -13,6 +13,8 @@ from clipsam.api import Segmenter
 from clipsam.apps import cmd_segment
 from clipsam.apps.batch import collect_inputs, prompt_slug, select_part
 from clipsam.apps.cli import main
+from clipsam.config import RunConfig
+from clipsam.pipelines.provenance import run_identity
 from test_api import FakeEncoder, FakePipeline, sample_image
 
 
@@ -57,7 +59,7 @@ def test_folder_run_writes_outputs_resumes_and_reports_failures(cli, folder, tmp
     out = tmp_path / "out"
     assert cli(str(folder), "-p", "bright square", "-o", str(out)) == 1
     captured = capsys.readouterr()
-    assert "broken.png" in captured.err and "2 segmented" in captured.out
+    assert "broken.png" in captured.err and "2 segmented;" in captured.out
     assert "1 failed" in captured.out
     mask = read_png(out / "a_mask.png")
     assert mask.shape == (40, 60) and set(np.unique(mask)) == {0, 255}
@@ -67,11 +69,12 @@ def test_folder_run_writes_outputs_resumes_and_reports_failures(cli, folder, tmp
     record = json.loads((out / "a.json").read_text())
     assert record["results"][0]["found"] is True
     assert record["results"][0]["mask_file"] == "a_mask.png"
+    assert record["results"][0]["provenance"]["settings"] == run_identity(RunConfig()).key
     assert CountingFactory.loads == 1
 
     (out / "a_mask.png").write_bytes(b"")
     assert cli(str(folder), "-p", "bright square", "-o", str(out)) == 1
-    assert "2 already done" in capsys.readouterr().out
+    assert "2 done with the same settings, skipped" in capsys.readouterr().out
     assert (out / "a_mask.png").stat().st_size == 0
     assert cli(str(folder), "-p", "bright square", "-o", str(out), "--overwrite") == 1
     assert (out / "a_mask.png").stat().st_size > 0
@@ -83,9 +86,46 @@ def test_resume_of_finished_job_loads_no_models(cli, tmp_path, capsys):
     assert cli(str(image), "-p", "bright", "-o", str(out)) == 0
     assert cli(str(image), "-p", "bright", "-o", str(out)) == 0
     assert CountingFactory.loads == 1
-    assert "1 already done" in capsys.readouterr().out
+    assert "1 done with the same settings, skipped" in capsys.readouterr().out
     assert cli(str(image), "-p", "dark", "-o", str(out)) == 0
     assert CountingFactory.loads == 2
+
+
+def test_results_of_other_settings_are_redone_and_counted(cli, tmp_path, capsys):
+    for name in "ab":
+        write_png(tmp_path / "in" / f"{name}.png", sample_image())
+    out = tmp_path / "out"
+    assert cli(str(tmp_path / "in"), "-p", "bright", "-o", str(out)) == 0
+    capsys.readouterr()
+    write_png(tmp_path / "in" / "c.png", sample_image())
+    other = ("--method", "salip")
+    assert cli(str(tmp_path / "in"), "-p", "bright", "-o", str(out), *other) == 0
+    assert ("1 segmented; 0 done with the same settings, skipped; 2 made with other settings, "
+            "redone; 0 failed") in capsys.readouterr().out
+    salip = run_identity(RunConfig(method="salip")).key
+    for name in "abc":
+        results = json.loads((out / f"{name}.json").read_text())["results"]
+        assert results[0]["provenance"]["settings"] == salip
+    assert cli(str(tmp_path / "in"), "-p", "bright", "-o", str(out), *other) == 0
+    assert "0 segmented; 3 done with the same settings, skipped; 0 made" in (
+        capsys.readouterr().out)
+    assert CountingFactory.loads == 2
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    (("--device", "cuda"), "device 'cuda'"),
+    (("--segmenter", "sam-vit-b"), "trained on litemedsam image features"),
+])
+def test_unusable_settings_are_one_line_exit_2_before_loading(cli, tmp_path, capsys, options,
+                                                              words):
+    import torch
+
+    if options[1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    image = write_png(tmp_path / "a.png", sample_image())
+    assert cli(str(image), "-p", "bright", "-o", str(tmp_path / "out"), *options) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and CountingFactory.loads == 0
 
 
 def test_several_prompts_and_not_found(cli, tmp_path):

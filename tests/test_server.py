@@ -16,6 +16,7 @@ from PIL import Image
 from clipsam.api import Segmenter
 from clipsam.apps.server import ServerLimits, create_app, view_pictures
 from clipsam.config import RunConfig
+from clipsam.pipelines.timing import StageTimer
 from test_api import FakeEncoder, FakePipeline, sample_image
 
 
@@ -26,13 +27,28 @@ class SlowPipeline(FakePipeline):
         return super().run(image, prompt, embedding, keep_intermediates)
 
 
-def make_client(limits: ServerLimits) -> TestClient:
+class StagedPipeline(FakePipeline):
+    """"stages ..." prompts first run 60 timed stages of 0.05 s; counts the stages started."""
+
+    started = 0
+
+    def run(self, image, prompt, embedding=None, keep_intermediates=False):
+        if prompt.startswith("stages"):
+            timer = StageTimer()
+            for index in range(60):
+                with timer(f"stage{index}"):
+                    StagedPipeline.started += 1
+                    time.sleep(0.05)
+        return super().run(image, prompt, embedding, keep_intermediates)
+
+
+def make_client(limits: ServerLimits, pipeline=SlowPipeline) -> TestClient:
     pool: dict[str, Segmenter] = {}
 
     def segmenter_for(method: str) -> Segmenter:
         if method not in pool:
             config = RunConfig(method=method, keep_intermediates=True)
-            pool[method] = Segmenter(config, pipeline=SlowPipeline(), encoder=FakeEncoder())
+            pool[method] = Segmenter(config, pipeline=pipeline(), encoder=FakeEncoder())
         return pool[method]
 
     return TestClient(create_app(segmenter_for, limits))
@@ -123,6 +139,19 @@ def test_each_limit_gives_one_line_4xx_and_server_keeps_serving(client, kwargs, 
     assert words in error and "\n" not in error and "upload." not in error
     time.sleep(1.2 if status == 408 else 0)
     assert post(client, png_bytes(sample_image())).status_code == 200
+
+
+def test_a_timed_out_request_stops_and_the_next_one_is_served_promptly():
+    client = make_client(ServerLimits(request_seconds=1.0), pipeline=StagedPipeline)
+    assert post(client, png_bytes(sample_image())).status_code == 200  # models and imports
+    answer = post(client, png_bytes(sample_image()), ("stages bright",))
+    assert answer.status_code == 408 and "time limit" in answer.json()["error"]
+    start = time.perf_counter()
+    assert post(client, png_bytes(sample_image())).status_code == 200
+    assert time.perf_counter() - start < 0.8  # not queued behind ~2 s of remaining stages
+    stopped_at = StagedPipeline.started
+    time.sleep(0.3)
+    assert 10 <= stopped_at == StagedPipeline.started < 60
 
 
 def test_missing_fields_and_oversized_body_header(client):

@@ -1,3 +1,6 @@
+"""Captions, the subject split, region data and the grounding heads' trainer."""
+
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -5,27 +8,40 @@ import pytest
 import torch
 from PIL import Image
 
-from clipsam.models.grounding import HeadsConfig, load_grounding_model
-from clipsam.models.grounding.grid import valid_mask
-from clipsam.models.segmenter import Geometry
-from clipsam.train.adapt import learn_concept, with_concept
+import clipsam.train.trainer as trainer
+from clipsam.io.labelled_sets import list_samples
+from clipsam.io.splits import calibration_of, read_split, select, split_of, write_split
+from clipsam.models.grounding import GroundingHeads, GroundingModel, PresenceRule
 from clipsam.train.captions import (
+    Concept,
     background_captions,
     builtin_concepts,
     concept_for,
     target_captions,
 )
-from clipsam.train.region_data import RegionData
-from clipsam.train.regions import list_samples, read_split, select, split_of, write_split
-from clipsam.train.trainer import TrainConfig, calibrate_presence, fit_grounding_model
+from clipsam.train.region_data import build_region_data
+from clipsam.train.trainer import (
+    TrainConfig,
+    contrastive_loss,
+    presence_logits,
+    sampling_weights,
+    train_heads,
+)
+from synthetic_grounding import (
+    NAMES,
+    SMALL,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    region_data,
+    write_labelled_set,
+)
 from test_grounding import HashEncoder
 
-SMALL = HeadsConfig(feature_dim=16, text_dim=24, hidden_dim=16, embed_dim=8, dilations=(1, 2))
+FAST = TrainConfig(epochs=6, batch_size=4, learning_rate=1e-2, contrastive_draws=2)
 
 
 def test_builtin_concepts_give_varied_target_and_background_captions():
     concepts = builtin_concepts()
-    assert set(concepts) == {"hc18", "busi", "cxr_lungs", "lgg_flair", "kvasir_polyp"}
+    assert len(concepts) == 11
     for concept in concepts.values():
         targets, backgrounds = target_captions(concept), background_captions(concept)
         assert len(set(targets)) >= 20 and len(set(backgrounds)) >= 5
@@ -54,9 +70,9 @@ def test_split_is_by_subject_and_stable(tmp_path):
     assert [s.subject for s in samples[:4]] == ["p0"] * 4
     parts = {}
     for s in samples:
-        parts.setdefault(s.subject, set()).add(split_of(s))
+        parts.setdefault(s.subject, set()).add((split_of(s), calibration_of(s)))
     assert all(len(p) == 1 for p in parts.values())
-    assert {p.pop() for p in parts.values()} == {"train", "test"}
+    assert {next(iter(p))[0] for p in parts.values()} == {"train", "test"}
     write_split(samples, tmp_path / "split.json")
     split = read_split(tmp_path / "split.json")
     test = select(samples, split, "test")
@@ -64,99 +80,175 @@ def test_split_is_by_subject_and_stable(tmp_path):
     assert len(test) + len(select(samples, split, "train")) == 40
 
 
-def test_calibration_picks_a_threshold_between_classes():
-    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.05], [0.1, 0.7]])
-    labels = np.array([[1, 0], [1, 0], [0, 0], [0, 1]], bool)
-    own = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], bool)
-    t = calibrate_presence(scores, labels, own)
-    assert 0.3 < t <= 0.7
+def test_region_data_has_a_channel_per_concept_and_marks_may_show_as_unknown(tmp_path):
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s1", 1, ["a", "b", "c"], cache, empty=(2,))
+    write_labelled_set(tmp_path, "s0", 0, ["d", "e"], cache, seed=1)
+    samples = list_samples(tmp_path / "s1") + list_samples(tmp_path / "s0")
+    concepts = {"s1": Concept("beta thing", ("beta thing",), may_show=("s0", "s9")),
+                "s0": Concept("alpha thing", ("alpha thing",)),
+                "s2": Concept("gamma thing", ("gamma thing",))}  # no image here
+    data = build_region_data(samples, cache, concepts)
+    assert [c.target for c in data.concepts] == ["alpha thing", "beta thing", "gamma thing"]
+    np.testing.assert_array_equal(data.concept_index, [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(data.unknown, [[1, 0, 0]] * 3 + [[0, 0, 0]] * 2)
+    present, known = data.labels()
+    np.testing.assert_array_equal(present, [[0, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0],
+                                            [1, 0, 0]])
+    np.testing.assert_array_equal(known, ~data.unknown)
+    assert data.model_name == "synthetic" and data.features[0].shape == (16, 16, 16)
+    assert data.embedding(0).features.dtype == np.float32
+    # the same concepts give a part of the data set the same channels
+    part = build_region_data(samples[3:], cache, concepts)
+    assert part.concepts == data.concepts
+    np.testing.assert_array_equal(part.concept_index, [0, 0])
+    with pytest.raises(KeyError, match="s1"):
+        build_region_data(samples, cache, {"s0": concepts["s0"]})
 
 
-def _synthetic(seed=0, n=24, grid=16):
-    """Two concepts whose targets carry a distinct feature direction; a quarter are empty."""
-    directions = np.random.default_rng(99).normal(size=(2, 16)) * 2
-    rng = np.random.default_rng(seed)
-    features, targets, concept = [], [], []
-    for i in range(n):
-        c = i % 2
-        f = rng.normal(size=(16, grid, grid)).astype(np.float32)
-        t = np.zeros((grid, grid), np.float32)
-        if i % 4 < 3:
-            y, x = rng.integers(0, grid - 5, size=2)
-            t[y:y + 5, x:x + 5] = 1
-            f += (t[None] * directions[c][:, None, None]).astype(np.float32)
-        features.append(f.astype(np.float16))
-        targets.append(t)
-        concept.append(c)
-    geometry = Geometry((64, 64), (64, 64), 64)
-    concepts = (concept_for("a", "alpha thing"), concept_for("b", "beta thing"))
-    return RegionData(features, np.stack(targets), np.ones((n, grid, grid), bool),
-                      np.asarray(concept), concepts, tuple([None] * n), (geometry,) * n)
+def test_sampling_weights_balance_sets():
+    data = region_data(n=8, count=2)
+    data = replace(data, concept_index=np.array([0, 0, 0, 0, 0, 0, 1, 1]))
+    np.testing.assert_allclose(sampling_weights(data, 0.0), np.full(8, 1 / 8))
+    equal = sampling_weights(data, 1.0)
+    assert equal[:6].sum() == pytest.approx(0.5) and equal[6:].sum() == pytest.approx(0.5)
+    np.testing.assert_allclose(equal[:6], 1 / 12)
+    half = sampling_weights(data, 0.5)
+    assert half.sum() == pytest.approx(1) and 0.5 < half[:6].sum() < 0.75
 
 
-def _dice_at_half(model, data, i, text):
-    prob = model.similarity_map(data.embedding(i), text) > 0.5
-    t = data.targets[i] > 0.5
-    return 2 * (prob & t).sum() / max(prob.sum() + t.sum(), 1)
+def test_presence_logits_average_the_top_k_valid_cells():
+    logits = torch.tensor([[[[5.0, 1.0], [3.0, 100.0]]]])
+    valid = torch.tensor([[[True, True], [True, False]]])
+    np.testing.assert_allclose(presence_logits(logits, valid, 2), [[4.0]])
+    np.testing.assert_allclose(presence_logits(logits, valid, 1), [[5.0]])
 
 
-def test_training_learns_targets_presence_and_resumes(tmp_path):
-    train, calibration = _synthetic(0), _synthetic(1, n=12)
-    config = TrainConfig(epochs=12, batch_size=4, learning_rate=1e-2, crop=16, seed=0)
-    model = fit_grounding_model(train, calibration, config, tmp_path / "m",
-                                encoder=HashEncoder(), progress=False, heads_config=SMALL)
-    test = _synthetic(2, n=12)
-    dices = [_dice_at_half(model, test, i, test.concepts[test.concept_index[i]].target)
-             for i in range(12) if test.targets[i].any()]
-    assert np.mean(dices) > 0.6
-    right = [model.is_present(test.embedding(i), test.concepts[test.concept_index[i]].target)
-             == bool(test.targets[i].any()) for i in range(12)]
-    assert np.mean(right) >= 0.75
-    # a finished run resumes from its checkpoint without changing the weights
-    again = fit_grounding_model(train, calibration, config, tmp_path / "m",
-                                encoder=HashEncoder(), progress=False, heads_config=SMALL)
-    for a, b in zip(model.heads.parameters(), again.heads.parameters(), strict=True):
+def _caption_vectors(data):
+    encoder = HashEncoder()
+    return torch.from_numpy(encoder([t for target, background in data.caption_pools()
+                                     for t in (target[0], background[0])]))
+
+
+def _text_gradient(data, index):
+    torch.manual_seed(0)
+    heads = GroundingHeads(SMALL)
+    texts = _caption_vectors(data).requires_grad_(True)
+    feats = torch.from_numpy(np.stack([np.asarray(data.features[i], np.float32)
+                                       for i in index]))
+    loss = trainer._step_loss(heads, data, np.asarray(index), feats,
+                              torch.from_numpy(data.targets[index]),
+                              torch.from_numpy(data.valid[index]), texts, FAST,
+                              np.random.default_rng(0), contrastive_loss(FAST))
+    loss.backward()
+    return texts.grad
+
+
+def test_may_show_concepts_are_left_out_of_the_loss():
+    """Images of set s1 where concept 0 may show unlabelled: nothing pulls concept 0's
+    captions, neither as absent (dense, presence) nor in the contrastive term."""
+    unknown = np.zeros((12, 3), bool)
+    unknown[1::3, 0] = True  # the images of concept 1
+    data = region_data(n=12, count=3, unknown=unknown)
+    batch = [1, 4, 7, 10]  # concept 1 only
+    grad = _text_gradient(data, batch)
+    assert grad[0:2].abs().max() == 0  # concept 0: target and background caption
+    assert grad[2:4].abs().max() > 0 and grad[4:6].abs().max() > 0
+    # known absent, the same images do train concept 0 (so the test can fail)
+    grad = _text_gradient(replace(data, unknown=np.zeros_like(unknown)), batch)
+    assert grad[0].abs().max() > 0
+
+
+def test_batches_crop_and_flip_features_and_targets_together():
+    data = region_data(n=4, count=2)
+    marked = [np.asarray(f, np.float32).copy() for f in data.features]
+    valid = np.zeros_like(data.valid)
+    valid[:, :10, :12] = True  # a wide image: padding below and right
+    for f, t, v in zip(marked, data.targets, valid, strict=True):
+        f[0] = t * v + 2 * v  # channel 0: 2 inside the image, 3 on its target, 0 on padding
+    data = replace(data, features=marked, targets=data.targets * valid, valid=valid)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        feats, targets, cells = trainer._batch(data, np.arange(4), 8, True, rng)
+        assert feats.shape == (4, 16, 8, 8) and targets.shape == cells.shape == (4, 8, 8)
+        np.testing.assert_array_equal(feats[:, 0], targets + 2 * cells)
+    mirrored = 0
+    for _ in range(4):  # whole grid: mirrored inside the image only, padding stays put
+        feats, targets, _ = trainer._batch(data, np.arange(4), 64, True, rng)
+        np.testing.assert_array_equal(feats[:, 0], targets + 2 * torch.from_numpy(valid))
+        for i, t in enumerate(targets.numpy()):
+            if not np.array_equal(t, data.targets[i]):
+                np.testing.assert_array_equal(t[:10, :12], data.targets[i][:10, :12][:, ::-1])
+                mirrored += 1
+    assert 0 < mirrored < 16
+
+
+@pytest.fixture(scope="module")
+def trained():
+    heads, curve = train_heads(region_data(0, 48), FAST, None, HashEncoder(), SMALL,
+                               progress=False, validation=region_data(1, 16))
+    return GroundingModel(heads, PresenceRule(FAST.top_k, 0.5), text_encoder=HashEncoder()), curve
+
+
+def test_training_separates_present_from_absent_and_grounds_targets(trained):
+    model, _ = trained
+    test = region_data(2, 16)
+    for c, name in enumerate(NAMES[:2]):
+        scores = np.array([model.presence_score(test.embedding(i), name) for i in range(16)])
+        positive = (test.concept_index == c) & test.has_target()
+        # every image with the target scores above every image without it
+        assert scores[positive].min() > scores[~positive].max(), name
+        inside = [model.similarity_map(test.embedding(i), name)[test.targets[i] > 0].mean()
+                  for i in np.flatnonzero(positive)]
+        assert np.mean(inside) > 0.5, name
+
+
+def test_the_validation_curve_has_one_point_per_epoch(trained):
+    _, curve = trained
+    assert [p["epoch"] for p in curve] == list(range(1, FAST.epochs + 1))
+    last = curve[-1]["validation"]
+    assert set(last) == {"s0", "s1"}
+    for scores in last.values():
+        assert 0.5 < scores["dice"] <= 1 and 0.5 < scores["presence"] <= 1
+    assert curve[-1]["train_loss"] < curve[0]["train_loss"]
+    _, none = train_heads(region_data(0, 8), replace(FAST, epochs=1), None, HashEncoder(),
+                          SMALL, progress=False)
+    assert len(none) == 1 and "validation" not in none[0]
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    data, config = region_data(0, 16), replace(FAST, epochs=3, flip=True, crop=12)
+    reference, curve = train_heads(data, config, None, HashEncoder(), SMALL, progress=False)
+
+    def interrupt(point):
+        if point["epoch"] == 2:
+            raise KeyboardInterrupt
+        return ""
+
+    monkeypatch.setattr(trainer, "_curve_line", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_heads(data, config, tmp_path, HashEncoder(), SMALL, progress=True)
+    assert torch.load(tmp_path / trainer.CHECKPOINT, weights_only=False)["epoch"] == 1
+    monkeypatch.undo()
+    resumed, again = train_heads(data, config, tmp_path, HashEncoder(), SMALL, progress=False)
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(),
+                    strict=True):
         assert torch.equal(a, b)
-    loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder())
-    assert loaded.presence == model.presence
+    assert [p["train_loss"] for p in again] == [p["train_loss"] for p in curve]
+    # a finished run resumes without a step; other settings start afresh
+    finished, _ = train_heads(data, config, tmp_path, HashEncoder(), SMALL, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), finished.parameters(),
+                                                 strict=True))
+    other, _ = train_heads(data, replace(config, seed=1), tmp_path, HashEncoder(), SMALL,
+                           progress=False)
+    assert not torch.equal(other.bias, finished.bias)
 
 
 @pytest.mark.parametrize("loss", ["info-nce", "dhn-nce"])
 def test_both_contrastive_losses_train(loss):
-    config = TrainConfig(epochs=2, batch_size=4, crop=16, loss=loss, contrastive_draws=2)
-    model = fit_grounding_model(_synthetic(0, n=8), None, config, encoder=HashEncoder(),
-                                progress=False, heads_config=SMALL)
-    assert 0 <= model.presence.threshold <= 1
-    with pytest.raises(ValueError):
-        fit_grounding_model(_synthetic(0, n=8), None, TrainConfig(loss="l2"),
-                            encoder=HashEncoder(), progress=False, heads_config=SMALL)
-
-
-def test_adapting_learns_a_new_concept_and_keeps_the_others():
-    data = _synthetic(0)
-    config = TrainConfig(epochs=3, batch_size=4, crop=16, contrastive_draws=2)
-    base = fit_grounding_model(data, None, config, encoder=HashEncoder(), progress=False,
-                               heads_config=SMALL)
-    rng = np.random.default_rng(5)
-    direction = rng.normal(size=16) * 2
-    embeddings, masks = [], []
-    for i in range(5):
-        f = rng.normal(size=(1, 16, 16, 16)).astype(np.float32)
-        m = np.zeros((64, 64), bool)
-        m[8 * (i % 4):8 * (i % 4) + 24, 16:40] = True
-        cells = m.reshape(16, 4, 16, 4).mean(axis=(1, 3))
-        f[0] += (cells[None] * direction[:, None, None]).astype(np.float32)
-        emb = data.embedding(0).__class__(f, data.geometries[0], "test")
-        embeddings.append(emb)
-        masks.append(m)
-    before = {t: base.similarity_map(embeddings[0], t) for t in ("alpha thing", "beta thing")}
-    untrained = base.similarity_map(embeddings[0], "gamma thing")
-    adapted = with_concept(base, "gamma thing",
-                           learn_concept(base, embeddings[:4], masks[:4], "gamma thing"))
-    for text, prob in before.items():
-        np.testing.assert_array_equal(adapted.similarity_map(embeddings[0], text), prob)
-    target = masks[4].reshape(16, 4, 16, 4).mean(axis=(1, 3)) > 0.5
-    prob = adapted.similarity_map(embeddings[4], "gamma thing")
-    assert prob[target].mean() > prob[~target].mean() + 0.3
-    assert valid_mask(embeddings[0].geometry, 16).all()
-    assert not np.array_equal(untrained, adapted.similarity_map(embeddings[0], "Gamma  thing"))
+    config = TrainConfig(epochs=2, batch_size=4, loss=loss, contrastive_draws=2)
+    _, curve = train_heads(region_data(0, n=8), config, None, HashEncoder(), SMALL,
+                           progress=False)
+    assert len(curve) == 2 and np.isfinite(curve[-1]["train_loss"])
+    with pytest.raises(ValueError, match="l2"):
+        contrastive_loss(TrainConfig(loss="l2"))

@@ -11,11 +11,13 @@ from PIL import Image
 from scipy import ndimage
 
 from clipsam.errors import InputError, WeightsError
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.eval.metrics import dice
+from clipsam.io.masks import read_mask
+from clipsam.models.weak_net import WeakModel, WeakModelConfig, WeakTrainConfig
+from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.weak import WeakPipeline
 from clipsam.train.weak import EpochReport, cosine_learning_rate, train_weak
-from clipsam.train.weak_model import WeakModel, WeakModelConfig, WeakTrainConfig
-from clipsam.train.weak_pseudo import UnlabelledImage, pseudo_mask_path, read_mask
+from clipsam.train.weak_pseudo import UnlabelledImage, pseudo_mask_path
 
 SIZE = 64
 TINY = WeakTrainConfig(size=32, epochs=30, cycles=2, batch_size=4, learning_rate=1e-2,
@@ -40,10 +42,10 @@ class ThresholdCascade:
     def __init__(self) -> None:
         self.calls = 0
 
-    def run(self, image, prompt, embedding=None, keep_intermediates=False) -> SegmentationResult:
+    def run(self, image, prompt, embedding=None, keep_intermediates=False) -> PipelineResult:
         self.calls += 1
         mask = np.asarray(image) > 125
-        return SegmentationResult(mask=mask, found=bool(mask.any()), boxes=np.zeros((0, 4)),
+        return PipelineResult(mask=mask, found=bool(mask.any()), boxes=np.zeros((0, 4)),
                                   scores=np.zeros(0), prompt=prompt, method=self.name)
 
 
@@ -66,11 +68,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2 * float((a & b).sum()) / float(total)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +194,7 @@ def test_nothing_found_and_bad_folders_are_one_line_errors(tmp_path):
     class NeverFinds(ThresholdCascade):
         def run(self, image, prompt, embedding=None, keep_intermediates=False):
             empty = np.zeros(np.asarray(image).shape[:2], bool)
-            return SegmentationResult(mask=empty, found=False, boxes=np.zeros((0, 4)),
+            return PipelineResult(mask=empty, found=False, boxes=np.zeros((0, 4)),
                                       scores=np.zeros(0), prompt=prompt, method=self.name)
 
     with pytest.raises(InputError, match="in none of the 2 images"):

@@ -16,7 +16,7 @@ from clipsam.config import RunConfig
 from clipsam.errors import InputError
 from clipsam.eval.methods import build_method
 from clipsam.pipelines import registry
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.base import PipelineResult
 
 
 class BrightCascade:
@@ -25,7 +25,7 @@ class BrightCascade:
     def run(self, image, prompt, embedding=None, keep_intermediates=False):
         assert embedding == ("encoded", image.shape)
         mask = np.asarray(image) > 125
-        return SegmentationResult(mask=mask, found=bool(mask.any()), boxes=np.zeros((0, 4)),
+        return PipelineResult(mask=mask, found=bool(mask.any()), boxes=np.zeros((0, 4)),
                                   scores=np.zeros(0), prompt=prompt, method=self.name)
 
 

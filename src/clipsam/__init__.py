@@ -1,4 +1,4 @@
-"""clipsam: text-prompted, training-free medical image segmentation (SaLIP, MedCLIP-SAM).
+"""clipsam: text-prompted medical image segmentation (SaLIP and MedCLIP-SAM cascades).
 
 ``clipsam.segment`` and ``clipsam.Segmenter`` are imported on first use, so ``import clipsam``
 stays cheap.

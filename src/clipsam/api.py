@@ -22,9 +22,11 @@ import numpy as np
 
 from clipsam.config import ModelConfig, RunConfig
 from clipsam.errors import InputError
+from clipsam.models.image_text import ImageTextModel
 from clipsam.models.segmenter import Geometry, ImageEmbedding, PromptableSegmenter
-from clipsam.pipelines.base import Pipeline, SegmentationResult
+from clipsam.pipelines.base import Pipeline, PipelineResult
 from clipsam.pipelines.prompts import validate_prompt
+from clipsam.pipelines.timing import checkpoint
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,10 @@ class Segmenter:
     """Models of one configuration, loaded once; one cached embedding for the current image.
 
     ``Segmenter(RunConfig(method="salip"))`` loads the models through the pipeline registry.
-    ``pipeline`` and ``encoder`` may be given instead (already-built parts, e.g. in tests).
+    ``pipeline`` and ``encoder`` (and ``text``, the text model inside the pipeline) may be given
+    instead: already-built parts of the same configuration (the server's shared models, tests).
+    The configuration is resolved first (:func:`clipsam.pipelines.provenance.run_identity`), so
+    a missing device or model file is reported before anything loads.
     """
 
     def __init__(
@@ -111,20 +116,26 @@ class Segmenter:
         *,
         pipeline: Pipeline | None = None,
         encoder: PromptableSegmenter | None = None,
+        text: ImageTextModel | None = None,
     ) -> None:
+        from clipsam.pipelines.provenance import run_identity
+
         self.config = config or RunConfig()
+        self.identity = run_identity(self.config)
         load_seconds = 0.0
         if pipeline is None or encoder is None:
             from clipsam.pipelines.registry import TEXT_FREE_METHODS, build_pipeline, load_models
 
             start = time.perf_counter()
-            models = load_models(self.config.models,
-                                 with_text=self.config.method not in TEXT_FREE_METHODS)
-            pipeline = build_pipeline(self.config, models)
-            encoder = models.segmenter
+            resolved = self.identity.config
+            models = load_models(resolved.models,
+                                 with_text=resolved.method not in TEXT_FREE_METHODS)
+            pipeline = build_pipeline(resolved, models)
+            encoder, text = models.segmenter, models.text
             load_seconds = time.perf_counter() - start
         self.pipeline = pipeline
         self.encoder = encoder
+        self.text = text
         self.load_seconds = load_seconds
         self._cached: tuple[str, ImageEmbedding, float] | None = None
 
@@ -141,18 +152,10 @@ class Segmenter:
 
     @functools.cached_property
     def provenance(self) -> dict[str, Any]:
-        """Models, runtime, package versions and configuration behind every result."""
-        from clipsam.io.record import software_versions, to_jsonable
-
-        models = self.config.models
-        return {
-            "segmenter": getattr(self.encoder, "name", models.segmenter),
-            "text_model": models.text_model,
-            "runtime": getattr(getattr(self.encoder, "runtime", None), "name", models.runtime),
-            "device": models.device,
-            "versions": software_versions(),
-            "config": to_jsonable(self.config),
-        }
+        """The settings key, models (files, hashes, runtime, device actually used), package
+        versions and resolved configuration behind every result."""
+        weak = self.pipeline.model if "weak_model" in self.identity.roles else None
+        return self.identity.describe(self.encoder, self.text, weak).record()
 
     def segment(self, image: Any, prompts: str | Sequence[str]) -> list[SegmentResult]:
         """One result per prompt; the image (each slice of a volume) is encoded only once."""
@@ -167,11 +170,15 @@ class Segmenter:
         return [_stack([results[i] for results in per_plane]) for i in range(len(prompts))]
 
     def _segment_plane(self, plane: np.ndarray, prompts: list[str]) -> list[SegmentResult]:
+        """Each prompt on one plane; a :func:`~clipsam.pipelines.timing.checkpoint` before
+        encoding and before each prompt."""
+        checkpoint()
         embedding, encode_seconds = self.embedding(plane)
         results = []
         for index, prompt in enumerate(prompts):
+            checkpoint()
             start = time.perf_counter()
-            raw: SegmentationResult = self.pipeline.run(
+            raw: PipelineResult = self.pipeline.run(
                 plane, prompt, embedding=embedding,
                 keep_intermediates=self.config.keep_intermediates)
             timings = {"encode": encode_seconds if index == 0 else 0.0,

@@ -5,7 +5,9 @@ Both engines (local and Ray) expand the inputs with :func:`collect_inputs` and c
 ``<name>_mask.png`` (``<name>_mask.nii.gz`` for NIfTI input, same affine), ``<name>_overlay.png``
 and the record ``<name>.json``; with several prompts each mask and overlay carries the prompt's
 slug (``<name>_<slug>_mask.png``). The record is written last, so an image counts as done when
-its record lists the job's prompts and every mask exists.
+its record lists the job's prompts and every mask exists; it is skipped when that record was
+also made with the job's settings (the key of :mod:`clipsam.pipelines.provenance`: method,
+configuration, model file hashes, clipsam version) and redone otherwise.
 """
 
 from __future__ import annotations
@@ -38,16 +40,19 @@ class InputImage:
 
 @dataclass(frozen=True)
 class SegmentJob:
-    """What a folder run does to every image."""
+    """What a folder run does to every image; ``settings`` is the run's settings key
+    (:attr:`clipsam.pipelines.provenance.RunIdentity.key`)."""
 
     prompts: tuple[str, ...]
     out_dir: Path
+    settings: str
     overwrite: bool = False
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one image went: ``status`` is ``done``, ``skipped`` or ``failed``."""
+    """How one image went: ``status`` is ``done``, ``redone`` (its earlier result was made with
+    other settings), ``skipped`` (done before with the same settings) or ``failed``."""
 
     path: str
     status: str
@@ -60,6 +65,7 @@ class Summary:
     """Counts of a finished job and the one-line error of each failed image."""
 
     done: int = 0
+    redone: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -69,12 +75,15 @@ class Summary:
             self.failed.append((outcome.path, outcome.error))
         elif outcome.status == "skipped":
             self.skipped += 1
+        elif outcome.status == "redone":
+            self.redone += 1
         else:
             self.done += 1
 
     def lines(self) -> list[str]:
         lines = [f"error: {path}: {error}" for path, error in self.failed]
-        lines.append(f"{self.done} segmented, {self.skipped} already done (skipped), "
+        lines.append(f"{self.done} segmented; {self.skipped} done with the same settings, "
+                     f"skipped; {self.redone} made with other settings, redone; "
                      f"{len(self.failed)} failed in {self.seconds:.1f} s")
         return lines
 
@@ -154,16 +163,32 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def is_done(item: InputImage, job: SegmentJob) -> bool:
-    """Whether a previous run wrote this image's record for the same prompts and every mask."""
+def earlier_settings(item: InputImage, job: SegmentJob) -> str | None:
+    """The settings key of this image's earlier result, if a previous run wrote its record for
+    the same prompts and every mask; else None (a record without a key gives "")."""
     paths = output_paths(item, job, volume=is_nifti(item.path))
     try:
         record = json.loads(paths["record"]["json"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    recorded = [r.get("prompt") for r in record.get("results", [])]
-    return recorded == list(job.prompts) and all(
-        paths[p]["mask"].exists() for p in job.prompts)
+        results = record["results"]
+        recorded = [r.get("prompt") for r in results]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if recorded != list(job.prompts) or not all(paths[p]["mask"].exists() for p in job.prompts):
+        return None
+    return str((results[0].get("provenance") or {}).get("settings") or "")
+
+
+def is_skipped(item: InputImage, job: SegmentJob) -> bool:
+    """Whether the image is done with the job's settings (and the job does not overwrite)."""
+    return not job.overwrite and earlier_settings(item, job) == job.settings
+
+
+def check_settings(segmenter: Segmenter, job: SegmentJob) -> None:
+    """Refuse models whose settings are not the job's: their records would never match."""
+    made = segmenter.provenance["settings"]
+    if made != job.settings:
+        raise ClipsamError(f"the loaded models have settings {made}, the job {job.settings}: "
+                           "build both from the same configuration")
 
 
 def overlay_plane(image: Any, result: SegmentResult) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -199,8 +224,10 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
 
 def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:
     """Segment one file for every prompt and write its outputs; errors become a failed outcome."""
-    if not job.overwrite and is_done(item, job):
+    earlier = earlier_settings(item, job)
+    if not job.overwrite and earlier == job.settings:
         return Outcome(str(item.path), "skipped")
+    status = "redone" if earlier is not None and earlier != job.settings else "done"
     try:
         from clipsam.io import read_image
 
@@ -211,7 +238,7 @@ def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Ou
         return Outcome(str(item.path), "failed", str(exc))
     except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         return Outcome(str(item.path), "failed", f"{exc.__class__.__name__}: {exc}")
-    return Outcome(str(item.path), "done", found=tuple(r.found for r in results))
+    return Outcome(str(item.path), status, found=tuple(r.found for r in results))
 
 
 def run_local(
@@ -225,11 +252,12 @@ def run_local(
     summary = Summary()
     segmenter: Segmenter | None = None
     for item in progress(items):
-        if not job.overwrite and is_done(item, job):
+        if is_skipped(item, job):
             summary.add(Outcome(str(item.path), "skipped"))
             continue
         if segmenter is None:
             segmenter = make_segmenter()
+            check_settings(segmenter, job)
         summary.add(process_image(segmenter, item, job))
     summary.seconds = time.perf_counter() - start
     return summary

@@ -37,8 +37,8 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipsam",
-        description="Text-prompted, training-free medical image segmentation (SaLIP, "
-                    "MedCLIP-SAM) on a laptop CPU.")
+        description="Text-prompted medical image segmentation: SaLIP and MedCLIP-SAM "
+                    "cascades, offline on a laptop CPU.")
     _add_verbosity(parser, default=0)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMANDS:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
+
+if TYPE_CHECKING:
+    from clipsam.eval.dataset import EvalDataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "eval", help="score a method on an evaluation set",
         description="Run METHOD on every image of DATA_DIR (images/, masks/, meta.csv) and write "
                     "OUT_DIR/per_image.csv and OUT_DIR/summary.json. Rerunning with the same "
-                    "OUT_DIR resumes. Exit code 1 if any image failed.")
+                    "OUT_DIR resumes a run made with the same settings (method, configuration, "
+                    "model files, clipsam version) and refuses any other. Exit code 1 if any "
+                    "image failed.")
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--prompt", default="", help="text prompt for text-prompted methods")
@@ -26,14 +33,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="output folder (default: runs/eval/<set>-<method>)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
+    parser.add_argument("--embedding-cache", type=Path, default=None, metavar="DIR",
+                        help="keep image embeddings in DIR across runs (exact: a second method "
+                             "or text model on the same images skips the encoder)")
     parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
                         help="with --method weak: the folder written by clipsam weak-train")
     parser.add_argument("--subset", choices=("all", "test", "train"), default="all",
-                        help="only the held-out ('test') or training subjects of the "
-                             "subject-hash split the built-in text model was trained with")
+                        help="only the 'test' or 'train' subjects of clipsam's subject-hash "
+                             "split; 'test' is refused when the text model was trained or "
+                             "calibrated on any of these subjects (or does not say which)")
+    parser.add_argument("--allow-seen", action="store_true",
+                        help="with --subset test: score images whose subjects the text model "
+                             "saw anyway (summary.json says how many)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in OUT_DIR, dropping the results already there")
     parser.add_argument("--save-intermediates", action="store_true",
                         help="also write OUT_DIR/intermediates/<id>/ with the overlay and the "
                              "pipeline's views (saliency, coarse mask, proposals, boxes)")
@@ -51,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.allow_seen and args.subset != "test":
+        raise InputError("--allow-seen only applies to --subset test")
     dataset = open_dataset(args.data_dir)
     if args.subset != "all":
         from clipsam.eval.dataset import subject_subset
@@ -59,12 +77,26 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("runs") / "eval" / f"{dataset.name}-{args.method}"
     config = RunConfig(method=args.method, models=ModelConfig(
         segmenter=args.segmenter, runtime=args.runtime, device=args.device,
-        text_model=args.text_model, weights_dir=args.weights_dir),
+        text_model=args.text_model, weights_dir=args.weights_dir,
+        embedding_cache=args.embedding_cache),
         weak_model=args.model, keep_intermediates=args.save_intermediates)
+    scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
+    seen = seen_by_text_model(config, scope)
+    if args.subset == "test" and seen:
+        from clipsam.pipelines.registry import grounding_metadata
+
+        message = (f"the text model was trained on {seen} of these {len(scope)} images' "
+                   "subjects")
+        if "subjects" not in (grounding_metadata(config.models) or {}):
+            message += " (it does not list its training subjects, so all count as seen)"
+        if not args.allow_seen:
+            raise InputError(f"{message}; use --allow-seen to score them anyway")
+        print(f"warning: {message}; they are scored anyway (--allow-seen)", file=sys.stderr)
     method = build_method(args.method, config)
     summary = evaluate(dataset, method, out_dir, prompt=args.prompt, limit=args.limit,
                        tolerance_mm=args.nsd_tolerance, progress=not args.quiet,
-                       save_intermediates=args.save_intermediates)
+                       save_intermediates=args.save_intermediates, overwrite=args.overwrite,
+                       subset=args.subset, seen_by_text_model=seen)
     failed = summary["failed"]
     if summary["n_images"] == 1 and failed:
         print(f"error: {failed[0]['id']}: {failed[0]['error']}", file=sys.stderr)
@@ -79,6 +111,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def seen_by_text_model(config: RunConfig, dataset: EvalDataset) -> int | None:
+    """How many of ``dataset``'s images have a subject the method's grounding text model was
+    trained or calibrated on (all when it does not list its subjects); None for a method that
+    reads no text or a CLIP-family text model (not knowable)."""
+    from clipsam.eval.dataset import count_seen
+    from clipsam.pipelines.registry import PIPELINES, grounding_metadata
+
+    spec = PIPELINES.get(config.method)
+    metadata = grounding_metadata(config.models) if spec and spec.reads_text else None
+    return None if metadata is None else count_seen(dataset, metadata)
+
+
 def _summary_line(summary: dict) -> str:
     def show(key: str) -> str:
         value = summary.get(key)
@@ -88,7 +132,8 @@ def _summary_line(summary: dict) -> str:
     text = (f"{summary['method']} on {summary['dataset']}: n={summary['n']} "
             f"dice={show('dice_mean')} (median {show('dice_median')}) iou={show('iou_mean')} "
             f"hd95={show('hd95_mean')} nsd={show('nsd_mean')} "
-            f"s/image={show('seconds_per_image')}")
+            f"s/image={show('seconds_per_image')} "
+            f"(end to end {show('wall_seconds_per_image')})")
     if empty["n"]:
         accuracy = empty["not_found_accuracy"]
         text += (f"; {empty['n']} empty-reference images"

@@ -1,4 +1,8 @@
-"""``clipsam finetune``: train the grounding heads from segmentation sets or a caption table."""
+"""``clipsam finetune``: train the grounding heads from segmentation sets or a caption table.
+
+The one training front-end of the grounding model: the shipped model is rebuilt by
+``clipsam finetune --recipe builtin`` with the command in its model card.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,18 @@ import argparse
 from pathlib import Path
 
 LOSS_CHOICES = ("dhn-nce", "info-nce")
+PARTS = ("all", "train")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from clipsam.train.recipes import RECIPES
+
     parser = subparsers.add_parser(
         "finetune", help="train the built-in grounding model's heads on your data",
         description="Train the grounding heads (the text encoder and LiteMedSAM stay frozen) "
                     "on segmentation sets (DIR/images, DIR/masks, optional DIR/meta.csv) or a "
-                    "caption table, and save a model folder usable as --text-model. Images are "
+                    "caption table, calibrate 'not found' and mask sources on held-back "
+                    "subjects, and save a model folder usable as --text-model. Images are "
                     "encoded once into --cache; a checkpoint per epoch in OUT lets an "
                     "interrupted run resume.")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -25,28 +33,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="target of each --data set (needed for sets clipsam does not know)")
     parser.add_argument("--csv-separator", default=",", metavar="SEP")
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
-    parser.add_argument("--loss", choices=LOSS_CHOICES, default="dhn-nce")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="builtin",
+                        help="named settings (heads, training, calibration); the options below "
+                             "override its training settings")
+    parser.add_argument("--part", choices=PARTS, default="all",
+                        help="'train': only subjects of the train part of the subject split "
+                             "(clipsam.io.splits), so that `clipsam eval --subset test` scores "
+                             "unseen subjects")
+    parser.add_argument("--exclude", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="folders of images (DIR/images) whose ids, and every image of the "
+                             "same subject, are left out of training and calibration, e.g. "
+                             "examples")
+    parser.add_argument("--loss", choices=LOSS_CHOICES, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--cache", type=Path, default=None,
                         help="embedding cache (default: <clipsam cache>/embeddings)")
     parser.set_defaults(func=run)
     return parser
 
 
+def _excluded_ids(folders: list[Path]) -> set[str]:
+    from clipsam.io.labelled_sets import IMAGE_SUFFIXES
+
+    return {p.stem for folder in folders for p in (folder / "images").iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from clipsam.errors import InputError
+    from clipsam.io.labelled_sets import list_samples
+    from clipsam.io.splits import split_of
     from clipsam.models.sam import load_litemedsam
     from clipsam.models.weights import cache_dir
+    from clipsam.train.caption_table import caption_samples
     from clipsam.train.captions import builtin_concepts, concept_for
+    from clipsam.train.embedding_cache import encode_missing
     from clipsam.train.fit import fit_from_samples
-    from clipsam.train.regions import caption_samples, encode_missing, list_samples
-    from clipsam.train.trainer import TrainConfig
+    from clipsam.train.recipes import recipe_named
 
-    if args.epochs < 1 or args.batch_size < 1:
+    recipe = recipe_named(args.recipe)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
+                                   "learning_rate": args.lr, "loss": args.loss,
+                                   "seed": args.seed}.items() if v is not None}
+    if any(v < 1 for k, v in overrides.items() if k in ("epochs", "batch_size")):
         raise InputError("--epochs and --batch-size must be at least 1")
+    if overrides:
+        recipe = replace(recipe, train=replace(recipe.train, **overrides))
     cache = args.cache or cache_dir() / "embeddings"
     captions = None
     if args.captions is not None:
@@ -65,13 +102,23 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"clipsam does not know the target of {folder}: give --prompt")
             concepts[folder.name] = concept_for(folder.name, prompt)
             samples.extend(list_samples(folder))
+    excluded_ids = _excluded_ids(args.exclude)
+    excluded = {(s.set_name, s.subject) for s in samples if s.image_id in excluded_ids}
+    keep = [i for i, s in enumerate(samples) if (s.set_name, s.subject) not in excluded
+            and (args.part == "all" or split_of(s) == "train")]
+    if not keep:
+        raise InputError("no image left to train on after --part and --exclude")
+    samples = [samples[i] for i in keep]
+    captions = [captions[i] for i in keep] if captions is not None else None
     progress = not args.quiet
-    encode_missing(samples, cache, load_litemedsam(), progress)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                         learning_rate=args.lr, loss=args.loss, seed=args.seed)
+    segmenter = load_litemedsam()
+    encode_missing(samples, cache, segmenter, progress)
     source = str(args.captions) if args.captions else [str(d) for d in args.data]
-    model = fit_from_samples(samples, cache, concepts, config, args.out, captions=captions,
-                             metadata={"data": source}, progress=progress)
-    print(f"saved {args.out} (presence threshold {model.presence.threshold:.3f}); use it with "
-          f"--text-model {args.out}")
+    metadata = {"data": source, "part": args.part,
+                "excluded_subjects": sorted(f"{a}/{b}" for a, b in excluded),
+                "segmenter": "litemedsam"}
+    model = fit_from_samples(samples, cache, concepts, recipe, args.out, segmenter=segmenter,
+                             captions=captions, metadata=metadata, progress=progress)
+    print(f"saved {args.out} (model-wide presence threshold {model.presence.threshold:.3f}); "
+          f"use it with --text-model {args.out}")
     return 0

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from clipsam.api import Segmenter, run_config
 from clipsam.apps.batch import SegmentJob, Summary, collect_inputs, run_local, select_part
-from clipsam.config import DEVICES, RUNTIMES
+from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
 from clipsam.errors import ClipsamError
 from clipsam.pipelines.prompts import validate_prompt
+from clipsam.pipelines.provenance import run_identity
 from clipsam.pipelines.registry import PIPELINES
 
 
@@ -20,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "segment", help="segment images for text prompts",
         description="Segment every image in INPUT (files, folders, globs) for each prompt and "
                     "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
-                    "OUT_DIR. Images already done are skipped unless --overwrite.")
+                    "OUT_DIR. Images already done with the same settings (method, models and their "
+                    "files, configuration, clipsam version) are skipped unless --overwrite; "
+                    "images done with other settings are redone.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
     parser.add_argument("-p", "--prompt", dest="prompts", action="append", required=True,
                         metavar="TEXT", help="what to segment; repeat for several targets")
@@ -29,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--method", choices=sorted(PIPELINES), default="medclipsam")
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
                         help="with --method weak: the folder written by clipsam weak-train")
+    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
     parser.add_argument("--text-model", default="builtin", metavar="DIR",
                         help="'builtin', a fine-tuned/adapted model folder or a CLIP name")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
@@ -51,15 +55,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the job; 0 when every image succeeded, 1 if any failed, 2 for unusable arguments."""
     try:
         prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
-        config = run_config(args.method, text_model=args.text_model, runtime=args.runtime,
-                            device=args.device, weights_dir=args.weights_dir,
-                            weak_model=args.model)
+        config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
+                            runtime=args.runtime, device=args.device,
+                            weights_dir=args.weights_dir, weak_model=args.model)
+        settings = run_identity(config).key
         items = collect_inputs(args.inputs, out_dir=args.out_dir)
         items = select_part(items, args.num_parts, args.part_id)
     except ClipsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    job = SegmentJob(prompts=prompts, out_dir=args.out_dir, overwrite=args.overwrite)
+    job = SegmentJob(prompts=prompts, out_dir=args.out_dir, settings=settings,
+                     overwrite=args.overwrite)
     try:
         if args.engine == "ray":
             from clipsam.apps.ray_engine import run_ray

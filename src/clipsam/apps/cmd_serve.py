@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clipsam.config import DEVICES, RUNTIMES, ModelConfig
+from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default loopback; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
     parser.add_argument("--text-model", default="builtin", metavar="DIR")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
@@ -34,11 +35,13 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from clipsam.apps.server import SegmenterPool, ServerLimits, create_app
+    from clipsam.pipelines.provenance import run_identity
 
     limits = ServerLimits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           max_side=args.max_side, request_seconds=args.request_seconds)
-    models = ModelConfig(runtime=args.runtime, device=args.device, text_model=args.text_model,
-                         weights_dir=args.weights_dir)
+    models = ModelConfig(segmenter=args.segmenter, runtime=args.runtime, device=args.device,
+                         text_model=args.text_model, weights_dir=args.weights_dir)
+    run_identity(RunConfig(models=models))  # a missing device or model file: refuse at startup
     app = create_app(SegmenterPool(models), limits)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use it",

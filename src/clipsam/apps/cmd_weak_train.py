@@ -14,8 +14,10 @@ import argparse
 from pathlib import Path
 
 from clipsam.config import RUNTIMES, SEGMENTERS
+from clipsam.pipelines.registry import PIPELINES, TEXT_FREE_METHODS
 
-PSEUDO_METHODS = ("medclipsam", "salip")
+PSEUDO_METHODS = tuple(name for name in PIPELINES if name not in TEXT_FREE_METHODS)
+"""The registered methods that read the prompt, so can label images for it."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -64,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.api import run_config
     from clipsam.apps.batch import collect_inputs
     from clipsam.errors import InputError
+    from clipsam.models.weak_net import WeakTrainConfig
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.registry import build_pipeline, load_models
     from clipsam.train.weak import train_weak
-    from clipsam.train.weak_model import WeakTrainConfig
     from clipsam.train.weak_pseudo import UnlabelledImage
 
     prompt = validate_prompt(args.prompt)

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from clipsam.api import Segmenter
-from clipsam.apps.batch import InputImage, Outcome, SegmentJob, Summary, is_done, process_image
+from clipsam.apps.batch import (
+    InputImage,
+    Outcome,
+    SegmentJob,
+    Summary,
+    check_settings,
+    is_skipped,
+    process_image,
+)
 from clipsam.config import RunConfig
 from clipsam.errors import ClipsamError
 
@@ -26,6 +34,7 @@ class SegmentActor:
     def __init__(self, job: SegmentJob, make_segmenter: Callable[[], Segmenter]) -> None:
         self.job = job
         self.segmenter = make_segmenter()
+        check_settings(self.segmenter, job)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         outcomes = [process_image(self.segmenter, InputImage(Path(str(path)), str(stem)),
@@ -53,7 +62,7 @@ def run_ray(
     summary = Summary()
     todo = []
     for item in items:
-        if not job.overwrite and is_done(item, job):
+        if is_skipped(item, job):
             summary.add(Outcome(str(item.path), "skipped"))
         else:
             todo.append(item)

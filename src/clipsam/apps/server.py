@@ -1,11 +1,14 @@
 """The clipsam web server: a page to try segmentation and a JSON API on the same port.
 
-``GET /`` is the page, ``GET /health`` says the server is up, ``POST /segment`` takes a multipart
-form (file ``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and
-returns each prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
+``GET /`` is the page, ``GET /health`` says the server is up and lists its methods (the page
+builds its method menu from that list), ``POST /segment`` takes a multipart form (file
+``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and returns each
+prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
 record. Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
 ``{"error": ...}`` (missing model weights, a server-side problem, give 503); the server keeps
-serving.
+serving. A request over the time limit also stops its work at the next stage boundary
+(:func:`clipsam.pipelines.timing.checkpoint`), so the requests after it are not queued behind
+it.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from clipsam.api import Segmenter, SegmentResult
 from clipsam.apps.batch import is_nifti, overlay_plane
 from clipsam.config import ModelConfig, RunConfig
 from clipsam.errors import ClipsamError, WeightsError
+from clipsam.pipelines.registry import SERVED_METHODS
+from clipsam.pipelines.timing import checkpoint, stoppable
 
-METHODS = ("medclipsam", "salip", "unprompted")
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
 
 
@@ -81,7 +85,7 @@ class SegmenterPool:
                                    keep_intermediates=True)
                 self._segmenters[method] = Segmenter(
                     config, pipeline=build_pipeline(config, self._models),
-                    encoder=self._models.segmenter)
+                    encoder=self._models.segmenter, text=self._models.text)
             return self._segmenters[method]
 
 
@@ -164,7 +168,7 @@ def check_dimensions(image: Any, limits: ServerLimits) -> None:
 def create_app(
     segmenter_for: Callable[[str], Segmenter],
     limits: ServerLimits = ServerLimits(),
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = SERVED_METHODS,
 ) -> FastAPI:
     """The web app; ``segmenter_for(method)`` returns the (loaded, reused) segmenter to use."""
     app = FastAPI(title="clipsam", docs_url=None, redoc_url=None, openapi_url=None)
@@ -216,15 +220,25 @@ def create_app(
         prompts = check_prompts(prompt, limits)
         data = image.file.read(limits.max_upload_bytes + 1)
         suffix = check_upload(image.filename or "", data, limits)
-        future = worker.submit(_segment_upload, segmenter_for, method, prompts, data, suffix,
-                               limits, views)
+        stop = threading.Event()
+        future = worker.submit(_until_stopped, stop, _segment_upload, segmenter_for, method,
+                               prompts, data, suffix, limits, views)
         try:
             return future.result(timeout=limits.request_seconds)
         except concurrent.futures.TimeoutError:
+            stop.set()
             raise ServerError(408, f"segmentation took longer than {limits.request_seconds:g} s"
                                    " (the server's request time limit)") from None
 
     return app
+
+
+def _until_stopped(stop: threading.Event, work: Callable[..., Any], *args: Any) -> Any:
+    """Run ``work`` so that setting ``stop`` ends it at its next stage boundary (a request
+    that timed out while queued does not start at all), freeing the worker for the next."""
+    with stoppable(stop):
+        checkpoint()
+        return work(*args)
 
 
 def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,

@@ -1,26 +1,28 @@
 """An evaluation set on disk: ``images/<id>.png``, ``masks/<id>.png`` and ``meta.csv``.
 
-``meta.csv`` (optional) has an ``id`` column, one row per image, and may give
-``pixel_spacing_mm`` (isotropic, mm per pixel). Without it the ids are the image file stems.
+``meta.csv`` (optional, read by :func:`clipsam.io.labelled_sets.read_meta`) lists the ids and
+may give each image's pixel spacing and subject. Without it the ids are the image file stems.
 Images may be in any format :func:`clipsam.io.read.read_image` reads; masks are non-zero where
 the target is.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from clipsam.errors import InputError
 from clipsam.io.image import MedicalImage
+from clipsam.io.labelled_sets import META_NAME, ImageMeta, list_samples, read_meta
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
+from clipsam.io.splits import split_of
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,15 @@ def open_dataset(root: str | os.PathLike[str]) -> EvalDataset:
             raise InputError(f"{root} is not an evaluation set: {folder} is missing "
                              "(expected images/, masks/ and optionally meta.csv)")
     files, mask_files = _files_by_id(images), _files_by_id(masks)
-    spacings = _read_meta(root / "meta.csv") if (root / "meta.csv").is_file() else {}
-    ids = sorted(spacings) if spacings else sorted(files)
+    meta = read_meta(root)
     cases = []
-    for case_id in ids:
+    for case_id in sorted(meta or files):
         if case_id not in files:
-            raise InputError(f"{root / 'meta.csv'} lists {case_id} but {images} has no image "
+            raise InputError(f"{root / META_NAME} lists {case_id} but {images} has no image "
                              "with that name")
         mask_path = mask_files.get(case_id, masks / files[case_id].name)
-        cases.append(Case(case_id, files[case_id], mask_path, spacings.get(case_id)))
+        cases.append(Case(case_id, files[case_id], mask_path,
+                          meta.get(case_id, ImageMeta()).spacing))
     if not cases:
         raise InputError(f"{root} has no images in {images}")
     return EvalDataset(root=root, cases=tuple(cases))
@@ -92,23 +94,6 @@ def _files_by_id(folder: Path) -> dict[str, Path]:
             name = path.name
             files[name[:-7] if name.lower().endswith(".nii.gz") else path.stem] = path
     return files
-
-
-def _read_meta(path: Path) -> dict[str, tuple[float, float] | None]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "id" not in reader.fieldnames:
-            raise InputError(f"{path} has no 'id' column")
-        spacings: dict[str, tuple[float, float] | None] = {}
-        for row in reader:
-            value = (row.get("pixel_spacing_mm") or "").strip()
-            try:
-                spacing = float(value) if value else None
-            except ValueError:
-                raise InputError(f"{path}: pixel_spacing_mm of {row['id']} is not a number: "
-                                 f"{value!r}") from None
-            spacings[row["id"]] = (spacing, spacing) if spacing and spacing > 0 else None
-    return spacings
 
 
 def load_case(case: Case) -> LoadedCase:
@@ -127,10 +112,33 @@ def load_case(case: Case) -> LoadedCase:
 
 def subject_subset(dataset: EvalDataset, part: str) -> EvalDataset:
     """The cases whose subject falls in ``part`` ("train" or "test") of the subject-hash split
-    that the built-in grounding model was trained with (:func:`clipsam.train.regions.split_of`),
+    that the built-in grounding model was trained with (:func:`clipsam.io.splits.split_of`),
     so that ``test`` holds only subjects its training never saw."""
-    from clipsam.train.regions import list_samples, split_of
-
     parts = {sample.image_id: split_of(sample) for sample in list_samples(dataset.root)}
     return dataclasses.replace(
         dataset, cases=tuple(case for case in dataset.cases if parts.get(case.id) == part))
+
+
+def seen_subjects(metadata: Mapping[str, Any], set_name: str) -> frozenset[str] | None:
+    """The subjects of set ``set_name`` a grounding model was trained or calibrated on.
+
+    Read from its metadata's ``subjects``: ``{set: {"train": [ids], "calibration": [ids]}}``
+    (a set it does not list, it never saw). None when the metadata has no ``subjects``: the
+    model may have seen every subject.
+    """
+    subjects = metadata.get("subjects")
+    if not isinstance(subjects, Mapping):
+        return None
+    parts = subjects.get(set_name) or {}
+    return frozenset(str(s) for part in ("train", "calibration") for s in parts.get(part, []))
+
+
+def count_seen(dataset: EvalDataset, metadata: Mapping[str, Any]) -> int:
+    """How many of ``dataset``'s cases show a subject (:func:`clipsam.io.labelled_sets.
+    list_samples`; an image without one is its own subject) that the grounding model with
+    ``metadata`` was trained or calibrated on: every case when its metadata does not say."""
+    seen = seen_subjects(metadata, dataset.name)
+    if seen is None:
+        return len(dataset.cases)
+    subjects = {sample.image_id: sample.subject for sample in list_samples(dataset.root)}
+    return sum(subjects.get(case.id, case.id) in seen for case in dataset.cases)

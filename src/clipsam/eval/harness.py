@@ -1,21 +1,27 @@
 """Run a method over an evaluation set, writing per-image scores and a summary, resumably.
 
 ``OUT_DIR/per_image.csv`` has one row per image (id, dice, iou, hd95, nsd, found, gt_empty,
-seconds, error; a missing value is an empty cell) and is rewritten atomically after every image,
-so a killed run loses at most the image in progress and a rerun skips every id already scored
-(failed ids are tried again). ``OUT_DIR/run.json`` records what the rows are of, so a rerun with
-another method, set or prompt is refused instead of mixed in. ``OUT_DIR/summary.json`` is written
-at the end.
+seconds, wall_seconds, error; a missing value is an empty cell) and is rewritten atomically after
+every image, so a killed run loses at most the image in progress and a rerun skips every id
+already scored (failed ids are tried again). ``OUT_DIR/run.json`` records what the rows are of:
+method, set, prompt, NSD tolerance and the method's settings (resolved configuration, model file
+hashes, clipsam version; :mod:`clipsam.pipelines.provenance`), so a rerun made any other way is
+refused, naming what differs, instead of mixed in (``overwrite`` starts over).
+``OUT_DIR/summary.json`` is written at the end.
 
-Summary statistics are over images with a non-empty reference that did not fail; images with an
+Summary statistics are over images with a non-empty reference that did not fail; failed images
+are counted (``n_failed``) and listed with their errors, never silently left out; images with an
 empty reference are reported apart (with "not found" accuracy for methods that can say so).
 ``seconds`` is the method's own time on one image (reading and scoring excluded);
-``seconds_per_image`` averages it over every image that did not fail.
+``wall_seconds`` is the image's end-to-end time (reading, every stage, scoring, writing its
+outputs and the table); ``seconds_per_image`` and ``wall_seconds_per_image`` average them over
+every image that did not fail.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -40,10 +46,12 @@ from clipsam.io.overlay import write_overlay_png
 from clipsam.io.read import one_line
 from clipsam.io.record import to_jsonable, write_record_json
 from clipsam.io.views import write_views
+from clipsam.pipelines.provenance import differences
 
 LOG = logging.getLogger(__name__)
-FIELDS = ("id", "dice", "iou", "hd95", "nsd", "found", "gt_empty", "seconds", "error")
-_FLOATS = ("dice", "iou", "hd95", "nsd", "seconds")
+FIELDS = ("id", "dice", "iou", "hd95", "nsd", "found", "gt_empty", "seconds", "wall_seconds",
+          "error")
+_FLOATS = ("dice", "iou", "hd95", "nsd", "seconds", "wall_seconds")
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class ImageRow:
     found: bool | None = None
     gt_empty: bool | None = None
     seconds: float = math.nan
+    wall_seconds: float = math.nan
     error: str = ""
 
     def to_csv(self) -> dict[str, str]:
@@ -93,20 +102,27 @@ def evaluate(
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     progress: bool = True,
     save_intermediates: bool = False,
+    overwrite: bool = False,
+    subset: str = "all",
+    seen_by_text_model: int | None = None,
 ) -> dict[str, Any]:
     """Score ``method`` on the first ``limit`` cases of ``dataset`` (all by default).
 
     With ``save_intermediates`` each image also gets ``out_dir/intermediates/<id>/`` with an
     overlay (mask outline and box prompts) and pictures of the method's intermediate views.
-    Returns the summary also written to ``out_dir/summary.json``.
+    ``overwrite`` drops the rows of an earlier run in ``out_dir`` instead of resuming it.
+    ``subset`` (which part of the set ``dataset`` is) and ``seen_by_text_model`` (how many of
+    the images' subjects the text model was trained or calibrated on; None when it cannot be
+    known) go into the summary. Returns the summary also written to ``out_dir/summary.json``.
     """
     out_dir = Path(out_dir)
     if method.needs_prompt and not prompt.strip():
         raise InputError(f"method {method.name} needs a text prompt (--prompt)")
     cases = dataset.cases[:limit] if limit is not None else dataset.cases
     run = {"method": method.name, "dataset": str(dataset.root.resolve()),
-           "prompt": prompt, "nsd_tolerance_mm": tolerance_mm}
-    rows = _resume(out_dir, run)
+           "prompt": prompt, "nsd_tolerance_mm": tolerance_mm,
+           "settings": method.provenance.identity.fields() if method.provenance else None}
+    rows = {} if overwrite else _resume(out_dir, run)
     write_record_json(out_dir / "run.json", run)
     todo = [case for case in cases if case.id not in rows or rows[case.id].error]
     if len(todo) < len(cases):
@@ -114,13 +130,19 @@ def evaluate(
     order = {case.id: index for index, case in enumerate(dataset.cases)}
     bar: Iterable = tqdm(todo, desc=f"{method.name} on {dataset.name}", unit="image",
                          disable=not progress, file=sys.stderr)
+    table = out_dir / "per_image.csv"
     for case in bar:
+        start = time.perf_counter()
         views_dir = out_dir / "intermediates" / case.id if save_intermediates else None
-        rows[case.id] = score_case(case, method, prompt, tolerance_mm, views_dir)
-        _write_rows(out_dir / "per_image.csv",
-                    sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
+        row = score_case(case, method, prompt, tolerance_mm, views_dir)
+        rows[case.id] = row
+        _write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
+        rows[case.id] = dataclasses.replace(row, wall_seconds=time.perf_counter() - start)
+    if todo:  # the last image's wall time, measured after its row was written
+        _write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
     scope = [rows[case.id] for case in cases]
-    summary = summarise(scope, method, dataset, prompt, tolerance_mm)
+    summary = summarise(scope, method, dataset, prompt, tolerance_mm, subset,
+                        seen_by_text_model)
     write_record_json(out_dir / "summary.json", summary)
     return summary
 
@@ -151,8 +173,11 @@ def score_case(case: Case, method: Method, prompt: str, tolerance_mm: float,
 
 
 def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt: str,
-              tolerance_mm: float) -> dict[str, Any]:
-    """The summary.json content for ``rows`` (see the module notes for what counts where)."""
+              tolerance_mm: float, subset: str = "all",
+              seen_by_text_model: int | None = None) -> dict[str, Any]:
+    """The summary.json content for ``rows`` (see the module notes for what counts where).
+
+    Text methods also get ``seen_by_text_model`` (None: not known for this text model)."""
     done = [row for row in rows if not row.error]
     scored = [row for row in done if not row.gt_empty]
     empty = [row for row in done if row.gt_empty]
@@ -164,10 +189,13 @@ def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt
 
     dice_values = [row.dice for row in scored]
     not_found = [row for row in empty if row.found is False]
+    seen = {"seen_by_text_model": seen_by_text_model} if method.needs_prompt else {}
     return to_jsonable({
         "method": method.name,
         "dataset": dataset.name,
         "data_dir": str(dataset.root.resolve()),
+        "subset": subset,
+        **seen,
         "prompt": prompt,
         "n": len(scored),
         "n_images": len(rows),
@@ -179,6 +207,7 @@ def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt
         "nsd_mean": mean("nsd"),
         "nsd_tolerance_mm": tolerance_mm,
         "seconds_per_image": mean("seconds", done),
+        "wall_seconds_per_image": mean("wall_seconds", done),
         "n_not_found_with_target": sum(row.found is False for row in scored),
         "gt_empty": {
             "n": len(empty),
@@ -187,22 +216,26 @@ def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt
         },
         "n_failed": len(failed),
         "failed": [{"id": row.id, "error": row.error} for row in failed],
+        "provenance": method.provenance.record() if method.provenance else None,
     })
 
 
 def _resume(out_dir: Path, run: dict[str, Any]) -> dict[str, ImageRow]:
-    """Rows already in ``out_dir`` for the same run; refuse a directory of another run."""
+    """Rows already in ``out_dir`` for the same run; refuse a directory of another run, naming
+    what differs."""
     previous = out_dir / "run.json"
     if previous.is_file():
         try:
             before = json.loads(previous.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot resume from {previous}: {one_line(exc)}") from exc
-        changed = [key for key in run if before.get(key) != to_jsonable(run[key])]
+        changed = [f"{key}: {before.get(key)!r} -> {run[key]!r}" for key in run
+                   if key != "settings" and before.get(key) != to_jsonable(run[key])]
+        changed += differences(before.get("settings") or {}, run["settings"] or {})
         if changed:
-            raise InputError(f"{out_dir} holds a run with another {', '.join(changed)} "
-                             f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); "
-                             "use another --out")
+            more = f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise InputError(f"{out_dir} holds results of another run ({'; '.join(changed[:3])}"
+                             f"{more}); use --overwrite to start over, or another --out")
     table = out_dir / "per_image.csv"
     if not table.is_file():
         return {}

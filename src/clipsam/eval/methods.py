@@ -1,14 +1,15 @@
 """The methods ``clipsam eval`` can run, by name.
 
 A :class:`Method` maps (image, reference mask, prompt) to a
-:class:`~clipsam.pipelines.base.SegmentationResult`; only oracle methods such as ``gt-box`` look
-at the reference. To add a method, add one line to :data:`METHODS` with a factory that builds it
-from the shared :class:`~clipsam.config.RunConfig` (for a
-:class:`~clipsam.pipelines.base.Pipeline`, wrap it with :func:`from_pipeline`).
+:class:`~clipsam.pipelines.base.PipelineResult`; only oracle methods such as ``gt-box`` look
+at the reference. :data:`METHODS` is every method of the pipeline registry
+(:data:`clipsam.pipelines.registry.PIPELINES`) plus the evaluation-only oracles: a new pipeline
+is registered there, a new oracle here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,9 +17,11 @@ import numpy as np
 
 from clipsam.config import RunConfig
 from clipsam.errors import InputError
-from clipsam.pipelines.base import Pipeline, SegmentationResult
+from clipsam.pipelines.base import Pipeline, PipelineResult
+from clipsam.pipelines.provenance import Provenance, run_identity
+from clipsam.pipelines.registry import PIPELINES, build_pipeline, load_models, load_segmenter
 
-SegmentFn = Callable[[np.ndarray, np.ndarray, str], SegmentationResult]
+SegmentFn = Callable[[np.ndarray, np.ndarray, str], PipelineResult]
 
 
 @dataclass(frozen=True)
@@ -26,71 +29,65 @@ class Method:
     """A segmentation method as the harness sees it.
 
     ``reports_absence``: the method can answer "not found" by itself (scored on empty-reference
-    images). ``needs_prompt``: the method reads the text prompt.
+    images). ``needs_prompt``: the method reads the text prompt. ``provenance``: what made its
+    results (settings key, models, files, device); None for a hand-made method.
     """
 
     name: str
     segment: SegmentFn
     reports_absence: bool = False
     needs_prompt: bool = False
+    provenance: Provenance | None = None
 
 
 def from_pipeline(pipeline: Pipeline, reports_absence: bool = True, needs_prompt: bool = True,
-                  keep_intermediates: bool = False) -> Method:
+                  keep_intermediates: bool = False,
+                  provenance: Provenance | None = None) -> Method:
     """A pipeline as a method (it never sees the reference mask)."""
 
-    def segment(image: np.ndarray, reference: np.ndarray, prompt: str) -> SegmentationResult:
+    def segment(image: np.ndarray, reference: np.ndarray, prompt: str) -> PipelineResult:
         return pipeline.run(image, prompt, keep_intermediates=keep_intermediates)
 
     return Method(name=pipeline.name, segment=segment, reports_absence=reports_absence,
-                  needs_prompt=needs_prompt)
+                  needs_prompt=needs_prompt, provenance=provenance)
 
 
 def gt_box(config: RunConfig) -> Method:
     """GT-SAM upper bound: the configured segmenter prompted with boxes around the reference's
     components."""
-    from clipsam.pipelines.gt_box import GtBoxPipeline
-    from clipsam.pipelines.registry import load_segmenter
+    from clipsam.eval.gt_box import GtBoxOracle
 
-    pipeline = GtBoxPipeline(load_segmenter(config.models))
+    identity = run_identity(config, roles=("segmenter",))
+    segmenter = load_segmenter(identity.config.models)
+    oracle = GtBoxOracle(segmenter)
 
-    def segment(image: np.ndarray, reference: np.ndarray, prompt: str) -> SegmentationResult:
-        return pipeline.run(image, reference, keep_intermediates=config.keep_intermediates)
+    def segment(image: np.ndarray, reference: np.ndarray, prompt: str) -> PipelineResult:
+        return oracle.run(image, reference, keep_intermediates=config.keep_intermediates)
 
-    return Method(name=pipeline.name, segment=segment)
+    return Method(name=oracle.name, segment=segment, provenance=identity.describe(segmenter))
 
 
 def registered_pipeline(config: RunConfig) -> Method:
-    """Any method of :data:`clipsam.pipelines.registry.PIPELINES`, built from ``config``."""
-    from clipsam.pipelines.registry import TEXT_FREE_METHODS, build_pipeline, load_models
-
-    text_free = config.method in TEXT_FREE_METHODS
-    models = load_models(config.models, with_text=not text_free)
-    return from_pipeline(build_pipeline(config, models), reports_absence=not text_free,
-                         needs_prompt=not text_free,
-                         keep_intermediates=config.keep_intermediates)
-
-
-def weak(config: RunConfig) -> Method:
-    """A network trained by ``clipsam weak-train`` (folder ``config.weak_model``); it needs no
-    segmenter or text model, so none is loaded."""
-    from clipsam.pipelines.registry import weak_pipeline
-
-    return from_pipeline(weak_pipeline(config), keep_intermediates=config.keep_intermediates)
+    """The registered method ``config.method``, loading only the models it uses."""
+    spec = PIPELINES[config.method]
+    identity = run_identity(config)
+    resolved = identity.config
+    models = None if spec.own_model else load_models(resolved.models, with_text=spec.reads_text)
+    pipeline = build_pipeline(resolved, models)
+    provenance = (identity.describe(weak=pipeline.model) if models is None
+                  else identity.describe(models.segmenter, models.text))
+    return from_pipeline(pipeline, reports_absence=spec.reports_absence,
+                         needs_prompt=spec.reads_text,
+                         keep_intermediates=config.keep_intermediates, provenance=provenance)
 
 
+ORACLES: dict[str, Callable[[RunConfig], Method]] = {"gt-box": gt_box}
 METHODS: dict[str, Callable[[RunConfig], Method]] = {
-    "gt-box": gt_box,
-    "medclipsam": registered_pipeline,
-    "salip": registered_pipeline,
-    "unprompted": registered_pipeline,
-    "whole-box": registered_pipeline,
-    "weak": weak,
-}
+    **dict.fromkeys(PIPELINES, registered_pipeline), **ORACLES}
 
 
 def build_method(name: str, config: RunConfig) -> Method:
-    """The method registered as ``name``, built for ``config``."""
+    """The method registered as ``name``, built for ``config`` run as that method."""
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name](config)
+    return METHODS[name](dataclasses.replace(config, method=name))

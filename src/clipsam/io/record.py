@@ -15,7 +15,7 @@ import numpy as np
 
 from clipsam.io.atomic import write_text_atomic
 
-VERSIONED_PACKAGES = ("clipsam", "torch", "onnxruntime", "numpy")
+VERSIONED_PACKAGES = ("clipsam", "torch", "onnxruntime", "numpy", "transformers")
 
 
 def software_versions() -> dict[str, str | None]:

@@ -69,7 +69,8 @@ class DenseGrounding(Protocol):
     def region_scores(
         self, embedding: ImageEmbedding, masks: np.ndarray, texts: Sequence[str]
     ) -> np.ndarray:
-        """(N,) similarity of each (N, H, W) region mask to the averaged text prompts."""
+        """(N,) how well each (N, H, W) region mask matches the texts' target (higher is
+        better)."""
         ...
 
     def is_present(self, embedding: ImageEmbedding, text: str) -> bool:

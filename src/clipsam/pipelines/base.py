@@ -11,8 +11,10 @@ from clipsam.models.segmenter import ImageEmbedding
 
 
 @dataclass(frozen=True)
-class SegmentationResult:
-    """The mask for one prompt on one image, with what produced it.
+class PipelineResult:
+    """What a pipeline returns: the mask for one prompt on one image, with what produced it.
+
+    (The public API wraps it, with geometry and provenance, in :class:`clipsam.api.SegmentResult`.)
 
     ``found`` is False when the pipeline decided the target is absent; ``mask`` is then empty.
     ``boxes`` are the (K, 4) xyxy prompts given to the segmenter, in original pixels.
@@ -41,5 +43,5 @@ class Pipeline(Protocol):
         prompt: str,
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         ...

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.models.segmenter import ImageEmbedding, MaskPrediction, PromptableSegmenter
+from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.timing import StageTimer
 from clipsam.postprocess.components import fill_holes, keep_largest
 
@@ -30,24 +30,30 @@ def segment_boxes(
     embedding: ImageEmbedding,
     boxes: np.ndarray,
     timer: StageTimer,
-    keep: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode all boxes in one batch; the union of their masks (optionally only the ``keep``
-    largest components, holes filled) and the per-box quality scores."""
+    cleanup: bool = True,
+) -> tuple[np.ndarray, MaskPrediction]:
+    """Decode all boxes in one batch; the union of their masks and the prediction.
+
+    With ``cleanup`` each box's mask keeps only its largest component, holes filled, before
+    the union (one target per box: specks elsewhere in a box are dropped, several boxes still
+    give several targets).
+    """
     with timer("decode"):
         prediction = segmenter.predict(embedding, boxes=boxes)
-        mask = prediction.masks.any(axis=0)
-        if keep is not None and mask.any():
-            mask = fill_holes(keep_largest(mask, keep))
-    return mask, prediction.scores
+        masks = np.asarray(prediction.masks, bool)
+        if cleanup and len(masks):
+            masks = np.stack([fill_holes(keep_largest(m, 1)) if m.any() else m for m in masks])
+        mask = masks.any(axis=0) if len(masks) else np.zeros(embedding.geometry.original_size,
+                                                               bool)
+    return mask, prediction
 
 
 def not_found(
     image_shape: tuple[int, ...], prompt: str, method: str, timer: StageTimer,
     intermediates: dict | None = None,
-) -> SegmentationResult:
+) -> PipelineResult:
     """The result for a target judged absent: an empty mask, no boxes, ``found=False``."""
-    return SegmentationResult(
+    return PipelineResult(
         mask=np.zeros(image_shape[:2], bool), found=False, boxes=np.zeros((0, 4), np.float32),
         scores=np.zeros(0, np.float32), prompt=prompt, method=method, timings=timer.total(),
         intermediates=intermediates or {},

@@ -5,7 +5,11 @@ The saliency of the text over the image comes from the text model itself when it
 the segmenter's embedding (the built-in model: no extra image pass), or from gradients through a
 CLIP-family backend: gScoreCAM in v1, the M2IB information bottleneck in v2. The raw float map is
 turned into a coarse mask (dense CRF, k-means, Otsu or a calibrated threshold), whose components
-become box prompts for the segmenter.
+become box prompts for the segmenter (one rule, :mod:`clipsam.postprocess.map_boxes`).
+
+A grounding model with calibrated mask sources may answer a concept from its map instead of (or
+together with) the segmenter: for targets a box cannot describe (a triangle against the image
+edge, thin bones), the map at full resolution is the better mask.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import numpy as np
 from clipsam.config import MedClipSamConfig
 from clipsam.models.image_text import DenseGrounding, ImageTextModel, SaliencyCapable
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.common import embed_once, not_found, segment_boxes
-from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
+from clipsam.pipelines.prompts import prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
-from clipsam.postprocess.boxes import boxes_from_mask, expand_boxes
-from clipsam.postprocess.coarse_mask import coarse_mask
+from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
+from clipsam.postprocess.coarse_mask import CoarseMaskConfig, coarse_mask
+from clipsam.postprocess.map_boxes import map_boxes
 
 GRADIENT_SALIENCY = {"v1": "gscorecam", "v2": "m2ib"}
+MASK_SOURCES = ("auto", "segmenter", "map", "union")
 # The built-in model's map is a calibrated probability; gradient maps are relative.
 COARSE_FOR_NATIVE, COARSE_FOR_GRADIENT = "threshold", "crf"
 
@@ -75,17 +81,37 @@ class MedClipSamPipeline:
         texts = prompt_ensemble(prompt, self.config.use_prompt_library)
         return compute_saliency(self.text_model, image, texts, method=self.saliency_method)
 
+    def _mask_source(self, prompt: str) -> str:
+        if self.config.mask_source not in MASK_SOURCES:
+            raise ValueError(f"unknown mask source {self.config.mask_source!r}; use one of "
+                             f"{', '.join(MASK_SOURCES)}")
+        if self.config.mask_source != "auto":
+            return self.config.mask_source
+        if isinstance(self.text_model, DenseGrounding) and hasattr(self.text_model,
+                                                                   "mask_source_for"):
+            return self.text_model.mask_source_for(prompt)
+        return "segmenter"
+
+    def _coarse(self, saliency: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The coarse mask and, for calibrated maps, the level used: ``level``, or half the
+        peak when the map never reaches ``level``."""
+        method = self._coarse_method()
+        level = CoarseMaskConfig.level
+        if method == "threshold" and 0 < float(saliency.max()) < level:
+            level = 0.5 * float(saliency.max())
+        config = CoarseMaskConfig(method=method, keep="all", level=level)
+        return coarse_mask(saliency, image, config=config), level
+
     def run(
         self,
         image: np.ndarray,
         prompt: str,
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         prompt = validate_prompt(prompt)
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
-        targets = count_targets(prompt)
         views: dict = {}
         if self.saliency_method == "native":
             with timer("presence"):
@@ -94,23 +120,39 @@ class MedClipSamPipeline:
                 return not_found(image.shape, prompt, self.name, timer, views)
         with timer("saliency"):
             saliency = self._saliency(image, embedding, prompt)
-        keep = targets if self.config.keep == "auto" else _parse_keep(self.config.keep)
         with timer("coarse_mask"):
-            coarse = coarse_mask(saliency, image, method=self._coarse_method(), keep=keep)
-            boxes = boxes_from_mask(coarse, self.config.boxes)
+            coarse, level = self._coarse(saliency, image)
+            if coarse.shape != saliency.shape:
+                from skimage.transform import resize
+
+                saliency = resize(saliency, coarse.shape, order=1, anti_aliasing=False)
+            targets, boxes = map_boxes(coarse, saliency, self.config.box_rule)
             if self.config.box_margin:
                 boxes = expand_boxes(boxes, coarse.shape, fraction=self.config.box_margin)
+        source = self._mask_source(prompt)
         if keep_intermediates:
-            views = {"saliency": saliency, "coarse_mask": coarse, "boxes": boxes}
+            views = {"saliency": saliency, "coarse_mask": coarse, "map_mask": targets,
+                     "boxes": boxes,
+                     "coarse_level": level, "mask_source": source}
         if len(boxes) == 0:
             return not_found(image.shape, prompt, self.name, timer, views)
-        mask, scores = segment_boxes(self.segmenter, embedding, boxes, timer,
-                                     keep=targets if self.config.cleanup else None)
-        return SegmentationResult(
+        if source == "map":
+            return PipelineResult(
+                mask=targets, found=True, boxes=boxes, scores=np.ones(len(boxes), np.float32),
+                prompt=prompt, method=self.name, timings=timer.total(), intermediates=views)
+        mask, prediction = segment_boxes(self.segmenter, embedding, boxes, timer,
+                                         self.config.cleanup)
+        if self.config.refine and mask.any():
+            tight = masks_to_boxes(prediction.masks)
+            tight = tight[(tight[:, 2] > tight[:, 0]) & (tight[:, 3] > tight[:, 1])]
+            if len(tight):
+                boxes = tight
+                mask, prediction = segment_boxes(self.segmenter, embedding, boxes, timer,
+                                                 self.config.cleanup)
+        scores = np.asarray(prediction.scores, np.float32)
+        if source == "union":
+            mask = mask | targets
+        return PipelineResult(
             mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores, prompt=prompt,
             method=self.name, timings=timer.total(), intermediates=views,
         )
-
-
-def _parse_keep(keep: str) -> str | int:
-    return int(keep) if keep.isdigit() else keep

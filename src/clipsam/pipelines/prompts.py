@@ -6,6 +6,7 @@ import json
 import re
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from clipsam.errors import InputError
@@ -27,10 +28,14 @@ def validate_prompt(prompt: str) -> str:
     return text
 
 
+def library_path() -> Path:
+    """The prompt library shipped with clipsam (target names, aliases, sentences, templates)."""
+    return Path(str(resources.files("clipsam").joinpath("data/prompts.json")))
+
+
 @cache
 def _library() -> dict[str, Any]:
-    text = resources.files("clipsam").joinpath("data/prompts.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return json.loads(library_path().read_text(encoding="utf-8"))
 
 
 def library_target(prompt: str) -> str | None:

@@ -1,7 +1,11 @@
-"""One place that turns configuration into loaded models and a ready pipeline.
+"""The one registry of methods, and the one place that turns configuration into loaded models
+and a ready pipeline.
 
-The CLI, the Python API, the server and the batch engines all go through :func:`load_models`
-and :func:`build_pipeline`, so there is one way to run a method.
+Every front end reads :data:`PIPELINES`: ``clipsam segment`` offers all of them, ``clipsam eval``
+adds the evaluation-only oracle ``gt-box`` (:data:`clipsam.eval.methods.METHODS`), and the
+server offers :data:`SERVED_METHODS`. The CLI, the Python API, the server and the batch engines
+all go through :func:`load_models` and :func:`build_pipeline`, so there is one way to run a
+method. To add a method, add one :class:`MethodSpec` to :data:`PIPELINES`.
 """
 
 from __future__ import annotations
@@ -9,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from clipsam.config import RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
 from clipsam.errors import InputError
-from clipsam.models.image_text import ImageTextModel
 from clipsam.models.segmenter import PromptableSegmenter
 from clipsam.pipelines.base import Pipeline
+
+if TYPE_CHECKING:  # it imports torch; the CLI parsers read this registry and must stay fast
+    from clipsam.models.image_text import ImageTextModel
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,8 @@ class Models:
 
 
 def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
+    """The configured segmenter, in the resolved runtime, on the resolved device."""
+    from clipsam.models.device import resolve_device
     from clipsam.models.sam import load_litemedsam, load_sam
 
     if config.segmenter not in SEGMENTERS:
@@ -35,24 +44,83 @@ def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
     if config.runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {config.runtime!r}; choose one of "
                          f"{', '.join(RUNTIMES)}")
+    device = resolve_device(config.device)
     if config.segmenter == "litemedsam":
-        return load_litemedsam(runtime=config.runtime)
-    runtime = "torch" if config.runtime == "auto" else config.runtime
-    return load_sam(config.segmenter, weights_dir=config.weights_dir, runtime=runtime)
+        segmenter = load_litemedsam(runtime=config.runtime, device=device)
+    else:
+        segmenter = load_sam(config.segmenter, weights_dir=config.weights_dir,
+                             runtime=config.runtime, device=device)
+    if config.embedding_cache is None:
+        return segmenter
+    from clipsam.models.embedding_store import StoredEmbeddings
+    from clipsam.models.sam.factory import segmenter_checkpoint
+    from clipsam.models.weights import sha256_of
+
+    checkpoint = segmenter_checkpoint(config.segmenter, config.weights_dir)
+    identity = f"{segmenter!r}|{sha256_of(checkpoint)}"
+    return StoredEmbeddings(segmenter, config.embedding_cache, identity)
+
+
+def grounding_dir(config: ModelConfig) -> Path | None:
+    """The grounding-model folder ``config.text_model`` names (the shipped one for "builtin"),
+    or None for a CLIP-family name."""
+    from clipsam.models.grounding import builtin_model_dir
+
+    if config.text_model == "builtin":
+        return builtin_model_dir()
+    return Path(config.text_model) if Path(config.text_model).is_dir() else None
+
+
+HEADS_SEGMENTER = "litemedsam"
+"""The segmenter whose features a grounding model's heads read when its metadata does not say
+(every model clipsam trains reads LiteMedSAM features)."""
+
+
+def grounding_metadata(config: ModelConfig) -> dict[str, Any] | None:
+    """The ``metadata`` of the grounding model ``config.text_model`` names ({} when its
+    config.json is missing or unreadable: the loader reports that), None for a CLIP-family
+    name."""
+    import json
+
+    from clipsam.models.grounding.model import CONFIG_FILE
+
+    folder = grounding_dir(config)
+    if folder is None:
+        return None
+    try:
+        metadata = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def check_text_model_fits(config: ModelConfig) -> None:
+    """Refuse a grounding text model whose heads were trained on another segmenter's features
+    (the shapes may match, the meaning does not)."""
+    metadata = grounding_metadata(config)
+    if metadata is None:
+        return
+    trained_for = metadata.get("segmenter", HEADS_SEGMENTER)
+    if trained_for != config.segmenter:
+        raise InputError(f"the text model {config.text_model!r} was trained on {trained_for} "
+                         f"image features and cannot read {config.segmenter}'s: use --segmenter "
+                         f"{trained_for}, or a CLIP-family --text-model")
 
 
 def load_text_model(config: ModelConfig, segmenter: PromptableSegmenter) -> ImageTextModel:
-    """The built-in grounding model, a grounding model folder, or a CLIP-family backend."""
+    """The built-in grounding model, a grounding model folder, or a CLIP-family backend, on the
+    resolved device."""
+    from clipsam.models.device import resolve_device
     from clipsam.models.grounding import load_grounding_model
 
-    name = config.text_model
-    if name == "builtin":
-        return load_grounding_model(None, segmenter=segmenter)
-    if Path(name).is_dir():
-        return load_grounding_model(Path(name), segmenter=segmenter)
+    check_text_model_fits(config)
+    device = resolve_device(config.device)
+    folder = grounding_dir(config)
+    if folder is not None:
+        return load_grounding_model(folder, segmenter=segmenter, device=device)
     from clipsam.models.clip.factory import load_image_text_model
 
-    return load_image_text_model(name, config.weights_dir)
+    return load_image_text_model(config.text_model, config.weights_dir, device=device)
 
 
 def load_models(config: ModelConfig, with_text: bool = True) -> Models:
@@ -61,64 +129,92 @@ def load_models(config: ModelConfig, with_text: bool = True) -> Models:
     return Models(segmenter=segmenter, text=text, config=config)
 
 
-def _medclipsam(config: RunConfig, models: Models) -> Pipeline:
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: how to build it and what it needs.
+
+    ``build`` makes the pipeline from the run configuration and the loaded models (None for an
+    ``own_model`` method). ``reads_text``: it needs a text model and a prompt.
+    ``reports_absence``: it can answer "not found" by itself. ``own_model``: it runs a trained
+    model folder (``RunConfig.weak_model``) instead of the installed segmenter and text model.
+    """
+
+    build: Callable[[RunConfig, Models | None], Pipeline]
+    reads_text: bool = True
+    reports_absence: bool = True
+    own_model: bool = False
+
+
+def _medclipsam(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.medclipsam import MedClipSamPipeline
 
-    return MedClipSamPipeline(models.segmenter, _need_text(models), config.medclipsam)
+    return MedClipSamPipeline(_need(models).segmenter, _need_text(models), config.medclipsam)
 
 
-def _salip(config: RunConfig, models: Models) -> Pipeline:
+def _salip(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.salip import SalipPipeline
 
-    return SalipPipeline(models.segmenter, _need_text(models), config.salip)
+    return SalipPipeline(_need(models).segmenter, _need_text(models), config.salip)
 
 
-def _unprompted(config: RunConfig, models: Models) -> Pipeline:
+def _unprompted(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.unprompted import UnpromptedPipeline
 
-    return UnpromptedPipeline(models.segmenter, config.salip)
+    return UnpromptedPipeline(_need(models).segmenter, config.salip)
 
 
-def _whole_box(config: RunConfig, models: Models) -> Pipeline:
+def _whole_box(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.unprompted import WholeImageBoxPipeline
 
-    return WholeImageBoxPipeline(models.segmenter)
+    return WholeImageBoxPipeline(_need(models).segmenter)
 
 
-def weak_pipeline(config: RunConfig) -> Pipeline:
-    """The ``weak`` method: a trained network that needs no other model."""
+def _weak(config: RunConfig, models: Models | None) -> Pipeline:
+    """A network trained by ``clipsam weak-train``; it uses no other model."""
     from clipsam.pipelines.weak import WeakPipeline
 
     if config.weak_model is None:
         raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
-    return WeakPipeline(config.weak_model)
+    from clipsam.models.device import resolve_device
+
+    return WeakPipeline(config.weak_model, device=resolve_device(config.models.device))
 
 
-def _weak(config: RunConfig, models: Models) -> Pipeline:
-    return weak_pipeline(config)
+def _need(models: Models | None) -> Models:
+    if models is None:
+        raise InputError("this method needs the segmenter; load it with load_models")
+    return models
 
 
-def _need_text(models: Models) -> ImageTextModel:
-    if models.text is None:
+def _need_text(models: Models | None) -> ImageTextModel:
+    text = _need(models).text
+    if text is None:
         raise InputError("this method needs a text model; load models with with_text=True")
-    return models.text
+    return text
 
 
-PIPELINES: dict[str, Callable[[RunConfig, Models], Pipeline]] = {
-    "medclipsam": _medclipsam,
-    "salip": _salip,
-    "unprompted": _unprompted,
-    "whole-box": _whole_box,
-    "weak": _weak,
+PIPELINES: dict[str, MethodSpec] = {
+    "medclipsam": MethodSpec(_medclipsam),
+    "salip": MethodSpec(_salip),
+    "unprompted": MethodSpec(_unprompted, reads_text=False, reports_absence=False),
+    "whole-box": MethodSpec(_whole_box, reads_text=False, reports_absence=False),
+    "weak": MethodSpec(_weak, reads_text=False, own_model=True),
 }
-TEXT_FREE_METHODS = frozenset({"unprompted", "whole-box", "weak"})
+TEXT_FREE_METHODS = frozenset(name for name, spec in PIPELINES.items() if not spec.reads_text)
+SERVED_METHODS = tuple(name for name, spec in PIPELINES.items() if not spec.own_model)
+"""The methods the server offers: those that run on the installed models alone."""
 
 
-def build_pipeline(config: RunConfig, models: Models) -> Pipeline:
-    """The pipeline ``config.method`` names, on already loaded models."""
+def method_spec(name: str) -> MethodSpec:
+    """The registered method ``name``."""
     try:
-        factory = PIPELINES[config.method]
+        return PIPELINES[name]
     except KeyError:
-        raise InputError(f"unknown method {config.method!r}; choose one of "
+        raise InputError(f"unknown method {name!r}; choose one of "
                          f"{', '.join(sorted(PIPELINES))}") from None
-    return factory(config, models)
+
+
+def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:
+    """The pipeline ``config.method`` names, on already loaded models (None for a method that
+    runs its own model folder)."""
+    return method_spec(config.method).build(config, models)

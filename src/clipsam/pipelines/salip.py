@@ -2,8 +2,11 @@
 area filter -> retrieve the proposals that best match the text -> box prompts -> SAM again.
 
 The image is encoded once; proposals, retrieval (for the built-in model, which reads the same
-embedding) and the final decode all reuse it. CLIP-family backends score crops of the proposals
-instead, all in one batch, against the average embedding of the prompt ensemble.
+embedding) and the final decode all reuse it. With the built-in model a proposal's score is its
+agreement with the text's map (whole targets score highest) and every proposal close to the
+best that is not a part of one already kept is retrieved (no count from the prompt's words).
+CLIP-family backends score crops of the proposals instead, all in one batch, against the
+average embedding of the prompt ensemble, and keep the top k (the paper's retrieval).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 from clipsam.config import SalipConfig
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.common import embed_once, not_found, segment_boxes
 from clipsam.pipelines.crops import crop_proposal
 from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
@@ -21,6 +24,26 @@ from clipsam.pipelines.timing import StageTimer
 from clipsam.proposals.area import area_filter
 from clipsam.proposals.generate import default_config, generate_proposals
 from clipsam.proposals.result import Proposals
+
+
+def select_regions(scores: np.ndarray, masks: np.ndarray, top_k: int | None = None,
+                   min_share: float = 0.5, max_overlap: float = 0.5) -> np.ndarray:
+    """Indices of the regions kept, best first: every region scoring at least ``min_share`` of
+    the best whose area is not already ``max_overlap`` covered by those kept before it (so
+    several separate targets are kept, and parts of one target are not); at most ``top_k``."""
+    order = np.argsort(-scores, kind="stable")
+    if not len(order) or scores[order[0]] <= 0:
+        return order[:0]
+    kept: list[int] = []
+    covered = np.zeros(masks.shape[1:], bool)
+    for i in order:
+        if scores[i] < min_share * scores[order[0]] or (top_k and len(kept) >= top_k):
+            break
+        area = masks[i].sum()
+        if area and (masks[i] & covered).sum() <= max_overlap * area:
+            kept.append(int(i))
+            covered |= masks[i]
+    return np.asarray(kept, int)
 
 
 class SalipPipeline:
@@ -58,7 +81,7 @@ class SalipPipeline:
         prompt: str,
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         prompt = validate_prompt(prompt)
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
@@ -76,13 +99,16 @@ class SalipPipeline:
         texts = prompt_ensemble(prompt, self.config.use_prompt_library)
         with timer("retrieval"):
             scores = np.asarray(self.score(image, embedding, proposals, texts), np.float32)
-        k = self.config.top_k or count_targets(prompt)
-        chosen = np.argsort(-scores, kind="stable")[:k]
+        if isinstance(self.text_model, DenseGrounding):
+            chosen = select_regions(scores, proposals.masks, self.config.top_k)
+        else:
+            k = self.config.top_k or count_targets(prompt)
+            chosen = np.argsort(-scores, kind="stable")[:k]
         boxes = proposals.boxes[chosen]
-        mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer, keep=k)
+        mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer)
         views = ({"proposals": proposals, "proposal_scores": scores, "chosen": chosen,
                   "boxes": boxes} if keep_intermediates else {})
-        return SegmentationResult(
+        return PipelineResult(
             mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores[chosen],
             prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
         )

@@ -12,7 +12,7 @@ import numpy as np
 
 from clipsam.config import SalipConfig
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.common import embed_once, not_found, segment_boxes
 from clipsam.pipelines.timing import StageTimer
 from clipsam.proposals.area import area_filter
@@ -35,7 +35,7 @@ class UnpromptedPipeline:
         prompt: str = "",
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
         with timer("proposals"):
@@ -47,7 +47,7 @@ class UnpromptedPipeline:
         quality = proposals.scores * proposals.stability
         best = int(np.lexsort((-proposals.areas, -quality))[0])
         views = {"proposals": proposals, "chosen": np.array([best])} if keep_intermediates else {}
-        return SegmentationResult(
+        return PipelineResult(
             mask=proposals.masks[best], found=True, boxes=proposals.boxes[best:best + 1],
             scores=quality[best:best + 1], prompt=prompt, method=self.name,
             timings=timer.total(), intermediates=views,
@@ -68,13 +68,13 @@ class WholeImageBoxPipeline:
         prompt: str = "",
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
         height, width = np.shape(image)[:2]
         boxes = np.array([[0, 0, width, height]], np.float32)
         mask, scores = segment_boxes(self.segmenter, embedding, boxes, timer)
-        return SegmentationResult(
+        return PipelineResult(
             mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores, prompt=prompt,
             method=self.name, timings=timer.total(),
         )

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from clipsam.models.segmenter import ImageEmbedding
-from clipsam.pipelines.base import SegmentationResult
+from clipsam.models.weak_net import WeakModel
+from clipsam.pipelines.base import PipelineResult
 from clipsam.postprocess.boxes import mask_to_box
-from clipsam.train.weak_model import WeakModel
 
 THRESHOLD = 0.5
 
@@ -32,8 +32,8 @@ class WeakPipeline:
 
     name = "weak"
 
-    def __init__(self, model_dir: str | Path) -> None:
-        self.model = WeakModel(model_dir)
+    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+        self.model = WeakModel(model_dir, device)
         self.trained_prompt = self.model.config.prompt
 
     def run(
@@ -42,7 +42,7 @@ class WeakPipeline:
         prompt: str,
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         if prompt.strip() and prompt.strip().lower() != self.trained_prompt.strip().lower():
             warnings.warn(f"the weak model in {self.model.model_dir} was trained for "
                           f"{self.trained_prompt!r}, not {prompt!r}", stacklevel=2)
@@ -56,7 +56,7 @@ class WeakPipeline:
         intermediates = ({"probability": prediction.probability,
                           "uncertainty": prediction.uncertainty,
                           "member_std": prediction.member_std} if keep_intermediates else {})
-        return SegmentationResult(
+        return PipelineResult(
             mask=mask, found=found, scores=scores, prompt=prompt, method=self.name,
             boxes=np.zeros((0, 4), np.float32) if box is None else box[None],
             timings={"network": time.perf_counter() - start}, intermediates=intermediates)

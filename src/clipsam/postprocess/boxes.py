@@ -48,14 +48,34 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def component_boxes(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
-    """(K, 4) one box per connected component, largest component first."""
+def label_boxes(labels: np.ndarray) -> np.ndarray:
+    """(K, 4) tight boxes of labels 1..K of an (H, W) integer label image (K = its maximum);
+    a label with no pixel gets the empty box (0, 0, 0, 0)."""
+    array = np.asarray(labels)
+    if array.ndim != 2:
+        raise InputError(f"expected a 2-D label image, got shape {array.shape}")
+    regions = ndimage.find_objects(array)
+    boxes = np.zeros((len(regions), 4), dtype=np.float32)
+    for index, region in enumerate(regions):
+        if region is not None:
+            rows, cols = region
+            boxes[index] = (cols.start, rows.start, cols.stop, rows.stop)
+    return boxes
+
+
+def component_boxes(mask: np.ndarray, connectivity: int = 8,
+                    min_fraction: float = 0.0) -> np.ndarray:
+    """(K, 4) one box per connected component, largest component first.
+
+    Components smaller than ``min_fraction`` of the image are specks and get no box, unless
+    every component is that small: then the largest still gets one. An empty mask gives K=0.
+    """
     labels, areas = label_components(mask, connectivity)
-    boxes = np.zeros((areas.size, 4), dtype=np.float32)
-    for index, region in enumerate(ndimage.find_objects(labels)):
-        rows, cols = region
-        boxes[index] = (cols.start, rows.start, cols.stop, rows.stop)
-    return boxes[np.argsort(-areas, kind="stable")]
+    order = np.argsort(-areas, kind="stable")
+    keep = areas[order] >= min_fraction * labels.size
+    if areas.size and not keep.any():
+        keep[0] = True
+    return label_boxes(labels)[order[keep]]
 
 
 def boxes_from_mask(mask: np.ndarray, mode: BoxMode = "largest") -> np.ndarray:

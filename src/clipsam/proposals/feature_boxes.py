@@ -9,31 +9,13 @@ MedSAM were trained to answer. Label-free, deterministic (seeded k-means++).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from scipy import ndimage
 
+from clipsam.config import FeatureBoxConfig
 from clipsam.models.segmenter import ImageEmbedding
+from clipsam.postprocess.boxes import clip_boxes, label_boxes
+from clipsam.postprocess.components import label_components
 from clipsam.proposals.nms import box_nms
-
-
-@dataclass(frozen=True)
-class FeatureBoxConfig:
-    """``clusters``: k of each k-means run (coarse to fine), on the unit feature vectors, or on
-    their projection onto the first ``components`` principal axes if set (faster, but on 12
-    development images across 4 sets 16 axes gave a lower best-mask IoU, 0.73 vs 0.77);
-    ``min_cells``: smallest region, in feature-grid
-    cells, that gets a box; at most ``max_boxes`` boxes, larger regions first, after merging
-    boxes that overlap by more than ``merge_iou``."""
-
-    clusters: tuple[int, ...] = (2, 4, 6, 8)
-    components: int | None = None
-    min_cells: int = 4
-    max_boxes: int = 48
-    merge_iou: float = 0.8
-    iterations: int = 15
-    seed: int = 0
 
 
 def valid_features(embedding: ImageEmbedding) -> np.ndarray:
@@ -95,6 +77,7 @@ def feature_boxes(
     # Original pixels per grid cell along y and x.
     cell_y = geometry.input_size / grid * height / geometry.resized_size[0]
     cell_x = geometry.input_size / grid * width / geometry.resized_size[1]
+    scale = np.array([cell_x, cell_y, cell_x, cell_y])
     boxes, areas = [], []
     points = cells.reshape(-1, cells.shape[-1])
     if config.components is not None:
@@ -102,19 +85,12 @@ def feature_boxes(
     for k in config.clusters:
         labels = kmeans_labels(points, k, config.iterations, config.seed).reshape(gh, gw)
         for cluster in range(k):
-            regions, _ = ndimage.label(labels == cluster, structure=np.ones((3, 3)))
-            sizes = np.bincount(regions.ravel())
-            for index, found in enumerate(ndimage.find_objects(regions), start=1):
-                if found is None or sizes[index] < config.min_cells:
-                    continue
-                rows, cols = found
-                boxes.append([cols.start * cell_x, rows.start * cell_y,
-                              cols.stop * cell_x, rows.stop * cell_y])
-                areas.append(sizes[index])
-    if not boxes:
-        return np.zeros((0, 4), np.float32)
-    boxes = np.asarray(boxes, dtype=np.float32)
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-    keep = box_nms(boxes, np.asarray(areas, dtype=np.float64), config.merge_iou)
+            regions, sizes = label_components(labels == cluster)
+            large = sizes >= config.min_cells
+            boxes.append(label_boxes(regions)[large] * scale)
+            areas.append(sizes[large])
+    boxes = clip_boxes(np.concatenate(boxes), (height, width))
+    if len(boxes) == 0:
+        return boxes
+    keep = box_nms(boxes, np.concatenate(areas).astype(np.float64), config.merge_iou)
     return boxes[keep[: config.max_boxes]]

@@ -13,56 +13,20 @@ LiteMedSAM), so box-only proposals default to a few dozen feature boxes rather t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import replace
 
 import numpy as np
 
+from clipsam.config import ProposalConfig
 from clipsam.errors import InputError
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.postprocess.boxes import masks_to_boxes
 from clipsam.postprocess.components import drop_specks, fill_holes
-from clipsam.proposals.feature_boxes import FeatureBoxConfig, feature_boxes
+from clipsam.proposals.feature_boxes import feature_boxes
 from clipsam.proposals.nms import box_nms, mask_nms
-from clipsam.proposals.prompts import BoxGridConfig, box_grid, point_grid
+from clipsam.proposals.prompts import box_grid, point_grid
 from clipsam.proposals.quality import stability_score
 from clipsam.proposals.result import Proposals
-
-PromptKind = Literal["auto", "points", "boxes"]
-BoxSource = Literal["features", "grid"]
-
-
-@dataclass(frozen=True)
-class ProposalConfig:
-    """How proposals are generated and filtered.
-
-    Point-grid defaults are SAM's ``SamAutomaticMaskGenerator`` defaults (points_per_side 32,
-    points_per_batch 64, pred_iou_thresh 0.88, stability_score_thresh 0.95,
-    stability_score_offset 1.0, box_nms_thresh 0.7, min_mask_region_area 0) and the SA-1B
-    filter that drops masks covering more than 95 % of the image.
-
-    ``prompts``: ``"auto"`` uses points when the segmenter supports them, else boxes;
-    ``box_source``: boxes around feature regions (``feature_boxes``) or a ``box_grid``.
-    ``nms``: ``"box"`` (SAM) compares the masks' tight boxes, ``"mask"`` the masks themselves.
-    ``min_region_fraction``: islands and holes smaller than this share of the image are removed
-    from each kept mask (SAM's ``min_mask_region_area``, relative to the image here).
-    """
-
-    prompts: PromptKind = "auto"
-    points_per_side: int = 32
-    box_source: BoxSource = "features"
-    feature_boxes: FeatureBoxConfig = field(default_factory=FeatureBoxConfig)
-    box_grid: BoxGridConfig = field(default_factory=BoxGridConfig)
-    batch_size: int = 64
-    pred_iou_threshold: float = 0.88
-    stability_threshold: float = 0.95
-    stability_offset: float = 1.0
-    mask_threshold: float = 0.0
-    nms: Literal["box", "mask"] = "box"
-    nms_threshold: float = 0.7
-    max_area_fraction: float = 0.95
-    min_region_fraction: float = 0.0
-
 
 # Box-only defaults: LiteMedSAM's IoU head and logits are less confident than SAM's (on a handful
 # of development images its best-matching masks scored 0.80-0.98 predicted IoU and 0.77-0.98

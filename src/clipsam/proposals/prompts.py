@@ -6,10 +6,9 @@ All coordinates are original-image pixels; boxes are xyxy with exclusive far cor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from clipsam.config import BoxGridConfig
 from clipsam.errors import InputError
 
 
@@ -21,20 +20,6 @@ def point_grid(image_size: tuple[int, int], points_per_side: int) -> np.ndarray:
     steps = (np.arange(points_per_side) + 0.5) / points_per_side
     ys, xs = np.meshgrid(steps * height, steps * width, indexing="ij")
     return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class BoxGridConfig:
-    """Multi-scale box tiling for box-only segmenters.
-
-    For each ``size`` (side of a square box as a fraction of the image's shorter side) and each
-    ``aspect_ratio`` (width / height, same area), boxes are tiled evenly from edge to edge so
-    that neighbours overlap by at least ``overlap`` of the box side.
-    """
-
-    sizes: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7)
-    aspect_ratios: tuple[float, ...] = (1.0,)
-    overlap: float = 0.5
 
 
 def _starts(extent: float, side: float, overlap: float) -> np.ndarray:

@@ -1,27 +1,89 @@
 """Teach the grounding model a new target from a few labelled images, in seconds.
 
-The heads stay frozen (so built-in concepts are untouched); only one concept vector in the
-shared space is learned for the new prompt, starting from the prompt's projected text
-embedding, by the same dense loss as training (per-cell BCE against mask fractions + Dice).
+The heads stay frozen (so built-in concepts are untouched); one concept vector in the shared
+space is learned for the new prompt, starting from the prompt's projected text embedding, by the
+same dense loss as training (per-cell BCE against mask fractions + Dice). The new concept also
+gets its own "not found" threshold and mask source:
+
+* presence: each shot is scored by the concept learned from the *other* shots (leave one out);
+  the threshold keeps every left-out shot. Images without the target (``--negatives``, and the
+  model's bank of built-in training images) then move it half-way (in logits) towards the 90th
+  percentile of their scores when that lies below it, never above the lowest left-out shot;
+* mask source: the segmenter, the map or their union, whichever gives the best mean Dice on
+  the left-out shots through the MedCLIP-SAM pipeline (the segmenter unless another one is
+  better by ``min_gain``).
+
+With one shot nothing can be left out: the shot's own score sets the threshold and the
+segmenter the mask, and both are recorded as warnings in the model's metadata.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipsam.config import MedClipSamConfig
 from clipsam.errors import InputError
+from clipsam.eval.metrics import dice
 from clipsam.io.image import segmenter_input
+from clipsam.io.labelled_sets import IMAGE_SUFFIXES, Sample, list_samples
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
 from clipsam.models.grounding.grid import mask_to_grid, valid_mask
 from clipsam.models.grounding.model import GroundingModel, concept_key
-from clipsam.models.segmenter import ImageEmbedding
-from clipsam.train.regions import Sample, list_samples
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
+from clipsam.pipelines.medclipsam import MedClipSamPipeline
+from clipsam.train.negative_bank import BANK_FILE, load_bank
+
+SOURCES = ("segmenter", "map", "union")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Settings of :func:`adapt`: optimiser steps and rate of the concept vector, the quantile
+    of negatives' scores the threshold moves towards, and the Dice margin a mask source other
+    than the segmenter needs."""
+
+    steps: int = 200
+    learning_rate: float = 0.05
+    negative_quantile: float = 0.9
+    min_gain: float = 0.02
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One labelled image: its embedding, (H, W) image and bool mask."""
+
+    embedding: ImageEmbedding
+    image: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class AdaptReport:
+    """What adaptation measured: left-out shot scores, negatives' scores and Dice per source."""
+
+    threshold: float
+    mask_source: str
+    left_out_scores: list[float]
+    negative_scores: dict[str, list[float]] = field(default_factory=dict)
+    source_dice: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"threshold": round(self.threshold, 4), "mask_source": self.mask_source,
+                "left_out_scores": [round(s, 4) for s in self.left_out_scores],
+                "negatives": {k: {"n": len(v), "not_found": round(float(np.mean(
+                    np.asarray(v) < self.threshold)), 4) if v else None}
+                    for k, v in self.negative_scores.items()},
+                "source_dice": {k: round(v, 4) for k, v in self.source_dice.items()},
+                "warnings": self.warnings}
 
 
 def learn_concept(
@@ -43,7 +105,10 @@ def learn_concept(
     weight = valid.float()
     scale = model.heads.log_scale.detach().exp()
     bias = model.heads.bias.detach()
-    vector = torch.nn.Parameter(torch.from_numpy(model.text_vector(prompt).copy()))
+    start = model.concepts.get(concept_key(prompt))
+    if start is None:
+        start = model.text_vector(prompt)
+    vector = torch.nn.Parameter(torch.from_numpy(np.array(start, np.float32)))
     optimiser = torch.optim.Adam([vector], lr=learning_rate)
     for _ in range(steps):
         unit = F.normalize(vector, dim=0)
@@ -59,13 +124,106 @@ def learn_concept(
     return F.normalize(vector.detach(), dim=0).numpy().astype(np.float32)
 
 
-def with_concept(model: GroundingModel, prompt: str, vector: np.ndarray) -> GroundingModel:
-    """A copy of ``model`` (same heads) that grounds ``prompt`` with ``vector``."""
-    concepts = {**model.concepts, concept_key(prompt): vector}
-    metadata = {**model.metadata,
-                "adapted": sorted({*model.metadata.get("adapted", []), concept_key(prompt)})}
-    return GroundingModel(model.heads, model.presence, concepts, model.concept_thresholds,
-                          model._text_encoder, model._segmenter, metadata)
+def with_concept(model: GroundingModel, prompt: str, vector: np.ndarray,
+                 threshold: float | None = None, mask_source: str | None = None,
+                 report: dict | None = None) -> GroundingModel:
+    """A copy of ``model`` (same heads) that grounds ``prompt`` with ``vector`` and, when
+    given, its own presence threshold and mask source."""
+    key = concept_key(prompt)
+    thresholds = dict(model.concept_thresholds)
+    sources = dict(model.mask_sources)
+    if threshold is not None:
+        thresholds[key] = threshold
+    if mask_source is not None:
+        sources[key] = mask_source
+    adapted = dict(model.metadata.get("adapted", {}))
+    adapted[key] = report or {}
+    copy = GroundingModel(model.heads, model.presence, {**model.concepts, key: vector},
+                          thresholds, model._text_encoder, model._segmenter,
+                          {**model.metadata, "adapted": adapted}, model.concept_phrases,
+                          sources)
+    copy.source_dir = model.source_dir
+    return copy
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def _placed_threshold(left_out: list[float], negatives: list[float],
+                      quantile: float) -> tuple[float, list[str]]:
+    lowest = min(left_out)
+    if not negatives:
+        return lowest, ["no negative images: threshold = lowest left-out shot score"]
+    q = float(np.quantile(negatives, quantile))
+    if q >= lowest:
+        return lowest, [f"negatives overlap the shots: {quantile:.0%} of negatives score below "
+                        f"{q:.3f}, above the lowest left-out shot {lowest:.3f}; recall kept"]
+    return float(1 / (1 + np.exp(-0.5 * (_logit(q) + _logit(lowest))))), []
+
+
+def _source_dice(model: GroundingModel, segmenter: PromptableSegmenter, prompt: str,
+                 shot: Shot) -> dict[str, float]:
+    pipeline = MedClipSamPipeline(segmenter, model, MedClipSamConfig(mask_source="segmenter"))
+    result = pipeline.run(shot.image, prompt, embedding=shot.embedding, keep_intermediates=True)
+    mapped = result.intermediates.get("map_mask", np.zeros_like(result.mask))
+    masks = (result.mask, mapped, result.mask | mapped)
+    return {s: dice(m, shot.mask) for s, m in zip(SOURCES, masks, strict=True)}
+
+
+def adapt(
+    model: GroundingModel,
+    shots: Sequence[Shot],
+    prompt: str,
+    segmenter: PromptableSegmenter,
+    negatives: Sequence[ImageEmbedding] = (),
+    config: AdaptConfig | None = None,
+) -> tuple[GroundingModel, AdaptReport]:
+    """Learn ``prompt`` from ``shots`` with its own presence threshold and mask source."""
+    config = config or AdaptConfig()
+    if not shots:
+        raise InputError("adaptation needs at least one labelled image")
+    learn = lambda chosen: learn_concept(  # noqa: E731
+        model, [s.embedding for s in chosen], [s.mask for s in chosen], prompt, config.steps,
+        config.learning_rate)
+    vector = learn(shots)
+    warnings: list[str] = []
+    left_out, per_source = [], {s: [] for s in SOURCES}
+    if len(shots) == 1:
+        trial = with_concept(model, prompt, vector)
+        left_out.append(trial.presence_score(shots[0].embedding, prompt))
+        warnings.append("1 shot: threshold from the shot itself (nothing left out), mask "
+                        "source 'segmenter'")
+    else:
+        for i, shot in enumerate(shots):
+            trial = with_concept(model, prompt, learn([s for j, s in enumerate(shots) if j != i]))
+            left_out.append(trial.presence_score(shot.embedding, prompt))
+            trial = with_concept(trial, prompt, trial.concepts[concept_key(prompt)],
+                                 threshold=0.0)
+            for source, value in _source_dice(trial, segmenter, prompt, shot).items():
+                per_source[source].append(value)
+    final = with_concept(model, prompt, vector)
+    negative_scores: dict[str, list[float]] = {}
+    if negatives:
+        negative_scores["given"] = [final.presence_score(e, prompt) for e in negatives]
+    bank_path = model.source_dir / BANK_FILE if model.source_dir is not None else None
+    if bank_path is not None and bank_path.is_file():
+        bank = load_bank(bank_path)
+        negative_scores["bank"] = [float(v) for v in bank.presence_scores(final, vector)]
+    else:
+        warnings.append("the base model has no negative bank: only given negatives used")
+    pooled = [v for values in negative_scores.values() for v in values]
+    threshold, more = _placed_threshold(left_out, pooled, config.negative_quantile)
+    warnings += more
+    means = {s: float(np.mean(v)) for s, v in per_source.items() if v}
+    source = "segmenter"
+    if means:
+        best = max(means, key=means.__getitem__)
+        if means[best] >= means["segmenter"] + config.min_gain:
+            source = best
+    report = AdaptReport(threshold, source, left_out, negative_scores, means, warnings)
+    return with_concept(model, prompt, vector, threshold, source, report.to_dict()), report
 
 
 def pick_shots(samples: Sequence[Sample], shots: int, seed: int = 0) -> list[Sample]:
@@ -78,12 +236,44 @@ def pick_shots(samples: Sequence[Sample], shots: int, seed: int = 0) -> list[Sam
     return [labelled[i] for i in sorted(order)]
 
 
+def _encode(model: GroundingModel, path: Path) -> tuple[ImageEmbedding, np.ndarray]:
+    image = segmenter_input(read_image(path))
+    return model.segmenter.encode(image), image
+
+
 def adapt_from_folder(
-    model: GroundingModel, folder: Path, prompt: str, shots: int = 5, seed: int = 0
-) -> tuple[GroundingModel, list[Sample]]:
-    """Encode ``shots`` labelled images of a set folder and learn ``prompt`` from them."""
+    model: GroundingModel,
+    folder: Path,
+    prompt: str,
+    shots: int = 5,
+    seed: int = 0,
+    negatives_dir: Path | None = None,
+    config: AdaptConfig | None = None,
+) -> tuple[GroundingModel, list[Sample], AdaptReport]:
+    """Encode ``shots`` labelled images of a set folder (and every image of ``negatives_dir``)
+    and learn ``prompt`` from them."""
     chosen = pick_shots(list_samples(Path(folder)), shots, seed)
-    embeddings = [model.segmenter.encode(segmenter_input(read_image(s.image_path)))
-                  for s in chosen]
-    masks = [read_mask(s.mask_path) for s in chosen]
-    return with_concept(model, prompt, learn_concept(model, embeddings, masks, prompt)), chosen
+    labelled = []
+    for sample in chosen:
+        embedding, image = _encode(model, sample.image_path)
+        labelled.append(Shot(embedding, image, read_mask(sample.mask_path)))
+    negatives = []
+    if negatives_dir is not None:
+        files = sorted(p for p in Path(negatives_dir).rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"--negatives {negatives_dir} holds no image")
+        negatives = [_encode(model, p)[0] for p in files]
+    adapted, report = adapt(model, labelled, prompt, model.segmenter, negatives, config)
+    return adapted, chosen, report
+
+
+def save_adapted(model: GroundingModel, out_dir: Path) -> Path:
+    """Save an adapted model; its base's negative bank goes with it (so it can be adapted
+    again)."""
+    out_dir = Path(out_dir)
+    model.save(out_dir)
+    bank = model.source_dir / BANK_FILE if model.source_dir is not None else None
+    if bank is not None and bank.is_file() and bank.resolve() != (out_dir / BANK_FILE).resolve():
+        shutil.copyfile(bank, out_dir / BANK_FILE)
+    return out_dir

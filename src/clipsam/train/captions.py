@@ -39,6 +39,7 @@ class Concept:
     appearance: tuple[str, ...] = ()
     modality: tuple[str, ...] = ()
     background: tuple[str, ...] = ("background", "surrounding tissue")
+    may_show: tuple[str, ...] = ()  # other sets whose targets may be visible, unlabelled
 
 
 def builtin_concepts() -> dict[str, Concept]:
@@ -47,7 +48,8 @@ def builtin_concepts() -> dict[str, Concept]:
     return {name: Concept(target=entry["target"], phrases=tuple(entry["phrases"]),
                           appearance=tuple(entry["appearance"]),
                           modality=tuple(entry["modality"]),
-                          background=tuple(entry["background"]))
+                          background=tuple(entry["background"]),
+                          may_show=tuple(entry.get("may_show", ())))
             for name, entry in json.loads(text)["sets"].items()}
 
 

@@ -1,40 +1,66 @@
-"""From labelled samples with cached embeddings to a saved grounding model folder."""
+"""From labelled samples with cached embeddings to a saved, calibrated grounding model folder.
+
+Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads,
+the rest (never used for gradient steps) give the validation curve and calibrate presence and
+mask sources. The model's metadata records the training and calibration subjects per set, the
+recipe, the curve and the calibration figures, so that evaluation can tell which subjects a
+model has seen.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from clipsam.models.grounding.model import GroundingModel
+from clipsam.io.atomic import write_text_atomic
+from clipsam.io.splits import calibration_of
+from clipsam.models.grounding.model import GroundingModel, PresenceRule
 from clipsam.models.grounding.text_encoder import SentenceEncoder
+from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.train.calibrate import (
+    calibrate_mask_sources,
+    calibrate_presence,
+    concept_phrases,
+)
 from clipsam.train.captions import Concept
+from clipsam.train.negative_bank import BANK_FILE, build_bank
+from clipsam.train.recipes import Recipe
 from clipsam.train.region_data import build_region_data
-from clipsam.train.regions import Sample
-from clipsam.train.trainer import TrainConfig, fit_grounding_model
+from clipsam.train.trainer import train_heads
 
 
-def is_calibration(sample: Sample, fraction: float = 0.15) -> bool:
-    """Whether a sample's subject is kept out of gradient steps to fit the presence rule."""
-    digest = hashlib.sha256(f"calibration/{sample.set_name}/{sample.subject}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+def subjects_by_set(samples: Sequence) -> dict[str, list[str]]:
+    """Sorted distinct subjects of each set."""
+    out: dict[str, set[str]] = {}
+    for s in samples:
+        out.setdefault(s.set_name, set()).add(s.subject)
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 def fit_from_samples(
-    samples: Sequence[Sample],
+    samples: Sequence,
     cache_dir: Path,
     concepts: dict[str, Concept],
-    config: TrainConfig,
+    recipe: Recipe,
     out_dir: Path | None,
+    segmenter: PromptableSegmenter | None = None,
     captions: Sequence[str] | None = None,
-    calibration_fraction: float = 0.15,
     encoder: SentenceEncoder | None = None,
     metadata: dict | None = None,
     progress: bool = True,
 ) -> GroundingModel:
-    """Train on most subjects, calibrate "not found" on the rest, save to ``out_dir``."""
-    held = [is_calibration(s, calibration_fraction) for s in samples]
+    """Train on most subjects, validate and calibrate on the rest, save to ``out_dir``.
+
+    Mask sources are calibrated only with a ``segmenter`` (and not for caption tables, which
+    have no masks). Every calibration step that cannot be done is a recorded warning.
+    """
+    warnings: list[str] = []
+    held = [calibration_of(s, recipe.calibration_fraction) for s in samples]
     if all(held) or not any(held):
+        warnings.append(f"no calibration subjects among {len(samples)} images: the presence "
+                        "threshold is the untrained default 0.5 and mask sources are not chosen")
         held = [False] * len(samples)
     pick = [i for i, h in enumerate(held) if not h]
     cal = [i for i, h in enumerate(held) if h]
@@ -43,8 +69,52 @@ def fit_from_samples(
     calibration = (build_region_data([samples[i] for i in cal], cache_dir, concepts,
                                      [captions[i] for i in cal] if captions is not None else None)
                    if cal else None)
-    if calibration is not None and {c.target for c in calibration.concepts} != {
-            c.target for c in train.concepts}:
+    if calibration is not None and calibration.concepts != train.concepts:
+        warnings.append("the calibration captions name other concepts than the training ones: "
+                        "no calibration")
         calibration = None
-    return fit_grounding_model(train, calibration, config, out_dir, encoder,
-                               metadata=metadata, progress=progress)
+    encoder = encoder or SentenceEncoder()
+    heads, curve = train_heads(train, recipe.train, out_dir, encoder, recipe.heads, progress,
+                               validation=calibration)
+    model = GroundingModel(heads, PresenceRule(top_k=recipe.train.top_k), text_encoder=encoder,
+                           concept_phrases=concept_phrases(train.concepts))
+    calibration_info: dict = {"images": len(calibration) if calibration is not None else 0}
+    thresholds: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    overall = 0.5
+    if calibration is not None and calibration.has_target().any():
+        overall, thresholds, calibration_info["presence"], more = calibrate_presence(
+            model, calibration, recipe.calibrate)
+        warnings += more
+        model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
+                               concept_thresholds=thresholds, text_encoder=encoder,
+                               concept_phrases=concept_phrases(train.concepts))
+        if segmenter is not None and captions is None:
+            sources, calibration_info["mask_source"], more = calibrate_mask_sources(
+                model, segmenter, calibration, recipe.calibrate)
+            warnings += more
+        elif captions is None:
+            warnings.append("no segmenter given: mask sources not calibrated (segmenter used)")
+    elif calibration is not None:
+        warnings.append("no calibration image has a target: presence threshold 0.5 (default)")
+    info = {
+        "recipe": recipe.name, "training": asdict(recipe.train),
+        "concepts": [c.target for c in train.concepts],
+        "train_images": len(train), "calibration_images": calibration_info["images"],
+        "subjects": {name: {"train": subs} for name, subs in
+                     subjects_by_set([samples[i] for i in pick]).items()},
+        "curve": curve, "calibration": calibration_info, "warnings": warnings,
+        **(metadata or {}),
+    }
+    for name, subs in subjects_by_set([samples[i] for i in cal]).items():
+        info["subjects"].setdefault(name, {"train": []})["calibration"] = subs
+    for warning in warnings:
+        print(f"warning: {warning}", flush=True)
+    model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
+                           concept_thresholds=thresholds, text_encoder=encoder, metadata=info,
+                           concept_phrases=concept_phrases(train.concepts), mask_sources=sources)
+    if out_dir is not None:
+        model.save(Path(out_dir))
+        build_bank(model, train).save(Path(out_dir) / BANK_FILE)
+        write_text_atomic(Path(out_dir) / "training.json", json.dumps(info, indent=1) + "\n")
+    return model

@@ -1,8 +1,9 @@
 """Training arrays for the grounding heads: cached features, soft targets, caption pools.
 
 Each image contributes its cached (256, 64, 64) float16 features (memory-mapped), the fraction
-of each grid cell inside its mask, the cells holding image content, and the index of its
-concept. Every concept has a pool of target captions and a pool of background captions.
+of each grid cell inside its mask, the cells holding image content, the index of its concept
+and the concepts whose targets may be visible in it unlabelled (never trained or calibrated as
+absent there). Every concept has a pool of target captions and a pool of background captions.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsam.io.labelled_sets import Sample
 from clipsam.io.masks import read_mask
 from clipsam.models.grounding.grid import mask_to_grid, valid_mask
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.train.captions import Concept, background_captions, target_captions
-from clipsam.train.regions import Sample, cache_paths, load_geometry
+from clipsam.train.embedding_cache import cache_paths, cached_model_name, load_geometry
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,11 @@ class RegionData:
     targets: np.ndarray  # (N, h, w) float32 mask fraction per cell
     valid: np.ndarray  # (N, h, w) bool image content (not padding)
     concept_index: np.ndarray  # (N,) int
+    unknown: np.ndarray  # (N, C) bool: concept c may be visible in image n but is not labelled
     concepts: tuple[Concept, ...]
     samples: tuple[Sample, ...]
     geometries: tuple[Geometry, ...]
+    model_name: str = ""  # the segmenter that made the cached features
 
     def __len__(self) -> int:
         return len(self.features)
@@ -38,10 +42,17 @@ class RegionData:
     def embedding(self, i: int) -> ImageEmbedding:
         """Image ``i`` as a float32 embedding, as a pipeline would pass it."""
         features = np.asarray(self.features[i], np.float32)[None]
-        return ImageEmbedding(features, self.geometries[i], "cached")
+        return ImageEmbedding(features, self.geometries[i], self.model_name)
 
     def has_target(self) -> np.ndarray:
         return self.targets.reshape(len(self), -1).max(axis=1) > 0
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C) bool "target present" per image and concept, and (N, C) bool "known": False
+        where a concept may be visible but is not labelled (not a negative)."""
+        present = np.zeros((len(self), len(self.concepts)), bool)
+        present[np.arange(len(self)), self.concept_index] = self.has_target()
+        return present, ~self.unknown
 
     def caption_pools(self) -> list[tuple[list[str], list[str]]]:
         """Per concept: (target captions, background captions)."""
@@ -54,7 +65,9 @@ def build_region_data(
     concepts: dict[str, Concept],
     captions: Sequence[str] | None = None,
 ) -> RegionData:
-    """Read cached features and masks for ``samples``; ``concepts`` maps set name -> concept.
+    """Read cached features and masks for ``samples``; ``concepts`` maps set name -> concept
+    (every entry is a concept channel, in sorted order, so two parts of one data set built with
+    the same ``concepts`` share channel indices).
 
     With ``captions`` (one per sample, from a caption table) each whole image is the region
     and each distinct caption is its own concept.
@@ -64,8 +77,17 @@ def build_region_data(
         concepts = {c: Concept(target=c, phrases=(c,)) for c in set(keys)}
     else:
         keys = [s.set_name for s in samples]
-    names = sorted(set(keys))
+        missing = set(keys) - set(concepts)
+        if missing:
+            raise KeyError(f"no concept for set(s) {sorted(missing)}")
+    # every concept given is a channel, in a fixed order, whether or not it has images here
+    names = sorted(concepts)
     order = {name: i for i, name in enumerate(names)}
+    unknown = np.zeros((len(samples), len(names)), bool)
+    for row, key in enumerate(keys):
+        for other in concepts[key].may_show:
+            if other in order and other != key:
+                unknown[row, order[other]] = True
     features, targets, valid, index, geometries = [], [], [], [], []
     for sample, key in zip(samples, keys, strict=True):
         features_path, _ = cache_paths(cache_dir, sample)
@@ -78,5 +100,10 @@ def build_region_data(
                        else mask_to_grid(read_mask(sample.mask_path), geometry, grid))
         index.append(order[key])
         geometries.append(geometry)
-    return RegionData(features, np.stack(targets), np.stack(valid), np.asarray(index),
-                      tuple(concepts[n] for n in names), tuple(samples), tuple(geometries))
+    names_made_by = {cached_model_name(cache_dir, s) for s in samples}
+    if len(names_made_by) > 1:
+        raise ValueError(f"the cached embeddings were made by several models: "
+                         f"{sorted(names_made_by)}")
+    return RegionData(features, np.stack(targets), np.stack(valid), np.asarray(index), unknown,
+                      tuple(concepts[n] for n in names), tuple(samples), tuple(geometries),
+                      names_made_by.pop() if names_made_by else "")

@@ -1,21 +1,24 @@
-"""Training the grounding heads on region data, with per-epoch checkpoints and resume.
+"""Training the grounding heads on region data, with a validation curve, checkpoints and resume.
 
-Each step takes a batch of images (a random crop of their embedding grid) and every concept's
-target and background caption (one random caption each). Two terms:
+Each step draws a batch of images (sets balanced by ``TrainConfig.balance``), optionally a
+random crop or flip of their cached embedding grid, and one random target and background
+caption of every concept. Three terms:
 
 * dense: per cell and caption, binary cross-entropy of ``sigmoid(scale * cos + bias)`` against
   the soft target (mask fraction for the image's own target caption, the rest of the image for
-  its own background caption, 0 for other concepts), plus soft Dice on the own-target map;
+  its own background caption, 0 for other concepts; concepts that may be visible unlabelled in
+  the image are left out), plus soft Dice on the own-target map;
+* presence: per image and target caption, binary cross-entropy of the presence logit (mean of
+  the top-k cell logits, the statistic "not found" is decided on) against "target present";
 * contrastive (``loss="dhn-nce"`` or ``"info-nce"``): patches drawn one per (concept, role)
   present in the batch, paired with their captions.
 
-After training, the presence threshold is fitted on a calibration part of the training
-images held out from the gradient steps (see :func:`calibrate_presence`).
+After every epoch the heads are scored on a validation part (the calibration subjects, never
+used for gradient steps): the curve is kept in the checkpoint and the model's metadata.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipsam.eval.metrics import dice
 from clipsam.io.atomic import write_atomic
 from clipsam.models.grounding.heads import GroundingHeads, HeadsConfig
-from clipsam.models.grounding.model import GroundingModel, PresenceRule
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.train.losses import dhn_nce_loss, info_nce_loss
 from clipsam.train.region_data import RegionData
@@ -38,7 +41,14 @@ LOSSES = ("dhn-nce", "info-nce")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; ``temperature`` None uses the loss's default (0.6 / 0.07)."""
+    """Training settings; ``temperature`` None uses the loss's default (0.6 / 0.07).
+
+    ``crop``: training window of the embedding grid in cells (64 = the whole grid).
+    ``flip``: mirror features and targets left-right at random (feature-level augmentation).
+    ``balance``: an image of a set of n images is drawn with weight ``n ** -balance`` (0: by
+    image, 1: every set equally often). ``presence_weight``: weight of the presence term;
+    ``empty_weight``: extra weight of images whose own target is absent in that term.
+    """
 
     epochs: int = 12
     batch_size: int = 8
@@ -48,7 +58,11 @@ class TrainConfig:
     temperature: float | None = None
     contrastive_weight: float = 0.5
     contrastive_draws: int = 8
-    crop: int = 48
+    presence_weight: float = 0.5
+    empty_weight: float = 4.0
+    crop: int = 64
+    flip: bool = False
+    balance: float = 0.5
     top_k: int = 4
     seed: int = 0
 
@@ -63,21 +77,39 @@ def contrastive_loss(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tenso
     return lambda v, w: info_nce_loss(v, w, temperature=t)
 
 
+def sampling_weights(data: RegionData, balance: float) -> np.ndarray:
+    """(N,) probabilities of drawing each image: ``n ** -balance`` where n is the number of
+    images of its concept (its set), normalised."""
+    counts = np.bincount(data.concept_index)
+    weights = counts[data.concept_index].astype(np.float64) ** -balance
+    return weights / weights.sum()
+
+
 def _crop_origin(valid: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[int, int]:
     rows, cols = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
     return (int(rng.integers(0, max(rows - crop, 0) + 1)),
             int(rng.integers(0, max(cols - crop, 0) + 1)))
 
 
-def _batch(data: RegionData, index: np.ndarray, crop: int, rng: np.random.Generator):
+def _batch(data: RegionData, index: np.ndarray, crop: int, flip: bool,
+           rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, C_f, c, c) features, (B, c, c) targets and (B, c, c) valid cells of a batch."""
     grid = data.targets.shape[-1]
     crop = min(crop, grid)
     feats, targets, valid = [], [], []
     for i in index:
-        y, x = _crop_origin(data.valid[i], crop, rng)
-        feats.append(np.asarray(data.features[i][:, y:y + crop, x:x + crop], np.float32))
-        targets.append(data.targets[i, y:y + crop, x:x + crop])
-        valid.append(data.valid[i, y:y + crop, x:x + crop])
+        y, x = _crop_origin(data.valid[i], crop, rng) if crop < grid else (0, 0)
+        window = (slice(y, y + crop), slice(x, x + crop))
+        f = np.asarray(data.features[i][(slice(None), *window)], np.float32)
+        t, v = data.targets[i][window], data.valid[i][window]
+        if flip and rng.random() < 0.5:
+            rows, cols = int(v.any(axis=1).sum()), int(v.any(axis=0).sum())
+            f, t = f.copy(), t.copy()
+            f[:, :rows, :cols] = f[:, :rows, :cols][:, :, ::-1]
+            t[:rows, :cols] = t[:rows, :cols][:, ::-1]
+        feats.append(f)
+        targets.append(t)
+        valid.append(v)
     return (torch.from_numpy(np.stack(feats)), torch.from_numpy(np.stack(targets)),
             torch.from_numpy(np.stack(valid)))
 
@@ -90,6 +122,12 @@ def _dense_targets(targets: torch.Tensor, valid: torch.Tensor, concept: torch.Te
     out[rows, 2 * concept] = targets * valid
     out[rows, 2 * concept + 1] = (1 - targets) * valid
     return out
+
+
+def presence_logits(logits: torch.Tensor, valid: torch.Tensor, top_k: int) -> torch.Tensor:
+    """(B, T) mean of the ``top_k`` largest valid-cell logits of (B, T, h, w) maps."""
+    masked = logits.masked_fill(~valid[:, None], float("-inf")).flatten(2)
+    return masked.topk(top_k, dim=2).values.mean(dim=2)
 
 
 def _contrastive_pairs(patches: torch.Tensor, dense: torch.Tensor, valid: torch.Tensor,
@@ -126,6 +164,72 @@ def _caption_tensors(data: RegionData, encoder: SentenceEncoder):
     return lookup
 
 
+def _step_loss(heads: GroundingHeads, data: RegionData, index: np.ndarray,
+               feats: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+               texts: torch.Tensor, config: TrainConfig, rng: np.random.Generator,
+               contrast: Callable | None) -> torch.Tensor:
+    """The training loss of one batch (texts: (2C, 384) one caption per concept and role)."""
+    concept = torch.from_numpy(data.concept_index[index])
+    known = torch.from_numpy(~data.unknown[index])  # (B, C)
+    num_concepts = len(data.concepts)
+    dense = _dense_targets(targets, valid, concept, num_concepts)
+    patches = heads.patch(feats)
+    projected = heads.text(texts)
+    logits = heads.logits(patches, projected)
+    channel_known = known.repeat_interleave(2, dim=1)[:, :, None, None]
+    weight = (valid[:, None] & channel_known).float()
+    loss = F.binary_cross_entropy_with_logits(logits, dense, weight=weight,
+                                              reduction="sum") / weight.sum()
+    rows = torch.arange(len(index))
+    has = targets.flatten(1).amax(dim=1) > 0
+    if has.any():
+        own = logits[rows, 2 * concept]
+        loss = loss + _soft_dice(torch.sigmoid(own[has]), targets[has], valid[has])
+    if config.presence_weight > 0:
+        scores = presence_logits(logits[:, 0::2], valid, config.top_k)  # (B, C)
+        labels = torch.zeros_like(scores)
+        labels[rows, concept] = has.float()
+        w = known.float()
+        w[rows[~has], concept[~has]] = config.empty_weight
+        loss = loss + config.presence_weight * (
+            F.binary_cross_entropy_with_logits(scores, labels, weight=w, reduction="sum")
+            / w.sum())
+    if contrast is not None:
+        pairs = _contrastive_pairs(patches, dense * channel_known, valid, projected,
+                                   config.contrastive_draws, rng)
+        if pairs is not None:
+            terms = torch.stack([contrast(drawn, pairs[1]) for drawn in pairs[0]])
+            loss = loss + config.contrastive_weight * terms.mean()
+    return loss
+
+
+@torch.inference_mode()
+def validation_scores(heads: GroundingHeads, data: RegionData, texts: torch.Tensor,
+                      top_k: int) -> dict:
+    """Per set: Dice on the grid of the own-target map at 0.5 against cells at least half
+    covered by the mask (images with a target), and the share
+    of images whose presence logit is on the right side of 0 (own target and known others)."""
+    heads.eval()
+    projected = heads.text(texts[0::2])  # each concept's first target caption
+    per_set: dict[str, dict[str, list[float]]] = {}
+    present, known = data.labels()
+    for i in range(len(data)):
+        feats = torch.from_numpy(np.asarray(data.features[i], np.float32))[None]
+        valid = torch.from_numpy(data.valid[i])[None]
+        logits = heads.logits(heads.patch(feats), projected)
+        scores = presence_logits(logits, valid, top_k)[0]
+        c = int(data.concept_index[i])
+        target = torch.from_numpy(data.targets[i])
+        entry = per_set.setdefault(data.samples[i].set_name, {"dice": [], "presence": []})
+        if target.max() >= 0.5:
+            pred = ((logits[0, c] > 0) & valid[0]).numpy()
+            entry["dice"].append(dice(pred, target.numpy() >= 0.5))
+        right = (scores > 0).numpy() == present[i]
+        entry["presence"].append(float(right[known[i]].mean()))
+    return {name: {k: (float(np.mean(v)) if v else None) for k, v in entry.items()}
+            for name, entry in sorted(per_set.items())}
+
+
 def train_heads(
     data: RegionData,
     config: TrainConfig,
@@ -133,8 +237,10 @@ def train_heads(
     encoder: SentenceEncoder | None = None,
     heads_config: HeadsConfig | None = None,
     progress: bool = True,
-) -> GroundingHeads:
-    """Train heads on ``data``; with ``out_dir``, checkpoint every epoch and resume from it."""
+    validation: RegionData | None = None,
+) -> tuple[GroundingHeads, list[dict]]:
+    """Train heads on ``data``; returns them and the per-epoch validation curve (empty without
+    ``validation``). With ``out_dir``, checkpoint every epoch and resume from it."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     encoder = encoder or SentenceEncoder()
@@ -146,123 +252,65 @@ def train_heads(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch,
         pct_start=0.1)
-    start_epoch = 0
+    start_epoch, curve = 0, []
     checkpoint = Path(out_dir) / CHECKPOINT if out_dir else None
+    identity = {"config": asdict(config), "heads": asdict(heads.config),
+                "num_images": len(data)}
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
-        if state["config"] == asdict(config) and state["num_images"] == len(data):
+        if state.get("identity") == identity:
             heads.load_state_dict(state["heads"])
             optimiser.load_state_dict(state["optimiser"])
             schedule.load_state_dict(state["schedule"])
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
-            start_epoch = state["epoch"]
-    contrast = contrastive_loss(config)
-    concept = torch.from_numpy(data.concept_index)
-    num_concepts = len(data.concepts)
-    heads.train()
+            start_epoch, curve = state["epoch"], state["curve"]
+    contrast = contrastive_loss(config) if config.contrastive_weight > 0 else None
+    weights = sampling_weights(data, config.balance)
+    val_texts = (torch.stack([t for target, background in _caption_tensors(validation, encoder)
+                              for t in (target[0], background[0])])
+                 if validation is not None and len(validation) else None)
     for epoch in range(start_epoch, config.epochs):
-        order = rng.permutation(len(data))
+        heads.train()
+        order = rng.choice(len(data), size=steps_per_epoch * config.batch_size, p=weights)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
+        losses = []
         for step in bar:
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
-            feats, targets, valid = _batch(data, index, config.crop, rng)
-            dense = _dense_targets(targets, valid, concept[index], num_concepts)
+            feats, targets, valid = _batch(data, index, config.crop, config.flip, rng)
             texts = torch.stack([pool[int(rng.integers(len(pool)))]
                                  for target, background in captions
                                  for pool in (target, background)])
-            patches = heads.patch(feats)
-            projected = heads.text(texts)
-            logits = heads.logits(patches, projected)
-            weight = valid[:, None].expand_as(logits).float()
-            loss = F.binary_cross_entropy_with_logits(logits, dense, weight=weight,
-                                                      reduction="sum") / weight.sum()
-            own = logits[torch.arange(len(index)), 2 * concept[index]]
-            has = targets.flatten(1).amax(dim=1) > 0
-            if has.any():
-                loss = loss + _soft_dice(torch.sigmoid(own[has]), targets[has], valid[has])
-            if config.contrastive_weight > 0:
-                pairs = _contrastive_pairs(patches, dense, valid, projected,
-                                           config.contrastive_draws, rng)
-                if pairs is not None:
-                    terms = torch.stack([contrast(drawn, pairs[1]) for drawn in pairs[0]])
-                    loss = loss + config.contrastive_weight * terms.mean()
+            loss = _step_loss(heads, data, index, feats, targets, valid, texts, config, rng,
+                              contrast)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
+            losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        point = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        if val_texts is not None:
+            point["validation"] = validation_scores(heads, validation, val_texts, config.top_k)
+        curve.append(point)
+        if progress:
+            print(_curve_line(point), flush=True)
         if checkpoint is not None:
-            state = {"config": asdict(config), "num_images": len(data), "epoch": epoch + 1,
+            state = {"identity": identity, "epoch": epoch + 1, "curve": curve,
                      "heads": heads.state_dict(), "optimiser": optimiser.state_dict(),
                      "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
                      "torch_rng": torch.get_rng_state()}
             write_atomic(checkpoint, lambda p, s=state: torch.save(s, p))
-    return heads.eval()
+    return heads.eval(), curve
 
 
-def presence_scores(model: GroundingModel, data: RegionData) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C) presence score of every image for every concept's target name, and (N, C) bool
-    labels (True where the concept is the image's own and its mask is not empty)."""
-    names = [c.target for c in data.concepts]
-    scores = np.zeros((len(data), len(names)), np.float32)
-    for i in range(len(data)):
-        embedding = data.embedding(i)
-        scores[i] = [model.presence_score(embedding, name) for name in names]
-    labels = np.zeros_like(scores, dtype=bool)
-    labels[np.arange(len(data)), data.concept_index] = data.has_target()
-    return scores, labels
-
-
-def calibrate_presence(scores: np.ndarray, labels: np.ndarray, own: np.ndarray) -> float:
-    """The threshold with the best balanced accuracy.
-
-    Negatives are of two kinds, weighted equally: the image's own target when its mask is empty
-    (if any such image), and other concepts' targets. ``own`` marks (N, C) own-concept cells.
-    """
-    groups = [scores[labels]]
-    negatives = [scores[own & ~labels], scores[~own & ~labels]]
-    negatives = [n for n in negatives if n.size]
-    if not groups[0].size or not negatives:
-        return 0.5
-    candidates = np.unique(np.concatenate([scores.ravel(), [0.5]]))
-    best, best_value = 0.5, -1.0
-    for t in candidates:
-        tpr = float((groups[0] >= t).mean())
-        tnr = float(np.mean([(n < t).mean() for n in negatives]))
-        value = 0.5 * (tpr + tnr)
-        if value > best_value:
-            best, best_value = float(t), value
-    return best
-
-
-def fit_grounding_model(
-    train: RegionData,
-    calibration: RegionData | None,
-    config: TrainConfig,
-    out_dir: Path | None = None,
-    encoder: SentenceEncoder | None = None,
-    metadata: dict | None = None,
-    progress: bool = True,
-    heads_config: HeadsConfig | None = None,
-) -> GroundingModel:
-    """Train heads, fit the presence threshold (on ``calibration``, else on ``train``), and
-    save the model folder to ``out_dir`` when given."""
-    encoder = encoder or SentenceEncoder()
-    heads = train_heads(train, config, out_dir, encoder, heads_config, progress)
-    model = GroundingModel(heads, PresenceRule(top_k=config.top_k), text_encoder=encoder)
-    held = calibration if calibration is not None and len(calibration) else train
-    scores, labels = presence_scores(model, held)
-    own = np.zeros_like(labels)
-    own[np.arange(len(held)), held.concept_index] = True
-    threshold = calibrate_presence(scores, labels, own)
-    info = {"training": asdict(config), "concepts": [c.target for c in train.concepts],
-            "train_images": len(train), "calibration_images": len(held),
-            **(metadata or {})}
-    model = GroundingModel(heads, PresenceRule(config.top_k, threshold), text_encoder=encoder,
-                           metadata=info)
-    if out_dir is not None:
-        model.save(Path(out_dir))
-        (Path(out_dir) / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-    return model
+def _curve_line(point: dict) -> str:
+    text = f"epoch {point['epoch']}: train loss {point['train_loss']:.3f}"
+    val = point.get("validation")
+    if val:
+        dice = [v["dice"] for v in val.values() if v["dice"] is not None]
+        pres = [v["presence"] for v in val.values()]
+        text += (f"; validation grid Dice {np.mean(dice):.3f}, presence accuracy "
+                 f"{np.mean(pres):.3f} (mean over {len(val)} sets)")
+    return text

@@ -4,7 +4,7 @@ The text-prompted cascade labels every unlabelled training image (see
 :mod:`clipsam.train.weak_pseudo`; "not found" images become empty masks), then MONAI's residual
 U-Net (``num_res_units=2``) learns those masks with Dice + cross-entropy (``DiceCELoss``, Dice
 over the whole batch so empty masks are well defined). Inputs are plainly resized to
-``size`` x ``size`` (default 128; see :mod:`clipsam.train.weak_data`) with light,
+``size`` x ``size`` (default 128; see :mod:`clipsam.models.weak_net`) with light,
 orientation-preserving augmentation (rotation up to 10 degrees, scale and shift up to 10 %,
 intensity gain and offset), which a few hundred images train in minutes on a 2-core CPU for the
 default 30 epochs.
@@ -26,26 +26,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from clipsam.errors import InputError
 from clipsam.io.atomic import write_atomic
+from clipsam.io.masks import read_mask
 from clipsam.models.segmenter import PromptableSegmenter
-from clipsam.pipelines.base import Pipeline
-from clipsam.train.weak_data import is_colour, network_input, network_target
-from clipsam.train.weak_model import (
+from clipsam.models.weak_net import (
     TrainingItem,
     WeakModelConfig,
     WeakTrainConfig,
     build_network,
-    save_member,
+    network_input,
 )
+from clipsam.pipelines.base import Pipeline
+from clipsam.train.weak_data import is_colour, network_target
 from clipsam.train.weak_pseudo import (
     UnlabelledImage,
     load_plane,
     make_pseudo_masks,
     pseudo_mask_path,
-    read_mask,
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -63,6 +64,12 @@ class EpochReport:
 
 def member_name(index: int) -> str:
     return f"member_{index}.safetensors"
+
+
+def save_member(network: torch.nn.Module, path: Path) -> None:
+    """Write a network's weights as one ensemble member (safetensors, atomically)."""
+    state = {name: tensor.detach().contiguous() for name, tensor in network.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def cosine_learning_rate(train: WeakTrainConfig, epoch: int, fraction: float) -> float:

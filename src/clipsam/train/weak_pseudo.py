@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from clipsam.errors import InputError
-from clipsam.io.atomic import write_atomic, write_text_atomic
+from clipsam.io.atomic import write_text_atomic
 from clipsam.io.image import segmenter_input
+from clipsam.io.masks import read_mask, write_mask_png
 from clipsam.io.read import read_image
 from clipsam.models.segmenter import PromptableSegmenter
 from clipsam.pipelines.base import Pipeline
@@ -43,11 +43,6 @@ def load_plane(path: Path) -> np.ndarray:
 
 def pseudo_mask_path(model_dir: Path, image_id: str) -> Path:
     return Path(model_dir) / PSEUDO_DIR / f"{image_id}.png"
-
-
-def read_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as handle:
-        return np.asarray(handle.convert("L")) > 0
 
 
 def _check_source(model_dir: Path, prompt: str, method: str) -> None:
@@ -88,7 +83,6 @@ def make_pseudo_masks(
             if mask.shape != plane.shape[:2]:
                 raise InputError(f"{pipeline.name} returned a {mask.shape} mask for "
                                  f"{item.path} of size {plane.shape[:2]}")
-            image = Image.fromarray(mask.astype(np.uint8) * 255)
-            write_atomic(target, lambda tmp, image=image: image.save(tmp, format="PNG"))
+            write_mask_png(target, mask)
         found[item.id] = bool(read_mask(target).any())
     return found

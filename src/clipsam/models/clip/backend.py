@@ -20,10 +20,16 @@ from torch import nn
 
 from clipsam.errors import InputError
 from clipsam.models.clip.preprocess import ClipPreprocess
+from clipsam.models.device import module_device
 
 
 class ClipBackend(abc.ABC):
-    """A dual-encoder ViT image-text model with L2-normalised outputs."""
+    """A dual-encoder ViT image-text model with L2-normalised outputs.
+
+    The network may live on any device (:meth:`to`); the public methods take and return CPU
+    tensors and arrays, so callers never move data themselves. ``embed_tokens`` and
+    ``embed_pixels`` move their inputs to the network's device and return on it.
+    """
 
     name: str
     network: nn.Module
@@ -68,6 +74,16 @@ class ClipBackend(abc.ABC):
         """Write the weights and configuration in the upstream layout they were loaded from."""
 
     @property
+    def device(self) -> str:
+        """Where the network actually runs ("cpu", "cuda:0"...)."""
+        return module_device(self.network)
+
+    def to(self, device: str) -> ClipBackend:
+        """Move the network to ``device`` ("cpu" or "cuda"); returns self."""
+        self.network.to(device)
+        return self
+
+    @property
     def num_layers(self) -> int:
         return len(self.vision_blocks)
 
@@ -89,7 +105,7 @@ class ClipBackend(abc.ABC):
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 pixels = self.transform.batch(images[start:start + self.batch_size])
-                chunks.append(F.normalize(self.embed_pixels(pixels), dim=-1))
+                chunks.append(F.normalize(self.embed_pixels(pixels), dim=-1).cpu())
         return torch.cat(chunks).numpy().astype(np.float32)
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
@@ -97,7 +113,7 @@ class ClipBackend(abc.ABC):
         if not texts or any(not text.strip() for text in texts):
             raise InputError("text prompts must be non-empty strings")
         with torch.no_grad():
-            return F.normalize(self.embed_tokens(texts), dim=-1)
+            return F.normalize(self.embed_tokens(texts), dim=-1).cpu()
 
     def image_features(
         self,
@@ -106,13 +122,13 @@ class ClipBackend(abc.ABC):
         hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(N, D) unit embeddings of (N, 3, S, S) pixels; ``hook`` replaces the output of vision
-        block ``layer`` (negative indices count from the end)."""
+        block ``layer`` (negative indices count from the end) and sees it on the CPU."""
         if hook is None:
-            return F.normalize(self.embed_pixels(pixels), dim=-1)
+            return F.normalize(self.embed_pixels(pixels), dim=-1).cpu()
         if layer is None:
             raise InputError("a hook needs the index of the vision block it replaces")
         with self._hooked(layer, hook):
-            return F.normalize(self.embed_pixels(pixels), dim=-1)
+            return F.normalize(self.embed_pixels(pixels), dim=-1).cpu()
 
     @contextmanager
     def _hooked(
@@ -121,10 +137,13 @@ class ClipBackend(abc.ABC):
         if not -self.num_layers <= layer < self.num_layers:
             raise InputError(f"vision layer {layer} out of range for {self.num_layers} blocks")
 
+        def on_cpu(hidden: torch.Tensor) -> torch.Tensor:
+            return hook(hidden.cpu()).to(hidden.device)
+
         def replace(_module: nn.Module, _inputs: object, output: object) -> object:
             if isinstance(output, tuple):
-                return (hook(output[0]), *output[1:])
-            return hook(output)
+                return (on_cpu(output[0]), *output[1:])
+            return on_cpu(output)
 
         handle = self.vision_blocks[layer].register_forward_hook(replace)
         try:

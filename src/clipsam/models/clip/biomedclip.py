@@ -259,14 +259,14 @@ class BiomedClip(ClipBackend):
     def embed_tokens(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer([clean_text(t) for t in texts], padding=True, truncation=True,
                                 max_length=self.context_length, return_tensors="pt")
-        ids = tokens["input_ids"]
+        ids = tokens["input_ids"].to(self.device)
         mask = (ids != self.network.text.config.pad_token_id).long()
         hidden = self.network.text(input_ids=ids, attention_mask=mask,
                                    token_type_ids=torch.zeros_like(ids)).last_hidden_state
         return self.network.text_proj(hidden[:, 0])
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        hidden = self.network.vision(pixel_values=pixels).last_hidden_state
+        hidden = self.network.vision(pixel_values=pixels.to(self.device)).last_hidden_state
         return self.network.visual_proj(hidden[:, 0])
 
     def save(self, folder: str | os.PathLike[str]) -> Path:

@@ -82,12 +82,13 @@ class OpenAIClip(ClipBackend):
     def embed_tokens(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts), padding=True, truncation=True,
                                 max_length=self.context_length, return_tensors="pt")
-        pooled = self.network.text_model(input_ids=tokens["input_ids"],
-                                         attention_mask=tokens["attention_mask"]).pooler_output
+        pooled = self.network.text_model(
+            input_ids=tokens["input_ids"].to(self.device),
+            attention_mask=tokens["attention_mask"].to(self.device)).pooler_output
         return self.network.text_projection(pooled)
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        pooled = self.network.vision_model(pixel_values=pixels).pooler_output
+        pooled = self.network.vision_model(pixel_values=pixels.to(self.device)).pooler_output
         return self.network.visual_projection(pooled)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:

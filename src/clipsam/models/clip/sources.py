@@ -72,3 +72,13 @@ def resolve_folder(
         raise WeightsError(f"the files of {model.folder} are split between "
                            f"{', '.join(sorted(map(str, folders)))}: put them in one folder")
     return folders.pop()
+
+
+def model_file_paths(
+    model: ModelFiles, weights_dir: str | os.PathLike[str] | None = None, download: bool = True
+) -> list[Path]:
+    """Every file of ``model`` that a load reads: its folder's named files and the weights."""
+    folder = resolve_folder(model, weights_dir, download)
+    needed = [*model.files, *(name for name, _ in model.other_repo_files)]
+    weights = next(name for name in model.weights if (folder / name).is_file())
+    return [folder / name for name in (*needed, weights)]

@@ -1,7 +1,8 @@
 """The trained part of the grounding model: a patch head and a text projection.
 
 The patch head maps a segmenter's (B, 256, 64, 64) feature map to unit vectors in a shared
-space, with spatial context from dilated depthwise-separable convolutions; the text projection
+space, with spatial context from dilated depthwise-separable convolutions and, optionally, the
+whole image's mean feature (what kind of image this is); the text projection
 maps sentence embeddings into the same space. ``sigmoid(scale * cos + bias)`` is the
 probability that a patch shows the text's target.
 """
@@ -25,6 +26,8 @@ class HeadsConfig:
     hidden_dim: int = 96
     embed_dim: int = 128
     dilations: tuple[int, ...] = (1, 2, 4, 8)
+    global_context: bool = False
+    context_stride: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,18 +54,45 @@ class ContextBlock(nn.Module):
         return x + self.mix(F.gelu(self.norm(self.spatial(x))))
 
 
+class GlobalContext(nn.Module):
+    """Residual: every cell gets an MLP of the image's mean feature added."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.GELU(),
+                                 nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x.mean(dim=(2, 3)))[:, :, None, None]
+
+
 class PatchHead(nn.Module):
-    """(B, feature_dim, h, w) features -> (B, embed_dim, h, w) unit vectors."""
+    """(B, feature_dim, h, w) features -> (B, embed_dim, h, w) unit vectors.
+
+    With ``context_stride`` s > 1 the context blocks run on an s-times average-pooled grid and
+    their output is upsampled (bilinear) and added to the full-resolution projection: the
+    same receptive field for a fraction of the cost, cell detail kept by the skip.
+    """
 
     def __init__(self, config: HeadsConfig) -> None:
         super().__init__()
         self.inp = nn.Conv2d(config.feature_dim, config.hidden_dim, 1)
-        self.blocks = nn.Sequential(*(ContextBlock(config.hidden_dim, d)
-                                      for d in config.dilations))
+        blocks: list[nn.Module] = [ContextBlock(config.hidden_dim, d) for d in config.dilations]
+        if config.global_context:
+            blocks.append(GlobalContext(config.hidden_dim))
+        self.blocks = nn.Sequential(*blocks)
+        self.stride = config.context_stride
         self.out = nn.Conv2d(config.hidden_dim, config.embed_dim, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.out(self.blocks(self.inp(features))), dim=1)
+        x = self.inp(features)
+        if self.stride > 1:
+            context = self.blocks(F.avg_pool2d(x, self.stride, ceil_mode=True))
+            x = x + F.interpolate(context, scale_factor=self.stride, mode="bilinear",
+                                  align_corners=False)[..., :x.shape[-2], :x.shape[-1]]
+        else:
+            x = self.blocks(x)
+        return F.normalize(self.out(x), dim=1)
 
 
 class TextProjection(nn.Module):

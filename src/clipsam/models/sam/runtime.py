@@ -12,13 +12,16 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from clipsam.errors import WeightsError
+from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import atomic_path
+from clipsam.models.device import module_device
 from clipsam.models.sam.model import PromptDecoder, SamModel
 from clipsam.models.weights import cache_dir, sha256_of
 
 ONNX_OPSET = 17
 GRAPH_REVISION = 2  # bump when the exported graphs change for the same checkpoint
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 def default_threads() -> int:
@@ -28,9 +31,16 @@ def default_threads() -> int:
 
 
 class Runtime(Protocol):
-    """Runs the network on preprocessed numpy arrays."""
+    """Runs the network on preprocessed numpy arrays.
+
+    ``device`` is where it actually runs ("cpu", "cuda:0"...), ``provider`` the ONNX Runtime
+    execution provider (None for torch), ``files`` the exported graphs it reads (if any).
+    """
 
     name: str
+    device: str
+    provider: str | None
+    files: tuple[Path, ...]
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, S, S) float32 -> (1, C, g, g) float32 features."""
@@ -44,36 +54,70 @@ class Runtime(Protocol):
 
 
 class TorchRuntime:
-    name = "torch"
+    """The network as a torch module on ``device`` ("cpu" or "cuda"); numpy in and out."""
 
-    def __init__(self, model: SamModel) -> None:
-        self.model = model
+    name = "torch"
+    provider = None
+    files: tuple[Path, ...] = ()
+
+    def __init__(self, model: SamModel, device: str = "cpu") -> None:
+        self.model = model.to(device)
+        self.device = module_device(self.model)
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return self.model.encode(torch.from_numpy(image)).numpy()
+            return self.model.encode(torch.from_numpy(image).to(self.device)).cpu().numpy()
 
     def decode(self, features: np.ndarray, coords: np.ndarray,
                labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inputs = [torch.from_numpy(a).to(self.device) for a in (features, coords, labels)]
         with torch.inference_mode():
-            masks, iou = self.model.decode(torch.from_numpy(features), torch.from_numpy(coords),
-                                           torch.from_numpy(labels))
-        return masks.numpy(), iou.numpy()
+            masks, iou = self.model.decode(*inputs)
+        return masks.cpu().numpy(), iou.cpu().numpy()
+
+
+def onnx_providers(device: str) -> list[str]:
+    """The ONNX Runtime execution providers for ``device``: CUDA's when asked for (an error when
+    this onnxruntime build has none), else the CPU's."""
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        raise InputError(f"device {device!r} with runtime 'onnx' needs onnxruntime-gpu: this "
+                         f"onnxruntime has no {CUDA_PROVIDER}; use runtime 'torch' or device "
+                         "'cpu'")
+    return [CUDA_PROVIDER]
 
 
 class OnnxRuntime:
+    """The exported graphs in ONNX Runtime sessions on ``device``.
+
+    ``provider`` is the execution provider the sessions actually run on; a CUDA session that
+    ONNX Runtime could not start is an error, not a silent CPU run.
+    """
+
     name = "onnx"
 
-    def __init__(self, encoder_path: Path, decoder_path: Path, threads: int | None = None) -> None:
+    def __init__(self, encoder_path: Path, decoder_path: Path, threads: int | None = None,
+                 device: str = "cpu") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
+        providers = onnx_providers(device)
         self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
         self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
+        used = {session.get_providers()[0] for session in (self.encoder, self.decoder)}
+        if used != {providers[0]}:
+            raise WeightsError(f"ONNX Runtime could not start {providers[0]} (it runs on "
+                               f"{', '.join(sorted(used))}); check the CUDA libraries or use "
+                               "device 'cpu'")
+        self.provider = providers[0]
+        self.device = "cpu" if self.provider == CPU_PROVIDER else "cuda"
+        self.files = (Path(encoder_path), Path(decoder_path))
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         return self.encoder.run(None, {"image": image})[0]
@@ -121,8 +165,9 @@ def export_decoder(model: SamModel, target: Path) -> None:
                           dynamo=False)
 
 
-def onnx_runtime(model: SamModel, model_name: str, checkpoint: Path) -> OnnxRuntime:
-    """ONNX Runtime sessions for ``model``, exporting the graphs on first use."""
+def onnx_runtime(model: SamModel, model_name: str, checkpoint: Path,
+                 device: str = "cpu") -> OnnxRuntime:
+    """ONNX Runtime sessions for ``model`` on ``device``, exporting the graphs on first use."""
     encoder_path, decoder_path = onnx_paths(model_name, checkpoint)
     try:
         if not encoder_path.exists():
@@ -132,4 +177,4 @@ def onnx_runtime(model: SamModel, model_name: str, checkpoint: Path) -> OnnxRunt
     except (RuntimeError, ValueError, OSError) as exc:
         raise WeightsError(f"ONNX export of {model_name} to {encoder_path.parent} failed "
                            f"({exc.__class__.__name__}); use runtime='torch'") from exc
-    return OnnxRuntime(encoder_path, decoder_path)
+    return OnnxRuntime(encoder_path, decoder_path, device=device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from clipsam.errors import InputError
@@ -23,11 +25,18 @@ class SamSegmenter:
     MedSAM / LiteMedSAM always) use the single-mask output.
     """
 
-    def __init__(self, name: str, arch: SamArchitecture, runtime: Runtime) -> None:
+    def __init__(self, name: str, arch: SamArchitecture, runtime: Runtime,
+                 checkpoint: Path | None = None) -> None:
         self.name = name
         self.arch = arch
         self.runtime = runtime
+        self.checkpoint = checkpoint
         self.supports_points = arch.supports_points
+
+    @property
+    def device(self) -> str:
+        """Where the network actually runs ("cpu", "cuda:0"...)."""
+        return self.runtime.device
 
     def __repr__(self) -> str:
         return f"SamSegmenter(name={self.name!r}, runtime={self.runtime.name!r})"

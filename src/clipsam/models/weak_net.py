@@ -1,4 +1,4 @@
-"""The weakly supervised network's model folder: its description, weights and ensemble inference.
+"""The weakly supervised network: its model folder, input transform and ensemble inference.
 
 A model folder holds ``config.json`` (:class:`WeakModelConfig`: input size and channels, the
 prompt and the method that made the pseudo-masks, the seed, the training data list) and one
@@ -6,6 +6,14 @@ prompt and the method that made the pseudo-masks, the seed, the training data li
 learning-rate cycle (checkpoint ensembling, as in MedCLIP-SAM v2). Inference averages the
 members' probabilities; the uncertainty map is the binary predictive entropy of that average
 (in bits, 0 = certain, 1 = p of 0.5), and ``member_std`` is the spread across members.
+
+Every image is resized (plainly, not letterboxed: the whole input grid carries image content)
+to ``size`` x ``size`` with antialiased bilinear interpolation, then standardised to zero mean
+and unit variance on its own (as nnU-Net does for non-CT images), so the network never depends
+on a modality's numeric range. Colour images keep 3 channels when the network was trained on
+colour; a gray image given to a colour network repeats its channel, and a colour image given to
+a gray network is averaged to one channel. Probabilities go back to the original size with
+bilinear interpolation. Training lives in :mod:`clipsam.train.weak`.
 """
 
 from __future__ import annotations
@@ -16,15 +24,55 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import UNet
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from clipsam.errors import InputError, WeightsError
-from clipsam.io.atomic import write_atomic, write_text_atomic
-from clipsam.train.weak_data import network_input, to_original_size
+from clipsam.io.atomic import write_text_atomic
+from clipsam.models.device import module_device
 
 CONFIG_NAME = "config.json"
 FORMAT = "clipsam-weak/1"
+
+
+def _channels_first(image: np.ndarray, channels: int) -> np.ndarray:
+    """(C, H, W) float32 with ``channels`` channels from (H, W) or (H, W, C)."""
+    pixels = np.asarray(image, dtype=np.float32)
+    if pixels.ndim == 3 and pixels.shape[-1] in (1, 3, 4):
+        pixels = pixels[..., :3] if pixels.shape[-1] != 1 else pixels[..., 0]
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    elif pixels.ndim == 3:
+        pixels = np.moveaxis(pixels, -1, 0)
+    else:
+        raise InputError(f"expected a 2-D image (H, W) or (H, W, C), got shape {image.shape}")
+    if not np.isfinite(pixels).all():
+        finite = np.isfinite(pixels)
+        if not finite.any():
+            raise InputError("image has no finite pixel values")
+        pixels = np.where(finite, pixels, pixels[finite].min())
+    if channels == 1 and pixels.shape[0] != 1:
+        pixels = pixels.mean(axis=0, keepdims=True)
+    elif channels == 3 and pixels.shape[0] == 1:
+        pixels = np.repeat(pixels, 3, axis=0)
+    return pixels
+
+
+def network_input(image: np.ndarray, size: int, channels: int) -> torch.Tensor:
+    """(channels, size, size) float32 tensor: resized, then standardised per image."""
+    pixels = torch.from_numpy(_channels_first(image, channels))
+    resized = F.interpolate(pixels[None], size=(size, size), mode="bilinear",
+                            align_corners=False, antialias=True)[0]
+    std = resized.std()
+    return (resized - resized.mean()) / (std if std > 1e-6 else 1.0)
+
+
+def to_original_size(maps: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) float32 array from (N, s, s) maps, bilinearly resized to ``original_size``."""
+    resized = F.interpolate(maps[:, None].float(), size=original_size, mode="bilinear",
+                            align_corners=False)
+    return resized[:, 0].numpy().astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -122,11 +170,6 @@ def build_network(train: WeakTrainConfig, in_channels: int) -> UNet:
     )
 
 
-def save_member(network: torch.nn.Module, path: Path) -> None:
-    state = {name: tensor.detach().contiguous() for name, tensor in network.state_dict().items()}
-    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
-
-
 @dataclass(frozen=True)
 class WeakPrediction:
     """Ensemble output at the original image size, all (H, W) float32."""
@@ -136,16 +179,24 @@ class WeakPrediction:
     member_std: np.ndarray
 
 
-class WeakModel:
-    """A trained model folder, loaded for inference."""
+def model_files(model_dir: str | Path) -> list[Path]:
+    """The files inference reads from a model folder: ``config.json`` and each member's weights."""
+    model_dir = Path(model_dir)
+    members = WeakModelConfig.load(model_dir).members
+    return [model_dir / CONFIG_NAME, *(model_dir / name for name in members)]
 
-    def __init__(self, model_dir: str | Path) -> None:
+
+class WeakModel:
+    """A trained model folder, loaded for inference on ``device`` ("cpu" or "cuda")."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
         self.model_dir = Path(model_dir)
         self.config = WeakModelConfig.load(self.model_dir)
         if not self.config.members:
             raise WeightsError(f"{self.model_dir} has no trained ensemble member yet "
                                "(finish training with `clipsam weak-train --resume`)")
-        self.members = [self._load_member(name) for name in self.config.members]
+        self.members = [self._load_member(name).to(device) for name in self.config.members]
+        self.device = module_device(self.members[0])
 
     def _load_member(self, name: str) -> torch.nn.Module:
         network = build_network(self.config.train, self.config.in_channels)
@@ -161,10 +212,11 @@ class WeakModel:
     def predict(self, image: np.ndarray) -> WeakPrediction:
         """Average the members' probabilities for an (H, W) or (H, W, C) image."""
         pixels = network_input(image, self.config.train.size, self.config.in_channels)[None]
+        pixels = pixels.to(self.device)
         probabilities = torch.cat([torch.sigmoid(member(pixels)) for member in self.members])
         mean = probabilities.mean(dim=0)
         spread = probabilities.std(dim=0, correction=0)
         p = mean.clamp(1e-6, 1 - 1e-6)
         entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
-        maps = to_original_size(torch.cat([mean, entropy, spread]), image.shape[:2])
+        maps = to_original_size(torch.cat([mean, entropy, spread]).cpu(), image.shape[:2])
         return WeakPrediction(probability=maps[0], uncertainty=maps[1], member_std=maps[2])

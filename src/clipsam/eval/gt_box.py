@@ -1,12 +1,12 @@
 """GT-SAM, the upper bound both papers report: the segmenter prompted with ground-truth boxes.
 
-One box is drawn around each connected component (8-connectivity) of the reference mask, all
-boxes are decoded in one batch and the masks are united. Components smaller than
-``min_component_fraction`` of the image are specks (annotation noise) and get no box, unless
-every component is that small, in which case the largest still gets one. Boxes are
-``(x_min, y_min, x_max, y_max)`` of the component's pixel indices (inclusive, the MedSAM
-convention), without jitter. An empty reference gives no box: the result is empty and
-``found`` is False, for the caller to report apart.
+An evaluation oracle, not a pipeline: it reads the reference mask. One box is drawn around each
+connected component (8-connectivity) of the reference, all boxes are decoded in one batch and
+the masks are united. Components smaller than ``min_component_fraction`` of the image are
+specks (annotation noise) and get no box, unless every component is that small, in which case
+the largest still gets one (:func:`clipsam.postprocess.boxes.component_boxes`). Boxes follow
+clipsam's one convention (exclusive far corner), without jitter. An empty reference gives no
+box: the result is empty and ``found`` is False, for the caller to report apart.
 """
 
 from __future__ import annotations
@@ -15,37 +15,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from clipsam.errors import InputError
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
-from clipsam.pipelines.base import SegmentationResult
-from clipsam.postprocess.components import label_components
+from clipsam.pipelines.base import PipelineResult
+from clipsam.postprocess.boxes import component_boxes
 
 DEFAULT_MIN_COMPONENT_FRACTION = 1e-4
 
 
-def component_boxes(
-    mask: np.ndarray, min_component_fraction: float = DEFAULT_MIN_COMPONENT_FRACTION
-) -> np.ndarray:
-    """(K, 4) float32 xyxy boxes around the non-speck connected components of ``mask``."""
-    mask = np.asarray(mask, dtype=bool)
-    labels, sizes = label_components(mask)
-    if sizes.size == 0:
-        return np.zeros((0, 4), np.float32)
-    keep = sizes >= min_component_fraction * mask.size
-    if not keep.any():
-        keep = sizes == sizes.max()
-    boxes = []
-    for index, region in enumerate(ndimage.find_objects(labels)):
-        if keep[index]:
-            rows, cols = region
-            boxes.append((cols.start, rows.start, cols.stop - 1, rows.stop - 1))
-    return np.asarray(boxes, dtype=np.float32)
-
-
 @dataclass(frozen=True)
-class GtBoxPipeline:
+class GtBoxOracle:
     """Segment ``image`` from boxes around the components of its reference mask."""
 
     segmenter: PromptableSegmenter
@@ -58,15 +38,15 @@ class GtBoxPipeline:
         reference: np.ndarray,
         embedding: ImageEmbedding | None = None,
         keep_intermediates: bool = False,
-    ) -> SegmentationResult:
+    ) -> PipelineResult:
         """The union of the masks decoded from every ground-truth box (one batch)."""
         if np.shape(reference) != np.shape(image)[:2]:
             raise InputError(f"reference mask shape {np.shape(reference)} does not match the "
                              f"image shape {np.shape(image)[:2]}")
         timings: dict[str, float] = {}
-        boxes = component_boxes(reference, self.min_component_fraction)
+        boxes = component_boxes(reference, min_fraction=self.min_component_fraction)
         if len(boxes) == 0:
-            return SegmentationResult(
+            return PipelineResult(
                 mask=np.zeros(np.shape(reference), bool), found=False, boxes=boxes,
                 scores=np.zeros(0, np.float32), prompt="", method=self.name, timings=timings)
         start = time.perf_counter()
@@ -77,7 +57,7 @@ class GtBoxPipeline:
         prediction = self.segmenter.predict(embedding, boxes=boxes)
         timings["decode"] = time.perf_counter() - start
         intermediates = {"box_masks": prediction.masks} if keep_intermediates else {}
-        return SegmentationResult(
+        return PipelineResult(
             mask=np.asarray(prediction.masks, bool).any(axis=0), found=True, boxes=boxes,
             scores=np.asarray(prediction.scores, np.float32), prompt="", method=self.name,
             timings=timings, intermediates=intermediates)

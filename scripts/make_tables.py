@@ -1,0 +1,236 @@
+"""Regenerate the tables of docs/BENCHMARKS.md from the result files under docs/results/.
+
+    .venv/bin/python scripts/make_tables.py [--check]
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers and is
+rewritten from its source files; nothing in a table is typed by hand. ``--check`` exits 1 when
+the document is not what the result files give (for CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+SETS = ("hc18", "cxr_lungs", "jsrt_heart", "isic_skin", "kvasir_polyp", "busi", "ddti_thyroid",
+        "dsb_nuclei", "lgg_flair", "ddsm_pectoral", "jsrt_clavicles")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _true(value: str) -> bool:
+    return value.strip().lower() == "true"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+
+
+def _summary(set_name: str, method: str) -> dict | None:
+    path = RESULTS / "eval" / set_name / method / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _per_image(set_name: str, method: str) -> list[dict[str, str]]:
+    path = RESULTS / "eval" / set_name / method / "per_image.csv"
+    return _rows(path) if path.is_file() else []
+
+
+def _eval_stats(set_name: str, method: str) -> dict | None:
+    rows = _per_image(set_name, method)
+    if not rows:
+        return None
+    scored = [r for r in rows if not r["error"] and not _true(r["gt_empty"])]
+    empty = [r for r in rows if not r["error"] and _true(r["gt_empty"])]
+    dices = np.array([float(r["dice"]) for r in scored])
+    return {"n": len(scored), "n_failed": sum(bool(r["error"]) for r in rows),
+            "dice": float(dices.mean()) if dices.size else None,
+            "median": float(np.median(dices)) if dices.size else None,
+            "missed": sum(r["found"] == "false" for r in scored),
+            "empty": len(empty),
+            "not_found_empty": (float(np.mean([r["found"] == "false" for r in empty]))
+                                if empty else None)}
+
+
+BARS = {"hc18": ("bound", 0.05), "cxr_lungs": ("bound", 0.05), "jsrt_heart": ("bound", 0.05),
+        "isic_skin": ("bound", 0.05), "kvasir_polyp": ("bound", 0.10), "busi": ("bound", 0.10),
+        "ddti_thyroid": ("bound", 0.10), "dsb_nuclei": ("bound", 0.10),
+        "lgg_flair": ("abs", 0.65), "ddsm_pectoral": ("abs", 0.75),
+        "jsrt_clavicles": ("abs", 0.60)}
+
+
+def table_quality() -> str:
+    body = []
+    for name in SETS:
+        bound, ours = _eval_stats(name, "gt-box"), _eval_stats(name, "medclipsam")
+        salip = _eval_stats(name, "salip")
+        if ours is None:
+            continue
+        kind, value = BARS[name]
+        bar = (bound["dice"] - value if kind == "bound" and bound else value)
+        met = ours["dice"] is not None and bar is not None and ours["dice"] >= bar
+        body.append([name, str(ours["n"]), _fmt(bound["dice"] if bound else None),
+                     _fmt(ours["dice"]), _fmt(ours["median"]),
+                     f"{ours['missed']}/{ours['n']}",
+                     (f"{_fmt(ours['not_found_empty'], 2)} ({ours['empty']})"
+                      if ours["empty"] else "-"),
+                     f"{'>=' if kind == 'abs' else 'bound -'} {value:.2f}: "
+                     f"{'met' if met else 'not met'}",
+                     _fmt(salip["dice"]) + f" ({salip['n']})" if salip else "-",
+                     str(ours["n_failed"])])
+    return _table(["set", "n", "gt-box Dice", "medclipsam Dice", "median", "missed",
+                   "not found on empty (n)", "bar", "salip Dice (n)", "failed"], body)
+
+
+def table_candidates() -> str:
+    rows = _rows(RESULTS / "grounding" / "candidates.csv")
+    by: dict[tuple[str, str], list[float]] = defaultdict(list)
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        seconds[r["candidate"]].append(float(r["seconds"]))
+        if not _true(r["gt_empty"]):
+            by[(r["candidate"], r["set"])].append(float(r["dice"]))
+    candidates = list(dict.fromkeys(r["candidate"] for r in rows))
+    sets = [s for s in SETS if any(k[1] == s for k in by)]
+    body = []
+    for c in candidates:
+        means = [np.mean(by[(c, s)]) for s in sets]
+        body.append([c, *[_fmt(m) for m in means], _fmt(float(np.mean(means))),
+                     _fmt(float(np.median(seconds[c])), 3)])
+    return _table(["candidate", *sets, "mean over sets", "median s/image (post-encoder)"],
+                  body)
+
+
+def table_presence() -> str:
+    rows = _rows(RESULTS / "grounding" / "presence.csv")
+    body = []
+    for name in SETS:
+        own = [r for r in rows if r["set"] == name and _true(r["own"])]
+        if not own:
+            continue
+        concept_rows = [r for r in rows if r["concept"] == name]
+        present = [float(r["score"]) >= float(r["threshold"])
+                   for r in own if not _true(r["gt_empty"])]
+        empty = [float(r["score"]) < float(r["threshold"]) for r in own if _true(r["gt_empty"])]
+        others = [float(r["score"]) < float(r["threshold"]) for r in concept_rows
+                  if not _true(r["own"]) and not _true(r["may_show"])]
+        body.append([name, f"{_fmt(float(np.mean(present)), 2)} ({len(present)})",
+                     f"{_fmt(float(np.mean(empty)), 2)} ({len(empty)})" if empty else "-",
+                     f"{_fmt(float(np.mean(others)), 2)} ({len(others)})",
+                     _fmt(float(own[0]["threshold"]), 3)])
+    return _table(["set", "presence recall (n)", "not found on own empty images (n)",
+                   "not found on other sets' images (n)", "threshold"], body)
+
+
+def _shipped_metadata() -> dict:
+    config = ROOT / "src" / "clipsam" / "data" / "grounding" / "config.json"
+    return json.loads(config.read_text())["metadata"]
+
+
+def table_curve() -> str:
+    config = _shipped_metadata()
+    body = []
+    for point in config["curve"]:
+        val = point.get("validation", {})
+        dice = [v["dice"] for v in val.values() if v.get("dice") is not None]
+        pres = [v["presence"] for v in val.values() if v.get("presence") is not None]
+        body.append([str(point["epoch"]), _fmt(point["train_loss"]),
+                     _fmt(float(np.mean(dice)) if dice else None),
+                     _fmt(float(np.mean(pres)) if pres else None)])
+    return _table(["epoch", "train loss", "validation grid Dice (mean over sets)",
+                   "validation presence accuracy"], body)
+
+
+def table_calibration() -> str:
+    config = _shipped_metadata()
+    presence = config["calibration"].get("presence", {})
+    sources = config["calibration"].get("mask_source", {})
+    body = []
+    for concept, p in presence.items():
+        s = sources.get(concept, {})
+        body.append([concept, str(p["n_present"]), _fmt(p["threshold"]), _fmt(p["recall"], 2),
+                     _fmt(p["not_found_empty"], 2) + f" ({p['n_empty']})" if p["n_empty"]
+                     else "-", _fmt(p["not_found_other_sets"], 2),
+                     _fmt(s.get("dice_segmenter")), _fmt(s.get("dice_map")),
+                     _fmt(s.get("dice_union")), s.get("chosen", "segmenter")])
+    return _table(["concept", "n with target", "threshold", "recall", "not found own empty (n)",
+                   "not found other sets", "Dice segmenter", "Dice map", "Dice union",
+                   "mask source"], body)
+
+
+def table_loso() -> str:
+    path = RESULTS / "loso" / "loso.csv"
+    rows = _rows(path)
+    shots = sorted({int(r["shots"]) for r in rows if r["kind"] == "adapted"})
+    body, good = [], 0
+    for name in SETS:
+        mine = [r for r in rows if r["set"] == name and not _true(r["gt_empty"])]
+        if not mine:
+            continue
+        text = np.mean([float(r["dice"]) for r in mine if r["kind"] == "text"])
+        cells = [name, _fmt(float(text))]
+        for k in shots:
+            draws = defaultdict(list)
+            for r in mine:
+                if r["kind"] == "adapted" and int(r["shots"]) == k:
+                    draws[r["draw"]].append(float(r["dice"]))
+            means = [np.mean(v) for v in draws.values()]
+            cells.append(f"{np.mean(means):.3f} ± {np.std(means):.3f} ({len(means)})")
+            if k == 5 and np.mean(means) >= 0.75:
+                good += 1
+        body.append(cells)
+    table = _table(["left-out set", "text only", *[f"{k}-shot (draws)" for k in shots]], body)
+    return table + f"\n\n5-shot mean Dice >= 0.75 on {good} of {len(body)} sets."
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "quality": table_quality, "candidates": table_candidates, "presence": table_presence,
+    "curve": table_curve, "calibration": table_calibration, "loso": table_loso,
+}
+
+
+def render(text: str) -> str:
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
+        if pattern.search(text):
+            table = make()
+            text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    current = DOC.read_text()
+    new = render(current)
+    if args.check:
+        if new != current:
+            print("docs/BENCHMARKS.md differs from docs/results: run scripts/make_tables.py")
+            return 1
+        return 0
+    DOC.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

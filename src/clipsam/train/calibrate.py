@@ -1,0 +1,154 @@
+"""Calibrating a grounding model on subjects never used for its gradient steps.
+
+Two decisions per concept, both recorded in the model with the figures they rest on:
+
+* **presence**: the "not found" threshold on the presence score, the highest one that keeps
+  ``recall`` of the concept's present targets on the calibration images (an operating point
+  stated in advance, not a best-accuracy fit);
+* **mask source**: whether the final mask comes from the segmenter (boxes -> SAM), the map at
+  full resolution, or their union: the one with the best mean Dice on the calibration images
+  with the target, through the same pipeline users run.
+
+Where a decision cannot be calibrated (no calibration image with the target) the model-wide
+value is used and a warning is recorded in the model's metadata and returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from clipsam.config import MedClipSamConfig
+from clipsam.eval.metrics import dice
+from clipsam.io.image import segmenter_input
+from clipsam.io.masks import read_mask
+from clipsam.io.read import read_image
+from clipsam.models.grounding.model import GroundingModel
+from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.pipelines.medclipsam import MedClipSamPipeline
+from clipsam.train.region_data import RegionData
+
+SOURCES = ("segmenter", "map", "union")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """``recall``: share of present targets the presence threshold keeps. ``min_gain``: how
+    much better than the segmenter (mean Dice) another mask source must be to be chosen."""
+
+    recall: float = 0.95
+    min_gain: float = 0.02
+
+
+def presence_scores(model: GroundingModel, data: RegionData) -> np.ndarray:
+    """(N, C) presence score of every image for every concept's target name."""
+    names = [c.target for c in data.concepts]
+    scores = np.zeros((len(data), len(names)), np.float32)
+    for i in range(len(data)):
+        embedding = data.embedding(i)
+        scores[i] = [model.presence_score(embedding, name) for name in names]
+    return scores
+
+
+def threshold_at_recall(positives: np.ndarray, recall: float) -> float:
+    """The highest threshold t with ``mean(positives >= t) >= recall``."""
+    ordered = np.sort(np.asarray(positives, np.float64))
+    allowed_below = int(np.floor((1.0 - recall) * ordered.size + 1e-9))
+    return float(ordered[allowed_below])
+
+
+def calibrate_presence(
+    model: GroundingModel, data: RegionData, config: CalibrationConfig
+) -> tuple[float, dict[str, float], dict[str, dict], list[str]]:
+    """Model-wide threshold, per-concept thresholds, per-concept report, warnings.
+
+    The report gives, on the calibration images, the presence recall and the "not found" rate
+    on images without the target: the concept's own empty images and other sets' images
+    (leaving out sets where the concept may be visible unlabelled).
+    """
+    scores = presence_scores(model, data)
+    present, known = data.labels()
+    own = np.zeros_like(present)
+    own[np.arange(len(data)), data.concept_index] = True
+    warnings: list[str] = []
+    if not present.any():
+        raise ValueError("calibration needs at least one image with its target")
+    overall = threshold_at_recall(scores[present], config.recall)
+    thresholds, report = {}, {}
+    for c, concept in enumerate(data.concepts):
+        positives = scores[present[:, c], c]
+        if positives.size:
+            threshold = threshold_at_recall(positives, config.recall)
+            thresholds[concept.target] = threshold
+        else:
+            threshold = overall
+            warnings.append(f"{concept.target}: no calibration image with the target; "
+                            f"model-wide presence threshold {overall:.3f} used")
+        empty_own = scores[own[:, c] & ~present[:, c], c]
+        others = scores[~own[:, c] & known[:, c], c]
+        report[concept.target] = {
+            "threshold": round(threshold, 4),
+            "n_present": int(positives.size),
+            "recall": _rate(positives >= threshold),
+            "n_empty": int(empty_own.size),
+            "not_found_empty": _rate(empty_own < threshold),
+            "n_other_sets": int(others.size),
+            "not_found_other_sets": _rate(others < threshold),
+        }
+    return overall, thresholds, report, warnings
+
+
+def _rate(values: np.ndarray) -> float | None:
+    return round(float(np.mean(values)), 4) if values.size else None
+
+
+def calibrate_mask_sources(
+    model: GroundingModel,
+    segmenter: PromptableSegmenter,
+    data: RegionData,
+    config: CalibrationConfig,
+    pipeline_config: MedClipSamConfig | None = None,
+) -> tuple[dict[str, str], dict[str, dict], list[str]]:
+    """Per concept: the chosen mask source, the mean Dice of each source, and warnings.
+
+    Runs the MedCLIP-SAM pipeline (built-in saliency, presence included) on every calibration
+    image with a target, from its cached embedding, once per image; the segmenter's mask, the
+    map's targets and their union are scored against the expert mask.
+    """
+    pipeline = MedClipSamPipeline(segmenter, model, replace(pipeline_config or MedClipSamConfig(),
+                                                            mask_source="segmenter"))
+    scores: dict[str, dict[str, list[float]]] = {c.target: {s: [] for s in SOURCES}
+                                                 for c in data.concepts}
+    present, _ = data.labels()
+    for i in np.flatnonzero(present.any(axis=1)):
+        sample = data.samples[i]
+        concept = data.concepts[int(data.concept_index[i])].target
+        image = segmenter_input(read_image(sample.image_path))
+        reference = read_mask(sample.mask_path)
+        result = pipeline.run(image, concept, embedding=data.embedding(i),
+                              keep_intermediates=True)
+        segment = result.mask
+        mapped = result.intermediates.get("map_mask", np.zeros_like(segment))
+        for source, mask in zip(SOURCES, (segment, mapped, segment | mapped), strict=True):
+            scores[concept][source].append(dice(mask, reference))
+    chosen, report, warnings = {}, {}, []
+    for concept, per_source in scores.items():
+        if not per_source["segmenter"]:
+            warnings.append(f"{concept}: no calibration image with the target; mask source "
+                            "'segmenter' used")
+            continue
+        means = {s: float(np.mean(v)) for s, v in per_source.items()}
+        best = max(SOURCES, key=lambda s: means[s])
+        if means[best] < means["segmenter"] + config.min_gain:
+            best = "segmenter"
+        chosen[concept] = best
+        report[concept] = {"n": len(per_source["segmenter"]), "chosen": best,
+                           **{f"dice_{s}": round(m, 4) for s, m in means.items()}}
+    return chosen, report, warnings
+
+
+def concept_phrases(concepts: Sequence) -> dict[str, list[str]]:
+    """Every phrase that names each concept (its target phrases), for prompt matching."""
+    return {c.target: sorted({c.target, *c.phrases}) for c in concepts}

@@ -1,0 +1,119 @@
+"""A compact bank of images without a given target, for calibrating adapted concepts.
+
+``clipsam adapt`` needs images on which a new concept should answer "not found". A model
+folder carries ``negatives.safetensors``: for a few training images of every set, the patch
+vectors of the image summarised by k-means into ``clusters`` unit centroids (seeded by
+farthest-point sampling, so a small distinctive region gets a centroid of its own) and the
+number of cells each stands for. A concept's presence score on a bank image is then
+approximated on the centroids instead of every cell: the same top-k rule, each centroid
+counted as many cells as it stands for (a centroid's cosine is a smoothed cell cosine, so
+scores are slightly low: the bank is a sample of negatives, not a replacement for the
+user's own).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from clipsam.io.atomic import write_atomic
+from clipsam.models.grounding.grid import valid_mask
+from clipsam.models.grounding.model import GroundingModel
+from clipsam.train.region_data import RegionData
+
+BANK_FILE = "negatives.safetensors"
+
+
+@dataclass(frozen=True)
+class NegativeBank:
+    """(M, K, D) unit centroids of M images, the (M,) set name of each image and the (M, K)
+    number of cells each centroid stands for (None: one each)."""
+
+    centroids: np.ndarray
+    set_names: tuple[str, ...]
+    sizes: np.ndarray | None = None
+
+    def presence_scores(self, model: GroundingModel, vector: np.ndarray) -> np.ndarray:
+        """(M,) approximate presence score of ``vector`` on every bank image."""
+        heads = model.heads
+        with torch.inference_mode():
+            cos = torch.from_numpy(self.centroids.astype(np.float32)) @ torch.from_numpy(vector)
+            logits = heads.log_scale.exp() * cos + heads.bias
+            sizes = torch.ones_like(logits) if self.sizes is None else torch.from_numpy(
+                np.asarray(self.sizes, np.float32))
+            # the top-k cells: centroids by decreasing logit, each counted as its cells
+            order = logits.argsort(dim=1, descending=True)
+            ranked, counts = logits.gather(1, order), sizes.gather(1, order)
+            k = torch.minimum(torch.tensor(float(model.presence.top_k)), counts.sum(dim=1))
+            before = counts.cumsum(dim=1) - counts
+            taken = torch.minimum(counts, (k[:, None] - before).clamp_min(0))
+            return torch.sigmoid((ranked * taken).sum(dim=1) / k).numpy()
+
+    def save(self, path: Path) -> None:
+        tensors = {"centroids": torch.from_numpy(self.centroids.astype(np.float16))}
+        if self.sizes is not None:
+            tensors["sizes"] = torch.from_numpy(np.asarray(self.sizes, np.int32))
+        meta = {"set_names": json.dumps(list(self.set_names))}
+        write_atomic(Path(path), lambda p: save_file(tensors, str(p), metadata=meta))
+        Path(path).chmod(0o644)
+
+
+def load_bank(path: Path) -> NegativeBank:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        names = tuple(json.loads(handle.metadata()["set_names"]))
+    tensors = load_file(str(path))
+    sizes = tensors["sizes"].numpy() if "sizes" in tensors else None
+    return NegativeBank(tensors["centroids"].numpy(), names, sizes)
+
+
+def _kmeans(vectors: torch.Tensor, clusters: int, iterations: int,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clusters, D) unit centroids of (N, D) unit vectors (spherical k-means, seeded by
+    farthest-point sampling) and the (clusters,) number of vectors each stands for."""
+    chosen = [int(torch.randint(len(vectors), (1,), generator=generator))]
+    nearest = vectors @ vectors[chosen[0]]
+    for _ in range(clusters - 1):
+        chosen.append(int(nearest.argmin()))
+        nearest = torch.maximum(nearest, vectors @ vectors[chosen[-1]])
+    centroids = vectors[chosen].clone()
+    for _ in range(iterations):
+        assign = (vectors @ centroids.T).argmax(dim=1)
+        summed = torch.zeros_like(centroids).index_add_(0, assign, vectors)
+        empty = summed.norm(dim=1) < 1e-8
+        summed[empty] = centroids[empty]
+        centroids = F.normalize(summed, dim=1)
+    sizes = torch.bincount((vectors @ centroids.T).argmax(dim=1), minlength=len(centroids))
+    return centroids, sizes
+
+
+def build_bank(model: GroundingModel, data: RegionData, per_set: int = 10, clusters: int = 32,
+               iterations: int = 10, seed: int = 0) -> NegativeBank:
+    """The bank of the first ``per_set`` images of every set of ``data`` (in data order)."""
+    generator = torch.Generator().manual_seed(seed)
+    taken: dict[str, int] = {}
+    centroids, sizes, names = [], [], []
+    for i, sample in enumerate(data.samples):
+        if taken.get(sample.set_name, 0) >= per_set:
+            continue
+        taken[sample.set_name] = taken.get(sample.set_name, 0) + 1
+        embedding = data.embedding(i)
+        patches = model.patch_embeddings(embedding)
+        valid = torch.from_numpy(valid_mask(embedding.geometry, patches.shape[-1]))
+        vectors = patches[:, valid].T.contiguous()
+        means, counts = _kmeans(vectors, min(clusters, len(vectors)), iterations, generator)
+        centroids.append(means.numpy())
+        sizes.append(counts.numpy())
+        names.append(sample.set_name)
+    if not centroids:
+        raise ValueError("no image to build a negative bank from")
+    size = min(len(c) for c in centroids)
+    return NegativeBank(np.stack([c[:size] for c in centroids]), tuple(names),
+                        np.stack([s[:size] for s in sizes]))

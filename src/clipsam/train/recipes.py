@@ -1,0 +1,49 @@
+"""Named training recipes of the grounding model: one name, every setting that shapes it.
+
+``builtin`` is the recipe of the model shipped in the package; ``clipsam finetune --recipe
+builtin`` with the data and exclusions given in its model card rebuilds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clipsam.errors import InputError
+from clipsam.models.grounding.heads import HeadsConfig
+from clipsam.train.calibrate import CalibrationConfig
+from clipsam.train.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Heads, training and calibration settings; ``calibration_fraction`` of the subjects (by
+    hash) are kept out of the gradient steps for validation and calibration."""
+
+    name: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
+    calibration_fraction: float = 0.15
+
+
+_HEADS = HeadsConfig(hidden_dim=128, dilations=(1, 2, 4, 8), global_context=True,
+                     context_stride=2)
+RECIPES: dict[str, Recipe] = {
+    "builtin": Recipe(
+        name="builtin",
+        train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        heads=_HEADS,
+    ),
+    # the leave-one-set-out models of docs/BENCHMARKS.md: the same heads, fewer epochs
+    "loso": Recipe(
+        name="loso",
+        train=TrainConfig(epochs=4, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        heads=_HEADS,
+    ),
+}
+
+
+def recipe_named(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}; choose one of {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]

@@ -1,0 +1,208 @@
+"""``clipsam adapt``: a new concept from a few shots, its threshold, mask source and the
+negative bank it is calibrated against."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from clipsam.apps import cli
+from clipsam.models.grounding import GroundingModel, PresenceRule, load_grounding_model
+from clipsam.train.adapt import AdaptConfig, Shot, adapt, save_adapted
+from clipsam.train.negative_bank import BANK_FILE, build_bank, load_bank
+from clipsam.train.trainer import TrainConfig, train_heads
+from conftest import BoxFillingSegmenter
+from synthetic_grounding import (
+    GRID,
+    NAMES,
+    SMALL,
+    ImageSegmenter,
+    ShiftingSegmenter,
+    embedding,
+    features_with,
+    grid_to_pixels,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    region_data,
+    square_target,
+    write_labelled_set,
+)
+from test_grounding import HashEncoder
+
+NEW = NAMES[2]  # "gamma thing": not trained
+CONFIG = AdaptConfig(steps=60)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A model trained on alpha and beta, calibrated by hand, saved with its negative bank."""
+    train = region_data(0, 48)
+    config = TrainConfig(epochs=6, batch_size=4, learning_rate=1e-2, contrastive_draws=2)
+    heads, _ = train_heads(train, config, None, HashEncoder(), SMALL, progress=False)
+    model = GroundingModel(heads, PresenceRule(4, 0.5), text_encoder=HashEncoder(),
+                           concept_thresholds={NAMES[0]: 0.4, NAMES[1]: 0.6},
+                           concept_phrases={NAMES[0]: [NAMES[0], "first thing"]},
+                           mask_sources={NAMES[1]: "map"})
+    folder = tmp_path_factory.mktemp("base")
+    model.save(folder)
+    build_bank(model, train).save(folder / BANK_FILE)
+    return folder
+
+
+@pytest.fixture
+def base(base_dir):
+    return load_grounding_model(base_dir, text_encoder=HashEncoder())
+
+
+def _in_memory(model):
+    """The same model without its folder (so without a negative bank)."""
+    return GroundingModel(model.heads, model.presence, model.concepts,
+                          model.concept_thresholds, HashEncoder(), None, model.metadata,
+                          model.concept_phrases, model.mask_sources)
+
+
+def _shots(count, seed=7, concept=2):
+    rng = np.random.default_rng(seed)
+    shots = []
+    for _ in range(count):
+        t = square_target(rng, 6)
+        shots.append(Shot(embedding(features_with(t, concept, rng)),
+                          np.zeros((64, 64), np.float32), grid_to_pixels(t)))
+    return shots
+
+
+def _negatives(count, seed=11):
+    rng = np.random.default_rng(seed)
+    return [embedding(features_with(np.zeros((GRID, GRID), np.float32), None, rng))
+            for _ in range(count)]
+
+
+def test_the_bank_round_trips_and_approximates_presence_on_its_images(base, tmp_path):
+    data = region_data(2, 16)
+    bank = build_bank(base, data, per_set=8)
+    bank.save(tmp_path / BANK_FILE)
+    loaded = load_bank(tmp_path / BANK_FILE)
+    assert loaded.set_names == bank.set_names == ("s0", "s1") * 8
+    np.testing.assert_array_equal(loaded.centroids, bank.centroids.astype(np.float16))
+    np.testing.assert_array_equal(loaded.sizes, bank.sizes)
+    assert (bank.sizes.sum(axis=1) == GRID * GRID).all()  # every cell stands in a centroid
+    for c, name in enumerate(NAMES[:2]):
+        approx = loaded.presence_scores(base, base.text_vector(name))
+        exact = np.array([base.presence_score(data.embedding(i), name) for i in range(16)])
+        # close on every image, those with the target (a compact region) included
+        assert np.abs(approx - exact).max() < 0.15, name
+        positive = (data.concept_index == c) & data.has_target()
+        assert approx[~positive].max() < exact[positive].min(), name
+
+
+def test_the_threshold_keeps_every_left_out_shot(base):
+    model = _in_memory(base)
+    adapted, report = adapt(model, _shots(4), NEW, BoxFillingSegmenter(), config=CONFIG)
+    assert len(report.left_out_scores) == 4
+    assert report.threshold == min(report.left_out_scores)
+    assert any("no negative bank" in w for w in report.warnings)
+    assert any("no negative images" in w for w in report.warnings)
+    assert adapted.threshold_for(NEW) == report.threshold
+    assert adapted.mask_source_for(NEW) == report.mask_source == "segmenter"
+    assert set(report.source_dice) == {"segmenter", "map", "union"}
+    assert adapted.metadata["adapted"] == {NEW: report.to_dict()}
+    # the new concept is found on new images with it, and not on images without it
+    for shot in _shots(3, seed=8):
+        assert adapted.is_present(shot.embedding, NEW)
+        prob = adapted.similarity_map(shot.embedding, NEW)
+        target = shot.mask.reshape(GRID, 4, GRID, 4).mean(axis=(1, 3)) > 0.5
+        assert prob[target].mean() > prob[~target].mean() + 0.3
+    for negative in _negatives(3):
+        assert not adapted.is_present(negative, NEW)
+
+
+def test_negatives_below_the_shots_place_the_threshold_between_them(base):
+    model, shots = _in_memory(base), _shots(4)
+    alone, report_alone = adapt(model, shots, NEW, BoxFillingSegmenter(), config=CONFIG)
+    negatives = _negatives(6)
+    _, report = adapt(model, shots, NEW, BoxFillingSegmenter(), negatives, CONFIG)
+    scores = report.negative_scores["given"]
+    assert len(scores) == 6 and report.left_out_scores == report_alone.left_out_scores
+    assert np.quantile(scores, CONFIG.negative_quantile) < report.threshold
+    assert report.threshold <= min(report.left_out_scores)
+    assert report.to_dict()["negatives"]["given"]["not_found"] == 1.0
+    # negatives that look like the target never push the threshold above a left-out shot
+    lookalikes = [s.embedding for s in _shots(3, seed=9)]
+    _, overlapping = adapt(model, shots, NEW, BoxFillingSegmenter(), lookalikes, CONFIG)
+    assert overlapping.threshold == min(overlapping.left_out_scores)
+    assert any("overlap" in w for w in overlapping.warnings)
+    assert alone.threshold_for(NEW) == report_alone.threshold
+
+
+def test_one_shot_sets_the_threshold_from_itself_with_a_warning(base):
+    adapted, report = adapt(_in_memory(base), _shots(1), NEW, BoxFillingSegmenter(),
+                            config=CONFIG)
+    assert report.threshold == report.left_out_scores[0]
+    assert report.mask_source == "segmenter" and report.source_dice == {}
+    assert any(w.startswith("1 shot") for w in report.warnings)
+    assert adapted.metadata["adapted"][NEW]["warnings"] == report.warnings
+
+
+def test_the_mask_source_follows_the_left_out_dice(base):
+    _, report = adapt(_in_memory(base), _shots(3), NEW, ShiftingSegmenter(), config=CONFIG)
+    assert report.mask_source == "map"
+    assert report.source_dice["map"] > report.source_dice["segmenter"] + CONFIG.min_gain
+
+
+def test_adapting_keeps_the_trained_concepts(base):
+    probe = region_data(3, 4)
+    before = {name: [base.similarity_map(probe.embedding(i), name) for i in range(4)]
+              for name in NAMES[:2]}
+    adapted, _ = adapt(base, _shots(3), NEW, BoxFillingSegmenter(), config=CONFIG)
+    for name, maps in before.items():
+        for i, prob in enumerate(maps):
+            np.testing.assert_array_equal(adapted.similarity_map(probe.embedding(i), name), prob)
+    assert adapted.threshold_for("first thing") == 0.4 and adapted.threshold_for(NAMES[1]) == 0.6
+    assert adapted.mask_source_for(NAMES[1]) == "map"
+    assert NEW not in base.concepts and NEW not in base.concept_thresholds  # base untouched
+    assert adapted.heads is base.heads
+
+
+def test_an_adapted_model_saves_with_its_bank_and_adapts_again(base, base_dir, tmp_path):
+    adapted, report = adapt(base, _shots(3), NEW, ShiftingSegmenter(), config=CONFIG)
+    assert len(report.negative_scores["bank"]) == len(load_bank(base_dir / BANK_FILE).set_names)
+    assert not any("no negative bank" in w for w in report.warnings)
+    out = save_adapted(adapted, tmp_path / "adapted")
+    assert (out / BANK_FILE).read_bytes() == (base_dir / BANK_FILE).read_bytes()
+    loaded = load_grounding_model(out, text_encoder=HashEncoder())
+    assert loaded.threshold_for("Gamma  Thing") == pytest.approx(report.threshold)
+    assert loaded.mask_source_for(NEW) == report.mask_source == "map"
+    assert loaded.metadata["adapted"][NEW] == report.to_dict()
+    np.testing.assert_allclose(loaded.text_vector(NEW), adapted.text_vector(NEW))
+    assert loaded.threshold_for(NAMES[0]) == 0.4
+    again, second = adapt(loaded, _shots(2, seed=3, concept=1), "beta variant",
+                          BoxFillingSegmenter(), config=replace(CONFIG, steps=20))
+    assert "bank" in second.negative_scores
+    assert set(again.metadata["adapted"]) == {NEW, "beta variant"}
+    assert again.threshold_for(NEW) == loaded.threshold_for(NEW)
+
+
+def test_the_adapt_command_uses_negatives_and_writes_a_model(base_dir, tmp_path, monkeypatch,
+                                                              capsys):
+    monkeypatch.setattr("clipsam.models.sam.load_litemedsam", lambda *a, **k: ImageSegmenter(2))
+    monkeypatch.setattr("clipsam.models.grounding.model.SentenceEncoder", HashEncoder)
+    labelled = write_labelled_set(tmp_path, "new", 2, ["a", "b", "c", "d"], tmp_path / "c")
+    negatives = write_labelled_set(tmp_path, "neg", 2, ["e", "f", "g"], tmp_path / "c",
+                                   empty=(0, 1, 2)) / "images"
+    out = tmp_path / "out"
+    code = cli.main(["-q", "adapt", str(labelled), "--prompt", NEW, "--shots", "3",
+                     "--base", str(base_dir), "--negatives", str(negatives), "--out",
+                     str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "learned 'gamma thing' from 3 images" in printed
+    model = load_grounding_model(out, text_encoder=HashEncoder())
+    entry = model.metadata["adapted"][NEW]
+    assert entry["negatives"]["given"]["n"] == 3 and "bank" in entry["negatives"]
+    assert model.threshold_for(NEW) == pytest.approx(entry["threshold"], abs=1e-4)
+    assert (out / BANK_FILE).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = cli.main(["-q", "adapt", str(labelled), "--prompt", NEW, "--shots", "3", "--base",
+                     str(base_dir), "--negatives", str(empty), "--out", str(tmp_path / "x")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "holds no image" in error and "\n" not in error

@@ -1,0 +1,131 @@
+"""Calibration on held-out subjects: presence thresholds at a recall operating point and the
+mask source of each concept."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from clipsam.io.labelled_sets import list_samples
+from clipsam.train.calibrate import (
+    CalibrationConfig,
+    calibrate_mask_sources,
+    calibrate_presence,
+    threshold_at_recall,
+)
+from clipsam.train.captions import Concept
+from clipsam.train.region_data import build_region_data
+from conftest import BoxFillingSegmenter
+from synthetic_grounding import (
+    NAMES,
+    DirectionGrounding,
+    ShiftingSegmenter,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    region_data,
+    write_labelled_set,
+)
+
+
+def test_threshold_at_recall_is_the_highest_keeping_the_share():
+    positives = np.array([0.1, 0.5, 0.9, 0.3])
+    assert threshold_at_recall(positives, 1.0) == 0.1
+    assert threshold_at_recall(positives, 0.75) == 0.3  # 3 of 4 kept, exactly
+    assert threshold_at_recall(positives, 0.8) == 0.1  # 3 of 4 would be 0.75 < 0.8
+    assert threshold_at_recall(positives, 0.25) == 0.9
+    # 0.9 of 10 is 9 exactly, despite (1 - 0.9) * 10 < 1 in floating point
+    assert threshold_at_recall(np.arange(10) / 10, 0.9) == 0.1
+    assert threshold_at_recall([0.7], 0.95) == 0.7
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 10, 20])
+@pytest.mark.parametrize("recall", [0.5, 0.8, 0.9, 0.95, 1.0])
+def test_threshold_at_recall_matches_a_brute_force_search(n, recall):
+    positives = np.random.default_rng(n).random(n)
+    t = threshold_at_recall(positives, recall)
+    assert np.mean(positives >= t) >= recall - 1e-12
+    higher = positives[positives > t]
+    assert all(np.mean(positives >= h) < recall - 1e-12 for h in higher)
+
+
+class ScoreTable:
+    """A model whose presence score is read from a table: row = the image (its features'
+    first value), column = the concept."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+
+    def presence_score(self, embedding, text: str) -> float:
+        return float(self.table[int(embedding.features[0, 0, 0, 0]), NAMES.index(text)])
+
+
+def _scored_data():
+    """s0 (alpha): 5 with the target, 1 empty; s1 (beta, where alpha may show): 4 with the
+    target; s2 (gamma): 2 empty."""
+    n = 12
+    unknown = np.zeros((n, 3), bool)
+    data = region_data(n=n, count=3, empty_every=0)
+    index = np.array([0] * 6 + [1] * 4 + [2] * 2)
+    targets = data.targets.copy()
+    targets[[5, 10, 11]] = 0
+    unknown[6:10, 0] = True
+    features = [np.full((1, 2, 2), i, np.float16) for i in range(n)]
+    return replace(data, features=features, targets=targets, concept_index=index,
+                   unknown=unknown)
+
+
+SCORES = np.array([
+    # alpha, beta, gamma
+    [0.9, 0.1, 0.1], [0.8, 0.1, 0.1], [0.7, 0.1, 0.1], [0.6, 0.1, 0.1], [0.2, 0.1, 0.1],
+    [0.5, 0.1, 0.1],  # s0, empty
+    [0.95, 0.7, 0.1], [0.95, 0.75, 0.1], [0.95, 0.8, 0.1], [0.95, 0.85, 0.1],  # s1
+    [0.1, 0.2, 0.3], [0.65, 0.2, 0.3],  # s2, empty
+])
+
+
+def test_calibrate_presence_keeps_the_recall_and_leaves_may_show_sets_out():
+    data = _scored_data()
+    overall, thresholds, report, warnings = calibrate_presence(
+        ScoreTable(SCORES), data, CalibrationConfig(recall=0.8))
+    assert thresholds == pytest.approx({"alpha thing": 0.6, "beta thing": 0.7})
+    alpha = report["alpha thing"]
+    assert alpha["n_present"] == 5 and alpha["recall"] == 0.8
+    assert alpha["n_empty"] == 1 and alpha["not_found_empty"] == 1.0
+    # s1 images (alpha may show there, scored 0.95) are not negatives of alpha
+    assert alpha["n_other_sets"] == 2 and alpha["not_found_other_sets"] == 0.5
+    assert report["beta thing"]["recall"] == 1.0 and report["beta thing"]["n_other_sets"] == 8
+    # gamma has no calibration image with its target: the model-wide threshold, a warning
+    assert overall == pytest.approx(0.6)  # 8 of the 9 present targets kept
+    assert "gamma thing" not in thresholds
+    assert report["gamma thing"]["threshold"] == 0.6 and report["gamma thing"]["recall"] is None
+    assert len(warnings) == 1 and "gamma thing" in warnings[0]
+    for concept, threshold in thresholds.items():
+        c = NAMES.index(concept)
+        positives = SCORES[(data.concept_index == c) & data.has_target(), c].astype(np.float32)
+        assert np.mean(positives >= threshold) >= 0.8
+
+
+def test_calibrate_presence_needs_a_present_target():
+    data = _scored_data()
+    with pytest.raises(ValueError, match="at least one"):
+        calibrate_presence(ScoreTable(SCORES), replace(data, targets=data.targets * 0),
+                           CalibrationConfig())
+
+
+def test_mask_sources_are_chosen_by_dice_through_the_pipeline(tmp_path):
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, ["a", "b", "c"], cache)
+    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1, empty=(0, 1))
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
+    data = build_region_data(samples, cache, concepts)
+    chosen, report, warnings = calibrate_mask_sources(
+        DirectionGrounding(), BoxFillingSegmenter(), data, CalibrationConfig())
+    # the box of a square target gives it exactly: the map is no better by min_gain
+    assert chosen == {"alpha thing": "segmenter"}
+    assert report["alpha thing"]["n"] == 3 and report["alpha thing"]["dice_segmenter"] == 1.0
+    assert len(warnings) == 1 and "beta thing" in warnings[0]
+    chosen, report, _ = calibrate_mask_sources(
+        DirectionGrounding(), ShiftingSegmenter(), data, CalibrationConfig())
+    assert chosen == {"alpha thing": "map"}
+    entry = report["alpha thing"]
+    assert entry["dice_map"] > entry["dice_union"] > entry["dice_segmenter"]

@@ -1,0 +1,39 @@
+"""The default path end to end, as the README's first command runs it: ``clipsam segment`` with
+``medclipsam``, the shipped grounding model and the real LiteMedSAM, on a shipped example that
+the shipped model never saw."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clipsam.apps.cli import main
+from clipsam.eval.metrics import dice
+from clipsam.io.labelled_sets import list_samples
+from clipsam.io.masks import read_mask
+from clipsam.models.grounding import builtin_model_dir
+
+
+def test_the_shipped_model_never_saw_the_examples(examples_dir):
+    config = json.loads((builtin_model_dir() / "config.json").read_text())
+    seen = config["metadata"]["subjects"]["hc18"]
+    subjects = {s.subject for s in list_samples(examples_dir)}
+    assert subjects == {"002", "008"}
+    assert not subjects & {*seen.get("train", []), *seen.get("calibration", [])}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image_id", ["002_HC", "008_HC"])
+def test_segment_command_finds_the_fetal_head_of_an_unseen_example(examples_dir, litemedsam,
+                                                                   tmp_path, image_id):
+    code = main(["segment", str(examples_dir / "images" / f"{image_id}.png"),
+                 "-p", "fetal head", "-o", str(tmp_path)])
+    assert code == 0
+    mask = read_mask(tmp_path / f"{image_id}_mask.png")
+    reference = read_mask(examples_dir / "masks" / f"{image_id}.png")
+    record = json.loads((tmp_path / f"{image_id}.json").read_text())
+    assert json.dumps(record).count('"found": true') >= 1
+    assert dice(mask, reference) > 0.85
+    assert np.asarray(mask).shape == reference.shape

@@ -1,0 +1,130 @@
+"""From labelled sets with cached embeddings to a saved, calibrated grounding model."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from clipsam.errors import InputError
+from clipsam.io.labelled_sets import Sample, list_samples
+from clipsam.io.splits import calibration_of
+from clipsam.models.grounding import load_grounding_model
+from clipsam.models.grounding.model import MASK_SOURCES
+from clipsam.train.captions import Concept
+from clipsam.train.embedding_cache import cache_paths, encode_missing, is_cached
+from clipsam.train.fit import fit_from_samples
+from clipsam.train.negative_bank import BANK_FILE, load_bank
+from clipsam.train.recipes import RECIPES, Recipe, recipe_named
+from clipsam.train.trainer import TrainConfig
+from conftest import BoxFillingSegmenter
+from synthetic_grounding import (
+    NAMES,
+    SMALL,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    write_labelled_set,
+)
+from test_grounding import HashEncoder
+
+TINY = Recipe("tiny", train=TrainConfig(epochs=2, batch_size=4, learning_rate=1e-2,
+                                        contrastive_draws=2),
+              heads=SMALL, calibration_fraction=0.3)
+
+
+def _subjects(held: int, kept: int, fraction: float) -> tuple[list[str], list[str]]:
+    """``held`` subject ids that :func:`calibration_of` holds out and ``kept`` it does not."""
+    out: tuple[list[str], list[str]] = ([], [])
+    for i in range(1000):
+        name = f"subject{i}"
+        side = out[0] if calibration_of(Sample("x", "x", name, None, None), fraction) else out[1]
+        side.append(name)
+        if len(out[0]) >= held and len(out[1]) >= kept:
+            return out[0][:held], out[1][:kept]
+    raise AssertionError("no split found")
+
+
+def test_fit_trains_on_some_subjects_calibrates_on_the_others_and_saves(tmp_path):
+    held, kept = _subjects(2, 4, TINY.calibration_fraction)
+    cache = tmp_path / "cache"
+    # s0: a held-out subject with two images, s1 shares a held-out subject with s0
+    write_labelled_set(tmp_path, "s0", 0, [held[0], held[0], *kept[:3], kept[0]], cache,
+                       empty=(5,))
+    write_labelled_set(tmp_path, "s1", 1, [held[1], held[0], *kept[1:4]], cache, seed=1)
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i], f"synonym {i}")) for i in range(2)}
+    out = tmp_path / "model"
+    model = fit_from_samples(samples, cache, concepts, TINY, out,
+                             segmenter=BoxFillingSegmenter(), encoder=HashEncoder(),
+                             metadata={"data": "synthetic"}, progress=False)
+    info = json.loads((out / "training.json").read_text())
+    assert info["subjects"] == {
+        "s0": {"train": sorted(kept[:3]), "calibration": [held[0]]},
+        "s1": {"train": sorted(kept[1:4]), "calibration": sorted(held[:2])},
+    }
+    assert info["train_images"] == 7 and info["calibration_images"] == 4
+    assert info["recipe"] == "tiny" and info["data"] == "synthetic"
+    assert info["concepts"] == list(NAMES[:2])
+    assert [p["epoch"] for p in info["curve"]] == [1, 2]
+    assert set(info["curve"][-1]["validation"]) == {"s0", "s1"}
+    assert set(info["calibration"]["presence"]) == set(NAMES[:2])
+    assert set(info["calibration"]["mask_source"]) == set(NAMES[:2])
+    assert model.metadata == info
+    # thresholds, mask sources and phrases are saved and read back
+    loaded = load_grounding_model(out, text_encoder=HashEncoder())
+    assert set(loaded.concept_thresholds) == set(NAMES[:2])
+    assert loaded.concept_thresholds == pytest.approx(model.concept_thresholds)
+    assert loaded.presence == model.presence
+    assert loaded.mask_sources == model.mask_sources
+    assert set(loaded.mask_sources) == set(NAMES[:2])
+    assert set(loaded.mask_sources.values()) <= set(MASK_SOURCES)
+    assert loaded.threshold_for("Synonym 0") == loaded.concept_thresholds["alpha thing"]
+    for concept, entry in info["calibration"]["presence"].items():
+        assert entry["threshold"] == pytest.approx(loaded.concept_thresholds[concept], abs=1e-4)
+        assert entry["recall"] >= TINY.calibrate.recall
+    bank = load_bank(out / BANK_FILE)
+    assert sorted(bank.set_names) == ["s0"] * 4 + ["s1"] * 3  # the training images
+    assert bank.sizes is not None and bank.centroids.shape[:2] == bank.sizes.shape
+
+
+def test_fit_without_calibration_subjects_warns_and_keeps_the_default(tmp_path):
+    _, kept = _subjects(0, 3, TINY.calibration_fraction)
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, kept, cache)
+    samples = list_samples(tmp_path / "s0")
+    model = fit_from_samples(samples, cache, {"s0": Concept(NAMES[0], (NAMES[0],))}, TINY,
+                             None, encoder=HashEncoder(), progress=False)
+    assert model.presence.threshold == 0.5 and not model.concept_thresholds
+    assert any("no calibration subjects" in w for w in model.metadata["warnings"])
+    assert model.metadata["subjects"] == {"s0": {"train": sorted(kept)}}
+
+
+def test_recipes_are_named():
+    assert recipe_named("builtin") is RECIPES["builtin"]
+    assert RECIPES["builtin"].train.crop == 64
+    with pytest.raises(InputError, match="builtin"):
+        recipe_named("fancy")
+
+
+def test_encode_missing_copies_byte_identical_images(tmp_path):
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "lungs", 0, ["a", "b"], tmp_path / "unused")
+    heart = tmp_path / "heart"
+    shutil.copytree(tmp_path / "lungs", heart)  # the same scans, another set
+    for path in (heart / "images").iterdir():
+        path.rename(path.with_name(path.name.replace("lungs", "heart")))
+    for path in (heart / "masks").iterdir():
+        path.rename(path.with_name(path.name.replace("lungs", "heart")))
+    samples = list_samples(tmp_path / "lungs") + list_samples(heart)
+    segmenter = BoxFillingSegmenter()
+    assert encode_missing(samples, cache, segmenter, progress=False) == 2
+    assert segmenter.encoded == 2 and all(is_cached(cache, s) for s in samples)
+    for lung, twin in zip(samples[:2], samples[2:], strict=True):
+        for a, b in zip(cache_paths(cache, lung), cache_paths(cache, twin), strict=True):
+            assert a.read_bytes() == b.read_bytes()
+    # cached already: nothing to do; a new copy of a cached image is copied, not encoded
+    assert encode_missing(samples, cache, segmenter, progress=False) == 0
+    cache_paths(cache, samples[3])[0].unlink()
+    assert encode_missing(samples, cache, segmenter, progress=False) == 0
+    assert segmenter.encoded == 2 and is_cached(cache, samples[3])
+    np.testing.assert_array_equal(np.load(cache_paths(cache, samples[3])[0]),
+                                  np.load(cache_paths(cache, samples[1])[0]))

@@ -1,0 +1,134 @@
+"""What made a run: settings keys, model file hashes, devices actually used, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipsam.api import Segmenter, run_config
+from clipsam.config import MedClipSamConfig, ModelConfig, RunConfig
+from clipsam.errors import InputError
+from clipsam.models.device import resolve_device
+from clipsam.models.grounding import builtin_model_dir, load_grounding_model
+from clipsam.models.weights import sha256_of
+from clipsam.pipelines.provenance import differences, run_identity
+from clipsam.pipelines.registry import check_text_model_fits, load_text_model
+from test_api import FakeEncoder, FakePipeline, sample_image
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+def grounding_copy(tmp_path, **metadata):
+    """A copy of the shipped grounding model folder, its metadata updated with ``metadata``
+    (without ``subjects`` unless given)."""
+    folder = tmp_path / "grounding"
+    shutil.copytree(builtin_model_dir(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["metadata"].pop("subjects", None)
+    config["metadata"].update(metadata)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@no_cuda
+def test_identity_resolves_auto_and_hashes_every_model_file():
+    identity = run_identity(RunConfig())
+    assert identity.config.models.device == "cpu"
+    assert identity.config.models.runtime in ("onnx", "torch")
+    names = {(f.role, f.label) for f in identity.files}
+    assert names >= {("segmenter", "lite_medsam.pth"), ("text_model", "config.json"),
+                     ("text_model", "heads.safetensors"), ("text_model", "prompts.json"),
+                     ("text_model", "sentence_encoder/model.safetensors")}
+    assert {role for role, _ in names} == {"segmenter", "text_model"}
+    assert all(len(f.sha256) == 64 for f in identity.files)
+    assert [f.role for f in run_identity(RunConfig(method="whole-box")).files] == ["segmenter"]
+
+
+def test_key_follows_settings_and_file_contents_not_locations(tmp_path):
+    base = run_identity(RunConfig())
+    v1 = run_identity(RunConfig(medclipsam=MedClipSamConfig(version="v1")))
+    assert v1.key != base.key
+    assert differences(base.fields(), v1.fields()) == ["medclipsam.version: 'v2' -> 'v1'"]
+    same = RunConfig(models=ModelConfig(weights_dir=tmp_path), keep_intermediates=True)
+    assert run_identity(same).key == base.key
+
+    folder = grounding_copy(tmp_path)
+    before = run_identity(RunConfig(models=ModelConfig(text_model=str(folder))))
+    with (folder / "heads.safetensors").open("ab") as handle:
+        handle.write(b"\0")  # other weights, same place
+    after = run_identity(RunConfig(models=ModelConfig(text_model=str(folder))))
+    assert after.key != before.key
+    [change] = differences(before.fields(), after.fields())
+    assert change.startswith("file.text_model.heads.safetensors: ")
+    moved = folder.rename(tmp_path / "moved")
+    assert run_identity(RunConfig(models=ModelConfig(text_model=str(moved)))).key == after.key
+
+
+@no_cuda
+def test_missing_cuda_is_a_one_line_error_before_loading():
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="device 'cuda'") as info:
+        resolve_device("cuda")
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="device 'cuda'"):
+        Segmenter(run_config(device="cuda"))
+
+
+def test_grounding_heads_refuse_features_of_another_segmenter(tmp_path):
+    with pytest.raises(InputError, match="trained on litemedsam image features") as info:
+        load_text_model(ModelConfig(segmenter="sam-vit-b"), segmenter=None)
+    assert "sam-vit-b" in str(info.value) and "\n" not in str(info.value)
+    folder = grounding_copy(tmp_path, segmenter="medsam-vit-b")
+    check_text_model_fits(ModelConfig(segmenter="medsam-vit-b", text_model=str(folder)))
+    with pytest.raises(InputError, match="trained on medsam-vit-b"):
+        run_identity(RunConfig(models=ModelConfig(text_model=str(folder))))
+    check_text_model_fits(ModelConfig(segmenter="sam-vit-b", text_model="clip-vit-b32"))
+
+
+@no_cuda
+def test_record_device_is_the_loaded_models_not_the_options():
+    class ElsewhereEncoder(FakeEncoder):
+        device = "cuda:3"
+
+    segmenter = Segmenter(RunConfig(), pipeline=FakePipeline(), encoder=ElsewhereEncoder())
+    provenance = segmenter.segment(sample_image(), "bright")[0].provenance
+    assert provenance["device"] == "cuda:3" and provenance["config"]["models"]["device"] == "cpu"
+    assert provenance["settings"] == run_identity(RunConfig()).key
+    assert provenance["models"]["segmenter"]["files"][0]["path"].endswith("lite_medsam.pth")
+    assert set(provenance["versions"]) >= {"clipsam", "torch", "onnxruntime", "numpy",
+                                           "transformers"}
+
+
+@no_cuda
+def test_auto_device_loads_on_the_cpu_and_records_it():
+    segmenter = Segmenter(run_config("whole-box", runtime="torch", device="auto"))
+    assert segmenter.encoder.device == "cpu"
+    provenance = segmenter.provenance
+    assert (provenance["device"], provenance["runtime"]) == ("cpu", "torch")
+    described = provenance["models"]["segmenter"]
+    assert (described["name"], described["device"], described["provider"]) == (
+        "litemedsam", "cpu", None)
+    assert "text_model" not in provenance["models"]
+
+
+def test_grounding_model_heads_load_on_the_given_device():
+    assert load_grounding_model(device="cpu").device == "cpu"
+
+
+def test_file_hashes_are_computed_once_per_file_version(tmp_path, monkeypatch):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 10)
+    first = sha256_of(path)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(Path, "open", no_reading)
+    assert sha256_of(path) == first
+    monkeypatch.undo()
+    path.write_bytes(b"b" * 11)
+    assert sha256_of(path) != first
