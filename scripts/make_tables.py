@@ -101,6 +101,21 @@ def table_quality() -> str:
                    "not found on empty (n)", "bar", "salip Dice (n)", "failed"], body)
 
 
+def table_speed() -> str:
+    body = []
+    for name in SETS:
+        cells = [name]
+        for method in ("gt-box", "medclipsam", "salip"):
+            summary = _summary(name, method)
+            cells += ([_fmt(summary["seconds_per_image"], 2),
+                       _fmt(summary["wall_seconds_per_image"], 2)] if summary else ["-", "-"])
+        if any(c != "-" for c in cells[1:]):
+            body.append(cells)
+    header = ["set"] + [f"{m} {kind}" for m in ("gt-box", "medclipsam", "salip")
+                        for kind in ("method s", "end-to-end s")]
+    return _table(header, body)
+
+
 def table_candidates() -> str:
     rows = _rows(RESULTS / "grounding" / "candidates.csv")
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -203,8 +218,9 @@ def table_loso() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "quality": table_quality, "candidates": table_candidates, "presence": table_presence,
-    "curve": table_curve, "calibration": table_calibration, "loso": table_loso,
+    "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
+    "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
+    "loso": table_loso,
 }
 
 

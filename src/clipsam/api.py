@@ -12,7 +12,9 @@ import dataclasses
 import functools
 import hashlib
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +103,8 @@ def load_planes(image_or_path: Any) -> list[np.ndarray]:
 
 
 class Segmenter:
-    """Models of one configuration, loaded once; one cached embedding for the current image.
+    """Models of one configuration, loaded once; the embeddings of the last ``cache_images``
+    images (planes) kept, keyed by content hash, least recently used dropped first.
 
     ``Segmenter(RunConfig(method="salip"))`` loads the models through the pipeline registry.
     ``pipeline`` and ``encoder`` (and ``text``, the text model inside the pipeline) may be given
@@ -117,8 +120,12 @@ class Segmenter:
         pipeline: Pipeline | None = None,
         encoder: PromptableSegmenter | None = None,
         text: ImageTextModel | None = None,
+        cache_images: int = 1,
     ) -> None:
         from clipsam.pipelines.provenance import run_identity
+
+        if cache_images < 1:
+            raise InputError(f"cache_images must be at least 1, got {cache_images}")
 
         self.config = config or RunConfig()
         self.identity = run_identity(self.config)
@@ -137,17 +144,24 @@ class Segmenter:
         self.encoder = encoder
         self.text = text
         self.load_seconds = load_seconds
-        self._cached: tuple[str, ImageEmbedding, float] | None = None
+        self.cache_images = cache_images
+        self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def embedding(self, plane: np.ndarray) -> tuple[ImageEmbedding, float]:
         """The plane's embedding and the seconds spent encoding it (0 when it was cached)."""
         key = image_key(plane)
-        if self._cached is not None and self._cached[0] == key:
-            return self._cached[1], 0.0
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key], 0.0
         start = time.perf_counter()
         embedding = self.encoder.encode(plane)
         seconds = time.perf_counter() - start
-        self._cached = (key, embedding, seconds)
+        with self._cache_lock:
+            self._cache[key] = embedding
+            while len(self._cache) > self.cache_images:
+                self._cache.popitem(last=False)
         return embedding, seconds
 
     @functools.cached_property
@@ -193,6 +207,40 @@ class Segmenter:
                 prompt=prompt, method=raw.method, geometry=embedding.geometry,
                 provenance=provenance, intermediates=dict(raw.intermediates)))
         return results
+
+    def segment_boxes(self, image: Any, boxes: Any, prompt: str = "boxes") -> SegmentResult:
+        """The segmenter's mask for boxes a person drew on a 2-D image, labelled ``prompt``.
+
+        ``boxes`` are (K, 4) ``[x1, y1, x2, y2]`` in original pixels (exclusive far corner,
+        :mod:`clipsam.postprocess.boxes`); each box's mask keeps its largest component, holes
+        filled, and the masks are united, as the cascades do. The image's cached embedding is
+        reused: a correction after :meth:`segment` costs one decoder pass, no encoder pass.
+        """
+        from clipsam.pipelines.common import segment_boxes
+        from clipsam.pipelines.timing import StageTimer
+        from clipsam.postprocess.boxes import check_boxes
+
+        planes = load_planes(image)
+        if len(planes) != 1:
+            raise InputError(f"boxes apply to a 2-D image; this is a volume of {len(planes)} "
+                             "slices")
+        plane = planes[0]
+        boxes = check_boxes(boxes, plane.shape[:2])
+        checkpoint()
+        embedding, encode_seconds = self.embedding(plane)
+        timer = StageTimer()
+        if len(boxes):
+            mask, prediction = segment_boxes(self.encoder, embedding, boxes, timer)
+            scores = np.asarray(prediction.scores, np.float32).reshape(-1)
+        else:
+            mask, scores = np.zeros(plane.shape[:2], bool), np.zeros(0, np.float32)
+        timings = timer.total()
+        timings = {"encode": encode_seconds, **timings,
+                   "total": timings["total"] + encode_seconds}
+        return SegmentResult(mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores,
+                             prompt=validate_prompt(prompt), method="boxes",
+                             geometry=embedding.geometry,
+                             provenance={**self.provenance, "timings": timings})
 
 
 def _stack(results: list[SegmentResult]) -> SegmentResult:

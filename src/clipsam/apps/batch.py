@@ -1,11 +1,13 @@
 """A folder job: which images to segment, where each result goes, and segmenting one image.
 
 Both engines (local and Ray) expand the inputs with :func:`collect_inputs` and call
-:func:`process_image` for each file, so they write identical outputs. Per image ``<name>``:
-``<name>_mask.png`` (``<name>_mask.nii.gz`` for NIfTI input, same affine), ``<name>_overlay.png``
+:func:`process_image` for each file, so they write identical outputs. A folder holding the slices
+of one DICOM series is one input, a volume. Per image ``<name>``: ``<name>_mask.png``
+(``<name>_mask.nii.gz`` for NIfTI input, same affine, and for volumes), ``<name>_overlay.png``
 and the record ``<name>.json``; with several prompts each mask and overlay carries the prompt's
-slug (``<name>_<slug>_mask.png``). The record is written last, so an image counts as done when
-its record lists the job's prompts and every mask exists; it is skipped when that record was
+slug (``<name>_<slug>_mask.png``); a job with ``dicom_seg`` also writes ``<name>_seg.dcm``, one
+DICOM SEG with a segment per prompt. The record is written last, so an image counts as done when
+its record lists the job's prompts and every output exists; it is skipped when that record was
 also made with the job's settings (the key of :mod:`clipsam.pipelines.provenance`: method,
 configuration, model file hashes, clipsam version) and redone otherwise.
 """
@@ -27,12 +29,13 @@ from clipsam.api import Segmenter, SegmentResult
 from clipsam.errors import ClipsamError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
-_OUTPUT_TAIL = re.compile(r"_(mask|overlay)$")
+_OUTPUT_TAIL = re.compile(r"_(mask|overlay|seg)$")
 
 
 @dataclass(frozen=True)
 class InputImage:
-    """One file to segment and the output name stem (relative to the output folder)."""
+    """One file (or DICOM series folder) to segment and the output name stem (relative to the
+    output folder)."""
 
     path: Path
     stem: str
@@ -47,6 +50,7 @@ class SegmentJob:
     out_dir: Path
     settings: str
     overwrite: bool = False
+    dicom_seg: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,17 +109,18 @@ def name_stem(path: Path) -> str:
 def collect_inputs(inputs: Sequence[str], out_dir: Path | None = None) -> list[InputImage]:
     """Expand files, folders (searched recursively) and glob patterns into images to segment.
 
-    Files inside a folder input keep their sub-folder under the output folder; anything inside
-    ``out_dir`` is ignored. Raises :class:`InputError` when an input matches nothing or two
-    inputs would write to the same output name.
+    Files inside a folder input keep their sub-folder under the output folder; a folder that
+    holds the slices of one DICOM series is one input named after the folder
+    (:func:`clipsam.io.dicom.series_slices`). Anything inside ``out_dir`` is ignored. Raises
+    :class:`InputError` when an input matches nothing or two inputs would write to the same
+    output name.
     """
     out_root = out_dir.resolve() if out_dir is not None else None
     found: dict[str, Path] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            pairs = [(p, p.relative_to(path).parent / name_stem(p))
-                     for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p)]
+            pairs = folder_inputs(path)
         elif path.is_file():
             pairs = [(path, Path(name_stem(path)))]
         else:
@@ -134,6 +139,24 @@ def collect_inputs(inputs: Sequence[str], out_dir: Path | None = None) -> list[I
     return [InputImage(path, stem) for stem, path in found.items()]
 
 
+def folder_inputs(root: Path) -> list[tuple[Path, Path]]:
+    """(input, output stem) of every image under ``root``: each folder of DICOM series slices
+    once, as the folder, and every other image file on its own."""
+    from clipsam.io.dicom import DICOM_SUFFIXES, series_slices
+
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and is_image_file(p)]
+    pairs = []
+    in_series: set[Path] = set()
+    for folder in sorted({p.parent for p in files if p.name.lower().endswith(DICOM_SUFFIXES)}):
+        slices = series_slices(folder)
+        if slices is not None:
+            in_series.update(slices)
+            pairs.append((folder, Path(root.name) if folder == root else folder.relative_to(root)))
+    pairs += [(p, p.relative_to(root).parent / name_stem(p)) for p in files
+              if p not in in_series]
+    return sorted(pairs)
+
+
 def select_part(items: Sequence[InputImage], num_parts: int, part_id: int) -> list[InputImage]:
     """Every ``num_parts``-th image from ``part_id`` on (to split a job across machines)."""
     if num_parts < 1 or not 0 <= part_id < num_parts:
@@ -148,10 +171,13 @@ def prompt_slug(prompt: str) -> str:
 
 
 def output_paths(item: InputImage, job: SegmentJob, volume: bool) -> dict[str, dict[str, Path]]:
-    """Mask and overlay path per prompt, and the record path under ``"record"``."""
+    """Mask and overlay path per prompt; under ``"record"`` the record path (``"json"``) and,
+    for a ``dicom_seg`` job, the DICOM SEG path (``"seg"``)."""
     base = job.out_dir / item.stem
     mask_suffix = "_mask.nii.gz" if volume else "_mask.png"
     paths: dict[str, dict[str, Path]] = {"record": {"json": base.with_name(base.name + ".json")}}
+    if job.dicom_seg:
+        paths["record"]["seg"] = base.with_name(base.name + "_seg.dcm")
     for prompt in job.prompts:
         tag = base.name if len(job.prompts) == 1 else f"{base.name}_{prompt_slug(prompt)}"
         paths[prompt] = {"mask": base.with_name(tag + mask_suffix),
@@ -163,17 +189,26 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
+def has_volume_mask(path: Path) -> bool:
+    """Whether the input's masks are NIfTI: NIfTI input and DICOM series folders."""
+    return is_nifti(path) or path.is_dir()
+
+
 def earlier_settings(item: InputImage, job: SegmentJob) -> str | None:
     """The settings key of this image's earlier result, if a previous run wrote its record for
-    the same prompts and every mask; else None (a record without a key gives "")."""
-    paths = output_paths(item, job, volume=is_nifti(item.path))
+    the same prompts and every output (masks, DICOM SEG); else None (a record without a key
+    gives "")."""
+    paths = output_paths(item, job, volume=has_volume_mask(item.path))
     try:
         record = json.loads(paths["record"]["json"].read_text(encoding="utf-8"))
         results = record["results"]
         recorded = [r.get("prompt") for r in results]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if recorded != list(job.prompts) or not all(paths[p]["mask"].exists() for p in job.prompts):
+    outputs = [paths[p]["mask"] for p in job.prompts]
+    if "seg" in paths["record"]:
+        outputs.append(paths["record"]["seg"])
+    if recorded != list(job.prompts) or not all(path.exists() for path in outputs):
         return None
     return str((results[0].get("provenance") or {}).get("settings") or "")
 
@@ -205,7 +240,7 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
     """Write masks and overlays, then the record (atomically, with the I/O layer's writers)."""
     from clipsam.io import write_mask_nifti, write_mask_png, write_overlay_png, write_record_json
 
-    volume = bool(image.is_volume) or is_nifti(item.path)
+    volume = bool(image.is_volume) or has_volume_mask(item.path)
     paths = output_paths(item, job, volume=volume)
     entries = []
     for result in results:
@@ -218,8 +253,12 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
         write_overlay_png(target["overlay"], plane, mask, boxes)
         entries.append({**result.to_record(), "mask_file": target["mask"].name,
                         "overlay_file": target["overlay"].name})
-    write_record_json(paths["record"]["json"],
-                      {"input": str(item.path), "results": entries})
+    record: dict[str, Any] = {"input": str(item.path), "results": entries}
+    if job.dicom_seg:
+        from clipsam.apps.dicom_output import write_seg
+
+        record["seg_file"] = write_seg(paths["record"]["seg"], image, results).name
+    write_record_json(paths["record"]["json"], record)
 
 
 def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from clipsam.api import Segmenter, run_config
-from clipsam.apps.batch import SegmentJob, Summary, collect_inputs, run_local, select_part
+from clipsam.apps.batch import (
+    InputImage,
+    SegmentJob,
+    Summary,
+    collect_inputs,
+    run_local,
+    select_part,
+)
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
-from clipsam.errors import ClipsamError
+from clipsam.errors import ClipsamError, InputError, require
 from clipsam.pipelines.prompts import validate_prompt
 from clipsam.pipelines.provenance import run_identity
 from clipsam.pipelines.registry import PIPELINES
+
+OUTPUT_FORMATS = ("mask", "dicom-seg")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "segment", help="segment images for text prompts",
         description="Segment every image in INPUT (files, folders, globs) for each prompt and "
                     "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
-                    "OUT_DIR. Images already done with the same settings (method, models and their "
+                    "OUT_DIR. A folder holding the slices of one DICOM series is read as one "
+                    "volume. Images already done with the same settings (method, models and their "
                     "files, configuration, clipsam version) are skipped unless --overwrite; "
                     "images done with other settings are redone.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -42,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--num-parts", type=int, default=1, metavar="N")
     parser.add_argument("--part-id", type=int, default=0, metavar="I",
                         help="run only part I (0-based) of N interleaved parts")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="mask",
+                        help="mask: PNG or NIfTI masks; dicom-seg: also <name>_seg.dcm, a DICOM "
+                             "Segmentation with one segment per prompt over the DICOM input "
+                             "(needs the extra clipsam[dicom])")
     parser.add_argument("--engine", choices=("local", "ray"), default="local")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="an existing Ray cluster (default: start a local one)")
@@ -58,14 +73,21 @@ def run(args: argparse.Namespace) -> int:
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                             runtime=args.runtime, device=args.device,
                             weights_dir=args.weights_dir, weak_model=args.model)
+        if args.engine == "ray":
+            require("ray", "--engine ray")
+        dicom_seg = args.output_format == "dicom-seg"
+        if dicom_seg:
+            require("dicom", "--output-format dicom-seg")
         settings = run_identity(config).key
         items = collect_inputs(args.inputs, out_dir=args.out_dir)
         items = select_part(items, args.num_parts, args.part_id)
+        if dicom_seg:
+            check_dicom_inputs(items)
     except ClipsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     job = SegmentJob(prompts=prompts, out_dir=args.out_dir, settings=settings,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, dicom_seg=dicom_seg)
     try:
         if args.engine == "ray":
             from clipsam.apps.ray_engine import run_ray
@@ -81,6 +103,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     report(summary, single=len(items) == 1)
     return 1 if summary.failed else 0
+
+
+def check_dicom_inputs(items: Sequence[InputImage]) -> None:
+    """Refuse a DICOM SEG job with an input that is not DICOM (a file or series folder)."""
+    from clipsam.io.read import detect_format
+
+    for item in items:
+        if not item.path.is_dir() and (kind := detect_format(item.path)) != "dicom":
+            raise InputError(f"--output-format dicom-seg needs DICOM input; {item.path} is {kind}")
 
 
 def report(summary: Summary, single: bool) -> None:

@@ -25,7 +25,7 @@ from clipsam.apps.batch import (
     process_image,
 )
 from clipsam.config import RunConfig
-from clipsam.errors import ClipsamError
+from clipsam.errors import ClipsamError, require
 
 
 class SegmentActor:
@@ -56,6 +56,7 @@ def run_ray(
 
     ``workers`` is the number of actors (default: one per CPU Ray offers).
     """
+    require("ray", "the Ray engine")
     import ray
 
     start = time.perf_counter()

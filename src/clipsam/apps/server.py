@@ -4,7 +4,10 @@
 builds its method menu from that list), ``POST /segment`` takes a multipart form (file
 ``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and returns each
 prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
-record. Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
+record. With ``boxes`` (JSON ``[[x1, y1, x2, y2], ...]`` in image pixels, far corner exclusive)
+and one prompt, the request skips the method and decodes those boxes instead (the page's box
+correction), from the embedding the server cached for that image: no second encoder pass.
+Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
 ``{"error": ...}`` (missing model weights, a server-side problem, give 503); the server keeps
 serving. A request over the time limit also stops its work at the next stage boundary
 (:func:`clipsam.pipelines.timing.checkpoint`), so the requests after it are not queued behind
@@ -16,6 +19,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
+import json
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -50,6 +54,7 @@ class ServerLimits:
     max_slices: int = 512
     max_prompts: int = 8
     max_prompt_chars: int = 300
+    max_boxes: int = 32
     request_seconds: float = 300.0
 
 
@@ -65,11 +70,14 @@ class SegmenterPool:
     """Loads the models once and builds one :class:`Segmenter` per method on first use.
 
     ``with_text=False`` loads no text model (only text-free methods such as ``unprompted`` work).
+    Each segmenter keeps the embeddings of its last ``cache_images`` images, for box corrections.
     """
 
-    def __init__(self, models: ModelConfig, with_text: bool = True) -> None:
+    def __init__(self, models: ModelConfig, with_text: bool = True,
+                 cache_images: int = 4) -> None:
         self.model_config = models
         self.with_text = with_text
+        self.cache_images = cache_images
         self._models: Any = None
         self._segmenters: dict[str, Segmenter] = {}
         self._lock = threading.Lock()
@@ -85,7 +93,8 @@ class SegmenterPool:
                                    keep_intermediates=True)
                 self._segmenters[method] = Segmenter(
                     config, pipeline=build_pipeline(config, self._models),
-                    encoder=self._models.segmenter, text=self._models.text)
+                    encoder=self._models.segmenter, text=self._models.text,
+                    cache_images=self.cache_images)
             return self._segmenters[method]
 
 
@@ -155,6 +164,25 @@ def check_prompts(prompts: Sequence[str], limits: ServerLimits) -> list[str]:
     return prompts
 
 
+def parse_boxes(text: str | None, prompts: Sequence[str], limits: ServerLimits) -> list | None:
+    """The ``boxes`` form field as a list (None when absent); its numbers are checked against
+    the image later (:func:`clipsam.postprocess.boxes.check_boxes`)."""
+    if text is None:
+        return None
+    try:
+        boxes = json.loads(text)
+    except ValueError:
+        boxes = None
+    if not isinstance(boxes, list):
+        raise ServerError(400, "boxes must be JSON: [[x1, y1, x2, y2], ...] in image pixels")
+    if len(boxes) > limits.max_boxes:
+        raise ServerError(400, f"{len(boxes)} boxes; at most {limits.max_boxes} per request")
+    if len(prompts) != 1:
+        raise ServerError(400, f"boxes correct one prompt's mask; {len(prompts)} prompts were "
+                               "sent with them")
+    return boxes
+
+
 def check_dimensions(image: Any, limits: ServerLimits) -> None:
     height, width = image.size
     if max(height, width) > limits.max_side:
@@ -214,15 +242,17 @@ def create_app(
         prompt: Annotated[list[str], Form()],
         method: Annotated[str, Form()] = methods[0],
         views: Annotated[bool, Form()] = False,
+        boxes: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
         if method not in methods:
             raise ServerError(400, f"unknown method {method!r}: use one of {', '.join(methods)}")
         prompts = check_prompts(prompt, limits)
+        given_boxes = parse_boxes(boxes, prompts, limits)
         data = image.file.read(limits.max_upload_bytes + 1)
         suffix = check_upload(image.filename or "", data, limits)
         stop = threading.Event()
         future = worker.submit(_until_stopped, stop, _segment_upload, segmenter_for, method,
-                               prompts, data, suffix, limits, views)
+                               prompts, data, suffix, limits, views, given_boxes)
         try:
             return future.result(timeout=limits.request_seconds)
         except concurrent.futures.TimeoutError:
@@ -243,8 +273,9 @@ def _until_stopped(stop: threading.Event, work: Callable[..., Any], *args: Any) 
 
 def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
                     prompts: list[str], data: bytes, suffix: str, limits: ServerLimits,
-                    views: bool) -> dict[str, Any]:
-    from clipsam.io import read_image
+                    views: bool, boxes: list | None) -> dict[str, Any]:
+    from clipsam.io import read_image, segmenter_input
+    from clipsam.io.overlay import to_display
 
     with tempfile.TemporaryDirectory(prefix="clipsam-serve-") as folder:
         workdir = Path(folder)
@@ -253,21 +284,30 @@ def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
         try:
             image = read_image(upload, max_pixels=limits.max_side ** 2 * limits.max_slices)
             check_dimensions(image, limits)
-            results = segmenter_for(method).segment(image, prompts)
+            segmenter = segmenter_for(method)
+            if boxes is None:
+                results = segmenter.segment(image, prompts)
+            else:
+                results = [segmenter.segment_boxes(image, boxes, prompts[0])]
             height, width = image.size
             answers = []
             for index, result in enumerate(results):
                 part = workdir / f"result{index}"
                 part.mkdir()
                 answers.append(describe(result, image, part, views))
+            picture = (png_base64(to_display(segmenter_input(image)))
+                       if views and not image.is_volume else None)
         except WeightsError as exc:
             raise ServerError(503, f"the server's models are not available: {exc}") from None
         except ClipsamError as exc:
             message = str(exc).replace(str(upload), "the upload")
             status = 413 if "exceed the limit" in message else 400
             raise ServerError(status, message) from None
-    return {"method": method, "width": width, "height": height,
-            "slices": image.num_slices, "results": answers}
+    answer = {"method": method, "width": width, "height": height,
+              "slices": image.num_slices, "results": answers}
+    if picture is not None:
+        answer["image_png"] = picture  # what the page draws the boxes on
+    return answer
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -20,7 +20,8 @@ class MedicalImage:
     (``is_volume``). Raster files (PNG, JPEG, TIFF) keep their own dtype (uint8, uint16, ...);
     DICOM and NIfTI are float32 physical values (after rescale slope/intercept).
     ``spacing`` is the (row, col) pixel size in mm, or None when the file does not say.
-    ``affine`` and ``header`` are kept for NIfTI so outputs can be written in the same space.
+    ``affine`` and ``header`` are kept for NIfTI so outputs can be written in the same space;
+    a DICOM series gets the NIfTI-style ``affine`` of its geometry (no header).
     """
 
     pixels: np.ndarray

@@ -41,7 +41,8 @@ def write_mask_nifti(
     """Write an (H, W) mask or (S, H, W) stack of slice masks as uint8 0/1 NIfTI (.nii/.nii.gz).
 
     ``like`` is the image the masks were made from; its affine and header are reused (data type
-    set to uint8, scaling removed). A non-NIfTI ``like`` gets an affine from its pixel spacing.
+    set to uint8, scaling removed). Without a header (a DICOM series) its affine is used, and
+    without either an affine from its pixel spacing.
     """
     masks = np.asarray(mask_or_volume).astype(bool)
     masks = masks[None] if masks.ndim == 2 else masks
@@ -58,7 +59,8 @@ def write_mask_nifti(
         image = _image_class(header)(data, like.affine, header=header)
     else:
         row, col = like.spacing or (1.0, 1.0)
-        image = nib.Nifti1Image(data, np.diag([col, row, 1.0, 1.0]))
+        affine = like.affine if like.affine is not None else np.diag([col, row, 1.0, 1.0])
+        image = nib.Nifti1Image(data, affine)
         image.set_data_dtype(np.uint8)
     return write_atomic(path, lambda tmp: nib.save(image, tmp))
 

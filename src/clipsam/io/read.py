@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from clipsam.errors import InputError
-from clipsam.io.dicom import read_dicom
+from clipsam.io.dicom import read_dicom, read_dicom_series
 from clipsam.io.image import MedicalImage
 from clipsam.io.limits import max_pixels_default
 from clipsam.io.nifti import read_nifti
@@ -20,7 +20,8 @@ _EXTENSIONS = {
 
 
 def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> MedicalImage:
-    """Read a PNG, JPEG, TIFF, DICOM or NIfTI file (format from its content, else its name).
+    """Read a PNG, JPEG, TIFF, DICOM or NIfTI file (format from its content, else its name), or a
+    folder of DICOM slices of one series as a volume.
 
     ``max_pixels`` bounds the pixel count (all slices together) and defaults to
     ``$CLIPSAM_MAX_PIXELS`` or 2**27. Any failure raises :class:`InputError` with one line
@@ -28,9 +29,15 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> M
     """
     path = Path(path)
     limit = max_pixels_default() if max_pixels is None else max_pixels
+    if path.is_dir():
+        try:
+            return read_dicom_series(path, limit)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot read {path} as a DICOM series: {one_line(exc)}") from exc
     if not path.is_file():
-        raise InputError(f"cannot read {path}: " +
-                         ("it is a directory" if path.is_dir() else "no such file"))
+        raise InputError(f"cannot read {path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"cannot read {path}: the file is empty (0 bytes)")
     kind = detect_format(path)

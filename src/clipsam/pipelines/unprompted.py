@@ -73,8 +73,9 @@ class WholeImageBoxPipeline:
         embedding = embed_once(self.segmenter, image, embedding, timer)
         height, width = np.shape(image)[:2]
         boxes = np.array([[0, 0, width, height]], np.float32)
-        mask, scores = segment_boxes(self.segmenter, embedding, boxes, timer)
+        mask, prediction = segment_boxes(self.segmenter, embedding, boxes, timer)
         return PipelineResult(
-            mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores, prompt=prompt,
+            mask=mask, found=bool(mask.any()), boxes=boxes,
+            scores=np.asarray(prediction.scores, np.float32), prompt=prompt,
             method=self.name, timings=timer.total(),
         )

@@ -101,6 +101,29 @@ def clip_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return clipped
 
 
+def check_boxes(boxes: object, image_size: tuple[int, int]) -> np.ndarray:
+    """Boxes a person gave, as (K, 4) float32 clipped to the (H, W) image (K may be 0).
+
+    Raises :class:`InputError` unless they are K rows of 4 finite numbers, each with
+    ``x2 > x1`` and ``y2 > y1`` inside the image.
+    """
+    try:
+        array = np.asarray(boxes, dtype=np.float32)
+    except (TypeError, ValueError):
+        array = np.zeros((1, 0), np.float32)
+    if array.size == 0 and array.ndim == 1:
+        return np.zeros((0, 4), np.float32)
+    if array.ndim != 2 or array.shape[1] != 4 or not np.isfinite(array).all():
+        raise InputError("boxes must be a list of [x1, y1, x2, y2] in image pixels")
+    clipped = clip_boxes(array, image_size)
+    empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    if empty.any():
+        height, width = image_size
+        raise InputError(f"box {array[empty][0].tolist()} is empty or outside the {width}x{height} "
+                         "image (need x2 > x1 and y2 > y1)")
+    return clipped
+
+
 def expand_boxes(
     boxes: np.ndarray,
     image_size: tuple[int, int],

@@ -33,11 +33,11 @@ BANK_FILE = "negatives.safetensors"
 @dataclass(frozen=True)
 class NegativeBank:
     """(M, K, D) unit centroids of M images, the (M,) set name of each image and the (M, K)
-    number of cells each centroid stands for (None: one each)."""
+    number of cells each centroid stands for."""
 
     centroids: np.ndarray
     set_names: tuple[str, ...]
-    sizes: np.ndarray | None = None
+    sizes: np.ndarray
 
     def presence_scores(self, model: GroundingModel, vector: np.ndarray) -> np.ndarray:
         """(M,) approximate presence score of ``vector`` on every bank image."""
@@ -45,8 +45,7 @@ class NegativeBank:
         with torch.inference_mode():
             cos = torch.from_numpy(self.centroids.astype(np.float32)) @ torch.from_numpy(vector)
             logits = heads.log_scale.exp() * cos + heads.bias
-            sizes = torch.ones_like(logits) if self.sizes is None else torch.from_numpy(
-                np.asarray(self.sizes, np.float32))
+            sizes = torch.from_numpy(np.asarray(self.sizes, np.float32))
             # the top-k cells: centroids by decreasing logit, each counted as its cells
             order = logits.argsort(dim=1, descending=True)
             ranked, counts = logits.gather(1, order), sizes.gather(1, order)
@@ -56,9 +55,8 @@ class NegativeBank:
             return torch.sigmoid((ranked * taken).sum(dim=1) / k).numpy()
 
     def save(self, path: Path) -> None:
-        tensors = {"centroids": torch.from_numpy(self.centroids.astype(np.float16))}
-        if self.sizes is not None:
-            tensors["sizes"] = torch.from_numpy(np.asarray(self.sizes, np.int32))
+        tensors = {"centroids": torch.from_numpy(self.centroids.astype(np.float16)),
+                   "sizes": torch.from_numpy(np.asarray(self.sizes, np.int32))}
         meta = {"set_names": json.dumps(list(self.set_names))}
         write_atomic(Path(path), lambda p: save_file(tensors, str(p), metadata=meta))
         Path(path).chmod(0o644)
@@ -70,8 +68,7 @@ def load_bank(path: Path) -> NegativeBank:
     with safe_open(str(path), framework="pt") as handle:
         names = tuple(json.loads(handle.metadata()["set_names"]))
     tensors = load_file(str(path))
-    sizes = tensors["sizes"].numpy() if "sizes" in tensors else None
-    return NegativeBank(tensors["centroids"].numpy(), names, sizes)
+    return NegativeBank(tensors["centroids"].numpy(), names, tensors["sizes"].numpy())
 
 
 def _kmeans(vectors: torch.Tensor, clusters: int, iterations: int,

@@ -1,0 +1,134 @@
+"""DICOM Segmentation (SEG) output with highdicom (the optional extra ``clipsam[dicom]``).
+
+One binary SEG object per image or series, one segment per mask, referencing the source
+instances the masks were made from (study, series, frame of reference and, frame by frame, the
+source image): viewers such as OHIF or 3D Slicer show it over the original series.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipsam.errors import InputError, require
+from clipsam.io.atomic import write_atomic
+from clipsam.io.image import MedicalImage
+
+
+@dataclass(frozen=True)
+class CodedTerm:
+    """A coded concept: code value, coding scheme (``SCT`` for SNOMED CT), code meaning."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment: its label (the prompt), its coded property category and type, an optional
+    anatomic region, and its mask ((H, W), or (S, H, W) for a volume)."""
+
+    label: str
+    category: CodedTerm
+    property_type: CodedTerm
+    mask: np.ndarray
+    region: CodedTerm | None = None
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What made the masks (the SEG's Algorithm Identification): name, version, parameters."""
+
+    name: str
+    version: str
+    parameters: Mapping[str, str]
+
+
+def write_dicom_seg(path: str | os.PathLike[str], image: MedicalImage,
+                    segments: Sequence[Segment], algorithm: Algorithm) -> Path:
+    """Write a binary DICOM SEG of ``segments`` over the DICOM ``image`` they were made from.
+
+    ``image`` must come from :func:`clipsam.io.read_image` on a DICOM file or series folder
+    (its ``metadata["dicom_files"]`` are the source instances, in slice order). Empty segments
+    (targets not found) are kept in the segment list, with no frame.
+    """
+    require("dicom", "DICOM SEG output")
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    files = image.metadata.get("dicom_files")
+    if image.source_format != "dicom" or not files:
+        raise InputError(f"cannot write a DICOM SEG for {image.path or 'this image'}: "
+                         "it was not read from DICOM files")
+    if not segments:
+        raise InputError(f"cannot write {path}: no segment to write")
+    frames = image.num_slices
+    shape = (frames, *image.size)
+    masks = []
+    for segment in segments:
+        mask = np.asarray(segment.mask, dtype=bool)
+        if mask.size != np.prod(shape):
+            raise InputError(f"cannot write {path}: the mask of {segment.label!r} has shape "
+                             f"{mask.shape}, the image {shape}")
+        masks.append(mask.reshape(shape))
+    sources = [_with_type2_attributes(pydicom.dcmread(f, stop_before_pixels=True))
+               for f in files]
+    identification = hd.AlgorithmIdentificationSequence(
+        name=algorithm.name, family=codes.cid7162.ArtificialIntelligence,
+        version=algorithm.version, parameters=dict(algorithm.parameters))
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number, segment_label=segment.label[:64],
+            segmented_property_category=_code(segment.category),
+            segmented_property_type=_code(segment.property_type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=identification,
+            anatomic_regions=[_code(segment.region)] if segment.region else None)
+        for number, segment in enumerate(segments, start=1)]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=np.stack(masks, axis=-1).astype(np.uint8),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(), series_number=_series_number(sources[0]),
+            sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer=algorithm.name, manufacturer_model_name=algorithm.name,
+            software_versions=algorithm.version, device_serial_number=algorithm.version,
+            series_description=f"{algorithm.name}: {', '.join(s.label for s in segments)}"[:64],
+            omit_empty_frames=any(mask.any() for mask in masks))
+    except (AttributeError, TypeError, ValueError) as exc:  # highdicom's checks of the sources
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot write a DICOM SEG for {image.path}: {message}") from exc
+    return write_atomic(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+
+
+TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
+"""Patient and study attributes a DICOM object must carry but may leave empty (type 2); some
+files omit them, and the SEG copies them from its source."""
+
+
+def _with_type2_attributes(header):  # pydicom.Dataset in and out
+    for keyword in TYPE2_ATTRIBUTES:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    return header
+
+
+def _code(term: CodedTerm):  # -> pydicom.sr.coding.Code (pydicom is imported lazily)
+    from pydicom.sr.coding import Code
+
+    return Code(term.value, term.scheme, term.meaning)
+
+
+def _series_number(source) -> int:
+    """The SEG's series number: the source series' number plus 1000 (1000 when it has none),
+    so viewers list it next to its source."""
+    return 1000 + int(source.get("SeriesNumber", 0) or 0)
