@@ -39,7 +39,7 @@ from clipsam.train.embedding_cache import is_cached, load_embedding
 BASE = MedClipSamConfig()
 CANDIDATES: dict[str, MedClipSamConfig] = {
     "default": BASE,
-    "all-components": replace(BASE, box_rule=MapBoxRule(keep_fraction=0.0)),
+    "keep-30%": replace(BASE, box_rule=MapBoxRule(keep_fraction=0.3)),
     "largest-only": replace(BASE, box_rule=MapBoxRule(keep_fraction=1.0)),
     "core-0.6": replace(BASE, box_rule=MapBoxRule(peak_fraction=0.6)),
     "refine": replace(BASE, refine=True),

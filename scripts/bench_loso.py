@@ -10,7 +10,7 @@ S's held-out images are then segmented from S's prompt alone ("text"), and after
 ``clipsam.train.adapt.adapt`` (what ``clipsam adapt`` runs) from k labelled images of S's train
 part, for several random draws of the k images. Segmentation is the MedCLIP-SAM pipeline on the
 cached embeddings, gated by presence (a "not found" on a present target scores 0). Writes
-``loso.csv`` (one row per set, k, draw and image) and ``run.json``.
+``loso_<set>.csv`` (one row per k, draw and image) and ``run_<set>.json`` as each set is done.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from clipsam.eval.metrics import dice
@@ -65,7 +64,6 @@ def main() -> None:
                for n in names}
     segmenter = load_litemedsam()
     recipe = recipe_named(args.recipe)
-    rows = []
     for left_out in args.sets or names:
         others = [n for n in names if n != left_out]
         folder = args.models / left_out
@@ -91,6 +89,7 @@ def main() -> None:
                          for s in chosen]
                 adapted, _ = adapt(base, shots, prompt, segmenter)
                 runs.append(("adapted", k, draw, adapted))
+        rows = []
         for kind, k, draw, model in tqdm(runs, desc=f"without {left_out}"):
             pipeline = MedClipSamPipeline(segmenter, model)
             for sample, embedding, image, reference in cases:
@@ -99,16 +98,14 @@ def main() -> None:
                              "id": sample.image_id, "gt_empty": not reference.any(),
                              "found": result.found,
                              "dice": f"{dice(result.mask, reference):.6f}"})
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = [",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]
-    write_text_atomic(args.out / "loso.csv", "\n".join(text) + "\n")
-    run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "recipe": args.recipe,
-           "train_images_per_set": args.per_set,
-           "shots": args.shots, "draws": args.draws, "sets": args.sets or names,
-           "mean_dice_text": float(np.mean([float(r["dice"]) for r in rows
-                                            if r["kind"] == "text" and not r["gt_empty"]]))}
-    write_text_atomic(args.out / "run.json", json.dumps(run, indent=1) + "\n")
-    print(f"wrote {args.out / 'loso.csv'} ({len(rows)} rows)")
+        args.out.mkdir(parents=True, exist_ok=True)
+        text = [",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]
+        write_text_atomic(args.out / f"loso_{left_out}.csv", "\n".join(text) + "\n")
+        run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "recipe": args.recipe, "train_images_per_set": args.per_set,
+               "shots": args.shots, "draws": args.draws, "left_out": left_out}
+        write_text_atomic(args.out / f"run_{left_out}.json", json.dumps(run, indent=1) + "\n")
+        print(f"wrote {args.out / f'loso_{left_out}.csv'} ({len(rows)} rows)", flush=True)
 
 
 if __name__ == "__main__":

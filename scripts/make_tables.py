@@ -193,8 +193,7 @@ def table_calibration() -> str:
 
 
 def table_loso() -> str:
-    path = RESULTS / "loso" / "loso.csv"
-    rows = _rows(path)
+    rows = [r for path in sorted((RESULTS / "loso").glob("loso_*.csv")) for r in _rows(path)]
     shots = sorted({int(r["shots"]) for r in rows if r["kind"] == "adapted"})
     body, good = [], 0
     for name in SETS:
@@ -226,10 +225,11 @@ TABLES: dict[str, Callable[[], str]] = {
 
 def render(text: str) -> str:
     for name, make in TABLES.items():
-        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table:{name} -->)",
+                             re.S)
         if pattern.search(text):
             table = make()
-            text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+            text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
     return text
 
 

@@ -100,7 +100,7 @@ def test_the_threshold_keeps_every_left_out_shot(base):
     assert len(report.left_out_scores) == 4
     assert report.threshold == min(report.left_out_scores)
     assert any("no negative bank" in w for w in report.warnings)
-    assert any("no negative images" in w for w in report.warnings)
+    assert any("no image without the target" in w for w in report.warnings)
     assert adapted.threshold_for(NEW) == report.threshold
     assert adapted.mask_source_for(NEW) == report.mask_source == "segmenter"
     assert set(report.source_dice) == {"segmenter", "map", "union"}

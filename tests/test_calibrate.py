@@ -86,7 +86,18 @@ def test_calibrate_presence_keeps_the_recall_and_leaves_may_show_sets_out():
     data = _scored_data()
     overall, thresholds, report, warnings = calibrate_presence(
         ScoreTable(SCORES), data, CalibrationConfig(recall=0.8))
-    assert thresholds == pytest.approx({"alpha thing": 0.6, "beta thing": 0.7})
+    # recall points 0.6 (alpha) and 0.7 (beta); beta's negatives (alpha's 6, gamma's 2 images:
+    # 90 % score below 0.2) pull its threshold half-way there in logits, alpha's overlap (0.5,
+    # 0.65 against 0.6) so it stays at its recall point
+    assert thresholds["alpha thing"] == pytest.approx(0.6)
+    assert report["alpha thing"]["recall_point"] == pytest.approx(0.6)
+    assert report["alpha thing"]["note"] and "overlap" in report["alpha thing"]["note"]
+    assert report["beta thing"]["recall_point"] == pytest.approx(0.7)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    q = np.quantile([0.1] * 6 + [0.2, 0.2], 0.9)
+    expected = 1 / (1 + np.exp(-(logit(q) + logit(0.7)) / 2))
+    assert thresholds["beta thing"] == pytest.approx(expected)
+    assert thresholds["beta thing"] < 0.7 and report["beta thing"]["note"] is None
     alpha = report["alpha thing"]
     assert alpha["n_present"] == 5 and alpha["recall"] == 0.8
     assert alpha["n_empty"] == 1 and alpha["not_found_empty"] == 1.0

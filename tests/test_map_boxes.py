@@ -18,9 +18,19 @@ def _blobs():
     return coarse, coarse.astype(np.float32)
 
 
-def test_instances_holding_a_share_of_the_mass_are_kept_and_a_weak_speck_dropped():
+THIRTY = MapBoxRule(keep_fraction=0.3)
+
+
+def test_the_default_rule_keeps_every_component_heaviest_first():
     coarse, saliency = _blobs()
     mask, boxes = map_boxes(coarse, saliency)
+    np.testing.assert_array_equal(boxes, [[3, 5, 13, 15], [40, 20, 48, 28], [20, 35, 22, 37]])
+    np.testing.assert_array_equal(mask, coarse)
+
+
+def test_instances_holding_a_share_of_the_mass_are_kept_and_a_weak_speck_dropped():
+    coarse, saliency = _blobs()
+    mask, boxes = map_boxes(coarse, saliency, THIRTY)
     # heaviest first, exclusive far corner: mask[5:15, 3:13] is the box (3, 5, 13, 15)
     np.testing.assert_array_equal(boxes, [[3, 5, 13, 15], [40, 20, 48, 28]])
     assert boxes.dtype == np.float32
@@ -30,7 +40,7 @@ def test_instances_holding_a_share_of_the_mass_are_kept_and_a_weak_speck_dropped
     # the same speck is kept when it holds enough of the mass (a hot speck)
     hot = saliency.copy()
     hot[35:37, 20:22] = 10.0
-    _, boxes = map_boxes(coarse, hot)
+    _, boxes = map_boxes(coarse, hot, THIRTY)
     assert [20, 35, 22, 37] in boxes.tolist()
 
 

@@ -357,21 +357,22 @@ def test_an_absent_or_weak_target(box_segmenter):
 # --- SaLIP's retrieval for dense grounding -----------------------------------------------------
 
 
-def test_select_regions_keeps_separate_targets_and_drops_parts_of_kept_ones():
+def test_select_regions_takes_the_union_that_best_matches_the_map():
     from clipsam.pipelines.salip import select_regions
 
-    masks = np.zeros((5, 20, 20), bool)
-    masks[0, 2:8, 2:8] = True  # target A
-    masks[1, 2:8, 2:5] = True  # half of A
-    masks[2, 12:18, 12:18] = True  # target B, elsewhere
-    masks[3, 12:18, 2:8] = True  # weakly scored region
-    masks[4, 2:8, 4:14] = True  # overlaps A by 40% only: a neighbour, kept
-    scores = np.array([0.9, 0.85, 0.6, 0.2, 0.5])
-    np.testing.assert_array_equal(select_regions(scores, masks), [0, 2, 4])
-    np.testing.assert_array_equal(select_regions(scores, masks, top_k=2), [0, 2])
-    np.testing.assert_array_equal(select_regions(scores, masks, min_share=0.6), [0, 2])
-    assert select_regions(np.zeros(5), masks).size == 0
-    assert select_regions(np.zeros(0), masks[:0]).size == 0
+    prob = np.zeros((20, 20), np.float32)
+    prob[2:8, 2:8] = 1.0  # target A
+    prob[12:18, 12:18] = 0.9  # target B, elsewhere
+    cover = np.zeros((5, 20, 20), np.float32)
+    cover[0, 2:8, 2:8] = 1  # A
+    cover[1, 2:8, 2:5] = 1  # half of A: adds nothing once A is kept
+    cover[2, 12:18, 12:18] = 1  # B
+    cover[3, 12:18, 2:8] = 1  # off the map
+    cover[4] = 1  # the whole image: matches neither target well
+    np.testing.assert_array_equal(select_regions(cover, prob), [0, 2])
+    np.testing.assert_array_equal(select_regions(cover, prob, top_k=1), [0])
+    assert select_regions(cover, np.zeros((20, 20), np.float32)).size == 0
+    assert select_regions(cover[:0], prob).size == 0
 
 
 def test_salip_with_dense_grounding_keeps_two_separate_targets():

@@ -3,8 +3,8 @@ area filter -> retrieve the proposals that best match the text -> box prompts ->
 
 The image is encoded once; proposals, retrieval (for the built-in model, which reads the same
 embedding) and the final decode all reuse it. With the built-in model a proposal's score is its
-agreement with the text's map (whole targets score highest) and every proposal close to the
-best that is not a part of one already kept is retrieved (no count from the prompt's words).
+agreement with the text's map (whole targets score highest), and the proposals whose union best
+matches the map are retrieved (no count from the prompt's words).
 CLIP-family backends score crops of the proposals instead, all in one batch, against the
 average embedding of the prompt ensemble, and keep the top k (the paper's retrieval).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from clipsam.config import SalipConfig
+from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
@@ -26,23 +27,32 @@ from clipsam.proposals.generate import default_config, generate_proposals
 from clipsam.proposals.result import Proposals
 
 
-def select_regions(scores: np.ndarray, masks: np.ndarray, top_k: int | None = None,
-                   min_share: float = 0.5, max_overlap: float = 0.5) -> np.ndarray:
-    """Indices of the regions kept, best first: every region scoring at least ``min_share`` of
-    the best whose area is not already ``max_overlap`` covered by those kept before it (so
-    several separate targets are kept, and parts of one target are not); at most ``top_k``."""
-    order = np.argsort(-scores, kind="stable")
-    if not len(order) or scores[order[0]] <= 0:
-        return order[:0]
+def _soft_dice(cover: np.ndarray, prob: np.ndarray) -> float:
+    total = cover.sum() + prob.sum()
+    return float(2 * (cover * prob).sum() / total) if total > 0 else 0.0
+
+
+def select_regions(cover: np.ndarray, prob: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """Indices of the proposals whose union best matches the text's map, in the order taken.
+
+    ``cover`` is (N, h, w): the share of each grid cell inside each proposal; ``prob`` the (h, w)
+    map. Proposals are tried from the best-matching one down and kept while adding them raises
+    the soft Dice between the union and the map: two lungs are both kept, a part of a kept
+    target or a region off the map is not (no count from the prompt's words). At most
+    ``top_k``.
+    """
+    single = np.array([_soft_dice(c, prob) for c in cover])
     kept: list[int] = []
-    covered = np.zeros(masks.shape[1:], bool)
-    for i in order:
-        if scores[i] < min_share * scores[order[0]] or (top_k and len(kept) >= top_k):
+    union = np.zeros_like(prob)
+    best = 0.0
+    for i in np.argsort(-single, kind="stable"):
+        if top_k and len(kept) >= top_k:
             break
-        area = masks[i].sum()
-        if area and (masks[i] & covered).sum() <= max_overlap * area:
+        trial = np.maximum(union, cover[i])
+        score = _soft_dice(trial, prob)
+        if score > best + 1e-3:
             kept.append(int(i))
-            covered |= masks[i]
+            union, best = trial, score
     return np.asarray(kept, int)
 
 
@@ -100,7 +110,10 @@ class SalipPipeline:
         with timer("retrieval"):
             scores = np.asarray(self.score(image, embedding, proposals, texts), np.float32)
         if isinstance(self.text_model, DenseGrounding):
-            chosen = select_regions(scores, proposals.masks, self.config.top_k)
+            prob = np.mean([self.text_model.similarity_map(embedding, t) for t in texts], axis=0)
+            cover = np.stack([mask_to_grid(m, embedding.geometry, prob.shape[-1])
+                              for m in proposals.masks])
+            chosen = select_regions(cover, prob, self.config.top_k)
         else:
             k = self.config.top_k or count_targets(prompt)
             chosen = np.argsort(-scores, kind="stable")[:k]

@@ -6,9 +6,11 @@ same dense loss as training (per-cell BCE against mask fractions + Dice). The ne
 gets its own "not found" threshold and mask source:
 
 * presence: each shot is scored by the concept learned from the *other* shots (leave one out);
-  the threshold keeps every left-out shot. Images without the target (``--negatives``, and the
-  model's bank of built-in training images) then move it half-way (in logits) towards the 90th
-  percentile of their scores when that lies below it, never above the lowest left-out shot;
+  the threshold is placed by the same rule as the built-in concepts'
+  (:func:`clipsam.train.calibrate.place_threshold`): the recall point of the left-out shots
+  (their lowest score for fewer than 20 shots), moved half-way (in logits) towards the 90th
+  percentile of images without the target (``--negatives`` and the model's bank of built-in
+  training images) when that lies below it;
 * mask source: the segmenter, the map or their union, whichever gives the best mean Dice on
   the left-out shots through the MedCLIP-SAM pipeline (the segmenter unless another one is
   better by ``min_gain``).
@@ -39,6 +41,7 @@ from clipsam.models.grounding.grid import mask_to_grid, valid_mask
 from clipsam.models.grounding.model import GroundingModel, concept_key
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
+from clipsam.train.calibrate import place_threshold
 from clipsam.train.negative_bank import BANK_FILE, load_bank
 
 SOURCES = ("segmenter", "map", "union")
@@ -46,12 +49,13 @@ SOURCES = ("segmenter", "map", "union")
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Settings of :func:`adapt`: optimiser steps and rate of the concept vector, the quantile
-    of negatives' scores the threshold moves towards, and the Dice margin a mask source other
-    than the segmenter needs."""
+    """Settings of :func:`adapt`: optimiser steps and rate of the concept vector, the recall
+    point and negatives' quantile of the threshold rule, and the Dice margin a mask source
+    other than the segmenter needs."""
 
     steps: int = 200
     learning_rate: float = 0.05
+    recall: float = 0.95
     negative_quantile: float = 0.9
     min_gain: float = 0.02
 
@@ -146,23 +150,6 @@ def with_concept(model: GroundingModel, prompt: str, vector: np.ndarray,
     return copy
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
-
-
-def _placed_threshold(left_out: list[float], negatives: list[float],
-                      quantile: float) -> tuple[float, list[str]]:
-    lowest = min(left_out)
-    if not negatives:
-        return lowest, ["no negative images: threshold = lowest left-out shot score"]
-    q = float(np.quantile(negatives, quantile))
-    if q >= lowest:
-        return lowest, [f"negatives overlap the shots: {quantile:.0%} of negatives score below "
-                        f"{q:.3f}, above the lowest left-out shot {lowest:.3f}; recall kept"]
-    return float(1 / (1 + np.exp(-0.5 * (_logit(q) + _logit(lowest))))), []
-
-
 def _source_dice(model: GroundingModel, segmenter: PromptableSegmenter, prompt: str,
                  shot: Shot) -> dict[str, float]:
     pipeline = MedClipSamPipeline(segmenter, model, MedClipSamConfig(mask_source="segmenter"))
@@ -214,8 +201,10 @@ def adapt(
     else:
         warnings.append("the base model has no negative bank: only given negatives used")
     pooled = [v for values in negative_scores.values() for v in values]
-    threshold, more = _placed_threshold(left_out, pooled, config.negative_quantile)
-    warnings += more
+    threshold, note = place_threshold(np.asarray(left_out), np.asarray(pooled), config.recall,
+                                      config.negative_quantile)
+    if note:
+        warnings.append(note)
     means = {s: float(np.mean(v)) for s, v in per_source.items() if v}
     source = "segmenter"
     if means:

@@ -2,9 +2,10 @@
 
 Two decisions per concept, both recorded in the model with the figures they rest on:
 
-* **presence**: the "not found" threshold on the presence score, the highest one that keeps
-  ``recall`` of the concept's present targets on the calibration images (an operating point
-  stated in advance, not a best-accuracy fit);
+* **presence**: the "not found" threshold on the presence score (:func:`place_threshold`): the
+  highest one that keeps ``recall`` of the concept's present targets on the calibration images
+  (an operating point stated in advance, not a best-accuracy fit), moved half-way (in logits)
+  towards the images without the target when nearly all of them score lower;
 * **mask source**: whether the final mask comes from the segmenter (boxes -> SAM), the map at
   full resolution, or their union: the one with the best mean Dice on the calibration images
   with the target, through the same pipeline users run.
@@ -36,9 +37,12 @@ SOURCES = ("segmenter", "map", "union")
 @dataclass(frozen=True)
 class CalibrationConfig:
     """``recall``: share of present targets the presence threshold keeps. ``min_gain``: how
-    much better than the segmenter (mean Dice) another mask source must be to be chosen."""
+    much better than the segmenter (mean Dice) another mask source must be to be chosen.
+    ``negative_quantile``: the share of images without the target that must score below the
+    recall point before the threshold moves towards them (:func:`place_threshold`)."""
 
     recall: float = 0.95
+    negative_quantile: float = 0.9
     min_gain: float = 0.02
 
 
@@ -57,6 +61,31 @@ def threshold_at_recall(positives: np.ndarray, recall: float) -> float:
     ordered = np.sort(np.asarray(positives, np.float64))
     allowed_below = int(np.floor((1.0 - recall) * ordered.size + 1e-9))
     return float(ordered[allowed_below])
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def place_threshold(positives: np.ndarray, negatives: np.ndarray, recall: float,
+                    negative_quantile: float) -> tuple[float, str | None]:
+    """The "not found" threshold from presence scores of images with and without the target.
+
+    Start at the recall point (:func:`threshold_at_recall` of ``positives``); when the
+    ``negative_quantile`` of ``negatives`` lies below it, move half-way there in logits, so
+    present targets a little weaker than the calibration ones are still found. Never above the
+    recall point. Returns the threshold and a note when it stays at the recall point.
+    """
+    point = threshold_at_recall(positives, recall)
+    negatives = np.asarray(negatives, np.float64)
+    if not negatives.size:
+        return point, "no image without the target: threshold at the recall point"
+    q = float(np.quantile(negatives, negative_quantile))
+    if q >= point:
+        return point, (f"images without the target overlap the targets ({negative_quantile:.0%} "
+                       f"of them score below {q:.3f}, above the recall point {point:.3f})")
+    return float(1 / (1 + np.exp(-0.5 * (_logit(q) + _logit(point))))), None
 
 
 def calibrate_presence(
@@ -79,16 +108,21 @@ def calibrate_presence(
     thresholds, report = {}, {}
     for c, concept in enumerate(data.concepts):
         positives = scores[present[:, c], c]
+        empty_own = scores[own[:, c] & ~present[:, c], c]
+        others = scores[~own[:, c] & known[:, c], c]
+        note = None
         if positives.size:
-            threshold = threshold_at_recall(positives, config.recall)
+            threshold, note = place_threshold(positives, np.concatenate([empty_own, others]),
+                                              config.recall, config.negative_quantile)
             thresholds[concept.target] = threshold
         else:
             threshold = overall
             warnings.append(f"{concept.target}: no calibration image with the target; "
                             f"model-wide presence threshold {overall:.3f} used")
-        empty_own = scores[own[:, c] & ~present[:, c], c]
-        others = scores[~own[:, c] & known[:, c], c]
         report[concept.target] = {
+            "recall_point": (round(threshold_at_recall(positives, config.recall), 4)
+                             if positives.size else None),
+            "note": note,
             "threshold": round(threshold, 4),
             "n_present": int(positives.size),
             "recall": _rate(positives >= threshold),
