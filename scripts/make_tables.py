@@ -175,6 +175,19 @@ def table_curve() -> str:
                    "validation presence accuracy"], body)
 
 
+def table_augmentation() -> str:
+    curves = {path.stem: json.loads(path.read_text())
+              for path in sorted((RESULTS / "grounding" / "curves").glob("*.json"))}
+    sets = [s for s in SETS if any(s in c[-1]["validation"] for c in curves.values())]
+    body = []
+    for recipe, curve in curves.items():
+        last = curve[-1]["validation"]
+        dices = [last[s]["dice"] for s in sets]
+        body.append([recipe, str(curve[-1]["epoch"]), *[_fmt(d) for d in dices],
+                     _fmt(float(np.mean(dices)))])
+    return _table(["recipe", "epochs", *sets, "mean"], body)
+
+
 def table_calibration() -> str:
     config = _shipped_metadata()
     presence = config["calibration"].get("presence", {})
@@ -219,7 +232,7 @@ def table_loso() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
-    "loso": table_loso,
+    "loso": table_loso, "augmentation": table_augmentation,
 }
 
 
