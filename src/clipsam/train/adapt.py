@@ -32,7 +32,6 @@ import torch.nn.functional as F
 
 from clipsam.config import MedClipSamConfig
 from clipsam.errors import InputError
-from clipsam.eval.metrics import dice
 from clipsam.io.image import segmenter_input
 from clipsam.io.labelled_sets import IMAGE_SUFFIXES, Sample, list_samples
 from clipsam.io.masks import read_mask
@@ -41,10 +40,8 @@ from clipsam.models.grounding.grid import mask_to_grid, valid_mask
 from clipsam.models.grounding.model import GroundingModel, concept_key
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
-from clipsam.train.calibrate import place_threshold
+from clipsam.train.calibrate import SOURCES, choose_source, place_threshold, source_dice
 from clipsam.train.negative_bank import BANK_FILE, load_bank
-
-SOURCES = ("segmenter", "map", "union")
 
 
 @dataclass(frozen=True)
@@ -150,15 +147,6 @@ def with_concept(model: GroundingModel, prompt: str, vector: np.ndarray,
     return copy
 
 
-def _source_dice(model: GroundingModel, segmenter: PromptableSegmenter, prompt: str,
-                 shot: Shot) -> dict[str, float]:
-    pipeline = MedClipSamPipeline(segmenter, model, MedClipSamConfig(mask_source="segmenter"))
-    result = pipeline.run(shot.image, prompt, embedding=shot.embedding, keep_intermediates=True)
-    mapped = result.intermediates.get("map_mask", np.zeros_like(result.mask))
-    masks = (result.mask, mapped, result.mask | mapped)
-    return {s: dice(m, shot.mask) for s, m in zip(SOURCES, masks, strict=True)}
-
-
 def adapt(
     model: GroundingModel,
     shots: Sequence[Shot],
@@ -188,7 +176,10 @@ def adapt(
             left_out.append(trial.presence_score(shot.embedding, prompt))
             trial = with_concept(trial, prompt, trial.concepts[concept_key(prompt)],
                                  threshold=0.0)
-            for source, value in _source_dice(trial, segmenter, prompt, shot).items():
+            pipeline = MedClipSamPipeline(segmenter, trial,
+                                          MedClipSamConfig(mask_source="segmenter"))
+            measured = source_dice(pipeline, shot.image, prompt, shot.embedding, shot.mask)
+            for source, value in measured.items():
                 per_source[source].append(value)
     final = with_concept(model, prompt, vector)
     negative_scores: dict[str, list[float]] = {}
@@ -206,11 +197,7 @@ def adapt(
     if note:
         warnings.append(note)
     means = {s: float(np.mean(v)) for s, v in per_source.items() if v}
-    source = "segmenter"
-    if means:
-        best = max(means, key=means.__getitem__)
-        if means[best] >= means["segmenter"] + config.min_gain:
-            source = best
+    source = choose_source(means, config.min_gain) if means else "segmenter"
     report = AdaptReport(threshold, source, left_out, negative_scores, means, warnings)
     return with_concept(model, prompt, vector, threshold, source, report.to_dict()), report
 

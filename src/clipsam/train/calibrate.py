@@ -26,12 +26,12 @@ from clipsam.eval.metrics import dice
 from clipsam.io.image import segmenter_input
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
-from clipsam.models.grounding.model import GroundingModel
-from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.models.grounding.model import MASK_SOURCES, GroundingModel
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from clipsam.train.region_data import RegionData
 
-SOURCES = ("segmenter", "map", "union")
+SOURCES = MASK_SOURCES
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,23 @@ def _rate(values: np.ndarray) -> float | None:
     return round(float(np.mean(values)), 4) if values.size else None
 
 
+def source_dice(pipeline: MedClipSamPipeline, image: np.ndarray, prompt: str,
+                embedding: ImageEmbedding, reference: np.ndarray) -> dict[str, float]:
+    """Dice of each mask source on one labelled image: one run of ``pipeline`` (which must
+    decode with the segmenter) gives the segmenter's mask and the map's targets."""
+    result = pipeline.run(image, prompt, embedding=embedding, keep_intermediates=True)
+    mapped = result.intermediates.get("map_mask", np.zeros_like(result.mask))
+    masks = (result.mask, mapped, result.mask | mapped)
+    return {s: dice(m, reference) for s, m in zip(SOURCES, masks, strict=True)}
+
+
+def choose_source(means: dict[str, float], min_gain: float) -> str:
+    """The source with the best mean Dice, if it beats the segmenter by ``min_gain``; else the
+    segmenter."""
+    best = max(SOURCES, key=lambda s: means[s])
+    return best if means[best] >= means["segmenter"] + min_gain else "segmenter"
+
+
 def calibrate_mask_sources(
     model: GroundingModel,
     segmenter: PromptableSegmenter,
@@ -161,12 +178,9 @@ def calibrate_mask_sources(
         concept = data.concepts[int(data.concept_index[i])].target
         image = segmenter_input(read_image(sample.image_path))
         reference = read_mask(sample.mask_path)
-        result = pipeline.run(image, concept, embedding=data.embedding(i),
-                              keep_intermediates=True)
-        segment = result.mask
-        mapped = result.intermediates.get("map_mask", np.zeros_like(segment))
-        for source, mask in zip(SOURCES, (segment, mapped, segment | mapped), strict=True):
-            scores[concept][source].append(dice(mask, reference))
+        measured = source_dice(pipeline, image, concept, data.embedding(i), reference)
+        for source, value in measured.items():
+            scores[concept][source].append(value)
     chosen, report, warnings = {}, {}, []
     for concept, per_source in scores.items():
         if not per_source["segmenter"]:
@@ -174,9 +188,7 @@ def calibrate_mask_sources(
                             "'segmenter' used")
             continue
         means = {s: float(np.mean(v)) for s, v in per_source.items()}
-        best = max(SOURCES, key=lambda s: means[s])
-        if means[best] < means["segmenter"] + config.min_gain:
-            best = "segmenter"
+        best = choose_source(means, config.min_gain)
         chosen[concept] = best
         report[concept] = {"n": len(per_source["segmenter"]), "chosen": best,
                            **{f"dice_{s}": round(m, 4) for s, m in means.items()}}
