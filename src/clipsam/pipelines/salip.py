@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from clipsam.config import SalipConfig
-from clipsam.models.grounding.grid import mask_to_grid
+from clipsam.models.grounding.grid import agreement, mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
@@ -27,11 +27,6 @@ from clipsam.proposals.generate import default_config, generate_proposals
 from clipsam.proposals.result import Proposals
 
 
-def _soft_dice(cover: np.ndarray, prob: np.ndarray) -> float:
-    total = cover.sum() + prob.sum()
-    return float(2 * (cover * prob).sum() / total) if total > 0 else 0.0
-
-
 def select_regions(cover: np.ndarray, prob: np.ndarray, top_k: int | None = None) -> np.ndarray:
     """Indices of the proposals whose union best matches the text's map, in the order taken.
 
@@ -41,7 +36,7 @@ def select_regions(cover: np.ndarray, prob: np.ndarray, top_k: int | None = None
     target or a region off the map is not (no count from the prompt's words). At most
     ``top_k``.
     """
-    single = np.array([_soft_dice(c, prob) for c in cover])
+    single = agreement(cover, prob)
     kept: list[int] = []
     union = np.zeros_like(prob)
     best = 0.0
@@ -49,7 +44,7 @@ def select_regions(cover: np.ndarray, prob: np.ndarray, top_k: int | None = None
         if top_k and len(kept) >= top_k:
             break
         trial = np.maximum(union, cover[i])
-        score = _soft_dice(trial, prob)
+        score = float(agreement(trial, prob))
         if score > best + 1e-3:
             kept.append(int(i))
             union, best = trial, score

@@ -43,3 +43,13 @@ def grid_box_to_image(box: np.ndarray, geometry: Geometry, grid: int) -> np.ndar
     h, w = geometry.original_size
     return np.array([np.clip(x1 * sx, 0, w), np.clip(y1 * sy, 0, h),
                      np.clip(x2 * sx, 0, w), np.clip(y2 * sy, 0, h)], np.float32)
+
+
+def agreement(cover: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Soft Dice between (..., h, w) cell coverages and an (h, w) probability map: how well a
+    region matches the map (1 only for the map itself; 0 for an empty region on an empty map).
+    """
+    cover = np.asarray(cover, np.float64)
+    inter = (cover * prob).sum(axis=(-2, -1))
+    total = cover.sum(axis=(-2, -1)) + float(np.sum(prob))
+    return np.where(total > 0, 2 * inter / np.maximum(total, 1e-8), 0.0)

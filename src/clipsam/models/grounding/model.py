@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_atomic, write_text_atomic
 from clipsam.models.device import module_device
-from clipsam.models.grounding.grid import mask_to_grid, valid_mask
+from clipsam.models.grounding.grid import agreement, mask_to_grid, valid_mask
 from clipsam.models.grounding.heads import GroundingHeads, HeadsConfig
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
@@ -209,9 +209,7 @@ class GroundingModel:
         prob = np.mean([self.similarity_map(embedding, t) for t in texts], axis=0)
         grid = prob.shape[-1]
         cover = np.stack([mask_to_grid(m, embedding.geometry, grid) for m in masks])
-        inter = (cover * prob).sum(axis=(1, 2))
-        total = cover.sum(axis=(1, 2)) + prob.sum()
-        return np.where(total > 0, 2 * inter / np.maximum(total, 1e-8), 0.0).astype(np.float32)
+        return agreement(cover, prob).astype(np.float32)
 
     # --- saving -----------------------------------------------------------------------------
 
