@@ -116,6 +116,54 @@ def table_speed() -> str:
     return _table(header, body)
 
 
+def _speed_runs() -> list[dict]:
+    """The speed results, the earlier code ("before") first."""
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / "speed").glob("*.json"))]
+    return sorted(runs, key=lambda r: (r["label"] != "before", r["label"]))
+
+
+PROFILE_STEPS = (("interpreter", "interpreter start"), ("imports", "imports"),
+                 ("settings_and_hashes", "settings and model file hashes"),
+                 ("load_models", "loading the models"), ("read_image", "reading the image"),
+                 ("segment", "segmenting (first call)"), ("write_outputs", "writing the outputs"),
+                 ("interpreter_exit", "interpreter exit"))
+
+
+def table_startup() -> str:
+    runs = _speed_runs()
+    body = [[label] + [_fmt(r["profile"]["marks"].get(key), 2) for r in runs]
+            for key, label in PROFILE_STEPS]
+    stages = sorted({k for r in runs for k in r["profile"]["stages"] if k != "total"},
+                    key=lambda k: -max(r["profile"]["stages"].get(k, 0) for r in runs))
+    body += [[f"- of which pipeline stage `{k}`"]
+             + [_fmt(r["profile"]["stages"].get(k), 2) for r in runs] for k in stages]
+    body.append(["**total (fresh process)**"] + [_fmt(r["profile"]["total"], 2) for r in runs])
+    body.append(["`clipsam segment` one image, wall"] + [_fmt(r["one_image"], 2) for r in runs])
+    body.append(["`clipsam --help`, wall"] + [_fmt(r["help"], 2) for r in runs])
+    return _table(["seconds"] + [f"{r['label']} ({r['date']})" for r in runs], body)
+
+
+def table_throughput() -> str:
+    body = []
+    for r in _speed_runs():
+        seg, ev, salip = r["segment_folder"], r["eval_folder"], r["salip"]
+        body.append([
+            r["label"], f"{seg['wall_per_image']:.2f} / {seg['pipeline_per_image']:.2f} = "
+                        f"{seg['wall_per_image'] / seg['pipeline_per_image']:.2f}x",
+            f"{ev['wall_per_image']:.2f} / {ev['pipeline_per_image']:.2f} = "
+            f"{ev['wall_per_image'] / ev['pipeline_per_image']:.2f}x",
+            f"{r['one_image']:.2f} / {seg['wall_per_image']:.2f} = "
+            f"{r['one_image'] / seg['wall_per_image']:.1f}x",
+            f"{salip['pipeline_per_image']:.2f} / {r['encoder_pass']:.2f} = "
+            f"{salip['pipeline_per_image'] / r['encoder_pass']:.2f}x",
+            _fmt(ev["dice_mean"]), _fmt(salip["dice_mean"]),
+            f"{r['machine']['load_average_at_start']:.1f}"])
+    return _table(["code", f"segment folder: wall / pipeline per image (n={seg['n']})",
+                   f"eval: wall / pipeline per image (n={ev['n']})",
+                   "one image fresh / folder steady", f"salip / encoder pass (n={salip['n']})",
+                   "eval Dice", "salip Dice", "load avg at start"], body)
+
+
 def table_candidates() -> str:
     rows = _rows(RESULTS / "grounding" / "candidates.csv")
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -231,6 +279,7 @@ def table_loso() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
+    "startup": table_startup, "throughput": table_throughput,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "augmentation": table_augmentation,
 }

@@ -5,6 +5,8 @@ the shipped model never saw."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,3 +41,29 @@ def test_segment_command_finds_the_fetal_head_of_an_unseen_example(examples_dir,
     # the held-out mean (0.91); a broken default path scores near 0
     assert dice(mask, reference) > 0.7
     assert np.asarray(mask).shape == reference.shape
+
+
+LOADED = ("torch", "transformers", "onnxruntime", "nibabel", "pydicom")
+REPORT = f"import sys; print('loaded:', *(m for m in {LOADED!r} if m in sys.modules))"
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """The heavy libraries a fresh interpreter has imported after running ``code``."""
+    out = subprocess.run([sys.executable, "-c", f"{code}\n{REPORT}"], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    report = [line for line in out.splitlines() if line.startswith("loaded:")]
+    return set(report[-1].split()[1:])
+
+
+def test_the_command_line_parser_loads_no_model_library():
+    assert modules_loaded_by("from clipsam.apps.cli import build_parser; build_parser()") == set()
+
+
+@pytest.mark.slow
+def test_a_warm_default_run_needs_neither_torch_nor_the_text_transformer(examples_dir, litemedsam,
+                                                                         tmp_path):
+    run = ("from clipsam.apps.cli import main; "
+           f"assert main(['segment', {str(examples_dir / 'images' / '002_HC.png')!r}, '-q', "
+           f"'-p', 'fetal head', '-o', {str(tmp_path)!r}, '--overwrite']) == 0")
+    modules_loaded_by(run)  # the first run may export graphs and encode the prompt
+    assert modules_loaded_by(run) == {"onnxruntime"}

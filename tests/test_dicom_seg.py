@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+import clipsam.api
 from clipsam.api import Segmenter
-from clipsam.apps import cmd_segment
 from clipsam.apps.batch import prompt_slug
 from clipsam.apps.cli import main
 from clipsam.apps.dicom_output import segment_codes
@@ -26,7 +26,7 @@ PROMPTS = ("left and right lungs", "absent thing")
 
 @pytest.fixture
 def cli(monkeypatch):
-    monkeypatch.setattr(cmd_segment, "Segmenter",
+    monkeypatch.setattr(clipsam.api, "Segmenter",
                         lambda config: Segmenter(config, pipeline=FakePipeline(),
                                                  encoder=FakeEncoder()))
     return lambda *argv: main(["segment", "-q", *argv])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsam.apps import cmd_segment
+import clipsam.api
 from clipsam.apps.cli import main
 from clipsam.errors import EXTRA_MODULES, MissingExtraError, require
 from test_api import sample_image
@@ -71,7 +71,7 @@ def no_models(config):
 ])
 def test_segment_option_without_its_extra_is_one_line_exit_2(monkeypatch, capsys, tmp_path,
                                                              image, extra, options):
-    monkeypatch.setattr(cmd_segment, "Segmenter", no_models)
+    monkeypatch.setattr(clipsam.api, "Segmenter", no_models)
     hide(monkeypatch, extra)
     code = main(["segment", "-q", str(image), "-p", "lungs", "-o", str(tmp_path / "out"),
                  *options])

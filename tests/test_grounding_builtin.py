@@ -30,6 +30,25 @@ def test_sentence_encoder_is_normalised_cached_and_semantic(encoder):
     assert encoder([]).shape == (0, 384)
 
 
+def test_sentence_embeddings_are_reused_across_processes_without_the_transformer(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path))
+    first = SentenceEncoder()
+    vector = first(["left and right lungs"])[0]
+    assert first.loaded and len(list((tmp_path / "text").rglob("*.npy"))) == 1
+    again = SentenceEncoder()  # a new process: nothing in memory
+    np.testing.assert_array_equal(again(["left and right lungs"])[0], vector)
+    assert not again.loaded
+    again(["a wording never seen"])
+    assert again.loaded
+    other_limit = SentenceEncoder(max_length=8)  # other settings, other key: encoded anew
+    other_limit(["left and right lungs"])
+    assert other_limit.loaded and other_limit.cache_folder != first.cache_folder
+    uncached = SentenceEncoder(cache=False)
+    uncached(["only in memory"])
+    assert len(list((tmp_path / "text").rglob("*.npy"))) == 3
+
+
 def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
     concepts = builtin_concepts()
     assert len(concepts) == 11

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import platform
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import torch
 from clipsam.api import Segmenter, run_config
 from clipsam.config import MedClipSamConfig, ModelConfig, RunConfig
 from clipsam.errors import InputError
+from clipsam.models import device, weights
 from clipsam.models.device import resolve_device
 from clipsam.models.grounding import builtin_model_dir, load_grounding_model
 from clipsam.models.weights import sha256_of
@@ -78,6 +82,18 @@ def test_missing_cuda_is_a_one_line_error_before_loading():
         Segmenter(run_config(device="cuda"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux") or "microsoft" in platform.release(),
+                    reason="the driver check is Linux's")
+def test_cuda_is_ruled_out_by_the_driver_file_without_asking_torch(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", str(tmp_path / "none"))
+    assert not device.cuda_possible()
+    assert resolve_device("auto") == "cpu"
+    (tmp_path / "version").write_text("NVRM version: 1\n")
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", str(tmp_path / "version"))
+    assert device.cuda_possible()
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_grounding_heads_refuse_features_of_another_segmenter(tmp_path):
     with pytest.raises(InputError, match="trained on litemedsam image features") as info:
         load_text_model(ModelConfig(segmenter="sam-vit-b"), segmenter=None)
@@ -132,3 +148,21 @@ def test_file_hashes_are_computed_once_per_file_version(tmp_path, monkeypatch):
     monkeypatch.undo()
     path.write_bytes(b"b" * 11)
     assert sha256_of(path) != first
+
+
+def test_file_hashes_are_kept_across_processes_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"c" * 12)
+    first = sha256_of(path)
+    monkeypatch.setattr(weights, "_DIGESTS", {})  # as in a new process
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(hashlib, "sha256", no_hashing)
+    assert sha256_of(path) == first
+    monkeypatch.undo()
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path / "cache"))
+    path.write_bytes(b"d" * 13)
+    assert sha256_of(path) == hashlib.sha256(b"d" * 13).hexdigest()

@@ -8,7 +8,6 @@ import pytest
 from clipsam.models.sam.preprocess import (
     SAM_PIXEL_MEAN,
     SAM_PIXEL_STD,
-    logits_to_original,
     prepare_image,
     prompt_points,
     resized_size,
@@ -64,7 +63,7 @@ def test_logits_map_back_by_cropping_padding_then_resizing() -> None:
     geometry = Geometry((300, 900), (85, 256), 256)
     low_res = np.full((1, 64, 64), -10.0, np.float32)  # a SAM-style 4x smaller grid
     low_res[0, :21, :32] = 10.0  # rows 0-84 / 4 and columns 0-127 / 4 of the input frame
-    mask = logits_to_original(low_res, geometry)[0] > 0
+    mask = geometry.grid_to_original(low_res)[0] > 0
     assert mask.shape == (300, 900)
     columns = np.nonzero(mask.any(axis=0))[0]
     rows = np.nonzero(mask.any(axis=1))[0]

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from clipsam.errors import InputError, WeightsError
+from clipsam.models.sam import export as sam_export
+from clipsam.models.sam import factory as sam_factory
 from clipsam.models.sam import load_litemedsam, load_sam, segmenter_from_checkpoint
-from clipsam.models.sam import runtime as sam_runtime
-from clipsam.models.sam.model import SamArchitecture
-from clipsam.models.sam.vit import ViTConfig
+from clipsam.models.sam.architecture import SamArchitecture, ViTConfig
 
 EMBED, DEPTH, HEADS, WINDOW, IMG, PATCH = 32, 2, 2, 3, 64, 16
 GLOBAL = (1,)
@@ -299,8 +299,9 @@ def test_onnx_export_is_reused_and_matches_torch(checkpoint, sam, image, tmp_pat
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(sam_runtime, "export_encoder", no_export)
-    monkeypatch.setattr(sam_runtime, "export_decoder", no_export)
+    monkeypatch.setattr(sam_export, "export_encoder", no_export)
+    monkeypatch.setattr(sam_export, "export_decoder", no_export)
+    monkeypatch.setattr(sam_factory, "load_model", no_export)  # cached graphs: no torch model
     again = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert again.runtime.name == "onnx"

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import clipsam.api
 from clipsam.api import Segmenter
-from clipsam.apps import cmd_segment
-from clipsam.apps.batch import collect_inputs, prompt_slug, select_part
+from clipsam.apps.batch import (
+    SegmentJob,
+    collect_inputs,
+    process_image,
+    prompt_slug,
+    run_local,
+    select_part,
+)
 from clipsam.apps.cli import main
 from clipsam.config import RunConfig
 from clipsam.pipelines.provenance import run_identity
@@ -31,7 +38,7 @@ class CountingFactory:
 @pytest.fixture
 def cli(monkeypatch):
     CountingFactory.loads = 0
-    monkeypatch.setattr(cmd_segment, "Segmenter", CountingFactory())
+    monkeypatch.setattr(clipsam.api, "Segmenter", CountingFactory())  # read by cmd_segment.run
 
     return lambda *argv: main(["segment", "-q", *argv])
 
@@ -185,3 +192,41 @@ def test_outputs_inside_input_folder_are_not_inputs(cli, tmp_path):
     write_png(tmp_path / "a.png", sample_image())
     assert cli(str(tmp_path), "-p", "bright", "-o", str(tmp_path / "out")) == 0
     assert [i.stem for i in collect_inputs([str(tmp_path)], out_dir=tmp_path / "out")] == ["a"]
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k != "timings"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_overlapped_folder_run_writes_what_a_serial_run_writes(folder, tmp_path):
+    for i in range(4):
+        write_png(folder / f"c{i}.png", np.roll(sample_image(), 7 * i, axis=1))
+    prompts = ("bright square", "dark")
+    settings = run_identity(RunConfig()).key
+    items = collect_inputs([str(folder)])
+
+    def make():
+        return Segmenter(RunConfig(), pipeline=FakePipeline(), encoder=FakeEncoder())
+
+    overlapped = run_local(items, SegmentJob(prompts, tmp_path / "overlapped", settings), make)
+    serial_job = SegmentJob(prompts, tmp_path / "serial", settings)
+    segmenter = make()
+    outcomes = [process_image(segmenter, item, serial_job) for item in items]
+    assert overlapped.done == sum(o.status == "done" for o in outcomes) == 6
+    assert [p for p, _ in overlapped.failed] == [o.path for o in outcomes if o.status == "failed"]
+    files = sorted(p.relative_to(tmp_path / "serial")
+                   for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "overlapped")
+                           for p in (tmp_path / "overlapped").rglob("*") if p.is_file())
+    assert len(files) == 6 * 5  # per image: a mask and an overlay per prompt, and the record
+    for name in files:
+        serial, other = (tmp_path / "serial" / name), (tmp_path / "overlapped" / name)
+        if name.suffix == ".json":
+            assert (_without_timings(json.loads(serial.read_text()))
+                    == _without_timings(json.loads(other.read_text())))
+        else:
+            assert serial.read_bytes() == other.read_bytes(), name

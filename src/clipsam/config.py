@@ -22,7 +22,8 @@ class ModelConfig:
     sees a CUDA device, else the CPU), ``"cpu"`` or ``"cuda"`` (an error on a machine without
     one; :func:`clipsam.models.device.resolve_device`). Records name the runtime and device the
     loaded models actually use. ``embedding_cache``: a folder keeping image embeddings across
-    runs (:mod:`clipsam.models.embedding_store`), exact, so it changes no result.
+    runs (:mod:`clipsam.models.embedding_store`), exact, so it changes no result. ``threads``:
+    intra-op threads of the models (default: every core this process may use).
     """
 
     segmenter: str = "litemedsam"
@@ -31,6 +32,7 @@ class ModelConfig:
     text_model: str = "builtin"
     weights_dir: Path | None = None
     embedding_cache: Path | None = None
+    threads: int | None = None
 
 
 PromptKind = Literal["auto", "points", "boxes"]

@@ -1,7 +1,8 @@
 """A folder job: which images to segment, where each result goes, and segmenting one image.
 
-Both engines (local and Ray) expand the inputs with :func:`collect_inputs` and call
-:func:`process_image` for each file, so they write identical outputs. A folder holding the slices
+Both engines (local and Ray) expand the inputs with :func:`collect_inputs` and segment and write
+each file with the same steps (:func:`process_image`; the local engine reads ahead and writes
+behind in background threads), so they write identical outputs. A folder holding the slices
 of one DICOM series is one input, a volume. Per image ``<name>``: ``<name>_mask.png``
 (``<name>_mask.nii.gz`` for NIfTI input, same affine, and for volumes), ``<name>_overlay.png``
 and the record ``<name>.json``; with several prompts each mask and overlay carries the prompt's
@@ -19,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 
 from clipsam.api import Segmenter, SegmentResult
 from clipsam.errors import ClipsamError, InputError
+from clipsam.io.overlap import BackgroundWriter, prefetch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
 _OUTPUT_TAIL = re.compile(r"_(mask|overlay|seg)$")
@@ -213,11 +216,6 @@ def earlier_settings(item: InputImage, job: SegmentJob) -> str | None:
     return str((results[0].get("provenance") or {}).get("settings") or "")
 
 
-def is_skipped(item: InputImage, job: SegmentJob) -> bool:
-    """Whether the image is done with the job's settings (and the job does not overwrite)."""
-    return not job.overwrite and earlier_settings(item, job) == job.settings
-
-
 def check_settings(segmenter: Segmenter, job: SegmentJob) -> None:
     """Refuse models whose settings are not the job's: their records would never match."""
     made = segmenter.provenance["settings"]
@@ -238,7 +236,7 @@ def overlay_plane(image: Any, result: SegmentResult) -> tuple[Any, np.ndarray, n
 def write_outputs(item: InputImage, job: SegmentJob, image: Any,
                   results: Sequence[SegmentResult]) -> None:
     """Write masks and overlays, then the record (atomically, with the I/O layer's writers)."""
-    from clipsam.io import write_mask_nifti, write_mask_png, write_overlay_png, write_record_json
+    from clipsam.io import write_mask_png, write_overlay_png, write_record_json
 
     volume = bool(image.is_volume) or has_volume_mask(item.path)
     paths = output_paths(item, job, volume=volume)
@@ -246,6 +244,8 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
     for result in results:
         target = paths[result.prompt]
         if volume:
+            from clipsam.io import write_mask_nifti  # nibabel loads only for volumes
+
             write_mask_nifti(target["mask"], result.mask, image)
         else:
             write_mask_png(target["mask"], result.mask)
@@ -263,40 +263,93 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
 
 def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:
     """Segment one file for every prompt and write its outputs; errors become a failed outcome."""
+    status = pending_status(item, job)
+    if status is None:
+        return Outcome(str(item.path), "skipped")
+    return segment_and_write(segmenter, item, job, status, read_input(item))
+
+
+def pending_status(item: InputImage, job: SegmentJob) -> str | None:
+    """``done`` or ``redone`` (its earlier result was made with other settings) for an image to
+    process; None when it is done with the job's settings (and the job does not overwrite)."""
     earlier = earlier_settings(item, job)
     if not job.overwrite and earlier == job.settings:
-        return Outcome(str(item.path), "skipped")
-    status = "redone" if earlier is not None and earlier != job.settings else "done"
-    try:
-        from clipsam.io import read_image
+        return None
+    return "redone" if earlier is not None and earlier != job.settings else "done"
 
-        image = read_image(item.path)
+
+def read_input(item: InputImage) -> Any:
+    """The input's image, or the exception that reading it raised."""
+    from clipsam.io import read_image
+
+    try:
+        return read_image(item.path)
+    except Exception as exc:  # reported as the image's failure by segment_and_write
+        return exc
+
+
+def segment_and_write(segmenter: Segmenter, item: InputImage, job: SegmentJob, status: str,
+                      image: Any, writer: BackgroundWriter | None = None) -> Outcome | Future:
+    """Segment a read image (or report its reading error) and write its outputs: here, or as a
+    job of ``writer`` (then the outcome is the job's future)."""
+    try:
+        if isinstance(image, Exception):
+            raise image
         results = segmenter.segment(image, list(job.prompts))
+    except Exception as exc:
+        return failed_outcome(item, exc)
+    if writer is not None:
+        return writer.submit(write_and_report, item, job, image, results, status)
+    return write_and_report(item, job, image, results, status)
+
+
+def write_and_report(item: InputImage, job: SegmentJob, image: Any,
+                     results: Sequence[SegmentResult], status: str) -> Outcome:
+    try:
         write_outputs(item, job, image, results)
-    except ClipsamError as exc:
-        return Outcome(str(item.path), "failed", str(exc))
-    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
-        return Outcome(str(item.path), "failed", f"{exc.__class__.__name__}: {exc}")
+    except Exception as exc:
+        return failed_outcome(item, exc)
     return Outcome(str(item.path), status, found=tuple(r.found for r in results))
+
+
+def failed_outcome(item: InputImage, exc: Exception) -> Outcome:
+    """The one-line failure of an image; errors that are bugs, not bad input, propagate."""
+    if isinstance(exc, ClipsamError):
+        return Outcome(str(item.path), "failed", str(exc))
+    if isinstance(exc, (OSError, ValueError, RuntimeError, MemoryError)):
+        return Outcome(str(item.path), "failed", f"{exc.__class__.__name__}: {exc}")
+    raise exc
 
 
 def run_local(
     items: Sequence[InputImage],
     job: SegmentJob,
     make_segmenter: Callable[[], Segmenter],
-    progress: Callable[[Iterable[InputImage]], Iterable[InputImage]] = iter,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
 ) -> Summary:
-    """Segment every image in this process, loading the models once (not at all when all done)."""
+    """Segment every image in this process, loading the models once (not at all when all done).
+
+    The next images are read and the finished ones written in background threads while the
+    models run (:mod:`clipsam.io.overlap`); outputs are those of :func:`process_image` on each
+    image in turn. ``progress(images, total)`` wraps the iterable of images to process."""
     start = time.perf_counter()
     summary = Summary()
-    segmenter: Segmenter | None = None
-    for item in progress(items):
-        if is_skipped(item, job):
+    todo = []
+    for item in items:
+        status = pending_status(item, job)
+        if status is None:
             summary.add(Outcome(str(item.path), "skipped"))
-            continue
-        if segmenter is None:
-            segmenter = make_segmenter()
-            check_settings(segmenter, job)
-        summary.add(process_image(segmenter, item, job))
+        else:
+            todo.append((item, status))
+    if todo:
+        segmenter = make_segmenter()
+        check_settings(segmenter, job)
+        outcomes: list[Outcome | Future] = []
+        with BackgroundWriter() as writer:
+            images = prefetch(todo, lambda t: read_input(t[0]))
+            for (item, status), image in progress(images, len(todo)) if progress else images:
+                outcomes.append(segment_and_write(segmenter, item, job, status, image, writer))
+        for outcome in outcomes:
+            summary.add(outcome.result() if isinstance(outcome, Future) else outcome)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clipsam.apps.options import add_threads
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "or text model on the same images skips the encoder)")
     parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    add_threads(parser)
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
                         help="with --method weak: the folder written by clipsam weak-train")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = subject_subset(dataset, args.subset)
     out_dir = args.out or Path("runs") / "eval" / f"{dataset.name}-{args.method}"
     config = RunConfig(method=args.method, models=ModelConfig(
-        segmenter=args.segmenter, runtime=args.runtime, device=args.device,
+        segmenter=args.segmenter, runtime=args.runtime, device=args.device, threads=args.threads,
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
         weak_model=args.model, keep_intermediates=args.save_intermediates)

@@ -14,8 +14,6 @@ PARTS = ("all", "train")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from clipsam.train.recipes import RECIPES
-
     parser = subparsers.add_parser(
         "finetune", help="train the built-in grounding model's heads on your data",
         description="Train the grounding heads (the text encoder and LiteMedSAM stay frozen) "
@@ -33,8 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="target of each --data set (needed for sets clipsam does not know)")
     parser.add_argument("--csv-separator", default=",", metavar="SEP")
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="builtin",
-                        help="named settings (heads, training, calibration); the options below "
+    parser.add_argument("--recipe", default="builtin", metavar="NAME",
+                        help="named settings of heads, training and calibration "
+                             "(clipsam.train.recipes; default builtin, the shipped model's); "
+                             "the options below "
                              "override its training settings")
     parser.add_argument("--part", choices=PARTS, default="all",
                         help="'train': only subjects of the train part of the subject split "

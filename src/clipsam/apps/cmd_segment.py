@@ -7,21 +7,15 @@ import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipsam.api import Segmenter, run_config
-from clipsam.apps.batch import (
-    InputImage,
-    SegmentJob,
-    Summary,
-    collect_inputs,
-    run_local,
-    select_part,
-)
+from clipsam.apps.options import add_threads
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
 from clipsam.errors import ClipsamError, InputError, require
-from clipsam.pipelines.prompts import validate_prompt
-from clipsam.pipelines.provenance import run_identity
 from clipsam.pipelines.registry import PIPELINES
+
+if TYPE_CHECKING:  # the parser is built for every command: model code loads in run()
+    from clipsam.apps.batch import InputImage, Summary
 
 OUTPUT_FORMATS = ("mask", "dicom-seg")
 
@@ -48,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="'builtin', a fine-tuned/adapted model folder or a CLIP name")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    add_threads(parser)
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--overwrite", action="store_true", help="redo images already done")
     parser.add_argument("--num-parts", type=int, default=1, metavar="N")
@@ -68,10 +63,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the job; 0 when every image succeeded, 1 if any failed, 2 for unusable arguments."""
+    from clipsam.api import Segmenter, run_config
+    from clipsam.apps.batch import SegmentJob, collect_inputs, run_local, select_part
+    from clipsam.pipelines.prompts import validate_prompt
+    from clipsam.pipelines.provenance import run_identity
+
     try:
         prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
-                            runtime=args.runtime, device=args.device,
+                            runtime=args.runtime, device=args.device, threads=args.threads,
                             weights_dir=args.weights_dir, weak_model=args.model)
         if args.engine == "ray":
             require("ray", "--engine ray")
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             quiet = getattr(args, "quiet", 0) > 0
             summary = run_local(items, job, functools.partial(Segmenter, config),
-                                progress=iter if quiet else _progress_bar)
+                                progress=None if quiet else _progress_bar)
     except ClipsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -123,7 +123,7 @@ def report(summary: Summary, single: bool) -> None:
         print(line, file=sys.stderr if line.startswith("error:") else sys.stdout)
 
 
-def _progress_bar(items):
-    from tqdm import tqdm
+def _progress_bar(items, total: int):
+    from clipsam.io.progress import progress_bar
 
-    return tqdm(items, desc="segment", unit="image", disable=None, file=sys.stderr)
+    return progress_bar(items, total, "segment")

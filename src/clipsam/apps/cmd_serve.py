@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from clipsam.apps.options import add_threads
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
 
 
@@ -21,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--text-model", default="builtin", metavar="DIR")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    add_threads(parser)
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--max-upload-mb", type=float, default=64.0)
     parser.add_argument("--max-side", type=int, default=4096,
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     limits = ServerLimits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           max_side=args.max_side, request_seconds=args.request_seconds)
     models = ModelConfig(segmenter=args.segmenter, runtime=args.runtime, device=args.device,
+                         threads=args.threads,
                          text_model=args.text_model, weights_dir=args.weights_dir)
     run_identity(RunConfig(models=models))  # a missing device or model file: refuse at startup
     app = create_app(SegmenterPool(models), limits)

@@ -21,7 +21,7 @@ from clipsam.apps.batch import (
     SegmentJob,
     Summary,
     check_settings,
-    is_skipped,
+    pending_status,
     process_image,
 )
 from clipsam.config import RunConfig
@@ -63,7 +63,7 @@ def run_ray(
     summary = Summary()
     todo = []
     for item in items:
-        if is_skipped(item, job):
+        if pending_status(item, job) is None:
             summary.add(Outcome(str(item.path), "skipped"))
         else:
             todo.append(item)

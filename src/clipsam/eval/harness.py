@@ -12,10 +12,12 @@ refused, naming what differs, instead of mixed in (``overwrite`` starts over).
 Summary statistics are over images with a non-empty reference that did not fail; failed images
 are counted (``n_failed``) and listed with their errors, never silently left out; images with an
 empty reference are reported apart (with "not found" accuracy for methods that can say so).
-``seconds`` is the method's own time on one image (reading and scoring excluded);
-``wall_seconds`` is the image's end-to-end time (reading, every stage, scoring, writing its
-outputs and the table); ``seconds_per_image`` and ``wall_seconds_per_image`` average them over
-every image that did not fail.
+``seconds`` is the method's own time on one image (reading and scoring excluded). Images are
+read ahead and scored and written behind in background threads while the method runs
+(:mod:`clipsam.io.overlap`); an image's ``wall_seconds`` is the time from the previous row
+being written (the run's start for the first) to its own, so they add up to the run's wall
+time. ``seconds_per_image`` and ``wall_seconds_per_image`` average them over every image that
+did not fail.
 """
 
 from __future__ import annotations
@@ -26,26 +28,26 @@ import io
 import json
 import logging
 import math
-import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from clipsam.errors import ClipsamError, InputError
-from clipsam.eval.dataset import Case, EvalDataset, load_case
+from clipsam.eval.dataset import Case, EvalDataset, LoadedCase, load_case
 from clipsam.eval.methods import Method
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM, score_mask
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.image import segmenter_input
+from clipsam.io.overlap import BackgroundWriter, prefetch
 from clipsam.io.overlay import write_overlay_png
+from clipsam.io.progress import progress_bar
 from clipsam.io.read import one_line
 from clipsam.io.record import to_jsonable, write_record_json
 from clipsam.io.views import write_views
+from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.provenance import differences
 
 LOG = logging.getLogger(__name__)
@@ -128,16 +130,28 @@ def evaluate(
     if len(todo) < len(cases):
         LOG.info("resuming: %d of %d images already scored", len(cases) - len(todo), len(cases))
     order = {case.id: index for index, case in enumerate(dataset.cases)}
-    bar: Iterable = tqdm(todo, desc=f"{method.name} on {dataset.name}", unit="image",
-                         disable=not progress, file=sys.stderr)
     table = out_dir / "per_image.csv"
-    for case in bar:
-        start = time.perf_counter()
-        views_dir = out_dir / "intermediates" / case.id if save_intermediates else None
-        row = score_case(case, method, prompt, tolerance_mm, views_dir)
-        rows[case.id] = row
+    last_written = time.perf_counter()
+
+    def record(row: ImageRow) -> None:  # in the writer thread, one image at a time, in order
+        nonlocal last_written
+        rows[row.id] = row
         _write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
-        rows[case.id] = dataclasses.replace(row, wall_seconds=time.perf_counter() - start)
+        now = time.perf_counter()
+        rows[row.id] = dataclasses.replace(row, wall_seconds=now - last_written)
+        last_written = now
+
+    bar = progress_bar(prefetch(todo, load_case), len(todo), f"{method.name} on {dataset.name}",
+                       enabled=progress)
+    with BackgroundWriter() as writer:
+        for case, loaded in bar:
+            views_dir = out_dir / "intermediates" / case.id if save_intermediates else None
+            outcome = run_case(case, loaded, method, prompt)
+            if isinstance(outcome, ImageRow):
+                writer.submit(record, outcome)
+            else:
+                writer.submit(lambda *a: record(score_case(*a)), case, loaded, *outcome,
+                              tolerance_mm, views_dir)
     if todo:  # the last image's wall time, measured after its row was written
         _write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
     scope = [rows[case.id] for case in cases]
@@ -147,29 +161,44 @@ def evaluate(
     return summary
 
 
-def score_case(case: Case, method: Method, prompt: str, tolerance_mm: float,
-               views_dir: Path | None = None) -> ImageRow:
-    """Run ``method`` on one case and score it; any failure becomes the row's error.
-
-    With ``views_dir`` the overlay and the intermediate views are written there."""
+def run_case(case: Case, loaded: LoadedCase | Exception, method: Method,
+             prompt: str) -> tuple[PipelineResult, float] | ImageRow:
+    """The method's result on a read case and its own time; a failure (reading included)
+    becomes the row's error."""
     try:
-        loaded = load_case(case)
+        if isinstance(loaded, Exception):
+            raise loaded
         pixels = segmenter_input(loaded.image)
         start = time.perf_counter()
         result = method.segment(pixels, loaded.mask, prompt)
-        seconds = time.perf_counter() - start
+        return result, time.perf_counter() - start
+    except Exception as exc:
+        return failed_row(case, exc)
+
+
+def score_case(case: Case, loaded: LoadedCase, result: PipelineResult, seconds: float,
+               tolerance_mm: float, views_dir: Path | None = None) -> ImageRow:
+    """Score a result against the case's reference; with ``views_dir`` the overlay and the
+    intermediate views are written there. A failure becomes the row's error."""
+    try:
         scores = score_mask(result.mask, loaded.mask, loaded.spacing, tolerance_mm)
         if views_dir is not None:
+            pixels = segmenter_input(loaded.image)
             write_overlay_png(views_dir / "overlay.png", pixels, result.mask, result.boxes)
             write_views(views_dir, result.intermediates, result.mask.shape)
-    except ClipsamError as exc:
-        return ImageRow(id=case.id, error=one_line(exc))
-    except Exception as exc:  # a bad image must not stop the run; the row says what happened
-        LOG.debug("%s failed", case.id, exc_info=True)
-        return ImageRow(id=case.id, error=f"{exc.__class__.__name__}: {one_line(exc)}")
+    except Exception as exc:
+        return failed_row(case, exc)
     return ImageRow(id=case.id, dice=scores.dice, iou=scores.iou, hd95=scores.hd95,
                     nsd=scores.nsd, found=bool(result.found), gt_empty=not loaded.mask.any(),
                     seconds=seconds)
+
+
+def failed_row(case: Case, exc: Exception) -> ImageRow:
+    """A bad image must not stop the run; the row says what happened, in one line."""
+    if isinstance(exc, ClipsamError):
+        return ImageRow(id=case.id, error=one_line(exc))
+    LOG.debug("%s failed", case.id, exc_info=exc)
+    return ImageRow(id=case.id, error=f"{exc.__class__.__name__}: {one_line(exc)}")
 
 
 def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt: str,

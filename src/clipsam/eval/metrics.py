@@ -1,4 +1,4 @@
-"""Overlap and boundary metrics for one binary mask against its reference (MONAI's functions).
+"""Overlap and boundary metrics for one binary mask against its reference (MONAI's definitions).
 
 Conventions when a mask is empty (MONAI alone would return NaN or inf here):
 
@@ -8,14 +8,16 @@ Conventions when a mask is empty (MONAI alone would return NaN or inf here):
 Distances are in mm using the (row, col) pixel spacing when known, else 1 px = 1 mm. HD95 is
 MONAI's symmetric 95th-percentile Hausdorff distance (the larger of the two directed 95th
 percentiles of boundary-to-boundary distances). NSD is MONAI's normalised surface Dice: the
-fraction of both boundaries lying within ``tolerance_mm`` of the other boundary.
-MONAI (and torch) are imported on first use, so importing this module is cheap.
+fraction of both boundaries lying within ``tolerance_mm`` of the other boundary. Both are
+computed here, on the masks' bounding box only, exactly as MONAI 1.6 computes them (same
+boundary pixels, coordinates, float32 rounding and percentile), so the values are bitwise equal;
+``score_mask`` measures the boundary distances once for both.
+MONAI, torch and scipy are imported on first use, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,11 @@ class MaskScores:
     iou: float
     hd95: float
     nsd: float
+
+
+Distances = tuple[np.ndarray, np.ndarray]
+"""Float32 distances in mm from each prediction boundary pixel to the reference boundary, and
+from each reference boundary pixel to the prediction boundary."""
 
 
 def _batched(mask: np.ndarray) -> torch.Tensor:
@@ -77,29 +84,11 @@ def iou(prediction: np.ndarray, reference: np.ndarray) -> float:
     return _overlap(prediction, reference, "iou")
 
 
-def _surface_metric(prediction: np.ndarray, reference: np.ndarray, metric: str,
-                    **options: object) -> float:
-    """A MONAI boundary metric (``hausdorff_distance``, ``surface_dice``) of one mask pair;
-    NaN when either mask is empty (no boundary to measure)."""
-    prediction, reference = _pair(prediction, reference)
-    if not prediction.any() or not reference.any():
-        return math.nan
-    from monai import metrics
-
-    compute = getattr(metrics, f"compute_{metric}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        value = compute(_batched(prediction), _batched(reference), include_background=True,
-                        **options)
-    return float(value.item())
-
-
 def hd95(
     prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, float] | None = None
 ) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm; NaN when either mask is empty."""
-    return _surface_metric(prediction, reference, "hausdorff_distance", percentile=95,
-                           spacing=_spacing(spacing))
+    return _hd95(_surface_distances(prediction, reference, spacing))
 
 
 def nsd(
@@ -109,8 +98,7 @@ def nsd(
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> float:
     """Normalised surface Dice at ``tolerance_mm``; NaN when either mask is empty."""
-    return _surface_metric(prediction, reference, "surface_dice",
-                           class_thresholds=[float(tolerance_mm)], spacing=_spacing(spacing))
+    return _nsd(_surface_distances(prediction, reference, spacing), tolerance_mm)
 
 
 def score_mask(
@@ -120,9 +108,66 @@ def score_mask(
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> MaskScores:
     """Dice, IoU, HD95 and NSD of ``prediction`` against ``reference`` (see module notes)."""
+    distances = _surface_distances(prediction, reference, spacing)
     return MaskScores(dice=dice(prediction, reference), iou=iou(prediction, reference),
-                      hd95=hd95(prediction, reference, spacing),
-                      nsd=nsd(prediction, reference, spacing, tolerance_mm))
+                      hd95=_hd95(distances), nsd=_nsd(distances, tolerance_mm))
+
+
+def _hd95(distances: Distances | None) -> float:
+    """The larger directed 95th percentile (torch's linear interpolation, as MONAI); NaN if None."""
+    if distances is None:
+        return math.nan
+    import torch
+
+    return max(float(torch.quantile(torch.from_numpy(d), 0.95)) for d in distances)
+
+
+def _nsd(distances: Distances | None, tolerance_mm: float) -> float:
+    """Fraction of all boundary pixels within the tolerance, in float32 as MONAI; NaN if None."""
+    tolerance = np.float32(_tolerance(tolerance_mm))
+    if distances is None:
+        return math.nan
+    within = sum(np.count_nonzero(d <= tolerance) for d in distances)
+    return float(np.float32(within) / np.float32(sum(d.size for d in distances)))
+
+
+def _surface_distances(prediction: np.ndarray, reference: np.ndarray,
+                       spacing: tuple[float, float] | None) -> Distances | None:
+    """MONAI's boundary distances of a mask pair (``get_edge_surface_distance``, symmetric); None
+    when either mask is empty (no boundary to measure)."""
+    scale = np.asarray(_spacing(spacing))
+    prediction, reference = _pair(prediction, reference)
+    if not prediction.any() or not reference.any():
+        return None
+    box = _union_box(prediction, reference)
+    points_pred = _boundary_points(prediction[box], scale)
+    points_ref = _boundary_points(reference[box], scale)
+    return _nearest(points_pred, points_ref), _nearest(points_ref, points_pred)
+
+
+def _union_box(first: np.ndarray, second: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of the pixels set in either (non-empty) mask."""
+    rows = np.flatnonzero(first.any(axis=1) | second.any(axis=1))
+    cols = np.flatnonzero(first.any(axis=0) | second.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _boundary_points(mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Positions in mm of the set pixels with a 4-neighbour unset or off the image (MONAI's
+    ``binary_erosion(mask) ^ mask``), counted as MONAI from the pixel before the box (the origin
+    can change the last bit of a distance)."""
+    padded = np.pad(mask, 1)
+    inner = padded[1:-1, 1:-1]
+    interior = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    rows, cols = np.divmod(np.flatnonzero(inner & ~interior), mask.shape[1])  # 10x np.argwhere
+    return (np.stack((rows, cols), axis=1) + 1) * scale
+
+
+def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Distance from each point to the nearest target, by MONAI's KD-tree, kept in float32."""
+    from scipy.spatial import KDTree
+
+    return KDTree(targets, leafsize=32).query(points, k=1)[0].astype(np.float32)
 
 
 def _spacing(spacing: tuple[float, float] | None) -> list[float]:
@@ -132,3 +177,10 @@ def _spacing(spacing: tuple[float, float] | None) -> list[float]:
     if not (row > 0 and col > 0):
         raise InputError(f"pixel spacing must be positive, got {spacing}")
     return [row, col]
+
+
+def _tolerance(tolerance_mm: float) -> float:
+    tolerance = float(tolerance_mm)
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise InputError(f"NSD tolerance must be a finite distance >= 0 mm, got {tolerance_mm}")
+    return tolerance

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clipsam.io.image import MedicalImage, segmenter_input
-    from clipsam.io.masks import read_mask, write_mask_nifti, write_mask_png
+    from clipsam.io.masks import read_mask, write_mask_png
+    from clipsam.io.nifti import write_mask_nifti
     from clipsam.io.overlay import write_overlay_png
     from clipsam.io.read import read_image
     from clipsam.io.record import write_record_json
@@ -22,7 +23,7 @@ _EXPORTS = {
     "read_image": "clipsam.io.read",
     "read_mask": "clipsam.io.masks",
     "write_mask_png": "clipsam.io.masks",
-    "write_mask_nifti": "clipsam.io.masks",
+    "write_mask_nifti": "clipsam.io.nifti",
     "write_overlay_png": "clipsam.io.overlay",
     "write_record_json": "clipsam.io.record",
 }

@@ -7,12 +7,14 @@ along i, i.e. ``pixels[k] = data[:, :, k].T``. No flips are applied, so writing 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from clipsam.errors import InputError
+from clipsam.io.atomic import write_atomic
 from clipsam.io.image import MedicalImage
 from clipsam.io.limits import check_pixel_count
 
@@ -63,3 +65,39 @@ def slices_to_nifti(slices: np.ndarray) -> np.ndarray:
     """(K, J, I) stack of slices (or one (J, I) slice) -> (I, J, K) NIfTI array."""
     slices = slices[None] if slices.ndim == 2 else slices
     return np.transpose(slices, (2, 1, 0))
+
+
+def write_mask_nifti(
+    path: str | os.PathLike[str], mask_or_volume: np.ndarray, like: MedicalImage
+) -> Path:
+    """Write an (H, W) mask or (S, H, W) stack of slice masks as uint8 0/1 NIfTI
+    (.nii/.nii.gz).
+
+    ``like`` is the image the masks were made from; its affine and header are reused (data type
+    set to uint8, scaling removed). Without a header (a DICOM series) its affine is used, and
+    without either an affine from its pixel spacing.
+    """
+    masks = np.asarray(mask_or_volume).astype(bool)
+    masks = masks[None] if masks.ndim == 2 else masks
+    if masks.ndim != 3 or masks.shape[1:] != like.size or masks.shape[0] != like.num_slices:
+        raise InputError(f"cannot write {path}: mask shape {np.shape(mask_or_volume)} does not "
+                         f"match the image ({like.num_slices} x {like.size[0]} x {like.size[1]})")
+    data = slices_to_nifti(masks.astype(np.uint8))
+    if like.affine is not None and like.header is not None:
+        header = like.header.copy()
+        if data.size == np.prod(header.get_data_shape()):
+            data = data.reshape(header.get_data_shape())
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1.0, 0.0)
+        image = _image_class(header)(data, like.affine, header=header)
+    else:
+        row, col = like.spacing or (1.0, 1.0)
+        affine = like.affine if like.affine is not None else np.diag([col, row, 1.0, 1.0])
+        image = nib.Nifti1Image(data, affine)
+        image.set_data_dtype(np.uint8)
+    return write_atomic(path, lambda tmp: nib.save(image, tmp))
+
+
+def _image_class(header: nib.Nifti1Header) -> type[nib.Nifti1Image]:
+    """The NIfTI image class that goes with ``header`` (NIfTI-2 or NIfTI-1)."""
+    return nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image

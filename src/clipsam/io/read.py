@@ -6,11 +6,8 @@ import os
 from pathlib import Path
 
 from clipsam.errors import InputError
-from clipsam.io.dicom import read_dicom, read_dicom_series
 from clipsam.io.image import MedicalImage
 from clipsam.io.limits import max_pixels_default
-from clipsam.io.nifti import read_nifti
-from clipsam.io.raster import read_pillow, read_tiff
 
 SUPPORTED = "PNG, JPEG, TIFF, DICOM, NIfTI"
 _EXTENSIONS = {
@@ -30,6 +27,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> M
     path = Path(path)
     limit = max_pixels_default() if max_pixels is None else max_pixels
     if path.is_dir():
+        from clipsam.io.dicom import read_dicom_series  # each format's library loads on use
+
         try:
             return read_dicom_series(path, limit)
         except InputError:
@@ -42,12 +41,16 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> M
         raise InputError(f"cannot read {path}: the file is empty (0 bytes)")
     kind = detect_format(path)
     try:
-        if kind in ("png", "jpeg"):
-            return read_pillow(path, kind, limit)
-        if kind == "tiff":
-            return read_tiff(path, limit)
+        if kind in ("png", "jpeg", "tiff"):
+            from clipsam.io.raster import read_pillow, read_tiff
+
+            return read_tiff(path, limit) if kind == "tiff" else read_pillow(path, kind, limit)
         if kind == "dicom":
+            from clipsam.io.dicom import read_dicom
+
             return read_dicom(path, limit)
+        from clipsam.io.nifti import read_nifti
+
         return read_nifti(path, limit)
     except InputError:
         raise

@@ -9,12 +9,14 @@ read a segmenter's :class:`ImageEmbedding` directly (the built-in grounding mode
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from clipsam.models.segmenter import ImageEmbedding
+
+if TYPE_CHECKING:  # only gradient backends use torch; the built-in path runs without it
+    import torch
 
 
 @runtime_checkable

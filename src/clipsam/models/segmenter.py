@@ -11,6 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from clipsam.models.resample import resize_bilinear
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -41,18 +43,18 @@ class Geometry:
         return np.asarray(points, dtype=np.float32) * np.array([sx, sy], np.float32)
 
     def grid_to_original(self, grid_map: np.ndarray) -> np.ndarray:
-        """Resample a map on the embedding grid (which covers the padded square input) to the
-        original (H, W): upsample to the input, cut the padding, resize, all bilinear."""
-        import torch
-        import torch.nn.functional as F  # imported here so that `import clipsam` stays light
-        grid = torch.from_numpy(np.asarray(grid_map, dtype=np.float32))[None, None]
-        square = F.interpolate(grid, size=(self.input_size, self.input_size), mode="bilinear",
-                               align_corners=False)
+        """Resample (h, w) or (N, h, w) maps on any grid over the padded square input to the
+        original (H, W) / (N, H, W): upsample to the input, cut the padding, resize, all
+        bilinear (float32)."""
+        maps = np.asarray(grid_map, dtype=np.float32)
+        size = self.input_size
+        if maps.shape[-2:] != (size, size):
+            maps = resize_bilinear(maps, (size, size), antialias=False)
         height, width = self.resized_size
-        content = square[..., :height, :width]
-        full = F.interpolate(content, size=self.original_size, mode="bilinear",
-                             align_corners=False)
-        return full[0, 0].numpy()
+        maps = maps[..., :height, :width]
+        if (height, width) != self.original_size:
+            maps = resize_bilinear(maps, self.original_size, antialias=False)
+        return np.ascontiguousarray(maps, dtype=np.float32)
 
 
 @dataclass(frozen=True)

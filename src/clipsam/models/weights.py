@@ -10,6 +10,7 @@ and where to put it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipsam.errors import WeightsError
-from clipsam.io.atomic import atomic_path
+from clipsam.io.atomic import atomic_path, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,31 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_of(path: Path) -> str:
-    """The file's SHA-256, computed once per process for each (path, mtime, size)."""
+    """The file's SHA-256, computed once per (resolved path, mtime, size): kept in memory and in
+    the per-user cache (``<cache>/sha256/``), so a new process does not re-read large weights."""
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    name = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+    record = cache_dir() / "sha256" / name
+    try:
+        stored = record.read_text().strip()
+    except OSError:
+        stored = ""
+    if len(stored) == 64:
+        _DIGESTS[key] = stored
+        return stored
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    _DIGESTS[key] = digest.hexdigest()
+    try:
+        write_text_atomic(record, _DIGESTS[key] + "\n")
+    except OSError as exc:  # a read-only cache only costs the next process a re-read
+        logging.getLogger(__name__).debug("digest of %s not cached: %s", path, exc)
     return _DIGESTS[key]
 
 

@@ -33,8 +33,8 @@ ROLES = ("segmenter", "text_model", "weak_model")
 SENTENCE_ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer.json",
                           "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 """What the grounding model's locked sentence encoder reads from its folder."""
-NOT_IN_KEY = ("config.models.weights_dir", "config.models.embedding_cache", "config.weak_model",
-              "config.keep_intermediates")
+NOT_IN_KEY = ("config.models.weights_dir", "config.models.embedding_cache",
+              "config.models.threads", "config.weak_model", "config.keep_intermediates")
 
 
 @dataclass(frozen=True)

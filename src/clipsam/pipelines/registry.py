@@ -46,10 +46,11 @@ def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
                          f"{', '.join(RUNTIMES)}")
     device = resolve_device(config.device)
     if config.segmenter == "litemedsam":
-        segmenter = load_litemedsam(runtime=config.runtime, device=device)
+        segmenter = load_litemedsam(runtime=config.runtime, device=device,
+                                    threads=config.threads)
     else:
         segmenter = load_sam(config.segmenter, weights_dir=config.weights_dir,
-                             runtime=config.runtime, device=device)
+                             runtime=config.runtime, device=device, threads=config.threads)
     if config.embedding_cache is None:
         return segmenter
     from clipsam.models.embedding_store import StoredEmbeddings
@@ -117,9 +118,15 @@ def load_text_model(config: ModelConfig, segmenter: PromptableSegmenter) -> Imag
     device = resolve_device(config.device)
     folder = grounding_dir(config)
     if folder is not None:
-        return load_grounding_model(folder, segmenter=segmenter, device=device)
-    from clipsam.models.clip.factory import load_image_text_model
+        from clipsam.models.sam.factory import pick_runtime
 
+        runtime = pick_runtime(config.runtime, config.segmenter, device)
+        return load_grounding_model(folder, segmenter=segmenter, device=device, runtime=runtime,
+                                    threads=config.threads)
+    from clipsam.models.clip.factory import load_image_text_model
+    from clipsam.models.device import use_torch_threads
+
+    use_torch_threads(config.threads)
     return load_image_text_model(config.text_model, config.weights_dir, device=device)
 
 
@@ -175,8 +182,9 @@ def _weak(config: RunConfig, models: Models | None) -> Pipeline:
 
     if config.weak_model is None:
         raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
-    from clipsam.models.device import resolve_device
+    from clipsam.models.device import resolve_device, use_torch_threads
 
+    use_torch_threads(config.models.threads)
     return WeakPipeline(config.weak_model, device=resolve_device(config.models.device))
 
 

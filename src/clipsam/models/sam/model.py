@@ -4,50 +4,14 @@ parameter layout of the published checkpoints (``image_encoder.*``, ``prompt_enc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
+from clipsam.models.sam.architecture import SamArchitecture, TinyViTConfig
 from clipsam.models.sam.mask_decoder import MaskDecoder
 from clipsam.models.sam.prompt_encoder import PromptEncoder
-from clipsam.models.sam.tiny_vit import TinyViTConfig, TinyViTEncoder
-from clipsam.models.sam.vit import ViTConfig, ViTEncoder
-
-Normalisation = Literal["minmax", "sam_pixel"]
-
-
-@dataclass(frozen=True)
-class SamArchitecture:
-    """Everything needed to build a network and feed it.
-
-    ``normalisation``: "minmax" scales each image to [0, 1] (MedSAM, LiteMedSAM); "sam_pixel"
-    maps it to 0-255 and standardises with SAM's ImageNet pixel mean/std.
-    ``multimask``: whether boxes and single clicks use the best of the three ambiguity-aware
-    masks (SAM) or the single-mask output (MedSAM, LiteMedSAM).
-    """
-
-    encoder: TinyViTConfig | ViTConfig
-    normalisation: Normalisation
-    multimask: bool
-    supports_points: bool
-    prompt_dim: int = 256
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    num_multimask: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden: int = 256
-
-    @property
-    def input_size(self) -> int:
-        return self.encoder.img_size
-
-    @property
-    def grid_size(self) -> int:
-        return self.encoder.grid_size
+from clipsam.models.sam.tiny_vit import TinyViTEncoder
+from clipsam.models.sam.vit import ViTEncoder
 
 
 class SamModel(nn.Module):

@@ -4,13 +4,19 @@ full-resolution masks; prompts as labelled points in the model-input frame."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from clipsam.errors import InputError
-from clipsam.models.sam.model import Normalisation
-from clipsam.models.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PAD_LABEL
+from clipsam.models.resample import resize_bilinear
+from clipsam.models.sam.architecture import (
+    BOX_BOTTOM_RIGHT,
+    BOX_TOP_LEFT,
+    PAD_LABEL,
+    Normalisation,
+)
 from clipsam.models.segmenter import Geometry
+
+PREPROCESS_REVISION = 2  # 2: numpy resampling (clipsam.models.resample) instead of torch's
+"""Part of a segmenter's identity for stored embeddings: bump when prepared inputs change."""
 
 # SAM's ImageNet statistics on the 0-255 scale (segment_anything.modeling.Sam).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -56,35 +62,18 @@ def prepare_image(image: np.ndarray, input_size: int,
     rgb = as_three_channels(image)
     original = (rgb.shape[0], rgb.shape[1])
     size = resized_size(original, input_size)
-    tensor = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
-    if size != original:
-        tensor = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False,
-                               antialias=True)
+    planes = resize_bilinear(rgb.transpose(2, 0, 1), size, antialias=True)
     if normalisation == "minmax" or original_dtype != np.uint8:
-        low, high = tensor.min(), tensor.max()
-        tensor = (tensor - low) / torch.clamp(high - low, min=1e-8)
+        low, high = planes.min(), planes.max()
+        planes = (planes - low) / max(high - low, np.float32(1e-8))
     if normalisation == "sam_pixel":
-        tensor = tensor.clamp(0, 255) if original_dtype == np.uint8 else tensor * 255.0
-        mean = torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1)
-        tensor = (tensor - mean) / std
-    padded = F.pad(tensor, (0, input_size - size[1], 0, input_size - size[0]))
-    return padded.numpy().astype(np.float32, copy=False), Geometry(original, size, input_size)
-
-
-def logits_to_original(low_res: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """(N, h, w) logits on the padded input frame (any grid) -> (N, H, W) float32 logits at
-    the original size: upsample to the input size, crop the padding, resize (bilinear)."""
-    logits = torch.from_numpy(np.ascontiguousarray(low_res, dtype=np.float32)).unsqueeze(1)
-    size = geometry.input_size
-    if logits.shape[-1] != size or logits.shape[-2] != size:
-        logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-    h, w = geometry.resized_size
-    logits = logits[..., :h, :w]
-    if (h, w) != geometry.original_size:
-        logits = F.interpolate(logits, size=geometry.original_size, mode="bilinear",
-                               align_corners=False)
-    return logits[:, 0].numpy()
+        planes = np.clip(planes, 0, 255) if original_dtype == np.uint8 else planes * 255.0
+        mean = np.asarray(SAM_PIXEL_MEAN, np.float32)[:, None, None]
+        std = np.asarray(SAM_PIXEL_STD, np.float32)[:, None, None]
+        planes = (planes - mean) / std
+    padded = np.zeros((1, 3, input_size, input_size), np.float32)
+    padded[0, :, :size[0], :size[1]] = planes
+    return padded, Geometry(original, size, input_size)
 
 
 def check_boxes(boxes: np.ndarray) -> np.ndarray:

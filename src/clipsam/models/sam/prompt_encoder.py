@@ -12,11 +12,8 @@ import math
 import torch
 from torch import nn
 
+from clipsam.models.sam.architecture import PAD_LABEL
 from clipsam.models.sam.layers import LayerNorm2d
-
-PAD_LABEL = -1
-BOX_TOP_LEFT = 2
-BOX_BOTTOM_RIGHT = 3
 
 
 class FourierPositions(nn.Module):

@@ -1,22 +1,23 @@
-"""Two ways to run the same :class:`SamModel`: PyTorch, or ONNX Runtime on graphs exported once
-into the cache (image encoder; prompt encoder + mask decoder with a dynamic number of prompts)."""
+"""How a SAM-family network runs: the :class:`Runtime` protocol, and ONNX Runtime on graphs
+exported once into the per-user cache (image encoder; prompt encoder + mask decoder with a
+dynamic number of prompts). Once the graphs are cached this path needs no torch; the PyTorch
+runtime is :mod:`clipsam.models.sam.torch_runtime`, the export :mod:`clipsam.models.sam.export`."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
-import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from clipsam.errors import InputError, WeightsError
-from clipsam.io.atomic import atomic_path
-from clipsam.models.device import module_device
-from clipsam.models.sam.model import PromptDecoder, SamModel
 from clipsam.models.weights import cache_dir, sha256_of
+
+if TYPE_CHECKING:
+    from clipsam.models.sam.model import SamModel
 
 ONNX_OPSET = 17
 GRAPH_REVISION = 2  # bump when the exported graphs change for the same checkpoint
@@ -25,9 +26,12 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 def default_threads() -> int:
-    """Intra-op threads: ``$CLIPSAM_THREADS``, else the CPU count capped at 4."""
+    """Intra-op threads: ``$CLIPSAM_THREADS``, else every core this process may use."""
     env = os.environ.get("CLIPSAM_THREADS")
-    return max(1, int(env)) if env else max(1, min(4, os.cpu_count() or 1))
+    if env:
+        return max(1, int(env))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(usable) if usable else (os.cpu_count() or 1))
 
 
 class Runtime(Protocol):
@@ -51,29 +55,6 @@ class Runtime(Protocol):
         """Features, (N, P, 2) input-frame points, (N, P) labels -> (N, M, 4g, 4g) logits and
         (N, M) IoU estimates for all M decoder outputs."""
         ...
-
-
-class TorchRuntime:
-    """The network as a torch module on ``device`` ("cpu" or "cuda"); numpy in and out."""
-
-    name = "torch"
-    provider = None
-    files: tuple[Path, ...] = ()
-
-    def __init__(self, model: SamModel, device: str = "cpu") -> None:
-        self.model = model.to(device)
-        self.device = module_device(self.model)
-
-    def encode(self, image: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model.encode(torch.from_numpy(image).to(self.device)).cpu().numpy()
-
-    def decode(self, features: np.ndarray, coords: np.ndarray,
-               labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inputs = [torch.from_numpy(a).to(self.device) for a in (features, coords, labels)]
-        with torch.inference_mode():
-            masks, iou = self.model.decode(*inputs)
-        return masks.cpu().numpy(), iou.cpu().numpy()
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -139,42 +120,21 @@ def onnx_paths(model_name: str, checkpoint: Path) -> tuple[Path, Path]:
     return folder / f"{key}-encoder.onnx", folder / f"{key}-decoder.onnx"
 
 
-def export_encoder(model: SamModel, target: Path) -> None:
-    """Write the image encoder graph atomically (a killed export leaves no file)."""
-    size = model.arch.input_size
-    with atomic_path(target) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.image_encoder, (torch.zeros(1, 3, size, size),), str(tmp),
-                          input_names=["image"], output_names=["features"],
-                          opset_version=ONNX_OPSET, dynamo=False)
-
-
-def export_decoder(model: SamModel, target: Path) -> None:
-    """Write the prompt-encoder + mask-decoder graph (dynamic prompts and points) atomically."""
-    grid, dim = model.arch.grid_size, model.arch.prompt_dim
-    example = (torch.zeros(1, dim, grid, grid), torch.zeros(2, 2, 2),
-               torch.tensor([[2.0, 3.0], [2.0, 3.0]]))
-    with atomic_path(target) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(PromptDecoder(model), example, str(tmp),
-                          input_names=["features", "coords", "labels"],
-                          output_names=["masks", "iou"], opset_version=ONNX_OPSET,
-                          dynamic_axes={"coords": {0: "prompts", 1: "points"},
-                                        "labels": {0: "prompts", 1: "points"},
-                                        "masks": {0: "prompts"}, "iou": {0: "prompts"}},
-                          dynamo=False)
-
-
-def onnx_runtime(model: SamModel, model_name: str, checkpoint: Path,
-                 device: str = "cpu") -> OnnxRuntime:
-    """ONNX Runtime sessions for ``model`` on ``device``, exporting the graphs on first use."""
+def onnx_runtime(build_model: Callable[[], SamModel], model_name: str, checkpoint: Path,
+                 device: str = "cpu", threads: int | None = None) -> OnnxRuntime:
+    """ONNX Runtime sessions for ``model_name`` on ``device``; the graphs are exported from
+    ``build_model()`` (which loads the checkpoint in torch) only when they are not cached."""
     encoder_path, decoder_path = onnx_paths(model_name, checkpoint)
-    try:
-        if not encoder_path.exists():
-            export_encoder(model, encoder_path)
-        if not decoder_path.exists():
-            export_decoder(model, decoder_path)
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise WeightsError(f"ONNX export of {model_name} to {encoder_path.parent} failed "
-                           f"({exc.__class__.__name__}); use runtime='torch'") from exc
-    return OnnxRuntime(encoder_path, decoder_path, device=device)
+    if not (encoder_path.exists() and decoder_path.exists()):
+        from clipsam.models.sam import export
+
+        model = build_model()
+        try:
+            if not encoder_path.exists():
+                export.export_encoder(model, encoder_path, ONNX_OPSET)
+            if not decoder_path.exists():
+                export.export_decoder(model, decoder_path, ONNX_OPSET)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise WeightsError(f"ONNX export of {model_name} to {encoder_path.parent} failed "
+                               f"({exc.__class__.__name__}); use runtime='torch'") from exc
+    return OnnxRuntime(encoder_path, decoder_path, threads=threads, device=device)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from clipsam.errors import InputError
-from clipsam.models.sam.model import SamArchitecture
-from clipsam.models.sam.preprocess import logits_to_original, prepare_image, prompt_points
+from clipsam.models.sam.architecture import SamArchitecture
+from clipsam.models.sam.preprocess import PREPROCESS_REVISION, prepare_image, prompt_points
 from clipsam.models.sam.runtime import Runtime
 from clipsam.models.segmenter import ImageEmbedding, MaskPrediction
 
@@ -39,7 +39,8 @@ class SamSegmenter:
         return self.runtime.device
 
     def __repr__(self) -> str:
-        return f"SamSegmenter(name={self.name!r}, runtime={self.runtime.name!r})"
+        return (f"SamSegmenter(name={self.name!r}, runtime={self.runtime.name!r}, "
+                f"preprocess=r{PREPROCESS_REVISION})")
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         model_input, geometry = prepare_image(image, self.arch.input_size,
@@ -78,7 +79,7 @@ class SamSegmenter:
         rows = np.arange(n)
         low_res = np.ascontiguousarray(all_logits[rows, index], dtype=np.float32)
         scores = np.asarray(all_iou[rows, index], dtype=np.float32)
-        masks = logits_to_original(low_res, geometry) > 0
+        masks = geometry.grid_to_original(low_res) > 0
         return MaskPrediction(masks=masks, low_res_logits=low_res, scores=scores)
 
     @staticmethod

@@ -8,40 +8,12 @@ neck maps the last stage to 256 channels. Parameter names follow the published c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clipsam.models.sam.architecture import TinyViTConfig
 from clipsam.models.sam.layers import neck, window_partition, window_unpartition
-
-
-@dataclass(frozen=True)
-class TinyViTConfig:
-    """Shape of a TinyViT encoder; defaults are LiteMedSAM's."""
-
-    img_size: int = 256
-    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    num_heads: tuple[int, ...] = (2, 4, 5, 10)
-    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
-    merge_strides: tuple[int, ...] = (2, 2, 1)
-    mlp_ratio: float = 4.0
-    mbconv_expand_ratio: float = 4.0
-    out_chans: int = 256
-
-    @property
-    def resolutions(self) -> list[int]:
-        """Side length of the feature grid in each stage."""
-        sizes = [self.img_size]
-        for stride in self.merge_strides:
-            sizes.append(sizes[-1] // stride)
-        return sizes
-
-    @property
-    def grid_size(self) -> int:
-        return self.resolutions[-1]
 
 
 class ConvBN(nn.Sequential):
@@ -194,9 +166,9 @@ class AttentionStage(nn.Module):
 class TinyViTEncoder(nn.Module):
     """(B, 3, S, S) image in [0, 1] -> (B, out_chans, S/4, S/4) features (LiteMedSAM: 256x64x64)."""
 
-    def __init__(self, config: TinyViTConfig = TinyViTConfig()) -> None:
+    def __init__(self, config: TinyViTConfig | None = None) -> None:
         super().__init__()
-        self.config = config
+        self.config = config = config or TinyViTConfig()
         dims, sizes = config.embed_dims, config.resolutions
         self.patch_embed = PatchEmbed(3, dims[0])
         stages: list[nn.Module] = [ConvStage(dims[0], dims[1], config.depths[0],

@@ -4,37 +4,12 @@ Parameter names follow the official checkpoints (``image_encoder.*``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clipsam.models.sam.architecture import VIT_B, ViTConfig
 from clipsam.models.sam.layers import MLPBlock, neck, window_partition, window_unpartition
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Shape of a SAM ViT encoder; defaults are ViT-B."""
-
-    img_size: int = 1024
-    patch_size: int = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    window_size: int = 14
-    mlp_ratio: float = 4.0
-    out_chans: int = 256
-
-    @property
-    def grid_size(self) -> int:
-        return self.img_size // self.patch_size
-
-
-VIT_B = ViTConfig()
-VIT_L = ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23))
-VIT_H = ViTConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31))
 
 
 def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
