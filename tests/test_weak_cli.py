@@ -8,15 +8,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
 from clipsam.apps import cmd_weak_train
+from clipsam.apps.cli import main
 from clipsam.config import RunConfig
 from clipsam.errors import InputError
 from clipsam.eval.methods import build_method
 from clipsam.pipelines import registry
 from clipsam.pipelines.base import PipelineResult
+from clipsam.pipelines.weak import WeakPipeline
 
 
 class BrightCascade:
@@ -72,7 +75,7 @@ def weak_train(*argv: str) -> int:
 
 
 def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_folder, tmp_path,
-                                                       capsys):
+                                                       capsys, monkeypatch):
     out = tmp_path / "model"
     code = weak_train(str(image_folder), "-p", "bright disc", "--out", str(out), "--size", "32",
                       "--epochs", "2", "--cycles", "2", "--seed", "5", "--threads", "1")
@@ -93,6 +96,21 @@ def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_f
     result = method.segment(image, np.zeros_like(image), "bright disc")
     assert result.method == "weak" and result.mask.shape == image.shape
     assert method.reports_absence
+
+    monkeypatch.undo()  # the real registry from here: segment with the trained network
+    segmented = tmp_path / "segmented"
+    source = str(image_folder / "site" / "scan_0.png")
+    argv = ["segment", "-q", source, "-p", "bright disc", "-o", str(segmented), "--method",
+            "weak", "--model", str(out)]
+    assert main(argv) == 0
+    written = tifffile.imread(segmented / "scan_0_uncertainty.tif")
+    expected = WeakPipeline(out).run(image, "bright disc", keep_intermediates=True)
+    np.testing.assert_array_equal(written, expected.intermediates["uncertainty"])
+    assert written.dtype == np.float32 and written.max() <= 1.0
+    record = json.loads((segmented / "scan_0.json").read_text())
+    assert record["results"][0]["uncertainty_file"] == "scan_0_uncertainty.tif"
+    (segmented / "scan_0_uncertainty.tif").unlink()  # an output missing: the image is redone
+    assert main(argv) == 0 and (segmented / "scan_0_uncertainty.tif").is_file()
 
 
 def test_weak_train_rejects_bad_arguments(stand_in_cascade, image_folder, tmp_path):

@@ -244,7 +244,8 @@ class Segmenter:
 
 
 def _stack(results: list[SegmentResult]) -> SegmentResult:
-    """Join per-slice results of one prompt into a volume result."""
+    """Join per-slice results of one prompt into a volume result (intermediate maps of the
+    slices' size stacked; others dropped)."""
     boxes = [np.column_stack([np.full(len(r.boxes), z, np.float32), r.boxes])
              for z, r in enumerate(results)]
     timings: dict[str, float] = {}
@@ -252,12 +253,16 @@ def _stack(results: list[SegmentResult]) -> SegmentResult:
         for stage, seconds in result.provenance["timings"].items():
             timings[stage] = timings.get(stage, 0.0) + seconds
     first = results[0]
+    shared = set.intersection(*(set(r.intermediates) for r in results))
+    views = {k: np.stack([r.intermediates[k] for r in results]) for k in sorted(shared)
+             if all(np.shape(r.intermediates[k]) == r.mask.shape for r in results)}
     return SegmentResult(
         mask=np.stack([r.mask for r in results]), found=any(r.found for r in results),
         boxes=np.concatenate(boxes).reshape(-1, 5),
         scores=np.concatenate([r.scores for r in results]),
         prompt=first.prompt, method=first.method, geometry=first.geometry,
-        provenance={**first.provenance, "timings": timings, "slices": len(results)})
+        provenance={**first.provenance, "timings": timings, "slices": len(results)},
+        intermediates=views)
 
 
 def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:

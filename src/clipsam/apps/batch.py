@@ -47,13 +47,16 @@ class InputImage:
 @dataclass(frozen=True)
 class SegmentJob:
     """What a folder run does to every image; ``settings`` is the run's settings key
-    (:attr:`clipsam.pipelines.provenance.RunIdentity.key`)."""
+    (:attr:`clipsam.pipelines.provenance.RunIdentity.key`). ``uncertainty``: also write each
+    result's ``uncertainty`` map (``method="weak"``) as ``<tag>_uncertainty.tif`` (float32; a
+    volume's as ``.nii.gz``)."""
 
     prompts: tuple[str, ...]
     out_dir: Path
     settings: str
     overwrite: bool = False
     dicom_seg: bool = False
+    uncertainty: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,9 @@ def output_paths(item: InputImage, job: SegmentJob, volume: bool) -> dict[str, d
         tag = base.name if len(job.prompts) == 1 else f"{base.name}_{prompt_slug(prompt)}"
         paths[prompt] = {"mask": base.with_name(tag + mask_suffix),
                          "overlay": base.with_name(tag + "_overlay.png")}
+        if job.uncertainty:
+            map_suffix = "_uncertainty.nii.gz" if volume else "_uncertainty.tif"
+            paths[prompt]["uncertainty"] = base.with_name(tag + map_suffix)
     return paths
 
 
@@ -208,7 +214,8 @@ def earlier_settings(item: InputImage, job: SegmentJob) -> str | None:
         recorded = [r.get("prompt") for r in results]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    outputs = [paths[p]["mask"] for p in job.prompts]
+    outputs = [paths[p][kind] for p in job.prompts for kind in ("mask", "uncertainty")
+               if kind in paths[p]]
     if "seg" in paths["record"]:
         outputs.append(paths["record"]["seg"])
     if recorded != list(job.prompts) or not all(path.exists() for path in outputs):
@@ -251,14 +258,31 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
             write_mask_png(target["mask"], result.mask)
         plane, mask, boxes = overlay_plane(image, result)
         write_overlay_png(target["overlay"], plane, mask, boxes)
-        entries.append({**result.to_record(), "mask_file": target["mask"].name,
-                        "overlay_file": target["overlay"].name})
+        files = {"mask_file": target["mask"].name, "overlay_file": target["overlay"].name}
+        if "uncertainty" in target:
+            files["uncertainty_file"] = write_uncertainty(target["uncertainty"], result,
+                                                          image, volume).name
+        entries.append({**result.to_record(), **files})
     record: dict[str, Any] = {"input": str(item.path), "results": entries}
     if job.dicom_seg:
         from clipsam.apps.dicom_output import write_seg
 
         record["seg_file"] = write_seg(paths["record"]["seg"], image, results).name
     write_record_json(paths["record"]["json"], record)
+
+
+def write_uncertainty(path: Path, result: SegmentResult, image: Any, volume: bool) -> Path:
+    """The result's per-pixel uncertainty map (float32), beside its mask."""
+    values = result.intermediates.get("uncertainty")
+    if values is None:
+        raise ClipsamError(f"method {result.method!r} gives no uncertainty map to write")
+    if volume:
+        from clipsam.io.nifti import write_volume_nifti
+
+        return write_volume_nifti(path, np.asarray(values, np.float32), image)
+    from clipsam.io.raster import write_map_tiff
+
+    return write_map_tiff(path, values)
 
 
 def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:

@@ -26,9 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Segment every image in INPUT (files, folders, globs) for each prompt and "
                     "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
                     "OUT_DIR. A folder holding the slices of one DICOM series is read as one "
-                    "volume. Images already done with the same settings (method, models and their "
-                    "files, configuration, clipsam version) are skipped unless --overwrite; "
-                    "images done with other settings are redone.")
+                    "volume. --method weak also writes <name>_uncertainty.tif (.nii.gz for "
+                    "volumes), the network's per-pixel predictive entropy in bits. Images "
+                    "already done with the same settings (method, models and their files, "
+                    "configuration, clipsam version) are skipped unless --overwrite; images "
+                    "done with other settings are redone.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
     parser.add_argument("-p", "--prompt", dest="prompts", action="append", required=True,
                         metavar="TEXT", help="what to segment; repeat for several targets")
@@ -70,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
+        weak = args.method == "weak"  # its uncertainty map is written beside the mask
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                             runtime=args.runtime, device=args.device, threads=args.threads,
+                            keep_intermediates=weak,
                             weights_dir=args.weights_dir, weak_model=args.model)
         if args.engine == "ray":
             require("ray", "--engine ray")
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     job = SegmentJob(prompts=prompts, out_dir=args.out_dir, settings=settings,
-                     overwrite=args.overwrite, dicom_seg=dicom_seg)
+                     overwrite=args.overwrite, dicom_seg=dicom_seg, uncertainty=weak)
     try:
         if args.engine == "ray":
             from clipsam.apps.ray_engine import run_ray

@@ -71,30 +71,36 @@ def write_mask_nifti(
     path: str | os.PathLike[str], mask_or_volume: np.ndarray, like: MedicalImage
 ) -> Path:
     """Write an (H, W) mask or (S, H, W) stack of slice masks as uint8 0/1 NIfTI
-    (.nii/.nii.gz).
+    (.nii/.nii.gz) over ``like``'s voxels (:func:`write_volume_nifti`)."""
+    return write_volume_nifti(path, np.asarray(mask_or_volume).astype(np.uint8), like)
 
-    ``like`` is the image the masks were made from; its affine and header are reused (data type
-    set to uint8, scaling removed). Without a header (a DICOM series) its affine is used, and
-    without either an affine from its pixel spacing.
+
+def write_volume_nifti(path: str | os.PathLike[str], slices: np.ndarray,
+                       like: MedicalImage) -> Path:
+    """Write an (H, W) plane or (S, H, W) stack (uint8 or float32, kept) as NIfTI.
+
+    ``like`` is the image the planes were made from; its affine and header are reused (data
+    type set to the planes', scaling removed). Without a header (a DICOM series) its affine is
+    used, and without either an affine from its pixel spacing.
     """
-    masks = np.asarray(mask_or_volume).astype(bool)
-    masks = masks[None] if masks.ndim == 2 else masks
-    if masks.ndim != 3 or masks.shape[1:] != like.size or masks.shape[0] != like.num_slices:
-        raise InputError(f"cannot write {path}: mask shape {np.shape(mask_or_volume)} does not "
-                         f"match the image ({like.num_slices} x {like.size[0]} x {like.size[1]})")
-    data = slices_to_nifti(masks.astype(np.uint8))
+    planes = np.asarray(slices)
+    planes = planes[None] if planes.ndim == 2 else planes
+    if planes.ndim != 3 or planes.shape[1:] != like.size or planes.shape[0] != like.num_slices:
+        raise InputError(f"cannot write {path}: shape {np.shape(slices)} does not match the "
+                         f"image ({like.num_slices} x {like.size[0]} x {like.size[1]})")
+    data = slices_to_nifti(planes)
     if like.affine is not None and like.header is not None:
         header = like.header.copy()
         if data.size == np.prod(header.get_data_shape()):
             data = data.reshape(header.get_data_shape())
-        header.set_data_dtype(np.uint8)
+        header.set_data_dtype(planes.dtype)
         header.set_slope_inter(1.0, 0.0)
         image = _image_class(header)(data, like.affine, header=header)
     else:
         row, col = like.spacing or (1.0, 1.0)
         affine = like.affine if like.affine is not None else np.diag([col, row, 1.0, 1.0])
         image = nib.Nifti1Image(data, affine)
-        image.set_data_dtype(np.uint8)
+        image.set_data_dtype(planes.dtype)
     return write_atomic(path, lambda tmp: nib.save(image, tmp))
 
 

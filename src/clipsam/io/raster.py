@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import tifffile
 from PIL import Image
 
 from clipsam.errors import InputError
+from clipsam.io.atomic import write_atomic
 from clipsam.io.image import MedicalImage
 from clipsam.io.limits import check_pixel_count
 
@@ -92,3 +94,11 @@ def _tiff_spacing(page: tifffile.TiffPage) -> tuple[float, float] | None:
     except (KeyError, ZeroDivisionError, TypeError, IndexError):
         return None
     return (row, col) if row > 0 and col > 0 else None
+
+
+def write_map_tiff(path: str | os.PathLike[str], values: np.ndarray) -> Path:
+    """Write an (H, W) float map as a float32 TIFF, atomically."""
+    values = np.asarray(values, np.float32)
+    if values.ndim != 2:
+        raise InputError(f"cannot write {path}: a map must be (H, W), got {values.shape}")
+    return write_atomic(path, lambda tmp: tifffile.imwrite(tmp, values))
