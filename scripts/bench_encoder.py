@@ -22,9 +22,9 @@ import onnxruntime
 import torch
 from PIL import Image
 
+from clipsam.models.onnx_session import default_threads
 from clipsam.models.sam import load_litemedsam
 from clipsam.models.sam.preprocess import prepare_image
-from clipsam.models.sam.runtime import default_threads
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:

@@ -291,7 +291,7 @@ def test_onnx_export_is_reused_and_matches_torch(checkpoint, sam, image, tmp_pat
                                                  monkeypatch) -> None:
     monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path))
     onnx_sam = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
-    files = sorted((tmp_path / "onnx").glob("*.onnx"))
+    files = sorted(p for p in (tmp_path / "onnx").glob("*.onnx") if ".ort-" not in p.name)
     assert [f.name.endswith(s) for f, s in zip(files, ("decoder.onnx", "encoder.onnx"),
                                                   strict=True)] == [True, True]
     stamps = [f.stat().st_mtime_ns for f in files]
@@ -375,3 +375,35 @@ def test_many_prompts_are_decoded_in_bounded_batches(sam, image, monkeypatch) ->
     assert calls == [3, 3, 1]
     np.testing.assert_allclose(chunked.low_res_logits, whole.low_res_logits, atol=1e-4)
     np.testing.assert_allclose(chunked.scores, whole.scores, atol=1e-5)
+
+
+def test_a_new_process_loads_the_cpu_optimised_graph_with_identical_outputs(
+        checkpoint, image, tmp_path, monkeypatch) -> None:
+    import onnxruntime
+
+    from clipsam.models import onnx_session
+
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path))
+    first = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
+    graphs = first.runtime.files
+    optimised = [onnx_session.optimised_path(g) for g in graphs]
+    assert all(p.is_file() for p in optimised)
+    assert not list(tmp_path.rglob("*.part*"))  # written atomically
+    opened = []
+
+    original = onnxruntime.InferenceSession
+
+    def recording(path, options, providers):
+        opened.append((Path(path), options.graph_optimization_level))
+        return original(path, options, providers=providers)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    again = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
+    assert [p for p, _ in opened] == optimised
+    assert {level for _, level in opened} == {
+        onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    box = np.array([[5, 5, 40, 30]], np.float32)
+    want, got = first.encode(image), again.encode(image)
+    np.testing.assert_array_equal(got.features, want.features)
+    np.testing.assert_array_equal(again.predict(got, boxes=box).low_res_logits,
+                                  first.predict(want, boxes=box).low_res_logits)

@@ -86,17 +86,11 @@ class OnnxHeads:
 
     def __init__(self, patch_path: Path, text_path: Path, scale: float, bias: float,
                  device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from clipsam.models.onnx_session import CPU_PROVIDER, onnx_session
 
-        from clipsam.models.sam.runtime import CPU_PROVIDER, default_threads, onnx_providers
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        providers = onnx_providers(device)
-        self._patch = ort.InferenceSession(str(patch_path), options, providers=providers)
-        self._text = ort.InferenceSession(str(text_path), options, providers=providers)
-        self.provider = providers[0]
+        self._patch = onnx_session(patch_path, device, threads)
+        self._text = onnx_session(text_path, device, threads)
+        self.provider = self._patch.get_providers()[0]
         self.device = "cpu" if self.provider == CPU_PROVIDER else "cuda"
         self.files = (Path(patch_path), Path(text_path))
         self.scale, self.bias = float(scale), float(bias)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from clipsam.errors import InputError, WeightsError
+from clipsam.models.onnx_session import CUDA_PROVIDER
 from clipsam.models.sam.architecture import VIT_B, VIT_H, VIT_L, SamArchitecture, TinyViTConfig
 from clipsam.models.sam.checkpoints import (
     LITEMEDSAM_HINT,
@@ -14,7 +15,7 @@ from clipsam.models.sam.checkpoints import (
     litemedsam_checkpoint,
     load_model,
 )
-from clipsam.models.sam.runtime import CUDA_PROVIDER, Runtime, onnx_runtime
+from clipsam.models.sam.runtime import Runtime, onnx_runtime
 from clipsam.models.sam.segmenter import SamSegmenter
 from clipsam.models.weights import resolve
 

@@ -6,14 +6,14 @@ runtime is :mod:`clipsam.models.sam.torch_runtime`, the export :mod:`clipsam.mod
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from clipsam.errors import InputError, WeightsError
+from clipsam.errors import WeightsError
+from clipsam.models.onnx_session import CPU_PROVIDER, onnx_session
 from clipsam.models.weights import cache_dir, sha256_of
 
 if TYPE_CHECKING:
@@ -21,17 +21,6 @@ if TYPE_CHECKING:
 
 ONNX_OPSET = 17
 GRAPH_REVISION = 2  # bump when the exported graphs change for the same checkpoint
-CPU_PROVIDER = "CPUExecutionProvider"
-CUDA_PROVIDER = "CUDAExecutionProvider"
-
-
-def default_threads() -> int:
-    """Intra-op threads: ``$CLIPSAM_THREADS``, else every core this process may use."""
-    env = os.environ.get("CLIPSAM_THREADS")
-    if env:
-        return max(1, int(env))
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return max(1, len(usable) if usable else (os.cpu_count() or 1))
 
 
 class Runtime(Protocol):
@@ -57,20 +46,6 @@ class Runtime(Protocol):
         ...
 
 
-def onnx_providers(device: str) -> list[str]:
-    """The ONNX Runtime execution providers for ``device``: CUDA's when asked for (an error when
-    this onnxruntime build has none), else the CPU's."""
-    if device == "cpu":
-        return [CPU_PROVIDER]
-    import onnxruntime as ort
-
-    if CUDA_PROVIDER not in ort.get_available_providers():
-        raise InputError(f"device {device!r} with runtime 'onnx' needs onnxruntime-gpu: this "
-                         f"onnxruntime has no {CUDA_PROVIDER}; use runtime 'torch' or device "
-                         "'cpu'")
-    return [CUDA_PROVIDER]
-
-
 class OnnxRuntime:
     """The exported graphs in ONNX Runtime sessions on ``device``.
 
@@ -82,21 +57,9 @@ class OnnxRuntime:
 
     def __init__(self, encoder_path: Path, decoder_path: Path, threads: int | None = None,
                  device: str = "cpu") -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = onnx_providers(device)
-        self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
-        used = {session.get_providers()[0] for session in (self.encoder, self.decoder)}
-        if used != {providers[0]}:
-            raise WeightsError(f"ONNX Runtime could not start {providers[0]} (it runs on "
-                               f"{', '.join(sorted(used))}); check the CUDA libraries or use "
-                               "device 'cpu'")
-        self.provider = providers[0]
+        self.encoder = onnx_session(encoder_path, device, threads)
+        self.decoder = onnx_session(decoder_path, device, threads)
+        self.provider = self.encoder.get_providers()[0]
         self.device = "cpu" if self.provider == CPU_PROVIDER else "cuda"
         self.files = (Path(encoder_path), Path(decoder_path))
 
