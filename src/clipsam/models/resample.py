@@ -11,9 +11,12 @@ renormalised at the borders, as a sparse (out, in) matrix per axis.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 
 def linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,6 +34,8 @@ def linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np
 @lru_cache(maxsize=64)
 def antialias_weights(size_in: int, size_out: int) -> sparse.csr_matrix:
     """(size_out, size_in) float32 weights of the widened triangle filter along one axis."""
+    from scipy import sparse
+
     scale = size_in / size_out
     support = scale if scale >= 1.0 else 1.0
     inv = 1.0 / scale if scale >= 1.0 else 1.0
