@@ -55,8 +55,9 @@ def modules_loaded_by(code: str) -> set[str]:
     return set(report[-1].split()[1:])
 
 
-def test_the_command_line_parser_loads_no_model_library():
+def test_the_command_line_parser_and_models_list_load_no_model_library():
     assert modules_loaded_by("from clipsam.apps.cli import build_parser; build_parser()") == set()
+    assert modules_loaded_by("from clipsam.apps.cli import main; main(['models', 'list'])") == set()
 
 
 @pytest.mark.slow
