@@ -15,7 +15,7 @@ declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left
                     [ddsm_pectoral]="pectoral muscle")
 clipsam=.venv/bin/clipsam
 out=docs/results/eval
-common=(--subset test --embedding-cache runs/eval_emb)
+common=(--subset test --embedding-cache runs/eval_emb --overwrite)
 for set in hc18 cxr_lungs jsrt_heart isic_skin kvasir_polyp busi ddti_thyroid dsb_nuclei \
            lgg_flair ddsm_pectoral jsrt_clavicles; do
   p=${prompts[$set]}

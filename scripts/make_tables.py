@@ -164,6 +164,14 @@ def table_throughput() -> str:
                    "eval Dice", "salip Dice", "load avg at start"], body)
 
 
+def table_encoder_options() -> str:
+    rows = _rows(RESULTS / "encoder" / "options.csv")
+    body = [[r["option"], r["value"], r["median_s"], r["paired_ratio_to_default"],
+             r["session_create_s"], r["max_abs_diff_to_default"]] for r in rows]
+    return _table(["option", "value", "s per encoder pass (median)", "time ratio to default",
+                   "session creation s", "max abs diff of features"], body)
+
+
 def table_candidates() -> str:
     rows = _rows(RESULTS / "grounding" / "candidates.csv")
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -280,6 +288,7 @@ def table_loso() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
+    "encoder_options": table_encoder_options,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "augmentation": table_augmentation,
 }
