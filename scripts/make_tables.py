@@ -172,6 +172,16 @@ def table_encoder_options() -> str:
                    "session creation s", "max abs diff of features"], body)
 
 
+def table_int8_sensitivity() -> str:
+    rows = sorted(_rows(RESULTS / "encoder" / "sensitivity.csv"),
+                  key=lambda r: float(r["cosine_mean"]))
+    body = [[f"`{r['node']}`", r["op"], r["cosine_mean"], r["cosine_min"]] for r in rows[:6]]
+    fine = sum(float(r["cosine_min"]) >= 0.99 for r in rows)
+    body.append([f"the other {len(rows) - 6} nodes ({fine} with min cosine >= 0.99)", "", "", ""])
+    return _table(["node quantised alone (int8, per-channel)", "op",
+                   "embedding cosine to fp32 (mean)", "(min)"], body)
+
+
 def table_candidates() -> str:
     rows = _rows(RESULTS / "grounding" / "candidates.csv")
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -288,7 +298,7 @@ def table_loso() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
-    "encoder_options": table_encoder_options,
+    "encoder_options": table_encoder_options, "int8_sensitivity": table_int8_sensitivity,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "augmentation": table_augmentation,
 }
