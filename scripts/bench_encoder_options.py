@@ -452,7 +452,11 @@ def sensitivity(base: Path, method: str, calibration: Sequence[np.ndarray],
                 inputs: Sequence[np.ndarray], work: Path,
                 log: Callable[[str], None]) -> list[dict]:
     """Quantise one Conv or Gemm node at a time (the rest fp32): cosine of the embedding to
-    fp32 on ``inputs``."""
+    fp32 on ``inputs``; saved in ``work`` and reused by a rerun."""
+    store = work / f"sensitivity-{method}-{len(calibration)}-{len(inputs)}.json"
+    if store.exists():
+        log(f"reusing {store}")
+        return json.loads(store.read_text())
     reference = embeddings(base, inputs)
     model = onnx.load(str(base), load_external_data=False)
     rows = []
@@ -468,38 +472,54 @@ def sensitivity(base: Path, method: str, calibration: Sequence[np.ndarray],
         rows.append({"node": node.name, "op": node.op_type,
                      "cosine_mean": round(float(np.mean(values)), 4),
                      "cosine_min": round(float(np.min(values)), 4)})
+    store.write_text(json.dumps(rows))
     worst = sorted(rows, key=lambda r: r["cosine_mean"])[:5]
     log("most sensitive nodes: " + ", ".join(f"{r['node']} {r['cosine_mean']}" for r in worst))
     return rows
 
 
 def gt_box_dice(paths: dict[str, Path], decoder: Path, checkpoint: Path,
-                test: dict[str, list[Sample]], threads: int,
+                test: dict[str, list[Sample]], threads: int, work: Path,
                 log: Callable[[str], None]) -> tuple[dict, dict]:
     """Per variant and set, the gt-box Dice of every test image; per variant the embedding
-    cosines to fp32 (``paths`` starts with "fp32")."""
-    segmenters = {name: SamSegmenter("litemedsam", LITEMEDSAM,
-                                     OnnxRuntime(path, decoder, threads=threads), checkpoint)
-                  for name, path in paths.items()}
-    scores = {name: {} for name in paths}
-    cos: dict[str, list[float]] = {name: [] for name in paths}
-    for set_name, samples in test.items():
+    cosines to fp32 (``paths`` starts with "fp32"). One variant at a time (fp32 embeddings kept
+    on disk as float16 for the cosines); each finished variant is saved in ``work`` and reused
+    by a rerun on the same images."""
+    cases = [(set_name, s) for set_name, samples in test.items() for s in samples]
+    key = [f"{s.set_name}/{s.image_id}" for _, s in cases]
+    store = work / "dice.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    if done.get("images") != key or done.get("threads") != threads:
+        done = {"images": key, "threads": threads, "variants": {}}
+    embedded = work / "fp32-embeddings"
+    embedded.mkdir(exist_ok=True)
+    for name, path in paths.items():
+        if name in done["variants"]:
+            log(f"  {name}: reusing its Dice from {store}")
+            continue
         start = time.perf_counter()
-        for sample in samples:
+        segmenter = SamSegmenter("litemedsam", LITEMEDSAM,
+                                 OnnxRuntime(path, decoder, threads=threads), checkpoint)
+        scores: dict[str, list[float]] = {}
+        cos: list[float] = []
+        for i, (set_name, sample) in enumerate(cases):
             pixels = segmenter_input(read_image(sample.image_path))
             mask = read_mask(sample.mask_path)
-            reference = None
-            for name, segmenter in segmenters.items():
-                embedding = segmenter.encode(pixels)
-                result = GtBoxOracle(segmenter).run(pixels, mask, embedding=embedding)
-                scores[name].setdefault(set_name, []).append(dice(result.mask, mask))
-                if reference is None:
-                    reference = embedding.features
-                cos[name] += cosines([embedding.features], [reference])
-        log(f"  {set_name}: {len(samples)} images, " + ", ".join(
-            f"{n} {np.mean(scores[n][set_name]):.4f}" for n in paths)
-            + f" ({time.perf_counter() - start:.0f} s)")
-    return scores, cos
+            embedding = segmenter.encode(pixels)
+            result = GtBoxOracle(segmenter).run(pixels, mask, embedding=embedding)
+            scores.setdefault(set_name, []).append(dice(result.mask, mask))
+            reference = embedded / f"{i:04d}.npy"
+            if name == "fp32":
+                np.save(reference, embedding.features.astype(np.float16))
+            cos += cosines([embedding.features], [np.load(reference).astype(np.float32)])
+        done["variants"][name] = {"dice": scores, "cosine": cos}
+        store.write_text(json.dumps(done))
+        del segmenter
+        gc.collect()
+        log(f"  {name}: " + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in scores.items())
+            + f"; cosine {np.mean(cos):.4f} ({time.perf_counter() - start:.0f} s)")
+    variants = done["variants"]
+    return ({n: variants[n]["dice"] for n in paths}, {n: variants[n]["cosine"] for n in paths})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,7 +597,7 @@ def bench_quantisation(args: argparse.Namespace, images: Images, encoder: Path, 
         torch.set_num_threads(1)
     dice_paths = {"fp32": encoder} | {s.name: paths[s.name] for s in specs}
     scores, cos = gt_box_dice(dice_paths, decoder, checkpoint, images.test, args.dice_threads,
-                              log)
+                              work, log)
     phases["dice"] = time.perf_counter() - phase
     rows = []
     for name in paths:
@@ -677,6 +697,8 @@ def main() -> None:
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True, exist_ok=True)
+    reused = sorted(p.name for p in args.work.iterdir() if p.suffix == ".json"
+                    or (p.name.startswith("encoder-int8-") and ".ort-" not in p.name))
     args.out.mkdir(parents=True, exist_ok=True)
 
     segmenter = load_litemedsam(runtime="onnx")
@@ -720,6 +742,7 @@ def main() -> None:
                   f"pass each) on {len(timing_inputs)} preprocessed test images; session "
                   f"creation medians of {args.create_repeats} interleaved repeats",
         "quantisation": quant_notes,
+        "reused_from_work_dir": reused,
         "phase_seconds": {k: round(v) for k, v in phases.items()},
         "total_seconds": round(time.perf_counter() - started),
     }

@@ -12,7 +12,12 @@ from clipsam.models.grounding import (
     PresenceRule,
     load_grounding_model,
 )
-from clipsam.models.grounding.grid import grid_box_to_image, mask_to_grid, valid_mask
+from clipsam.models.grounding.grid import (
+    boxes_to_grid,
+    grid_box_to_image,
+    mask_to_grid,
+    valid_mask,
+)
 from clipsam.models.grounding.model import presence_from_logits
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import Geometry, ImageEmbedding
@@ -62,6 +67,9 @@ def test_grid_helpers_map_masks_and_boxes():
     assert frac[:8, :7].min() > 0.99 and frac[:8, 9:].max() < 0.01
     box = grid_box_to_image(np.array([0, 0, 8, 4]), emb.geometry, 16)
     np.testing.assert_allclose(box, [0, 0, 40, 20], atol=1e-4)
+    cells = boxes_to_grid(np.array([box, [41, 21, 42, 22]]), emb.geometry, 16)
+    assert cells[0].sum() == 32 and cells[0][:4, :8].all()  # the inverse of grid_box_to_image
+    assert cells[1].sum() == 1 and cells[1][4, 8]  # a box inside one cell touches it alone
 
 
 def test_model_implements_the_shared_interfaces():

@@ -57,7 +57,7 @@ def test_the_page_takes_its_method_menu_from_the_server():
 
 
 def test_registry_flags_drive_eval_methods():
-    assert {"unprompted", "whole-box", "weak"} == TEXT_FREE_METHODS
+    assert {"unprompted", "whole-box", "weak", "weak-box"} == TEXT_FREE_METHODS
     with pytest.raises(InputError, match="needs --model"):
         build_method("weak", RunConfig())
     with pytest.raises(InputError, match="unknown method 'nope'"):

@@ -10,7 +10,14 @@ from clipsam.errors import InputError
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
 from clipsam.postprocess.boxes import box_iou, mask_to_box
 from clipsam.proposals.area import area_filter
-from clipsam.proposals.feature_boxes import feature_boxes, kmeans_labels
+from clipsam.proposals.feature_boxes import (
+    cluster_regions,
+    distinctness,
+    feature_boxes,
+    integral_image,
+    kmeans_labels,
+    principal_components,
+)
 from clipsam.proposals.generate import (
     BOX_PROMPT_DEFAULTS,
     default_config,
@@ -162,14 +169,15 @@ def test_mask_nms_and_region_cleaning():
     assert np.array_equal(raw.masks[0], speck)
 
 
-def test_box_only_default_uses_feature_boxes_and_finds_the_good_objects():
+def test_box_only_default_decodes_a_few_feature_boxes_in_one_call():
     scene = Scene()
     segmenter = FakeSegmenter(scene, supports_points=False)
     assert default_config(segmenter) == BOX_PROMPT_DEFAULTS
     assert default_config(FakeSegmenter(scene, True)) == ProposalConfig()
     proposals = generate_proposals(segmenter, embedding(scene))
     assert matches(proposals, [scene.good_rect, scene.good_disc])
-    assert sum(segmenter.batches) <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes
+    assert len(segmenter.batches) == 1  # every box prompt in one segmenter call
+    assert segmenter.batches[0] <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes == 8
 
 
 def test_feature_boxes_frame_regions_of_similar_features():
@@ -185,6 +193,55 @@ def test_feature_boxes_frame_regions_of_similar_features():
     assert [8, 8, 56, 40] in projected.tolist()
     capped = feature_boxes(embedding(scene), FeatureBoxConfig(max_boxes=2))
     assert len(capped) == 2
+
+
+def grid_embedding(features: np.ndarray) -> ImageEmbedding:
+    """A (C, 16, 16) feature grid over a 128 x 128 image (8 pixels per cell, no padding)."""
+    noise = np.random.default_rng(0).normal(0, 0.01, features.shape)
+    return ImageEmbedding(features=(features + noise)[None].astype(np.float32),
+                          geometry=Geometry((128, 128), (64, 64), 64), model_name="fake")
+
+
+def test_feature_boxes_rank_distinct_regions_first_without_strips_or_background():
+    features = np.zeros((4, 16, 16))
+    features[0] = 1.0  # background
+    features[:, 3:7, 2:6] = np.eye(4)[1][:, None, None]  # a distinct object
+    features[:, 9:14, 8:14] = (0.9 * np.eye(4)[0] + 0.436 * np.eye(4)[2])[:, None, None]  # faint
+    features[:, 0, :] = np.eye(4)[3][:, None]  # the encoder's strip along the top border
+    boxes = feature_boxes(grid_embedding(features))
+    assert boxes[:2].tolist() == [[16, 24, 48, 56], [64, 72, 112, 112]]  # distinct, then faint
+    assert not any(y1 == 0 and y2 <= 8 for _, y1, _, y2 in boxes)  # no box for the strip
+    assert not any((x2 - x1) * (y2 - y1) > 0.8 * 128 * 128 for x1, y1, x2, y2 in boxes)
+
+
+def test_distinctness_is_contrast_with_the_grown_box_times_root_size():
+    cells = np.zeros((10, 10, 2), np.float32)
+    cells[..., 0] = 1.0
+    cells[2:5, 2:5] = [0.0, 1.0]  # a 3 x 3 region of other features
+    cells[7:9, 7:9] = [1.0, 0.0]  # a 2 x 2 region like its surroundings
+    labels = np.zeros((10, 10), int)
+    labels[2:5, 2:5], labels[7:9, 7:9] = 1, 2
+    regions, sizes = cluster_regions(labels, 3)
+    assert sizes.tolist() == [87, 9, 4]  # background first, then clusters 1 and 2
+    boxes = np.array([[0, 0, 10, 10], [2, 2, 5, 5], [7, 7, 9, 9]])
+    scores = distinctness(cells, integral_image(cells), regions, boxes, ring=1)
+    assert scores[1] == pytest.approx(3.0)  # orthogonal features: 1 - 0, times sqrt(9)
+    assert scores[2] == pytest.approx(0.0, abs=1e-6)
+    whole = np.ones((10, 10), int)
+    assert distinctness(cells, integral_image(cells), whole, boxes[:1], ring=1)[0] == 0.0
+
+
+def test_principal_components_from_a_sample_of_rows():
+    rng = np.random.default_rng(0)
+    points = rng.normal(0, 1, (400, 2)) @ np.array([[3.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    points += rng.normal(0, 0.01, points.shape)
+    projected = principal_components(points, 2, step=4)
+    assert projected.shape == (400, 2)
+    centred = points - points.mean(axis=0)
+    distances = np.linalg.norm(centred[:, None] - centred[None], axis=-1)
+    assert np.allclose(np.linalg.norm(projected[:, None] - projected[None], axis=-1),
+                       distances, atol=0.1)  # rank-2 data keeps its geometry
+    assert np.abs(projected[:, 0]).std() > np.abs(projected[:, 1]).std()  # main axis first
 
 
 def test_kmeans_labels_separate_clusters_deterministically():

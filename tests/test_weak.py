@@ -10,18 +10,32 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from clipsam.config import WeakTrainConfig
 from clipsam.errors import InputError, WeightsError
 from clipsam.eval.metrics import dice
 from clipsam.io.masks import read_mask
-from clipsam.models.weak_net import WeakModel, WeakModelConfig, WeakTrainConfig
+from clipsam.models.weak_net import WeakModel, WeakModelConfig
 from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.weak import WeakPipeline
-from clipsam.train.weak import EpochReport, cosine_learning_rate, train_weak
-from clipsam.train.weak_pseudo import UnlabelledImage, pseudo_mask_path
+from clipsam.train.seg_losses import weighted_dice_bce
+from clipsam.train.weak import (
+    EpochReport,
+    cosine_learning_rate,
+    train_weak,
+    training_set,
+    training_tensors,
+)
+from clipsam.train.weak_pseudo import (
+    UnlabelledImage,
+    make_pseudo_masks,
+    pseudo_mask_path,
+    teacher_disagreement,
+    unsure_mask_path,
+)
 
 SIZE = 64
 TINY = WeakTrainConfig(size=32, epochs=30, cycles=2, batch_size=4, learning_rate=1e-2,
-                       features=(8, 16, 32), seed=3)
+                       features=(8, 16, 32), seed=3, not_found="background")
 
 
 def disc_image(rng: np.random.Generator, with_disc: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +98,7 @@ def test_pseudo_masks_are_cached_and_empty_when_not_found(trained):
     model_dir, _ = trained
     config = WeakModelConfig.load(model_dir)
     assert [item.pseudo_found for item in config.data] == [i % 6 != 5 for i in range(24)]
+    assert all(item.used for item in config.data)  # TINY trains them as background
     assert not read_mask(pseudo_mask_path(model_dir, "img_05")).any()
     assert read_mask(pseudo_mask_path(model_dir, "img_00")).any()
 
@@ -133,15 +148,17 @@ def test_rerun_reuses_pseudo_masks_and_rejects_other_prompt(trained, tmp_path):
     quick = WeakTrainConfig(size=32, epochs=1, cycles=1, features=(8, 16), seed=0)
     copy = tmp_path / "model"
     for item in items:
-        target = pseudo_mask_path(copy, item.id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(pseudo_mask_path(model_dir, item.id).read_bytes())
+        for path in (pseudo_mask_path, unsure_mask_path):
+            path(copy, item.id).parent.mkdir(parents=True, exist_ok=True)
+            path(copy, item.id).write_bytes(path(model_dir, item.id).read_bytes())
     (copy / "pseudo" / "source.json").write_bytes(
         (model_dir / "pseudo" / "source.json").read_bytes())
     train_weak(items, cascade, "bright disc", copy, quick, progress=False)
     assert cascade.calls == 0
     with pytest.raises(InputError, match="pseudo-masks for prompt 'bright disc'"):
         train_weak(items, cascade, "dark disc", copy, quick, progress=False)
+    with pytest.raises(InputError, match="with settings ''"):  # another teacher's settings
+        train_weak(items, cascade, "bright disc", copy, quick, progress=False, teacher="0f1e")
 
 
 def test_resume_continues_from_the_saved_epoch(tmp_path):
@@ -203,3 +220,129 @@ def test_nothing_found_and_bad_folders_are_one_line_errors(tmp_path):
         WeakPipeline(tmp_path / "nowhere")
     with pytest.raises(InputError, match="multiple of 4"):
         WeakTrainConfig(size=30, features=(8, 16, 32))
+
+
+class MapCascade(ThresholdCascade):
+    """Like :class:`ThresholdCascade`, with a coarse map mask that also covers a 4-pixel band
+    below the disc: the teacher's map and mask disagree there."""
+
+    name = "map-cascade"
+
+    def run(self, image, prompt, embedding=None, keep_intermediates=False) -> PipelineResult:
+        result = super().run(image, prompt, embedding, keep_intermediates)
+        coarse = result.mask | np.roll(result.mask, 4, axis=0)
+        return PipelineResult(mask=result.mask, found=result.found, boxes=result.boxes,
+                              scores=result.scores, prompt=prompt, method=self.name,
+                              intermediates={"coarse_mask": coarse})
+
+
+def test_teacher_disagreement_is_where_map_and_mask_differ():
+    image, _ = disc_image(np.random.default_rng(7))
+    result = MapCascade().run(image, "disc", keep_intermediates=True)
+    unsure = teacher_disagreement(result)
+    assert unsure.any() and not (unsure & result.mask).any()  # the band below the disc only
+    assert np.array_equal(unsure, result.intermediates["coarse_mask"] & ~result.mask)
+    assert not teacher_disagreement(ThresholdCascade().run(image, "disc")).any()  # no map
+
+
+def test_weights_negatives_and_not_found_rules(tmp_path):
+    items = [item for item, _ in write_images(tmp_path / "train", 6, seed=5)]  # img_05: empty
+    negatives = [item for item, _ in write_images(tmp_path / "neg", 1, seed=6)]
+    found = make_pseudo_masks(items, MapCascade(), "disc", tmp_path / "m", progress=False)
+    assert found == {f"img_{i:02d}": i != 5 for i in range(6)}
+    assert read_mask(unsure_mask_path(tmp_path / "m", "img_00")).any()
+    config = WeakTrainConfig(size=32, features=(8, 16, 32), uncertain_weight=0.25)
+    # the negative's name clashes with a target image's
+    with pytest.raises(InputError, match="share a name"):
+        train_weak(items, MapCascade(), "disc", tmp_path / "m", config, progress=False,
+                   negatives=negatives)
+    negatives = [UnlabelledImage("negative_0", negatives[0].path)]
+    chosen = training_set(items, found, negatives, config)
+    assert [(i.used, i.negative) for i in chosen] == [(True, False)] * 5 + [(False, False),
+                                                                           (True, True)]
+    inputs, targets, weights, channels = training_tensors(chosen, tmp_path / "m", config)
+    assert inputs.shape == (6, 1, 32, 32) and channels == 1
+    assert torch.equal(targets[-1], torch.zeros(1, 32, 32))  # the negative: background
+    assert set(weights.unique().tolist()) == {0.25, 1.0} and weights[-1].min() == 1.0
+    unsure = network_target_of(unsure_mask_path(tmp_path / "m", "img_00"), 32)
+    assert torch.equal(weights[0] == 0.25, unsure > 0)
+    background = training_set(items, found, (), WeakTrainConfig(size=32, not_found="background",
+                                                                features=(8, 16, 32)))
+    assert all(item.used for item in background)
+    with pytest.raises(InputError, match="not-found rule"):
+        WeakTrainConfig(not_found="guess")
+    with pytest.raises(InputError, match="uncertain weight"):
+        WeakTrainConfig(uncertain_weight=1.5)
+
+
+def network_target_of(path: Path, size: int) -> torch.Tensor:
+    from clipsam.train.weak_data import network_target
+
+    return network_target(read_mask(path), size)
+
+
+def test_weighted_loss_matches_monai_and_ignores_zero_weight_pixels():
+    from monai.losses import DiceCELoss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 1, 8, 8, generator=generator)
+    targets = (torch.rand(3, 1, 8, 8, generator=generator) > 0.6).float()
+    ones = torch.ones_like(logits)
+    expected = DiceCELoss(sigmoid=True, batch=True)(logits, targets)
+    assert weighted_dice_bce(logits, targets, ones).item() == pytest.approx(expected.item(),
+                                                                           rel=1e-4)
+    weights = ones.clone()
+    weights[:, :, :4] = 0.0
+    changed = logits.clone()
+    changed[:, :, :4] = 100.0  # wrong and confident, but weightless
+    assert weighted_dice_bce(changed, targets, weights).item() == pytest.approx(
+        weighted_dice_bce(logits, targets, weights).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        weighted_dice_bce(logits, targets, ones[:1])
+
+
+class BoxSegmenter:
+    """Box-only stand-in: a box's mask is the box filled; counts encodings."""
+
+    name = "boxes"
+    supports_points = False
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, image):
+        from clipsam.models.segmenter import Geometry, ImageEmbedding
+
+        self.encoded += 1
+        h, w = np.asarray(image).shape[:2]
+        return ImageEmbedding(np.zeros((1, 1, 4, 4), np.float32), Geometry((h, w), (h, w), 64),
+                              self.name)
+
+    def predict(self, embedding, boxes=None, points=None, point_labels=None):
+        from clipsam.models.segmenter import MaskPrediction
+
+        h, w = embedding.geometry.original_size
+        masks = np.zeros((len(boxes), h, w), bool)
+        for mask, (x1, y1, x2, y2) in zip(masks, np.asarray(boxes).astype(int), strict=True):
+            mask[y1:y2, x1:x2] = True
+        return MaskPrediction(masks, np.zeros((len(boxes), 4, 4), np.float32),
+                              np.full(len(boxes), 0.9, np.float32))
+
+
+def test_weak_box_prompts_the_segmenter_with_the_networks_boxes(trained):
+    model_dir, held_out = trained
+    segmenter = BoxSegmenter()
+    pipeline = WeakPipeline(model_dir, segmenter=segmenter)
+    assert pipeline.name == "weak-box"
+    item, _ = held_out[0]
+    image = np.asarray(Image.open(item.path))
+    result = pipeline.run(image, "bright disc", keep_intermediates=True)
+    network = result.intermediates["network_mask"]
+    assert len(result.boxes) == 1 and segmenter.encoded == 1
+    x1, y1, x2, y2 = result.boxes[0].astype(int)
+    assert result.mask[y1:y2, x1:x2].all() and result.mask.sum() == (x2 - x1) * (y2 - y1)
+    ys, xs = np.nonzero(network)
+    assert (x1, y1, x2, y2) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    empty = np.full_like(image, 60)  # nothing bright: not found, and never encoded
+    absent = pipeline.run(empty, "bright disc")
+    assert not absent.found and segmenter.encoded == 1

@@ -80,15 +80,17 @@ def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_f
     code = weak_train(str(image_folder), "-p", "bright disc", "--out", str(out), "--size", "32",
                       "--epochs", "2", "--cycles", "2", "--seed", "5", "--threads", "1")
     assert code == 0
-    assert "trained on 6 images (6 with 'bright disc' found" in capsys.readouterr().out
+    assert "trained on 6 of 6 images (6 with 'bright disc' found, 0 negatives)" in (
+        capsys.readouterr().out)
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["size"] == 32 and config["train"]["seed"] == 5
     assert config["in_channels"] == 1 and config["prompt"] == "bright disc"
     assert config["pseudo_method"] == "medclipsam"
     assert [item["id"] for item in config["data"]] == [f"site/scan_{i}" for i in range(6)]
     assert config["members"] == ["member_0.safetensors", "member_1.safetensors"]
-    assert sorted(p.name for p in (out / "pseudo" / "site").iterdir()) == [
-        f"scan_{i}.png" for i in range(6)]
+    assert sorted(p.name for p in (out / "pseudo" / "site").iterdir()) == sorted(
+        [f"scan_{i}.png" for i in range(6)] + [f"scan_{i}_unsure.png" for i in range(6)])
+    assert len(config["teacher"]) == 16 and config["train_seconds"] > 0
     assert stand_in_cascade[0].segmenter == "litemedsam"
 
     method = build_method("weak", RunConfig(weak_model=out))
@@ -109,6 +111,7 @@ def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_f
     assert written.dtype == np.float32 and written.max() <= 1.0
     record = json.loads((segmented / "scan_0.json").read_text())
     assert record["results"][0]["uncertainty_file"] == "scan_0_uncertainty.tif"
+    assert list(record["results"][0]["provenance"]["models"]) == ["weak_model"]  # no segmenter
     (segmented / "scan_0_uncertainty.tif").unlink()  # an output missing: the image is redone
     assert main(argv) == 0 and (segmented / "scan_0_uncertainty.tif").is_file()
 

@@ -131,14 +131,15 @@ class Segmenter:
         self.identity = run_identity(self.config)
         load_seconds = 0.0
         if pipeline is None or encoder is None:
-            from clipsam.pipelines.registry import TEXT_FREE_METHODS, build_pipeline, load_models
+            from clipsam.pipelines.registry import build_pipeline, load_models, method_spec
 
             start = time.perf_counter()
             resolved = self.identity.config
-            models = load_models(resolved.models,
-                                 with_text=resolved.method not in TEXT_FREE_METHODS)
+            spec = method_spec(resolved.method)
+            models = (load_models(resolved.models, with_text=spec.reads_text)
+                      if spec.uses_segmenter else None)
             pipeline = build_pipeline(resolved, models)
-            encoder, text = models.segmenter, models.text
+            encoder, text = (models.segmenter, models.text) if models else (None, None)
             load_seconds = time.perf_counter() - start
         self.pipeline = pipeline
         self.encoder = encoder
@@ -187,7 +188,8 @@ class Segmenter:
         """Each prompt on one plane; a :func:`~clipsam.pipelines.timing.checkpoint` before
         encoding and before each prompt."""
         checkpoint()
-        embedding, encode_seconds = self.embedding(plane)
+        embedding, encode_seconds = (self.embedding(plane) if self.encoder is not None
+                                     else (None, 0.0))
         results = []
         for index, prompt in enumerate(prompts):
             checkpoint()
@@ -204,7 +206,8 @@ class Segmenter:
                 mask=np.asarray(raw.mask, dtype=bool), found=bool(raw.found),
                 boxes=np.asarray(raw.boxes, dtype=np.float32).reshape(-1, 4),
                 scores=np.asarray(raw.scores, dtype=np.float32).reshape(-1),
-                prompt=prompt, method=raw.method, geometry=embedding.geometry,
+                prompt=prompt, method=raw.method,
+                geometry=embedding.geometry if embedding is not None else None,
                 provenance=provenance, intermediates=dict(raw.intermediates)))
         return results
 
@@ -220,6 +223,9 @@ class Segmenter:
         from clipsam.pipelines.timing import StageTimer
         from clipsam.postprocess.boxes import check_boxes
 
+        if self.encoder is None:
+            raise InputError(f"method {self.config.method!r} loads no segmenter: use another "
+                             "method for box prompts")
         planes = load_planes(image)
         if len(planes) != 1:
             raise InputError(f"boxes apply to a 2-D image; this is a volume of {len(planes)} "

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from clipsam.errors import InputError
+
 SEGMENTERS = ("litemedsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "medsam-vit-b")
 RUNTIMES = ("auto", "onnx", "torch")
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,18 +43,28 @@ BoxSource = Literal["features", "grid"]
 
 @dataclass(frozen=True)
 class FeatureBoxConfig:
-    """``clusters``: k of each k-means run (coarse to fine), on the unit feature vectors, or on
-    their projection onto the first ``components`` principal axes if set (faster, but on 12
-    development images across 4 sets 16 axes gave a lower best-mask IoU, 0.73 vs 0.77);
-    ``min_cells``: smallest region, in feature-grid
-    cells, that gets a box; at most ``max_boxes`` boxes, larger regions first, after merging
-    boxes that overlap by more than ``merge_iou``."""
+    """Boxes around distinct regions of the encoder's features
+    (:func:`clipsam.proposals.feature_boxes.feature_boxes`).
 
-    clusters: tuple[int, ...] = (2, 4, 6, 8)
-    components: int | None = None
+    ``clusters``: k of each k-means run (coarse to fine), on the unit feature vectors projected
+    onto their first ``components`` principal axes (all of them if None: slower, no better on
+    220 training images of 11 sets); connected regions of at least ``min_cells`` feature-grid
+    cells, whose box is at least ``min_side`` cells on each side (thinner ones are the encoder's
+    border strips) and covering at most ``max_share`` of the image's cells (larger ones are
+    background), are ranked by distinctness against the rest of their box grown by ``ring``
+    cells; at most ``max_boxes`` boxes, most distinct first, after dropping boxes that overlap
+    a more distinct one by more than ``merge_iou``. Each box costs a decoder pass: on the
+    held-out split (SaLIP, 11 sets) 8 boxes gave mean Dice 0.433, 12 boxes 0.436 at 0.1 s more
+    per image, the former 48 boxes 0.454 at 1 s more (fewer cell nuclei found)."""
+
+    clusters: tuple[int, ...] = (2, 3, 4, 6, 8, 12)
+    components: int | None = 32
     min_cells: int = 4
-    max_boxes: int = 48
-    merge_iou: float = 0.8
+    min_side: int = 3
+    max_share: float = 0.5
+    ring: int = 3
+    max_boxes: int = 8
+    merge_iou: float = 0.7
     iterations: int = 15
     seed: int = 0
 
@@ -113,6 +125,8 @@ class SalipConfig:
     matches the map (:func:`clipsam.pipelines.salip.select_regions`).
     ``crop`` is how a proposal is shown to a CLIP backend: ``masked`` (the paper: the mask's pixels,
     cut to its box), ``box`` (the unmasked box) or ``enlarged`` (the box grown by ``enlarge``).
+    ``min_map_share``: with the built-in model, box prompts holding less than this share of
+    the text map's mass are not decoded (their masks could not be retrieved); 0 decodes all.
     """
 
     max_area_fraction: float = 0.6
@@ -121,6 +135,7 @@ class SalipConfig:
     crop: str = "masked"
     enlarge: float = 1.25
     use_prompt_library: bool = True
+    min_map_share: float = 0.02
     proposals: ProposalConfig | None = None
 
 
@@ -181,3 +196,50 @@ class RunConfig:
     medclipsam: MedClipSamConfig = field(default_factory=MedClipSamConfig)
     weak_model: Path | None = None
     keep_intermediates: bool = False
+
+
+NOT_FOUND_RULES = ("skip", "background")
+
+
+@dataclass(frozen=True)
+class WeakTrainConfig:
+    """How the network is trained, and how the teacher's answers become training targets.
+
+    ``not_found``: what an image becomes when the cascade finds no target in it although the
+    user gave it as an image of the target: ``skip`` (left out of training) or ``background``
+    (an all-background target). Images known to lack the target are given separately
+    (negatives) and always train as background. ``uncertain_weight``: the loss weight of pixels
+    where the teacher's own map and its mask disagree (1 = no down-weighting). The defaults
+    (256 px, 40 epochs in 4 cosine cycles = 4 ensemble members, batch 8) train 200 images in
+    about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, section 5).
+    """
+
+    size: int = 256
+    epochs: int = 40
+    cycles: int = 4
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-5
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    seed: int = 0
+    augment: bool = True
+    not_found: str = "skip"
+    uncertain_weight: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.size < 2 ** (len(self.features) - 1) or self.size % 2 ** (len(self.features) - 1):
+            raise InputError(f"input size {self.size} must be a multiple of "
+                             f"{2 ** (len(self.features) - 1)} for {len(self.features)} levels")
+        if not 1 <= self.cycles <= self.epochs:
+            raise InputError(f"cycles ({self.cycles}) must be between 1 and epochs ({self.epochs})")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be positive, got {self.batch_size}")
+        if self.not_found not in NOT_FOUND_RULES:
+            raise InputError(f"unknown not-found rule {self.not_found!r}; use "
+                             f"{' or '.join(NOT_FOUND_RULES)}")
+        if not 0.0 <= self.uncertain_weight <= 1.0:
+            raise InputError(f"uncertain weight must be in [0, 1], got {self.uncertain_weight}")
+
+    def cycle_ends(self) -> tuple[int, ...]:
+        """The epoch counts after which each cycle ends (and a member is saved)."""
+        return tuple(round(self.epochs * (k + 1) / self.cycles) for k in range(self.cycles))

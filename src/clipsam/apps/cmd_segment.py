@@ -26,9 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Segment every image in INPUT (files, folders, globs) for each prompt and "
                     "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
                     "OUT_DIR. A folder holding the slices of one DICOM series is read as one "
-                    "volume. --method weak also writes <name>_uncertainty.tif (.nii.gz for "
-                    "volumes), the network's per-pixel predictive entropy in bits. Images "
-                    "already done with the same settings (method, models and their files, "
+                    "volume. --method weak (and weak-box) also writes <name>_uncertainty.tif "
+                    "(.nii.gz for volumes), the network's per-pixel predictive entropy in bits. "
+                    "Images already done with the same settings (method, models and their files, "
                     "configuration, clipsam version) are skipped unless --overwrite; images "
                     "done with other settings are redone.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -69,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.apps.batch import SegmentJob, collect_inputs, run_local, select_part
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.provenance import run_identity
+    from clipsam.pipelines.registry import method_spec
 
     try:
         prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
-        weak = args.method == "weak"  # its uncertainty map is written beside the mask
+        # a trained network's uncertainty map is written beside the mask
+        weak = method_spec(args.method).own_model
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                             runtime=args.runtime, device=args.device, threads=args.threads,
                             keep_intermediates=weak,

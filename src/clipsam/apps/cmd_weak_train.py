@@ -2,10 +2,9 @@
 
 MedCLIP-SAM's second stage (Koleilat et al., MICCAI 2024): the text-prompted cascade labels
 every image of IMAGES_DIR (no expert mask is read), then a residual U-Net learns those
-pseudo-masks. Images where the cascade finds no target are kept as empty (all-background)
-masks. Images are plainly resized to SIZE x SIZE (default 128); the default 30 epochs in 3
-cosine warm-restart cycles (one ensemble member each) take a few minutes per hundred images on a
-2-core laptop CPU. Use the folder with ``--method weak --model MODEL_DIR``.
+pseudo-masks, weighted by the teacher's confidence (:mod:`clipsam.train.weak`). Use the folder
+with ``--method weak`` (the network alone) or ``--method weak-box`` (its mask as box prompts
+for the segmenter) and ``--model MODEL_DIR``.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clipsam.config import RUNTIMES, SEGMENTERS
+from clipsam.config import NOT_FOUND_RULES, RUNTIMES, SEGMENTERS, WeakTrainConfig
 from clipsam.pipelines.registry import PIPELINES, TEXT_FREE_METHODS
 
 PSEUDO_METHODS = tuple(name for name in PIPELINES if name not in TEXT_FREE_METHODS)
@@ -21,17 +20,20 @@ PSEUDO_METHODS = tuple(name for name in PIPELINES if name not in TEXT_FREE_METHO
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    defaults = WeakTrainConfig()
     parser = subparsers.add_parser(
         "weak-train", help="train a network on text-prompted pseudo-masks (weak supervision)",
         description=(
             "Label every image of IMAGES_DIR with the text-prompted cascade (masks cached in "
-            "MODEL_DIR/pseudo/ and reused by reruns; 'not found' images become empty masks), "
-            "then train MONAI's residual U-Net on them with Dice + cross-entropy. Images are "
-            "resized (not letterboxed) to SIZE x SIZE. The learning rate restarts CYCLES times "
-            "(cosine) and the weights at the end of each cycle form the ensemble whose mean is "
-            "the prediction and whose entropy is the uncertainty map. The defaults (128 px, 30 "
-            "epochs, 3 cycles) train a few hundred images in minutes on a 2-core CPU. MODEL_DIR "
-            "gets config.json, member_<k>.safetensors and checkpoint.pt (written every epoch)."))
+            "MODEL_DIR/pseudo/ and reused by reruns of the same settings), then train MONAI's "
+            "residual U-Net on them with per-pixel weighted cross-entropy + Dice. Images where "
+            "the cascade finds nothing are left out (--not-found), pixels where its map and "
+            "mask disagree weigh less (--uncertain-weight), images given with --negatives "
+            "train as background. Images are resized (not letterboxed) to SIZE x SIZE. The "
+            "learning rate restarts CYCLES times (cosine) and the weights at the end of each "
+            "cycle form the ensemble whose mean is the prediction and whose entropy is the "
+            "uncertainty map. MODEL_DIR gets config.json (settings, images, training time), "
+            "member_<k>.safetensors and checkpoint.pt (written every epoch)."))
     parser.add_argument("images_dir", type=Path, metavar="IMAGES_DIR",
                         help="folder of unlabelled 2-D images (searched recursively)")
     parser.add_argument("-p", "--prompt", required=True, metavar="TEXT",
@@ -39,14 +41,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
     parser.add_argument("--method", choices=PSEUDO_METHODS, default="medclipsam",
                         help="cascade that makes the pseudo-masks (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30, help="default %(default)s")
-    parser.add_argument("--cycles", type=int, default=3,
+    parser.add_argument("--subset", choices=("all", "train", "test"), default="all",
+                        help="IMAGES_DIR as a labelled set (images/, meta.csv): only the images "
+                             "of this part of the subject split the built-in model was trained "
+                             "with (masks are never read; default %(default)s)")
+    parser.add_argument("--negatives", type=Path, default=None, metavar="DIR",
+                        help="folder of images known not to show the target (background)")
+    parser.add_argument("--not-found", choices=NOT_FOUND_RULES, default=defaults.not_found,
+                        help="images where the cascade finds nothing: left out (skip) or "
+                             "trained as background (default %(default)s)")
+    parser.add_argument("--uncertain-weight", type=float, default=defaults.uncertain_weight,
+                        metavar="W", help="loss weight of pixels where the teacher's map and "
+                                          "mask disagree (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="default %(default)s")
+    parser.add_argument("--cycles", type=int, default=defaults.cycles,
                         help="learning-rate cycles = ensemble members (default %(default)s)")
-    parser.add_argument("--size", type=int, default=128,
+    parser.add_argument("--size", type=int, default=defaults.size,
                         help="network input side in pixels, a multiple of 16 "
                              "(default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="default %(default)s")
-    parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="default %(default)s")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
     parser.add_argument("--resume", action="store_true",
                         help="continue from MODEL_DIR/checkpoint.pt (same settings and images)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -60,38 +76,60 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def training_images(folder: Path, subset: str, out: Path) -> list:
+    """The images of ``folder`` (all, or one part of a labelled set's subject split)."""
+    from clipsam.apps.batch import collect_inputs
+    from clipsam.errors import InputError
+    from clipsam.train.weak_pseudo import UnlabelledImage
+
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder of images")
+    if subset == "all":
+        return [UnlabelledImage(item.stem, item.path)
+                for item in collect_inputs([str(folder)], out_dir=out)]
+    from clipsam.io.labelled_sets import list_samples
+    from clipsam.io.splits import split_of
+
+    return [UnlabelledImage(sample.image_id, sample.image_path)
+            for sample in list_samples(folder) if split_of(sample) == subset]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from clipsam.api import run_config
-    from clipsam.apps.batch import collect_inputs
     from clipsam.errors import InputError
-    from clipsam.models.weak_net import WeakTrainConfig
     from clipsam.pipelines.prompts import validate_prompt
+    from clipsam.pipelines.provenance import run_identity
     from clipsam.pipelines.registry import build_pipeline, load_models
     from clipsam.train.weak import train_weak
-    from clipsam.train.weak_pseudo import UnlabelledImage
 
     prompt = validate_prompt(args.prompt)
     train = WeakTrainConfig(size=args.size, epochs=args.epochs, cycles=args.cycles,
-                            batch_size=args.batch_size, seed=args.seed)
-    if not args.images_dir.is_dir():
-        raise InputError(f"{args.images_dir} is not a folder of images")
-    images = [UnlabelledImage(item.stem, item.path)
-              for item in collect_inputs([str(args.images_dir)], out_dir=args.out)]
+                            batch_size=args.batch_size, seed=args.seed,
+                            not_found=args.not_found, uncertain_weight=args.uncertain_weight)
+    images = training_images(args.images_dir, args.subset, args.out)
+    if not images:
+        raise InputError(f"no images in {args.images_dir}"
+                         + (f" (subset {args.subset})" if args.subset != "all" else ""))
+    negatives = (training_images(args.negatives, "all", args.out)
+                 if args.negatives is not None else [])
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                         runtime=args.runtime, weights_dir=args.weights_dir)
-    models = load_models(config.models)
-    pipeline = build_pipeline(config, models)
+    identity = run_identity(config)
+    models = load_models(identity.config.models)
+    pipeline = build_pipeline(identity.config, models)
     progress = not getattr(args, "quiet", 0)
     result = train_weak(images, pipeline, prompt, args.out, train, encoder=models.segmenter,
-                        resume=args.resume, progress=progress)
+                        resume=args.resume, progress=progress, negatives=negatives,
+                        teacher=identity.key)
     found = sum(item.pseudo_found for item in result.data)
-    print(f"trained on {len(result.data)} images ({found} with {prompt!r} found, "
-          f"{len(result.data) - found} empty pseudo-masks); {len(result.members)} ensemble "
-          f"members in {args.out}")
+    used = sum(item.used for item in result.data)
+    print(f"trained on {used} of {len(result.data)} images ({found} with {prompt!r} found, "
+          f"{len(negatives)} negatives) in {result.train_seconds / 60:.1f} min; "
+          f"{len(result.members)} ensemble members in {args.out}")
     return 0

@@ -72,10 +72,11 @@ def registered_pipeline(config: RunConfig) -> Method:
     spec = PIPELINES[config.method]
     identity = run_identity(config)
     resolved = identity.config
-    models = None if spec.own_model else load_models(resolved.models, with_text=spec.reads_text)
+    models = (load_models(resolved.models, with_text=spec.reads_text) if spec.uses_segmenter
+              else None)
     pipeline = build_pipeline(resolved, models)
-    provenance = (identity.describe(weak=pipeline.model) if models is None
-                  else identity.describe(models.segmenter, models.text))
+    provenance = identity.describe(models and models.segmenter, models and models.text,
+                                   pipeline.model if spec.own_model else None)
     return from_pipeline(pipeline, reports_absence=spec.reports_absence,
                          needs_prompt=spec.reads_text,
                          keep_intermediates=config.keep_intermediates, provenance=provenance)

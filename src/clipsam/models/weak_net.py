@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from safetensors.torch import load_file
 
+from clipsam.config import WeakTrainConfig
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_text_atomic
 from clipsam.models.device import module_device
@@ -76,49 +77,22 @@ def to_original_size(maps: torch.Tensor, original_size: tuple[int, int]) -> np.n
 
 
 @dataclass(frozen=True)
-class WeakTrainConfig:
-    """How the network is trained.
-
-    Defaults fit a few hundred images on a 2-core laptop CPU: 128 x 128 input, 30 epochs in
-    3 cosine warm-restart cycles (3 ensemble members), batch 8, Adam from 1e-3 to 1e-5.
-    """
-
-    size: int = 128
-    epochs: int = 30
-    cycles: int = 3
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    min_learning_rate: float = 1e-5
-    features: tuple[int, ...] = (16, 32, 64, 128, 256)
-    seed: int = 0
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        if self.size < 2 ** (len(self.features) - 1) or self.size % 2 ** (len(self.features) - 1):
-            raise InputError(f"input size {self.size} must be a multiple of "
-                             f"{2 ** (len(self.features) - 1)} for {len(self.features)} levels")
-        if not 1 <= self.cycles <= self.epochs:
-            raise InputError(f"cycles ({self.cycles}) must be between 1 and epochs ({self.epochs})")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be positive, got {self.batch_size}")
-
-    def cycle_ends(self) -> tuple[int, ...]:
-        """The epoch counts after which each cycle ends (and a member is saved)."""
-        return tuple(round(self.epochs * (k + 1) / self.cycles) for k in range(self.cycles))
-
-
-@dataclass(frozen=True)
 class TrainingItem:
-    """One training image and whether the cascade found the target in it (else: empty mask)."""
+    """One training image: whether the cascade found the target in it, whether the user gave
+    it as an image without the target (``negative``), and whether it was trained on (``used``:
+    not when the cascade found nothing and the rule is ``skip``)."""
 
     id: str
     image: str
     pseudo_found: bool
+    negative: bool = False
+    used: bool = True
 
 
 @dataclass(frozen=True)
 class WeakModelConfig:
-    """What ``config.json`` records about a model folder."""
+    """What ``config.json`` records about a model folder; ``teacher`` is the settings key of the
+    run that made the pseudo-masks, ``train_seconds`` the training time over all sessions."""
 
     train: WeakTrainConfig
     in_channels: int
@@ -127,6 +101,8 @@ class WeakModelConfig:
     data: tuple[TrainingItem, ...]
     members: tuple[str, ...] = ()
     epochs_completed: int = 0
+    teacher: str = ""
+    train_seconds: float = 0.0
     format: str = field(default=FORMAT)
 
     def save(self, model_dir: Path) -> None:
@@ -153,9 +129,12 @@ class WeakModelConfig:
             raise WeightsError(f"{path} is damaged or not a clipsam weak model config "
                                f"({exc.__class__.__name__})") from exc
 
-    def with_progress(self, epochs_completed: int, member: str | None = None) -> WeakModelConfig:
+    def with_progress(self, epochs_completed: int, seconds: float,
+                      member: str | None = None) -> WeakModelConfig:
+        """After one more epoch that took ``seconds``, which may have saved ``member``."""
         members = self.members + ((member,) if member and member not in self.members else ())
-        return replace(self, epochs_completed=epochs_completed, members=members)
+        return replace(self, epochs_completed=epochs_completed, members=members,
+                       train_seconds=self.train_seconds + seconds)
 
 
 def build_network(train: WeakTrainConfig, in_channels: int) -> UNet:

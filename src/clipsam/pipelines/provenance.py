@@ -149,14 +149,15 @@ def run_identity(config: RunConfig, roles: tuple[str, ...] | None = None) -> Run
 
 
 def model_roles(method: str) -> tuple[str, ...]:
-    """The models a registered method loads: its own folder, or the segmenter and (if it
+    """The models a registered method loads: its own folder and/or the segmenter, and (if it
     reads text) the text model."""
     from clipsam.pipelines.registry import method_spec
 
     spec = method_spec(method)
+    roles = ("segmenter",) if spec.uses_segmenter else ()
     if spec.own_model:
-        return ("weak_model",)
-    return ("segmenter", "text_model") if spec.reads_text else ("segmenter",)
+        return ("weak_model", *roles)
+    return (*roles, "text_model") if spec.reads_text else roles
 
 
 def differences(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
@@ -205,8 +206,8 @@ def _role_files(role: str, config: RunConfig) -> list[tuple[str, Path]]:
         from clipsam.models.weak_net import model_files
 
         if config.weak_model is None:
-            raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam "
-                             "weak-train)")
+            raise InputError(f"method {config.method!r} needs --model MODEL_DIR (a folder "
+                             "from clipsam weak-train)")
         return [(p.name, p) for p in model_files(config.weak_model)]
     raise InputError(f"unknown model role {role!r}; choose from {', '.join(ROLES)}")
 

@@ -143,13 +143,15 @@ class MethodSpec:
     ``build`` makes the pipeline from the run configuration and the loaded models (None for an
     ``own_model`` method). ``reads_text``: it needs a text model and a prompt.
     ``reports_absence``: it can answer "not found" by itself. ``own_model``: it runs a trained
-    model folder (``RunConfig.weak_model``) instead of the installed segmenter and text model.
+    model folder (``RunConfig.weak_model``) instead of the installed text model.
+    ``uses_segmenter``: it loads the segmenter (and encodes every image).
     """
 
     build: Callable[[RunConfig, Models | None], Pipeline]
     reads_text: bool = True
     reports_absence: bool = True
     own_model: bool = False
+    uses_segmenter: bool = True
 
 
 def _medclipsam(config: RunConfig, models: Models | None) -> Pipeline:
@@ -177,15 +179,19 @@ def _whole_box(config: RunConfig, models: Models | None) -> Pipeline:
 
 
 def _weak(config: RunConfig, models: Models | None) -> Pipeline:
-    """A network trained by ``clipsam weak-train``; it uses no other model."""
+    """A network trained by ``clipsam weak-train``, alone (``weak``) or prompting the segmenter
+    with boxes around its mask (``weak-box``)."""
     from clipsam.pipelines.weak import WeakPipeline
 
     if config.weak_model is None:
-        raise InputError("method 'weak' needs --model MODEL_DIR (a folder from clipsam weak-train)")
+        raise InputError(f"method {config.method!r} needs --model MODEL_DIR (a folder from "
+                         "clipsam weak-train)")
     from clipsam.models.device import resolve_device, use_torch_threads
 
     use_torch_threads(config.models.threads)
-    return WeakPipeline(config.weak_model, device=resolve_device(config.models.device))
+    segmenter = _need(models).segmenter if config.method == "weak-box" else None
+    return WeakPipeline(config.weak_model, device=resolve_device(config.models.device),
+                        segmenter=segmenter, box_rule=config.medclipsam.box_rule)
 
 
 def _need(models: Models | None) -> Models:
@@ -206,7 +212,8 @@ PIPELINES: dict[str, MethodSpec] = {
     "salip": MethodSpec(_salip),
     "unprompted": MethodSpec(_unprompted, reads_text=False, reports_absence=False),
     "whole-box": MethodSpec(_whole_box, reads_text=False, reports_absence=False),
-    "weak": MethodSpec(_weak, reads_text=False, own_model=True),
+    "weak": MethodSpec(_weak, reads_text=False, own_model=True, uses_segmenter=False),
+    "weak-box": MethodSpec(_weak, reads_text=False, own_model=True),
 }
 TEXT_FREE_METHODS = frozenset(name for name, spec in PIPELINES.items() if not spec.reads_text)
 SERVED_METHODS = tuple(name for name, spec in PIPELINES.items() if not spec.own_model)

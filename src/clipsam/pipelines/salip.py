@@ -4,17 +4,20 @@ area filter -> retrieve the proposals that best match the text -> box prompts ->
 The image is encoded once; proposals, retrieval (for the built-in model, which reads the same
 embedding) and the final decode all reuse it. With the built-in model a proposal's score is its
 agreement with the text's map (whole targets score highest), and the proposals whose union best
-matches the map are retrieved (no count from the prompt's words).
+matches the map are retrieved (no count from the prompt's words); the map is computed first,
+so box prompts off it, whose masks could not be retrieved, are never decoded.
 CLIP-family backends score crops of the proposals instead, all in one batch, against the
 average embedding of the prompt ensemble, and keep the top k (the paper's retrieval).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from clipsam.config import SalipConfig
-from clipsam.models.grounding.grid import agreement, mask_to_grid
+from clipsam.models.grounding.grid import agreement, boxes_to_grid, mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
@@ -67,18 +70,56 @@ class SalipPipeline:
         self.config = config or SalipConfig()
         self.proposal_config = self.config.proposals or default_config(segmenter)
 
-    def score(
-        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Proposals, texts: list[str]
-    ) -> np.ndarray:
-        """(N,) similarity of each proposal to the prompt ensemble."""
-        if isinstance(self.text_model, DenseGrounding):
-            return self.text_model.region_scores(embedding, proposals.masks, texts)
+    def crop_scores(self, image: np.ndarray, proposals: Proposals, texts: list[str]) -> np.ndarray:
+        """(N,) cosine similarity of each proposal's crop to the prompt ensemble's mean text
+        embedding (CLIP-family backends), all crops in one batch."""
         crops = [crop_proposal(image, mask, box, self.config.crop, self.config.enlarge)
                  for mask, box in zip(proposals.masks, proposals.boxes, strict=True)]
         crop_vectors = self.text_model.encode_images(crops)
         text_vector = self.text_model.encode_text(texts).mean(axis=0)
         text_vector /= max(float(np.linalg.norm(text_vector)), 1e-12)
         return crop_vectors @ text_vector
+
+    def text_map(self, embedding: ImageEmbedding, prompt: str) -> np.ndarray:
+        """(h, w) mean map of the prompt ensemble (dense grounding only)."""
+        texts = prompt_ensemble(prompt, self.config.use_prompt_library)
+        return np.mean([self.text_model.similarity_map(embedding, t) for t in texts], axis=0)
+
+    def relevant_boxes(
+        self, embedding: ImageEmbedding, prob: np.ndarray
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """(N, 4) boxes -> (N,) bool: the box holds at least ``min_map_share`` of the mass of
+        the map's core (cells reaching half its peak). A mask decoded from a box lies in it, so
+        a box off the core gives a proposal that :func:`select_regions` would hardly keep."""
+        core = np.where(prob >= 0.5 * float(prob.max()), prob, 0.0)
+        total = max(float(core.sum()), 1e-12)
+
+        def relevant(boxes: np.ndarray) -> np.ndarray:
+            cells = boxes_to_grid(boxes, embedding.geometry, prob.shape[-1])
+            return (cells * core).sum(axis=(1, 2)) / total >= self.config.min_map_share
+
+        return relevant
+
+    def retrieve(
+        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Proposals, prompt: str,
+        prob: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) float32 score of each proposal and the indices of those retrieved, in order.
+
+        Dense grounding: a proposal's score is its agreement with the ensemble's map ``prob``
+        (:meth:`text_map`), and the proposals whose union best matches the map are retrieved
+        (:func:`select_regions`). Otherwise crop scores, top k.
+        """
+        if isinstance(self.text_model, DenseGrounding):
+            prob = self.text_map(embedding, prompt) if prob is None else prob
+            cover = np.stack([mask_to_grid(m, embedding.geometry, prob.shape[-1])
+                              for m in proposals.masks])
+            return (agreement(cover, prob).astype(np.float32),
+                    select_regions(cover, prob, self.config.top_k))
+        texts = prompt_ensemble(prompt, self.config.use_prompt_library)
+        scores = np.asarray(self.crop_scores(image, proposals, texts), np.float32)
+        k = self.config.top_k or count_targets(prompt)
+        return scores, np.argsort(-scores, kind="stable")[:k]
 
     def run(
         self,
@@ -90,28 +131,24 @@ class SalipPipeline:
         prompt = validate_prompt(prompt)
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
+        prob, relevant = None, None
         if isinstance(self.text_model, DenseGrounding):
             with timer("presence"):
                 present = self.text_model.is_present(embedding, prompt)
             if not present:
                 return not_found(image.shape, prompt, self.name, timer)
+            with timer("retrieval"):
+                prob = self.text_map(embedding, prompt)
+            if self.config.min_map_share > 0:
+                relevant = self.relevant_boxes(embedding, prob)
         with timer("proposals"):
             proposals = area_filter(
-                generate_proposals(self.segmenter, embedding, self.proposal_config),
+                generate_proposals(self.segmenter, embedding, self.proposal_config, relevant),
                 self.config.max_area_fraction, self.config.min_area_fraction)
         if len(proposals) == 0:
             return not_found(image.shape, prompt, self.name, timer)
-        texts = prompt_ensemble(prompt, self.config.use_prompt_library)
         with timer("retrieval"):
-            scores = np.asarray(self.score(image, embedding, proposals, texts), np.float32)
-        if isinstance(self.text_model, DenseGrounding):
-            prob = np.mean([self.text_model.similarity_map(embedding, t) for t in texts], axis=0)
-            cover = np.stack([mask_to_grid(m, embedding.geometry, prob.shape[-1])
-                              for m in proposals.masks])
-            chosen = select_regions(cover, prob, self.config.top_k)
-        else:
-            k = self.config.top_k or count_targets(prompt)
-            chosen = np.argsort(-scores, kind="stable")[:k]
+            scores, chosen = self.retrieve(image, embedding, proposals, prompt, prob)
         boxes = proposals.boxes[chosen]
         mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer)
         views = ({"proposals": proposals, "proposal_scores": scores, "chosen": chosen,

@@ -1,40 +1,50 @@
-"""``method="weak"``: segment with a network trained on the cascade's pseudo-masks.
+"""``method="weak"`` and ``"weak-box"``: segment with a network trained on the cascade's
+pseudo-masks.
 
 The model folder comes from ``clipsam weak-train``. The image is resized to the network's
 input, the ensemble's mean probability is resized back to the original size and thresholded at
-0.5; an empty result means "not found". The network was trained for one prompt: it ignores the
-prompt it is given (an empty one is fine, a different one raises a warning) and any segmenter
-embedding.
+0.5; an empty result means "not found". ``weak`` answers with that mask. ``weak-box`` prompts
+the segmenter with boxes around it, as the cascade does with its map (the one map -> boxes
+rule, :func:`clipsam.postprocess.map_boxes.map_boxes`); the image is encoded only when the
+network found something. The network was trained for one prompt: it ignores the prompt it is
+given (an empty one is fine, a different one raises a warning).
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from clipsam.models.segmenter import ImageEmbedding
+from clipsam.config import MapBoxRule
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.models.weak_net import WeakModel
 from clipsam.pipelines.base import PipelineResult
-from clipsam.postprocess.boxes import mask_to_box
+from clipsam.pipelines.common import embed_once, segment_boxes
+from clipsam.pipelines.timing import StageTimer
+from clipsam.postprocess.map_boxes import map_boxes
 
 THRESHOLD = 0.5
 
 
 class WeakPipeline:
-    """A trained weak-supervision model folder as a :class:`~clipsam.pipelines.base.Pipeline`.
+    """A trained weak-supervision model folder as a :class:`~clipsam.pipelines.base.Pipeline`;
+    with a ``segmenter``, the network's mask becomes box prompts (``weak-box``).
 
     With ``keep_intermediates`` the result carries the ensemble's ``probability``, its
-    ``uncertainty`` (predictive entropy in bits) and ``member_std``, all (H, W) float32.
+    ``uncertainty`` (predictive entropy in bits) and ``member_std``, all (H, W) float32, and
+    (``weak-box``) the ``network_mask``.
     """
 
-    name = "weak"
-
-    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, model_dir: str | Path, device: str = "cpu",
+                 segmenter: PromptableSegmenter | None = None,
+                 box_rule: MapBoxRule | None = None) -> None:
         self.model = WeakModel(model_dir, device)
         self.trained_prompt = self.model.config.prompt
+        self.segmenter = segmenter
+        self.box_rule = box_rule or MapBoxRule()
+        self.name = "weak" if segmenter is None else "weak-box"
 
     def run(
         self,
@@ -46,17 +56,24 @@ class WeakPipeline:
         if prompt.strip() and prompt.strip().lower() != self.trained_prompt.strip().lower():
             warnings.warn(f"the weak model in {self.model.model_dir} was trained for "
                           f"{self.trained_prompt!r}, not {prompt!r}", stacklevel=2)
-        start = time.perf_counter()
-        prediction = self.model.predict(np.asarray(image))
-        mask = prediction.probability > THRESHOLD
-        box = mask_to_box(mask)
-        found = box is not None
-        scores = (np.array([prediction.probability[mask].mean()], np.float32) if found
-                  else np.zeros(0, np.float32))
+        timer = StageTimer()
+        with timer("network"):
+            prediction = self.model.predict(np.asarray(image))
+            network_mask = prediction.probability > THRESHOLD
+            _, boxes = map_boxes(network_mask, prediction.probability, self.box_rule)
         intermediates = ({"probability": prediction.probability,
                           "uncertainty": prediction.uncertainty,
                           "member_std": prediction.member_std} if keep_intermediates else {})
+        mask, scores = network_mask, np.zeros(0, np.float32)
+        if self.segmenter is not None and len(boxes):
+            embedding = embed_once(self.segmenter, image, embedding, timer)
+            mask, decoded = segment_boxes(self.segmenter, embedding, boxes, timer)
+            scores = np.asarray(decoded.scores, np.float32)
+            if keep_intermediates:
+                intermediates["network_mask"] = network_mask
+        elif len(boxes):
+            scores = np.array([prediction.probability[network_mask].mean()], np.float32)
         return PipelineResult(
-            mask=mask, found=found, scores=scores, prompt=prompt, method=self.name,
-            boxes=np.zeros((0, 4), np.float32) if box is None else box[None],
-            timings={"network": time.perf_counter() - start}, intermediates=intermediates)
+            mask=mask, found=bool(mask.any()), scores=scores, prompt=prompt, method=self.name,
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4), timings=timer.total(),
+            intermediates=intermediates)

@@ -1,13 +1,14 @@
 """Weak supervision (MedCLIP-SAM's second stage): train a network on the cascade's pseudo-masks.
 
 The text-prompted cascade labels every unlabelled training image (see
-:mod:`clipsam.train.weak_pseudo`; "not found" images become empty masks), then MONAI's residual
-U-Net (``num_res_units=2``) learns those masks with Dice + cross-entropy (``DiceCELoss``, Dice
-over the whole batch so empty masks are well defined). Inputs are plainly resized to
-``size`` x ``size`` (default 128; see :mod:`clipsam.models.weak_net`) with light,
-orientation-preserving augmentation (rotation up to 10 degrees, scale and shift up to 10 %,
-intensity gain and offset), which a few hundred images train in minutes on a 2-core CPU for the
-default 30 epochs.
+:mod:`clipsam.train.weak_pseudo`), then MONAI's residual U-Net (``num_res_units=2``) learns
+those masks with per-pixel weighted cross-entropy + Dice (:mod:`clipsam.train.seg_losses`, Dice
+over the whole batch so empty masks are well defined). The teacher's confidence sets the
+weights: images where it found nothing are left out (or, by choice, become background), and
+pixels where its map and mask disagree weigh ``uncertain_weight``; images the user gives as
+negatives train as background. Inputs are plainly resized to ``size`` x ``size`` (see
+:mod:`clipsam.models.weak_net`) with light, orientation-preserving augmentation (rotation up to
+10 degrees, scale and shift up to 10 %, intensity gain and offset).
 
 The learning rate follows cosine warm restarts (``cycles`` cycles from ``learning_rate`` down to
 ``min_learning_rate``); the weights at the end of each cycle are kept as an ensemble member
@@ -19,13 +20,14 @@ epoch)`` at every epoch, so a resumed run follows the same path as an uninterrup
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -41,12 +43,14 @@ from clipsam.models.weak_net import (
     network_input,
 )
 from clipsam.pipelines.base import Pipeline
+from clipsam.train.seg_losses import weighted_dice_bce
 from clipsam.train.weak_data import is_colour, network_target
 from clipsam.train.weak_pseudo import (
     UnlabelledImage,
     load_plane,
     make_pseudo_masks,
     pseudo_mask_path,
+    unsure_mask_path,
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -83,9 +87,10 @@ def cosine_learning_rate(train: WeakTrainConfig, epoch: int, fraction: float) ->
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
 
-def augment(images: torch.Tensor, targets: torch.Tensor,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random rotation (10 deg), scale and shift (10 %), intensity gain and offset (0.1)."""
+def augment(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random rotation (10 deg), scale and shift (10 %), intensity gain and offset (0.1); the
+    (N, 1, S, S) targets and weights follow the same warp."""
     n = images.shape[0]
 
     def uniform(*shape: int) -> torch.Tensor:
@@ -102,9 +107,11 @@ def augment(images: torch.Tensor, targets: torch.Tensor,
                            align_corners=False)
     targets = F.grid_sample(targets, grid, mode="bilinear", padding_mode="border",
                             align_corners=False)
+    weights = F.grid_sample(weights, grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)
     gain = 1 + uniform(n, 1, 1, 1) * 0.1
     offset = uniform(n, 1, 1, 1) * 0.1
-    return images * gain + offset, (targets >= 0.5).float()
+    return images * gain + offset, (targets >= 0.5).float(), weights
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -135,13 +142,15 @@ def _start_state(model_dir: Path, config: WeakModelConfig, resume: bool, network
 def train_network(
     images: torch.Tensor,
     targets: torch.Tensor,
+    weights: torch.Tensor,
     model_dir: str | Path,
     config: WeakModelConfig,
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> WeakModelConfig:
-    """Train on (N, C, S, S) standardised images and (N, 1, S, S) {0, 1} targets.
+    """Train on (N, C, S, S) standardised images, (N, 1, S, S) {0, 1} targets and (N, 1, S, S)
+    per-pixel loss weights.
 
     Writes ``config.json``, ``checkpoint.pt`` (every epoch) and one member per cycle into
     ``model_dir``; returns the final configuration. ``on_epoch`` is called after each epoch's
@@ -153,7 +162,6 @@ def train_network(
     torch.manual_seed(train.seed)
     network = build_network(train, config.in_channels)
     optimizer = torch.optim.Adam(network.parameters(), lr=train.learning_rate)
-    loss_fn = DiceCELoss(sigmoid=True, batch=True)
     done, config = _start_state(model_dir, config, resume, network, optimizer)
     config.save(model_dir)
     steps = math.ceil(len(images) / train.batch_size)
@@ -161,20 +169,21 @@ def train_network(
     bar = tqdm(total=train.epochs * steps, initial=done * steps, desc="training", unit="batch",
                disable=not progress)
     for epoch in range(done, train.epochs):
+        started = time.perf_counter()
         network.train()
         generator = _epoch_generator(train.seed, epoch)
         order = torch.randperm(len(images), generator=generator)
         total, lr = 0.0, train.learning_rate
         for step in range(steps):
             batch = order[step * train.batch_size:(step + 1) * train.batch_size]
-            x, y = images[batch], targets[batch]
+            x, y, w = images[batch], targets[batch], weights[batch]
             if train.augment:
-                x, y = augment(x, y, generator)
+                x, y, w = augment(x, y, w, generator)
             lr = cosine_learning_rate(train, epoch, step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad()
-            loss = loss_fn(network(x), y)
+            loss = weighted_dice_bce(network(x), y, w)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
@@ -188,12 +197,50 @@ def train_network(
                  "optimizer": optimizer.state_dict(), "train": asdict(train),
                  "ids": [item.id for item in config.data]}
         write_atomic(model_dir / CHECKPOINT_NAME, lambda tmp, state=state: torch.save(state, tmp))
-        config = config.with_progress(epoch + 1, member)
+        config = config.with_progress(epoch + 1, time.perf_counter() - started, member)
         config.save(model_dir)
         if on_epoch is not None:
             on_epoch(EpochReport(epoch + 1, total / len(images), lr, member))
     bar.close()
     return config
+
+
+def training_set(
+    images: Sequence[UnlabelledImage],
+    found: dict[str, bool],
+    negatives: Sequence[UnlabelledImage],
+    train: WeakTrainConfig,
+) -> list[TrainingItem]:
+    """Every image with its role: the target images (left out when the cascade found nothing
+    and the rule is ``skip``), then the negatives."""
+    items = [TrainingItem(item.id, str(item.path), found[item.id],
+                          used=found[item.id] or train.not_found == "background")
+             for item in images]
+    items += [TrainingItem(item.id, str(item.path), False, negative=True) for item in negatives]
+    return items
+
+
+def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: WeakTrainConfig
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(N, C, S, S) inputs, (N, 1, S, S) targets and weights of the used items, and C."""
+    inputs, targets, weights, colour = [], [], [], False
+    for item in items:
+        if not item.used:
+            continue
+        plane = load_plane(Path(item.image))
+        colour = colour or is_colour(plane)
+        inputs.append(network_input(plane, train.size, 3))
+        if item.negative:
+            target = unsure = np.zeros(plane.shape[:2], bool)
+        else:
+            target = read_mask(pseudo_mask_path(model_dir, item.id))
+            unsure = read_mask(unsure_mask_path(model_dir, item.id))
+        targets.append(network_target(target, train.size))
+        weights.append(1.0 - (1.0 - train.uncertain_weight) * network_target(unsure, train.size))
+    # A gray image repeated to 3 channels standardises to the same values as its 1 channel.
+    in_channels = 3 if colour else 1
+    inputs = torch.stack(inputs)
+    return inputs[:, :in_channels], torch.stack(targets), torch.stack(weights), in_channels
 
 
 def train_weak(
@@ -206,27 +253,26 @@ def train_weak(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    negatives: Sequence[UnlabelledImage] = (),
+    teacher: str = "",
 ) -> WeakModelConfig:
-    """Pseudo-label ``images`` with ``pipeline`` (cached), then train the network on them."""
+    """Pseudo-label ``images`` with ``pipeline`` (cached), then train the network on them and
+    on ``negatives`` (images without the target, trained as background). ``teacher``: the
+    settings key of the run behind ``pipeline``."""
     train = train or WeakTrainConfig()
     model_dir = Path(model_dir)
     if not images:
         raise InputError("no training images")
-    found = make_pseudo_masks(images, pipeline, prompt, model_dir, encoder, progress)
+    clash = {item.id for item in images} & {item.id for item in negatives}
+    if clash:
+        raise InputError(f"{len(clash)} negative image(s) share a name with a target image, "
+                         f"e.g. {sorted(clash)[0]!r}: rename them")
+    found = make_pseudo_masks(images, pipeline, prompt, model_dir, encoder, progress, teacher)
     if not any(found.values()):
         raise InputError(f"{pipeline.name} found {prompt!r} in none of the {len(images)} "
                          "images: there is nothing to learn")
-    inputs, colour = [], False
-    for item in images:
-        plane = load_plane(item.path)
-        colour = colour or is_colour(plane)
-        inputs.append(network_input(plane, train.size, 3))
-    # A gray image repeated to 3 channels standardises to the same values as its 1 channel.
-    in_channels = 3 if colour else 1
-    stacked = torch.stack(inputs)[:, :in_channels]
-    targets = torch.stack([network_target(read_mask(pseudo_mask_path(model_dir, item.id)),
-                                          train.size) for item in images])
-    config = WeakModelConfig(
-        train=train, in_channels=in_channels, prompt=prompt, pseudo_method=pipeline.name,
-        data=tuple(TrainingItem(item.id, str(item.path), found[item.id]) for item in images))
-    return train_network(stacked, targets, model_dir, config, resume, progress, on_epoch)
+    items = training_set(images, found, negatives, train)
+    inputs, targets, weights, in_channels = training_tensors(items, model_dir, train)
+    config = WeakModelConfig(train=train, in_channels=in_channels, prompt=prompt,
+                             pseudo_method=pipeline.name, data=tuple(items), teacher=teacher)
+    return train_network(inputs, targets, weights, model_dir, config, resume, progress, on_epoch)

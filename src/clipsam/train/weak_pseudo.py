@@ -1,9 +1,12 @@
 """Pseudo-masks: the text-prompted cascade's answer on each unlabelled training image, cached.
 
-Masks go to ``<model_dir>/pseudo/<id>.png`` (0/255) as each image finishes, with
-``pseudo/source.json`` naming the prompt and method that made them; a rerun with the same prompt
-and method reuses every mask already there. An image whose target the cascade reports as not
-found is kept as an all-background mask, so the network also learns to answer "absent".
+Masks go to ``<model_dir>/pseudo/<id>.png`` (0/255) as each image finishes, beside
+``<id>_unsure.png``: the pixels where the teacher's own map disagrees with its mask (the
+coarse mask of MedCLIP-SAM's saliency map against the segmenter's mask; empty for a method
+without such a map). ``pseudo/source.json`` names the prompt, the method and the settings key
+of the run that made them; a rerun with the same ones reuses every mask already there. An image
+whose target the cascade reports as not found gets an empty mask (what training makes of it is
+the not-found rule of :class:`clipsam.models.weak_net.WeakTrainConfig`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from clipsam.io.image import segmenter_input
 from clipsam.io.masks import read_mask, write_mask_png
 from clipsam.io.read import read_image
 from clipsam.models.segmenter import PromptableSegmenter
-from clipsam.pipelines.base import Pipeline
+from clipsam.pipelines.base import Pipeline, PipelineResult
 
 PSEUDO_DIR = "pseudo"
 SOURCE_NAME = "source.json"
@@ -45,15 +48,29 @@ def pseudo_mask_path(model_dir: Path, image_id: str) -> Path:
     return Path(model_dir) / PSEUDO_DIR / f"{image_id}.png"
 
 
-def _check_source(model_dir: Path, prompt: str, method: str) -> None:
+def unsure_mask_path(model_dir: Path, image_id: str) -> Path:
+    return Path(model_dir) / PSEUDO_DIR / f"{image_id}_unsure.png"
+
+
+def teacher_disagreement(result: PipelineResult) -> np.ndarray:
+    """(H, W) bool: where the teacher's coarse map mask and its final mask differ (all False
+    when the method keeps no coarse mask, or found nothing)."""
+    mask = np.asarray(result.mask, bool) & bool(result.found)
+    coarse = result.intermediates.get("coarse_mask")
+    if coarse is None or not result.found or np.shape(coarse) != mask.shape:
+        return np.zeros(mask.shape, bool)
+    return np.asarray(coarse, bool) != mask
+
+
+def _check_source(model_dir: Path, prompt: str, method: str, teacher: str) -> None:
     source = Path(model_dir) / PSEUDO_DIR / SOURCE_NAME
-    wanted = {"prompt": prompt, "method": method}
+    wanted = {"prompt": prompt, "method": method, "teacher": teacher}
     if source.is_file():
         cached = json.loads(source.read_text(encoding="utf-8"))
         if cached != wanted:
             raise InputError(f"{source.parent} holds pseudo-masks for prompt "
-                             f"{cached.get('prompt')!r} by {cached.get('method')!r}: use another "
-                             "output folder or delete it")
+                             f"{cached.get('prompt')!r} by {cached.get('method')!r} with settings "
+                             f"{cached.get('teacher')!r}: use another output folder or delete it")
     else:
         write_text_atomic(source, json.dumps(wanted))
 
@@ -65,24 +82,28 @@ def make_pseudo_masks(
     model_dir: Path,
     encoder: PromptableSegmenter | None = None,
     progress: bool = True,
+    teacher: str = "",
 ) -> dict[str, bool]:
     """Run ``pipeline`` on every image lacking a cached mask; return id -> target found.
 
     ``encoder`` (the pipeline's segmenter) encodes each image first when given, so the pipeline
-    gets the embedding it would get from :class:`clipsam.api.Segmenter`.
+    gets the embedding it would get from :class:`clipsam.api.Segmenter`. ``teacher``: the
+    settings key of the run behind ``pipeline``; cached masks of other settings are refused.
     """
-    _check_source(model_dir, prompt, pipeline.name)
+    _check_source(model_dir, prompt, pipeline.name, teacher)
     found = {}
     for item in tqdm(images, desc="pseudo-masks", unit="image", disable=not progress):
         target = pseudo_mask_path(model_dir, item.id)
-        if not target.is_file():
+        unsure = unsure_mask_path(model_dir, item.id)
+        if not (target.is_file() and unsure.is_file()):
             plane = load_plane(item.path)
             embedding = encoder.encode(plane) if encoder is not None else None
-            result = pipeline.run(plane, prompt, embedding=embedding)
+            result = pipeline.run(plane, prompt, embedding=embedding, keep_intermediates=True)
             mask = np.asarray(result.mask, dtype=bool) & bool(result.found)
             if mask.shape != plane.shape[:2]:
                 raise InputError(f"{pipeline.name} returned a {mask.shape} mask for "
                                  f"{item.path} of size {plane.shape[:2]}")
+            write_mask_png(unsure, teacher_disagreement(result))
             write_mask_png(target, mask)
         found[item.id] = bool(read_mask(target).any())
     return found

@@ -45,6 +45,22 @@ def grid_box_to_image(box: np.ndarray, geometry: Geometry, grid: int) -> np.ndar
                      np.clip(x2 * sx, 0, w), np.clip(y2 * sy, 0, h)], np.float32)
 
 
+def boxes_to_grid(boxes: np.ndarray, geometry: Geometry, grid: int) -> np.ndarray:
+    """(N, grid, grid) bool: the cells each (N, 4) xyxy box in original pixels touches (the
+    inverse of :func:`grid_box_to_image`)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    cell = geometry.input_size / grid
+    sy = geometry.resized_size[0] / geometry.original_size[0]
+    sx = geometry.resized_size[1] / geometry.original_size[1]
+    x1, y1, x2, y2 = (boxes * np.array([sx, sy, sx, sy]) / cell).T
+    lo_x, hi_x = np.floor(x1).astype(int), np.ceil(x2).astype(int)
+    lo_y, hi_y = np.floor(y1).astype(int), np.ceil(y2).astype(int)
+    index = np.arange(grid)
+    cols = (index >= lo_x[:, None]) & (index < hi_x[:, None])
+    rows = (index >= lo_y[:, None]) & (index < hi_y[:, None])
+    return rows[:, :, None] & cols[:, None, :]
+
+
 def agreement(cover: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """Soft Dice between (..., h, w) cell coverages and an (h, w) probability map: how well a
     region matches the map (1 only for the map itself; 0 for an empty region on an empty map).

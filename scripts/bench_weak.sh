@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Weak supervision (issue #12) through the documented commands, as reported in
+# docs/BENCHMARKS.md section 5: for each set, `clipsam weak-train` labels the TRAIN part of the
+# subject split with the shipped text model (the teacher; expert masks are never read) and
+# trains the network; `clipsam eval --subset test` then scores the network alone (`weak`) and
+# its mask as box prompts for LiteMedSAM (`weak-box`) on held-out subjects, beside the teacher
+# itself (`medclipsam`, into weak-teacher/), all without stored embeddings so that the times
+# per image are what a user waits for, in one run on one machine.
+#   bash scripts/bench_weak.sh DATA_ROOT [SET ...]
+# Models go to runs/weak/<set> (a rerun resumes them); results to docs/results/eval/<set>/weak*
+# and each model's config.json (settings, images used, training time) to
+# docs/results/weak/<set>.json; then `scripts/make_tables.py` regenerates the table.
+set -euo pipefail
+data=${1:?data root}; shift
+declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left and right lungs"
+                    [lgg_flair]="brain tumour" [kvasir_polyp]="polyp" [jsrt_heart]="heart"
+                    [jsrt_clavicles]="clavicles" [ddti_thyroid]="thyroid nodule"
+                    [dsb_nuclei]="cell nuclei" [isic_skin]="skin lesion"
+                    [ddsm_pectoral]="pectoral muscle")
+sets=("$@")
+[ ${#sets[@]} -gt 0 ] || sets=(ddti_thyroid lgg_flair hc18 cxr_lungs kvasir_polyp dsb_nuclei busi
+                               jsrt_heart jsrt_clavicles isic_skin ddsm_pectoral)
+clipsam=.venv/bin/clipsam
+mkdir -p docs/results/weak
+for set in "${sets[@]}"; do
+  p=${prompts[$set]}
+  model=runs/weak/$set
+  resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
+  $clipsam -q weak-train "$data/$set" --subset train -p "$p" --out "$model" "${resume[@]}"
+  cp "$model/config.json" "docs/results/weak/$set.json"
+  $clipsam -q eval "$data/$set" --subset test --method weak --model "$model" --prompt "$p" \
+    --overwrite --out "docs/results/eval/$set/weak"
+  $clipsam -q eval "$data/$set" --subset test --method weak-box --model "$model" --prompt "$p" \
+    --overwrite --out "docs/results/eval/$set/weak-box"
+  $clipsam -q eval "$data/$set" --subset test --method medclipsam --prompt "$p" \
+    --overwrite --out "docs/results/eval/$set/weak-teacher"
+done
