@@ -295,12 +295,45 @@ def table_loso() -> str:
     return table + f"\n\n5-shot mean Dice >= 0.75 on {good} of {len(body)} sets."
 
 
+def table_weak() -> str:
+    """Weak supervision per set: the teacher against the network and network -> box ->
+    segmenter on held-out subjects, one run of scripts/bench_weak.sh."""
+    body, largest = [], []
+    for name in SETS:
+        path = RESULTS / "weak" / f"{name}.json"
+        teacher, weak = _eval_stats(name, "weak-teacher"), _eval_stats(name, "weak")
+        if not path.is_file() or teacher is None or weak is None:
+            continue
+        model = json.loads(path.read_text())
+        box, bound = _eval_stats(name, "weak-box"), _eval_stats(name, "gt-box")
+        items = model["data"]
+        used = sum(item.get("used", True) for item in items)
+        found = sum(item["pseudo_found"] for item in items)
+        best = max(weak["dice"], box["dice"] if box else -1.0)
+        beats = best >= teacher["dice"]
+        largest.append((len(items), beats))
+        times = {m: _summary(name, m)["seconds_per_image"] for m in ("weak-teacher", "weak")}
+        body.append([name, f"{used} / {len(items)} ({found})",
+                     _fmt(model["train_seconds"] / 60, 1), f"{_fmt(teacher['dice'])} "
+                     f"({teacher['n']})", _fmt(weak["dice"]), _fmt(box["dice"] if box else None),
+                     _fmt(bound["dice"] if bound else None), "yes" if beats else "no",
+                     _fmt(times["weak-teacher"], 2), _fmt(times["weak"], 3),
+                     f"{times['weak-teacher'] / times['weak']:.0f}x"])
+    table = _table(["set", "train images used / all (teacher found)", "training min",
+                    "teacher Dice (n)", "weak Dice", "weak-box Dice", "gt-box Dice",
+                    "best >= teacher", "teacher s/img", "weak s/img", "weak speed-up"], body)
+    top = [beats for _, beats in sorted(largest, key=lambda x: -x[0])[:6]]
+    return table + (f"\n\nAt least the teacher's Dice on {sum(top)} of the {len(top)} sets with "
+                    f"the most training images ({sum(b for _, b in largest)} of {len(largest)} "
+                    "sets in all).")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
     "encoder_options": table_encoder_options, "int8_sensitivity": table_int8_sensitivity,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
-    "loso": table_loso, "augmentation": table_augmentation,
+    "loso": table_loso, "augmentation": table_augmentation, "weak": table_weak,
 }
 
 

@@ -123,3 +123,38 @@ def test_weak_train_rejects_bad_arguments(stand_in_cascade, image_folder, tmp_pa
         weak_train(str(image_folder), "-p", "disc", "--out", str(tmp_path / "m"), "--size", "40")
     with pytest.raises(InputError, match="needs --model"):
         build_method("weak", RunConfig())
+
+
+def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_cascade, tmp_path,
+                                                                   capsys):
+    from clipsam.io.labelled_sets import list_samples
+    from clipsam.io.splits import split_of
+
+    labelled = tmp_path / "set"
+    (labelled / "images").mkdir(parents=True)
+    (labelled / "masks").mkdir()
+    negatives = tmp_path / "normals"
+    negatives.mkdir()
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:32, :32]
+    for index in range(12):
+        disc = (yy - 16) ** 2 + (xx - 16) ** 2 <= 30
+        image = np.clip(50 + 150 * disc + rng.normal(0, 10, disc.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(labelled / "images" / f"case_{index:02d}.png")
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(labelled / "masks" /
+                                                           f"case_{index:02d}.png")
+    for index in range(2):
+        plain = np.clip(50 + rng.normal(0, 10, (32, 32)), 0, 255).astype(np.uint8)
+        Image.fromarray(plain).save(negatives / f"normal_{index}.png")
+    out = tmp_path / "model"
+    assert weak_train(str(labelled), "-p", "disc", "--out", str(out), "--subset", "train",
+                      "--negatives", str(negatives), "--size", "32", "--epochs", "1",
+                      "--cycles", "1", "--threads", "1") == 0
+    train_ids = [s.image_id for s in list_samples(labelled) if split_of(s) == "train"]
+    assert 0 < len(train_ids) < 12  # the split leaves some subjects out
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert [d["id"] for d in data] == [*train_ids, "normal_0", "normal_1"]
+    assert [d["negative"] for d in data] == [False] * len(train_ids) + [True, True]
+    assert all(d["used"] for d in data)
+    assert f"trained on {len(train_ids) + 2} of {len(train_ids) + 2} images" in (
+        capsys.readouterr().out)
