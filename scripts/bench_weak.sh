@@ -7,11 +7,17 @@
 # itself (`medclipsam`, into weak-teacher/), all without stored embeddings so that the times
 # per image are what a user waits for, in one run on one machine.
 #   bash scripts/bench_weak.sh DATA_ROOT [SET ...]
+#   bash scripts/bench_weak.sh DATA_ROOT --self-train SET ...
 # Models go to runs/weak/<set> (a rerun resumes them); results to docs/results/eval/<set>/weak*
 # and each model's config.json (settings, images used, training time) to
 # docs/results/weak/<set>.json; then `scripts/make_tables.py` regenerates the table.
+# --self-train: one round of self-training for sets already done: the first network's boxes,
+# refined by LiteMedSAM (`--method weak-box --model runs/weak/<set>`), label the same images
+# again and a new network trains on them (runs/weak-self/<set>); it is scored the same way
+# (results weak-self, weak-self-box; config docs/results/weak/<set>-self.json).
 set -euo pipefail
 data=${1:?data root}; shift
+self=0; [ "${1:-}" = "--self-train" ] && { self=1; shift; }
 declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left and right lungs"
                     [lgg_flair]="brain tumour" [kvasir_polyp]="polyp" [jsrt_heart]="heart"
                     [jsrt_clavicles]="clavicles" [ddti_thyroid]="thyroid nodule"
@@ -25,6 +31,18 @@ mkdir -p docs/results/weak
 for set in "${sets[@]}"; do
   p=${prompts[$set]}
   model=runs/weak/$set
+  if [ $self = 1 ]; then
+    teacher=$model; model=runs/weak-self/$set
+    resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
+    $clipsam -q weak-train "$data/$set" --subset train -p "$p" --method weak-box \
+      --model "$teacher" --out "$model" "${resume[@]}"
+    cp "$model/config.json" "docs/results/weak/$set-self.json"
+    for method in weak weak-box; do
+      $clipsam -q eval "$data/$set" --subset test --method $method --model "$model" \
+        --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-self}"
+    done
+    continue
+  fi
   resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
   $clipsam -q weak-train "$data/$set" --subset train -p "$p" --out "$model" "${resume[@]}"
   cp "$model/config.json" "docs/results/weak/$set.json"

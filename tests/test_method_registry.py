@@ -67,5 +67,8 @@ def test_registry_flags_drive_eval_methods():
 
 
 def test_weak_train_labels_images_with_the_methods_that_read_the_prompt():
-    assert sorted(method_choices("weak-train")) == sorted(set(PIPELINES) - TEXT_FREE_METHODS)
+    assert sorted(method_choices("weak-train")) == sorted(
+        name for name, spec in PIPELINES.items() if spec.reads_text or spec.own_model)
+    assert {"weak", "weak-box"} <= set(method_choices("weak-train"))  # self-training
+    assert not {"unprompted", "whole-box"} & set(method_choices("weak-train"))
     assert {"medclipsam", "salip"} <= set(method_choices("weak-train"))

@@ -337,7 +337,7 @@ def test_weak_box_prompts_the_segmenter_with_the_networks_boxes(trained):
     item, _ = held_out[0]
     image = np.asarray(Image.open(item.path))
     result = pipeline.run(image, "bright disc", keep_intermediates=True)
-    network = result.intermediates["network_mask"]
+    network = result.intermediates["coarse_mask"]
     assert len(result.boxes) == 1 and segmenter.encoded == 1
     x1, y1, x2, y2 = result.boxes[0].astype(int)
     assert result.mask[y1:y2, x1:x2].all() and result.mask.sum() == (x2 - x1) * (y2 - y1)
@@ -346,3 +346,20 @@ def test_weak_box_prompts_the_segmenter_with_the_networks_boxes(trained):
     empty = np.full_like(image, 60)  # nothing bright: not found, and never encoded
     absent = pipeline.run(empty, "bright disc")
     assert not absent.found and segmenter.encoded == 1
+
+
+def test_self_training_takes_the_network_and_segmenter_as_teacher(trained, tmp_path):
+    model_dir, held_out = trained
+    teacher = WeakPipeline(model_dir, segmenter=BoxSegmenter())
+    items = [item for item, _ in held_out]
+    config = train_weak(items, teacher, "bright disc", tmp_path / "round_1",
+                        WeakTrainConfig(size=32, epochs=1, cycles=1, features=(8, 16)),
+                        encoder=teacher.segmenter, progress=False)
+    assert config.pseudo_method == "weak-box" and config.members
+    image = np.asarray(Image.open(items[0].path))
+    network = teacher.run(image, "bright disc", keep_intermediates=True)
+    mask = read_mask(pseudo_mask_path(tmp_path / "round_1", items[0].id))
+    unsure = read_mask(unsure_mask_path(tmp_path / "round_1", items[0].id))
+    assert np.array_equal(mask, network.mask)  # the segmenter's answer to the network's box
+    assert np.array_equal(unsure, mask != network.intermediates["coarse_mask"])
+    assert unsure.any() and not (unsure & network.intermediates["coarse_mask"]).any()

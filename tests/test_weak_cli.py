@@ -123,6 +123,9 @@ def test_weak_train_rejects_bad_arguments(stand_in_cascade, image_folder, tmp_pa
         weak_train(str(image_folder), "-p", "disc", "--out", str(tmp_path / "m"), "--size", "40")
     with pytest.raises(InputError, match="needs --model"):
         build_method("weak", RunConfig())
+    with pytest.raises(InputError, match="different folders"):
+        weak_train(str(image_folder), "-p", "disc", "--out", str(tmp_path / "m"), "--method",
+                   "weak-box", "--model", str(tmp_path / "m"))
 
 
 def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_cascade, tmp_path,

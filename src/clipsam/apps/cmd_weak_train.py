@@ -13,10 +13,12 @@ import argparse
 from pathlib import Path
 
 from clipsam.config import NOT_FOUND_RULES, RUNTIMES, SEGMENTERS, WeakTrainConfig
-from clipsam.pipelines.registry import PIPELINES, TEXT_FREE_METHODS
+from clipsam.pipelines.registry import PIPELINES
 
-PSEUDO_METHODS = tuple(name for name in PIPELINES if name not in TEXT_FREE_METHODS)
-"""The registered methods that read the prompt, so can label images for it."""
+PSEUDO_METHODS = tuple(name for name, spec in PIPELINES.items()
+                       if spec.reads_text or spec.own_model)
+"""The registered methods that know the target (they read the prompt, or run a network trained
+for it), so can label images for it."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,7 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="what to segment, e.g. 'fetal head'")
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
     parser.add_argument("--method", choices=PSEUDO_METHODS, default="medclipsam",
-                        help="cascade that makes the pseudo-masks (default %(default)s)")
+                        help="cascade that makes the pseudo-masks (default %(default)s); "
+                             "weak-box with --model: a trained network's boxes refined by the "
+                             "segmenter (self-training)")
+    parser.add_argument("--model", type=Path, default=None, metavar="TEACHER_DIR",
+                        help="with --method weak or weak-box: the teacher network's folder")
     parser.add_argument("--subset", choices=("all", "train", "test"), default="all",
                         help="IMAGES_DIR as a labelled set (images/, meta.csv): only the images "
                              "of this part of the subject split the built-in model was trained "
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.errors import InputError
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.provenance import run_identity
-    from clipsam.pipelines.registry import build_pipeline, load_models
+    from clipsam.pipelines.registry import build_pipeline, load_models, method_spec
     from clipsam.train.weak import train_weak
 
     prompt = validate_prompt(args.prompt)
@@ -118,13 +124,19 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise InputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.model is not None and args.model.resolve() == args.out.resolve():
+        raise InputError("--model (the teacher) and --out must be different folders")
     config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
-                        runtime=args.runtime, weights_dir=args.weights_dir)
+                        runtime=args.runtime, weights_dir=args.weights_dir,
+                        weak_model=args.model)
     identity = run_identity(config)
-    models = load_models(identity.config.models)
+    spec = method_spec(args.method)
+    models = (load_models(identity.config.models, with_text=spec.reads_text)
+              if spec.uses_segmenter else None)
     pipeline = build_pipeline(identity.config, models)
     progress = not getattr(args, "quiet", 0)
-    result = train_weak(images, pipeline, prompt, args.out, train, encoder=models.segmenter,
+    result = train_weak(images, pipeline, prompt, args.out, train,
+                        encoder=models.segmenter if models else None,
                         resume=args.resume, progress=progress, negatives=negatives,
                         teacher=identity.key)
     found = sum(item.pseudo_found for item in result.data)

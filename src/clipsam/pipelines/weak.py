@@ -34,7 +34,8 @@ class WeakPipeline:
 
     With ``keep_intermediates`` the result carries the ensemble's ``probability``, its
     ``uncertainty`` (predictive entropy in bits) and ``member_std``, all (H, W) float32, and
-    (``weak-box``) the ``network_mask``.
+    (``weak-box``) the network's own mask as ``coarse_mask`` (so a ``weak-box`` run can be the
+    teacher of the next network: self-training).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu",
@@ -69,8 +70,8 @@ class WeakPipeline:
             embedding = embed_once(self.segmenter, image, embedding, timer)
             mask, decoded = segment_boxes(self.segmenter, embedding, boxes, timer)
             scores = np.asarray(decoded.scores, np.float32)
-            if keep_intermediates:
-                intermediates["network_mask"] = network_mask
+            if keep_intermediates:  # the map's own mask, as MedCLIP-SAM's coarse mask
+                intermediates["coarse_mask"] = network_mask
         elif len(boxes):
             scores = np.array([prediction.probability[network_mask].mean()], np.float32)
         return PipelineResult(
