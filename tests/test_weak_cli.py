@@ -115,6 +115,15 @@ def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_f
     (segmented / "scan_0_uncertainty.tif").unlink()  # an output missing: the image is redone
     assert main(argv) == 0 and (segmented / "scan_0_uncertainty.tif").is_file()
 
+    # weak-box: the network's boxes prompt the installed segmenter (LiteMedSAM)
+    boxed = tmp_path / "boxed"
+    assert main([*argv[:6], str(boxed), "--method", "weak-box", "--model", str(out)]) == 0
+    record = json.loads((boxed / "scan_0.json").read_text())
+    result = record["results"][0]
+    assert sorted(result["provenance"]["models"]) == ["segmenter", "weak_model"]
+    assert result["method"] == "weak-box" and (boxed / "scan_0_uncertainty.tif").is_file()
+    assert result["found"] == bool(np.asarray(Image.open(boxed / "scan_0_mask.png")).any())
+
 
 def test_weak_train_rejects_bad_arguments(stand_in_cascade, image_folder, tmp_path):
     with pytest.raises(InputError, match="not a folder"):

@@ -42,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_threads(parser)
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
-                        help="with --method weak: the folder written by clipsam weak-train")
+                        help="with --method weak or weak-box: the folder written by clipsam "
+                             "weak-train")
     parser.add_argument("--subset", choices=("all", "test", "train"), default="all",
                         help="only the 'test' or 'train' subjects of clipsam's subject-hash "
                              "split; 'test' is refused when the text model was trained or "

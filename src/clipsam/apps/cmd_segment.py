@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         metavar="OUT_DIR")
     parser.add_argument("--method", choices=sorted(PIPELINES), default="medclipsam")
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
-                        help="with --method weak: the folder written by clipsam weak-train")
+                        help="with --method weak or weak-box: the folder written by clipsam "
+                             "weak-train")
     parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
     parser.add_argument("--text-model", default="builtin", metavar="DIR",
                         help="'builtin', a fine-tuned/adapted model folder or a CLIP name")
