@@ -184,12 +184,15 @@ def test_empty_prompt_is_refused(scene):
 def test_salip_retrieves_the_proposal_the_text_model_scores_highest(scene):
     image, target = scene
     segmenter = FakeSegmenter()
-    result = SalipPipeline(segmenter, FakeGrounding(target)).run(
+    # every box decoded (none left out for lying off the map), so there is a choice to make
+    result = SalipPipeline(segmenter, FakeGrounding(target), SalipConfig(min_map_share=0.0)).run(
         image, "fetal head", keep_intermediates=True)
     assert result.found
     assert dice(result.mask, target) > 0.9
     assert segmenter.encodes == 1
     assert len(result.intermediates["proposals"]) > 1
+    pruned = SalipPipeline(FakeSegmenter(), FakeGrounding(target)).run(image, "fetal head")
+    assert np.array_equal(pruned.mask, result.mask)
 
 
 def test_salip_with_a_clip_backend_scores_crops(scene):

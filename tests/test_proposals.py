@@ -169,7 +169,7 @@ def test_mask_nms_and_region_cleaning():
     assert np.array_equal(raw.masks[0], speck)
 
 
-def test_box_only_default_decodes_a_few_feature_boxes_in_one_call():
+def test_box_only_default_decodes_a_dozen_feature_boxes_in_one_call():
     scene = Scene()
     segmenter = FakeSegmenter(scene, supports_points=False)
     assert default_config(segmenter) == BOX_PROMPT_DEFAULTS
@@ -177,7 +177,7 @@ def test_box_only_default_decodes_a_few_feature_boxes_in_one_call():
     proposals = generate_proposals(segmenter, embedding(scene))
     assert matches(proposals, [scene.good_rect, scene.good_disc])
     assert len(segmenter.batches) == 1  # every box prompt in one segmenter call
-    assert segmenter.batches[0] <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes == 8
+    assert segmenter.batches[0] <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes == 12
 
 
 def test_feature_boxes_frame_regions_of_similar_features():

@@ -1,7 +1,7 @@
 """Box prompts from the image embedding itself: distinct regions of similar encoder features.
 
 Decoding a box costs a full pass of the mask decoder (about a twentieth of an encoder pass for
-LiteMedSAM on a CPU), so box-only segmenters get a few boxes (8 by default), not a dense grid. The
+LiteMedSAM on a CPU), so box-only segmenters get about a dozen boxes, not a dense grid. The
 encoder's feature map (one 256-d vector per 4x4 model-input pixels) already separates the
 image into regions: k-means at several k (coarse to fine) on its main principal axes gives a
 pool of connected regions at every scale, each ranked by its distinctness: how much its mean

@@ -8,7 +8,7 @@ whose point prompts give empty masks) get boxes around regions of similar encode
 (:mod:`clipsam.proposals.feature_boxes`) or multi-scale box grids, serving the same role.
 
 Every decoded prompt costs a full mask-decoder pass (for LiteMedSAM on a CPU about a twentieth
-of an encoder pass), so box-only proposals default to 8 feature boxes rather than a grid,
+of an encoder pass), so box-only proposals default to a dozen feature boxes rather than a grid,
 all decoded in one segmenter call (prompts go to the segmenter ``batch_size`` at a time).
 """
 
