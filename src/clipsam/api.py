@@ -131,13 +131,11 @@ class Segmenter:
         self.identity = run_identity(self.config)
         load_seconds = 0.0
         if pipeline is None or encoder is None:
-            from clipsam.pipelines.registry import build_pipeline, load_models, method_spec
+            from clipsam.pipelines.registry import build_pipeline, load_method_models
 
             start = time.perf_counter()
             resolved = self.identity.config
-            spec = method_spec(resolved.method)
-            models = (load_models(resolved.models, with_text=spec.reads_text)
-                      if spec.uses_segmenter else None)
+            models = load_method_models(resolved)
             pipeline = build_pipeline(resolved, models)
             encoder, text = (models.segmenter, models.text) if models else (None, None)
             load_seconds = time.perf_counter() - start

@@ -128,7 +128,8 @@ class SalipConfig:
     ``crop`` is how a proposal is shown to a CLIP backend: ``masked`` (the paper: the mask's pixels,
     cut to its box), ``box`` (the unmasked box) or ``enlarged`` (the box grown by ``enlarge``).
     ``min_map_share``: with the built-in model, box prompts holding less than this share of
-    the text map's mass are not decoded (their masks could not be retrieved); 0 decodes all.
+    the mass of the text map's core (cells reaching half its peak) are not decoded (their
+    masks could not be retrieved); 0 decodes all.
     """
 
     max_area_fraction: float = 0.6

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.errors import InputError
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.provenance import run_identity
-    from clipsam.pipelines.registry import build_pipeline, load_models, method_spec
+    from clipsam.pipelines.registry import build_pipeline, load_method_models
     from clipsam.train.weak import train_weak
 
     prompt = validate_prompt(args.prompt)
@@ -130,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
                         runtime=args.runtime, weights_dir=args.weights_dir,
                         weak_model=args.model)
     identity = run_identity(config)
-    spec = method_spec(args.method)
-    models = (load_models(identity.config.models, with_text=spec.reads_text)
-              if spec.uses_segmenter else None)
+    models = load_method_models(identity.config)
     pipeline = build_pipeline(identity.config, models)
     progress = not getattr(args, "quiet", 0)
     result = train_weak(images, pipeline, prompt, args.out, train,

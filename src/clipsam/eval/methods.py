@@ -19,7 +19,12 @@ from clipsam.config import RunConfig
 from clipsam.errors import InputError
 from clipsam.pipelines.base import Pipeline, PipelineResult
 from clipsam.pipelines.provenance import Provenance, run_identity
-from clipsam.pipelines.registry import PIPELINES, build_pipeline, load_models, load_segmenter
+from clipsam.pipelines.registry import (
+    PIPELINES,
+    build_pipeline,
+    load_method_models,
+    load_segmenter,
+)
 
 SegmentFn = Callable[[np.ndarray, np.ndarray, str], PipelineResult]
 
@@ -72,8 +77,7 @@ def registered_pipeline(config: RunConfig) -> Method:
     spec = PIPELINES[config.method]
     identity = run_identity(config)
     resolved = identity.config
-    models = (load_models(resolved.models, with_text=spec.reads_text) if spec.uses_segmenter
-              else None)
+    models = load_method_models(resolved)
     pipeline = build_pipeline(resolved, models)
     provenance = identity.describe(models and models.segmenter, models and models.text,
                                    pipeline.model if spec.own_model else None)

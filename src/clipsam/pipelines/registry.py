@@ -229,6 +229,13 @@ def method_spec(name: str) -> MethodSpec:
                          f"{', '.join(sorted(PIPELINES))}") from None
 
 
+def load_method_models(config: RunConfig) -> Models | None:
+    """The installed models ``config.method`` uses (resolved ``config``): the segmenter, and
+    the text model if it reads text; None for a method that runs only its own model folder."""
+    spec = method_spec(config.method)
+    return load_models(config.models, with_text=spec.reads_text) if spec.uses_segmenter else None
+
+
 def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:
     """The pipeline ``config.method`` names, on already loaded models (None for a method that
     runs its own model folder)."""

@@ -6,7 +6,7 @@ coarse mask of MedCLIP-SAM's saliency map against the segmenter's mask; empty fo
 without such a map). ``pseudo/source.json`` names the prompt, the method and the settings key
 of the run that made them; a rerun with the same ones reuses every mask already there. An image
 whose target the cascade reports as not found gets an empty mask (what training makes of it is
-the not-found rule of :class:`clipsam.models.weak_net.WeakTrainConfig`).
+the not-found rule of :class:`clipsam.config.WeakTrainConfig`).
 """
 
 from __future__ import annotations
