@@ -8,6 +8,7 @@
 # per image are what a user waits for, in one run on one machine.
 #   bash scripts/bench_weak.sh DATA_ROOT [SET ...]
 #   bash scripts/bench_weak.sh DATA_ROOT --self-train SET ...
+#   bash scripts/bench_weak.sh DATA_ROOT --head [SET ...]
 # Models go to runs/weak/<set> (a rerun resumes them); results to docs/results/eval/<set>/weak*
 # and each model's config.json (settings, images used, training time) to
 # docs/results/weak/<set>.json; then `scripts/make_tables.py` regenerates the table.
@@ -15,9 +16,15 @@
 # refined by LiteMedSAM (`--method weak-box --model runs/weak/<set>`), label the same images
 # again and a new network trains on them (runs/weak-self/<set>); it is scored the same way
 # (results weak-self, weak-self-box; config docs/results/weak/<set>-self.json).
+# --head: `weak-train --network head` (a head on LiteMedSAM's locked image embedding) on the
+# same pseudo-masks (the first run's, copied: same teacher and settings, which weak-train
+# checks), into runs/weak-head/<set>; results weak-head, weak-head-box; config
+# docs/results/weak/<set>-head.json.
 set -euo pipefail
 data=${1:?data root}; shift
-self=0; [ "${1:-}" = "--self-train" ] && { self=1; shift; }
+self=0; head=0
+[ "${1:-}" = "--self-train" ] && { self=1; shift; }
+[ "${1:-}" = "--head" ] && { head=1; shift; }
 declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left and right lungs"
                     [lgg_flair]="brain tumour" [kvasir_polyp]="polyp" [jsrt_heart]="heart"
                     [jsrt_clavicles]="clavicles" [ddti_thyroid]="thyroid nodule"
@@ -40,6 +47,21 @@ for set in "${sets[@]}"; do
     for method in weak weak-box; do
       $clipsam -q eval "$data/$set" --subset test --method $method --model "$model" \
         --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-self}"
+    done
+    continue
+  fi
+  if [ $head = 1 ]; then
+    first=$model; model=runs/weak-head/$set
+    if [ ! -d "$model/pseudo" ] && [ -d "$first/pseudo" ]; then
+      mkdir -p "$model"; cp -r "$first/pseudo" "$model/pseudo"
+    fi
+    resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
+    $clipsam -q weak-train "$data/$set" --subset train -p "$p" --network head --out "$model" \
+      "${resume[@]}"
+    cp "$model/config.json" "docs/results/weak/$set-head.json"
+    for method in weak weak-box; do
+      $clipsam -q eval "$data/$set" --subset test --method $method --model "$model" \
+        --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-head}"
     done
     continue
   fi

@@ -243,6 +243,11 @@ def test_teacher_disagreement_is_where_map_and_mask_differ():
     assert unsure.any() and not (unsure & result.mask).any()  # the band below the disc only
     assert np.array_equal(unsure, result.intermediates["coarse_mask"] & ~result.mask)
     assert not teacher_disagreement(ThresholdCascade().run(image, "disc")).any()  # no map
+    odd = PipelineResult(mask=result.mask, found=True, boxes=result.boxes, scores=result.scores,
+                         prompt="disc", method="odd",
+                         intermediates={"coarse_mask": result.mask[:-1]})
+    with pytest.raises(ValueError, match="coarse mask of shape"):
+        teacher_disagreement(odd)
 
 
 def test_weights_negatives_and_not_found_rules(tmp_path):
@@ -260,8 +265,9 @@ def test_weights_negatives_and_not_found_rules(tmp_path):
     chosen = training_set(items, found, negatives, config)
     assert [(i.used, i.negative) for i in chosen] == [(True, False)] * 5 + [(False, False),
                                                                            (True, True)]
-    inputs, targets, weights, channels = training_tensors(chosen, tmp_path / "m", config)
-    assert inputs.shape == (6, 1, 32, 32) and channels == 1
+    tensors = training_tensors(chosen, tmp_path / "m", config)
+    inputs, targets, weights = tensors.inputs, tensors.targets, tensors.weights
+    assert inputs.shape == (6, 1, 32, 32) and tensors.in_channels == 1
     assert torch.equal(targets[-1], torch.zeros(1, 32, 32))  # the negative: background
     assert set(weights.unique().tolist()) == {0.25, 1.0} and weights[-1].min() == 1.0
     unsure = network_target_of(unsure_mask_path(tmp_path / "m", "img_00"), 32)
@@ -363,3 +369,54 @@ def test_self_training_takes_the_network_and_segmenter_as_teacher(trained, tmp_p
     assert np.array_equal(mask, network.mask)  # the segmenter's answer to the network's box
     assert np.array_equal(unsure, mask != network.intermediates["coarse_mask"])
     assert unsure.any() and not (unsure & network.intermediates["coarse_mask"]).any()
+
+
+class PatchFeatures(BoxSegmenter):
+    """Stand-in encoder with informative features: each 4 x 4 cell's mean and spread of
+    intensity on a (16, 16) grid over the 64-px input (the image letterboxed into it)."""
+
+    name = "patch-features"
+
+    def encode(self, image):
+        from clipsam.models.segmenter import Geometry, ImageEmbedding
+
+        self.encoded += 1
+        pixels = np.asarray(image, np.float32) / 255.0
+        h, w = pixels.shape[:2]
+        canvas = np.zeros((64, 64), np.float32)
+        canvas[:h, :w] = pixels
+        cells = canvas.reshape(16, 4, 16, 4)
+        features = np.stack([cells.mean(axis=(1, 3)), cells.std(axis=(1, 3)),
+                             np.ones((16, 16), np.float32)])
+        return ImageEmbedding(features[None], Geometry((h, w), (h, w), 64), self.name)
+
+
+def test_head_network_learns_on_the_segmenters_embedding(tmp_path):
+    train_items = write_images(tmp_path / "train", 16, seed=8)
+    held_out = write_images(tmp_path / "test", 6, seed=9)
+    encoder = PatchFeatures()
+    config = train_weak([item for item, _ in train_items], ThresholdCascade(), "bright disc",
+                        tmp_path / "head", WeakTrainConfig(network="head", epochs=20, cycles=2,
+                                                           batch_size=4, learning_rate=1e-2,
+                                                           seed=2),
+                        encoder=encoder, progress=False)
+    assert config.in_channels == 3 and config.feature_model == "patch-features"
+    used = sum(item.used for item in config.data)
+    assert used == 14 and encoder.encoded == 16 + used  # the teacher's pass, then training's
+    pipeline = WeakPipeline(tmp_path / "head", segmenter=PatchFeatures(), decode=False)
+    assert pipeline.name == "weak"
+    scores = []
+    for item, truth in held_out:
+        image = np.asarray(Image.open(item.path))
+        result = pipeline.run(image, "bright disc", keep_intermediates=True)
+        assert result.mask.shape == result.intermediates["uncertainty"].shape == image.shape
+        scores.append(dice(result.mask, truth) if truth.any() else float(not result.found))
+    assert np.mean(scores) > 0.75, scores
+    assert pipeline.segmenter.encoded == len(held_out)  # once per image, not decoded
+    with pytest.raises(InputError, match="reads the embedding of the segmenter"):
+        WeakPipeline(tmp_path / "head")
+    other = BoxSegmenter().encode(image)
+    with pytest.raises(InputError, match="learned embeddings of 'patch-features'"):
+        WeakModel(tmp_path / "head").predict(image, other)
+    with pytest.raises(InputError, match="unknown weak network"):
+        WeakTrainConfig(network="transformer")

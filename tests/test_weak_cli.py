@@ -170,3 +170,32 @@ def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_casc
     assert all(d["used"] for d in data)
     assert f"trained on {len(train_ids) + 2} of {len(train_ids) + 2} images" in (
         capsys.readouterr().out)
+
+
+class BrightTeacher(BrightCascade):
+    """The stand-in cascade for runs whose encoder is the real segmenter."""
+
+    def run(self, image, prompt, embedding=None, keep_intermediates=False):
+        assert embedding.geometry.original_size == image.shape[:2]
+        return super().run(image, prompt, ("encoded", image.shape), keep_intermediates)
+
+
+def test_head_network_trains_and_segments_on_the_installed_segmenter(image_folder, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(registry, "build_pipeline", lambda config, models: BrightTeacher())
+    out = tmp_path / "head"
+    assert weak_train(str(image_folder), "-p", "bright disc", "--out", str(out), "--network",
+                      "head", "--epochs", "2", "--cycles", "1", "--threads", "1") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["network"] == "head" and config["in_channels"] == 256
+    assert config["feature_model"].startswith("litemedsam")
+    monkeypatch.undo()
+    assert registry.weak_model_reads_embedding(out)
+    segmented = tmp_path / "segmented"
+    source = str(image_folder / "site" / "scan_0.png")
+    assert main(["segment", "-q", source, "-p", "bright disc", "-o", str(segmented),
+                 "--method", "weak", "--model", str(out)]) == 0
+    result = json.loads((segmented / "scan_0.json").read_text())["results"][0]
+    assert result["method"] == "weak"  # the network's own mask, on the segmenter's embedding
+    assert sorted(result["provenance"]["models"]) == ["segmenter", "weak_model"]
+    assert (segmented / "scan_0_uncertainty.tif").is_file()

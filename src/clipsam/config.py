@@ -202,6 +202,7 @@ class RunConfig:
 
 
 NOT_FOUND_RULES = ("skip", "background")
+WEAK_NETWORKS = ("unet", "head")
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,12 @@ class WeakTrainConfig:
     where the teacher's own map and its mask disagree (1 = no down-weighting). The defaults
     (256 px, 40 epochs in 4 cosine cycles = 4 ensemble members, batch 8) train 200 images in
     about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, section 5).
+
+    ``network``: ``unet`` learns from the image itself, resized to ``size`` x ``size``, with
+    a residual U-Net of ``features`` channels per level (needs no segmenter at inference);
+    ``head`` learns on the segmenter's locked image embedding (its (256, 64, 64) grid;
+    ``size`` and ``features`` do not apply), so every image is encoded, in training and at
+    inference, and augmentation warps the embedding.
     """
 
     size: int = 256
@@ -228,8 +235,12 @@ class WeakTrainConfig:
     augment: bool = True
     not_found: str = "skip"
     uncertain_weight: float = 0.25
+    network: str = "unet"
 
     def __post_init__(self) -> None:
+        if self.network not in WEAK_NETWORKS:
+            raise InputError(f"unknown weak network {self.network!r}; use "
+                             f"{' or '.join(WEAK_NETWORKS)}")
         if self.size < 2 ** (len(self.features) - 1) or self.size % 2 ** (len(self.features) - 1):
             raise InputError(f"input size {self.size} must be a multiple of "
                              f"{2 ** (len(self.features) - 1)} for {len(self.features)} levels")

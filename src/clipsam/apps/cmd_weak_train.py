@@ -2,7 +2,8 @@
 
 MedCLIP-SAM's second stage (Koleilat et al., MICCAI 2024): the text-prompted cascade labels
 every image of IMAGES_DIR (no expert mask is read), then a residual U-Net learns those
-pseudo-masks, weighted by the teacher's confidence (:mod:`clipsam.train.weak`). Use the folder
+pseudo-masks (or, ``--network head``, a head on the segmenter's locked image embedding),
+weighted by the teacher's confidence (:mod:`clipsam.train.weak`). Use the folder
 with ``--method weak`` (the network alone) or ``--method weak-box`` (its mask as box prompts
 for the segmenter) and ``--model MODEL_DIR``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clipsam.config import NOT_FOUND_RULES, RUNTIMES, SEGMENTERS, WeakTrainConfig
+from clipsam.config import NOT_FOUND_RULES, RUNTIMES, SEGMENTERS, WEAK_NETWORKS, WeakTrainConfig
 from clipsam.pipelines.registry import PIPELINES
 
 PSEUDO_METHODS = tuple(name for name, spec in PIPELINES.items()
@@ -28,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Label every image of IMAGES_DIR with the text-prompted cascade (masks cached in "
             "MODEL_DIR/pseudo/ and reused by reruns of the same settings), then train MONAI's "
-            "residual U-Net on them with per-pixel weighted cross-entropy + Dice. Images where "
+            "residual U-Net (or, --network head, a head on the segmenter's image embedding) "
+            "on them with per-pixel weighted cross-entropy + Dice. Images where "
             "the cascade finds nothing are left out (--not-found), pixels where its map and "
             "mask disagree weigh less (--uncertain-weight), images given with --negatives "
             "train as background. Images are resized (not letterboxed) to SIZE x SIZE. The "
@@ -59,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--uncertain-weight", type=float, default=defaults.uncertain_weight,
                         metavar="W", help="loss weight of pixels where the teacher's map and "
                                           "mask disagree (default %(default)s)")
+    parser.add_argument("--network", choices=WEAK_NETWORKS, default=defaults.network,
+                        help="unet: learns from the image (no segmenter at inference); head: "
+                             "learns on the segmenter's locked image embedding (default "
+                             "%(default)s)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs,
                         help="default %(default)s")
     parser.add_argument("--cycles", type=int, default=defaults.cycles,
@@ -107,13 +113,14 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.errors import InputError
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.provenance import run_identity
-    from clipsam.pipelines.registry import build_pipeline, load_method_models
+    from clipsam.pipelines.registry import build_pipeline, load_method_models, load_segmenter
     from clipsam.train.weak import train_weak
 
     prompt = validate_prompt(args.prompt)
     train = WeakTrainConfig(size=args.size, epochs=args.epochs, cycles=args.cycles,
                             batch_size=args.batch_size, seed=args.seed,
-                            not_found=args.not_found, uncertain_weight=args.uncertain_weight)
+                            not_found=args.not_found, uncertain_weight=args.uncertain_weight,
+                            network=args.network)
     images = training_images(args.images_dir, args.subset, args.out)
     if not images:
         raise InputError(f"no images in {args.images_dir}"
@@ -133,8 +140,13 @@ def run(args: argparse.Namespace) -> int:
     models = load_method_models(identity.config)
     pipeline = build_pipeline(identity.config, models)
     progress = not getattr(args, "quiet", 0)
-    result = train_weak(images, pipeline, prompt, args.out, train,
-                        encoder=models.segmenter if models else None,
+    if models is not None:
+        encoder = models.segmenter
+    elif train.network == "head":  # a network teacher without the segmenter; the head needs it
+        encoder = load_segmenter(identity.config.models)
+    else:
+        encoder = None
+    result = train_weak(images, pipeline, prompt, args.out, train, encoder=encoder,
                         resume=args.resume, progress=progress, negatives=negatives,
                         teacher=identity.key)
     found = sum(item.pseudo_found for item in result.data)

@@ -13,7 +13,13 @@ and unit variance on its own (as nnU-Net does for non-CT images), so the network
 on a modality's numeric range. Colour images keep 3 channels when the network was trained on
 colour; a gray image given to a colour network repeats its channel, and a colour image given to
 a gray network is averaged to one channel. Probabilities go back to the original size with
-bilinear interpolation. Training lives in :mod:`clipsam.train.weak`.
+bilinear interpolation.
+
+A ``head`` network (``WeakTrainConfig.network``) reads the segmenter's image embedding instead
+of the image: one logit per cell of the (64, 64) grid, from dilated residual context blocks
+over the locked features (the grounding model's blocks), resampled to the image through the
+embedding's geometry. It needs the same segmenter at inference (``feature_model`` in the
+config). Training lives in :mod:`clipsam.train.weak`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from clipsam.config import WeakTrainConfig
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_text_atomic
 from clipsam.models.device import module_device
+from clipsam.models.grounding.heads import ContextBlock, GlobalContext
+from clipsam.models.segmenter import ImageEmbedding
 
 CONFIG_NAME = "config.json"
 FORMAT = "clipsam-weak/1"
@@ -92,7 +100,8 @@ class TrainingItem:
 @dataclass(frozen=True)
 class WeakModelConfig:
     """What ``config.json`` records about a model folder; ``teacher`` is the settings key of the
-    run that made the pseudo-masks, ``train_seconds`` the training time over all sessions."""
+    run that made the pseudo-masks, ``train_seconds`` the training time over all sessions,
+    ``feature_model`` the segmenter whose embeddings a ``head`` network reads."""
 
     train: WeakTrainConfig
     in_channels: int
@@ -103,6 +112,7 @@ class WeakModelConfig:
     epochs_completed: int = 0
     teacher: str = ""
     train_seconds: float = 0.0
+    feature_model: str = ""
     format: str = field(default=FORMAT)
 
     def save(self, model_dir: Path) -> None:
@@ -137,8 +147,31 @@ class WeakModelConfig:
                        train_seconds=self.train_seconds + seconds)
 
 
-def build_network(train: WeakTrainConfig, in_channels: int) -> UNet:
-    """MONAI's residual U-Net (2 residual units per level), one output logit per pixel."""
+HEAD_WIDTH = 96
+HEAD_DILATIONS = (1, 2, 4, 8, 16)
+
+
+class FeatureHead(torch.nn.Module):
+    """(B, C, h, w) locked embedding -> (B, 1, h, w) logits: a 1x1 projection to
+    ``HEAD_WIDTH`` channels, dilated residual context blocks (receptive field over the whole
+    64-cell grid), the image's mean feature, and a 1x1 output."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.inp = torch.nn.Conv2d(in_channels, HEAD_WIDTH, 1)
+        self.blocks = torch.nn.Sequential(
+            *(ContextBlock(HEAD_WIDTH, d) for d in HEAD_DILATIONS), GlobalContext(HEAD_WIDTH))
+        self.out = torch.nn.Conv2d(HEAD_WIDTH, 1, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(self.inp(features)))
+
+
+def build_network(train: WeakTrainConfig, in_channels: int) -> torch.nn.Module:
+    """MONAI's residual U-Net (2 residual units per level), one output logit per pixel; or,
+    for ``network="head"``, a :class:`FeatureHead` over ``in_channels`` embedding channels."""
+    if train.network == "head":
+        return FeatureHead(in_channels)
     return UNet(
         spatial_dims=2,
         in_channels=in_channels,
@@ -187,15 +220,41 @@ class WeakModel:
                                f"{str(exc).splitlines()[0]}") from exc
         return network.eval()
 
+    @property
+    def reads_embedding(self) -> bool:
+        """Whether :meth:`predict` needs the segmenter's embedding of the image."""
+        return self.config.train.network == "head"
+
     @torch.no_grad()
-    def predict(self, image: np.ndarray) -> WeakPrediction:
-        """Average the members' probabilities for an (H, W) or (H, W, C) image."""
-        pixels = network_input(image, self.config.train.size, self.config.in_channels)[None]
-        pixels = pixels.to(self.device)
-        probabilities = torch.cat([torch.sigmoid(member(pixels)) for member in self.members])
+    def predict(self, image: np.ndarray,
+                embedding: ImageEmbedding | None = None) -> WeakPrediction:
+        """Average the members' probabilities for an (H, W) or (H, W, C) image (a ``head``
+        network reads ``embedding``, the image's embedding by ``config.feature_model``)."""
+        if self.reads_embedding:
+            check_embedding(self.config, embedding, image.shape[:2])
+            inputs = torch.from_numpy(np.asarray(embedding.features, np.float32))
+        else:
+            inputs = network_input(image, self.config.train.size, self.config.in_channels)[None]
+        inputs = inputs.to(self.device)
+        probabilities = torch.cat([torch.sigmoid(member(inputs)) for member in self.members])
         mean = probabilities.mean(dim=0)
         spread = probabilities.std(dim=0, correction=0)
         p = mean.clamp(1e-6, 1 - 1e-6)
         entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
-        maps = to_original_size(torch.cat([mean, entropy, spread]).cpu(), image.shape[:2])
+        stacked = torch.cat([mean, entropy, spread]).cpu()
+        maps = (embedding.geometry.grid_to_original(stacked.numpy()) if self.reads_embedding
+                else to_original_size(stacked, image.shape[:2]))
         return WeakPrediction(probability=maps[0], uncertainty=maps[1], member_std=maps[2])
+
+
+def check_embedding(config: WeakModelConfig, embedding: ImageEmbedding | None,
+                    image_size: tuple[int, int]) -> None:
+    """Raise unless ``embedding`` is the image's embedding by the segmenter the head learned."""
+    if embedding is None:
+        raise InputError("this weak model reads the segmenter's image embedding: give one "
+                         "(run it through --method weak or weak-box, which encode the image)")
+    if embedding.model_name != config.feature_model:
+        raise InputError(f"this weak model learned embeddings of {config.feature_model!r}, "
+                         f"not {embedding.model_name!r}: use --segmenter accordingly")
+    if tuple(embedding.geometry.original_size) != tuple(image_size):
+        raise InputError("the embedding given was computed for an image of another size")

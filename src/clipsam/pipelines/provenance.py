@@ -130,7 +130,7 @@ def run_identity(config: RunConfig, roles: tuple[str, ...] | None = None) -> Run
     from clipsam.models.sam.factory import pick_runtime
     from clipsam.pipelines.registry import check_text_model_fits, grounding_dir
 
-    roles = roles or model_roles(config.method)
+    roles = roles or model_roles(config)
     models = config.models
     device = resolve_device(models.device)
     if "segmenter" in roles and models.segmenter not in SEGMENTERS:
@@ -148,13 +148,13 @@ def run_identity(config: RunConfig, roles: tuple[str, ...] | None = None) -> Run
     return RunIdentity(resolved, roles, files, software_versions()["clipsam"], text_folder)
 
 
-def model_roles(method: str) -> tuple[str, ...]:
-    """The models a registered method loads: its own folder and/or the segmenter, and (if it
+def model_roles(config: RunConfig) -> tuple[str, ...]:
+    """The models ``config``'s method loads: its own folder and/or the segmenter, and (if it
     reads text) the text model."""
-    from clipsam.pipelines.registry import method_spec
+    from clipsam.pipelines.registry import loads_segmenter, method_spec
 
-    spec = method_spec(method)
-    roles = ("segmenter",) if spec.uses_segmenter else ()
+    spec = method_spec(config.method)
+    roles = ("segmenter",) if loads_segmenter(config) else ()
     if spec.own_model:
         return ("weak_model", *roles)
     return (*roles, "text_model") if spec.reads_text else roles

@@ -144,7 +144,8 @@ class MethodSpec:
     ``own_model`` method). ``reads_text``: it needs a text model and a prompt.
     ``reports_absence``: it can answer "not found" by itself. ``own_model``: it runs a trained
     model folder (``RunConfig.weak_model``) instead of the installed text model.
-    ``uses_segmenter``: it loads the segmenter (and encodes every image).
+    ``uses_segmenter``: it loads the segmenter (and encodes every image); an ``own_model``
+    method also does when its model folder reads embeddings (:func:`load_method_models`).
     """
 
     build: Callable[[RunConfig, Models | None], Pipeline]
@@ -189,9 +190,12 @@ def _weak(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.models.device import resolve_device, use_torch_threads
 
     use_torch_threads(config.models.threads)
-    segmenter = _need(models).segmenter if config.method == "weak-box" else None
+    if config.method == "weak-box":
+        _need(models)
+    segmenter = models.segmenter if models is not None else None
     return WeakPipeline(config.weak_model, device=resolve_device(config.models.device),
-                        segmenter=segmenter, box_rule=config.medclipsam.box_rule)
+                        segmenter=segmenter, box_rule=config.medclipsam.box_rule,
+                        decode=config.method == "weak-box")
 
 
 def _need(models: Models | None) -> Models:
@@ -232,8 +236,25 @@ def method_spec(name: str) -> MethodSpec:
 def load_method_models(config: RunConfig) -> Models | None:
     """The installed models ``config.method`` uses (resolved ``config``): the segmenter, and
     the text model if it reads text; None for a method that runs only its own model folder."""
+    if not loads_segmenter(config):
+        return None
+    return load_models(config.models, with_text=method_spec(config.method).reads_text)
+
+
+def loads_segmenter(config: RunConfig) -> bool:
+    """Whether ``config``'s method loads the segmenter: by its spec, or because its model
+    folder holds a network that reads the segmenter's embedding."""
     spec = method_spec(config.method)
-    return load_models(config.models, with_text=spec.reads_text) if spec.uses_segmenter else None
+    return spec.uses_segmenter or (spec.own_model and config.weak_model is not None
+                                   and weak_model_reads_embedding(config.weak_model))
+
+
+def weak_model_reads_embedding(model_dir: Path) -> bool:
+    """Whether a ``clipsam weak-train`` folder holds a ``head`` network (it needs the
+    segmenter's embedding, so the segmenter, even for ``--method weak``)."""
+    from clipsam.models.weak_net import WeakModelConfig
+
+    return WeakModelConfig.load(model_dir).train.network == "head"
 
 
 def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:

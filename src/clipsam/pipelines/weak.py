@@ -7,7 +7,8 @@ input, the ensemble's mean probability is resized back to the original size and 
 the segmenter with boxes around it, as the cascade does with its map (the one map -> boxes
 rule, :func:`clipsam.postprocess.map_boxes.map_boxes`); the image is encoded only when the
 network found something. The network was trained for one prompt: it ignores the prompt it is
-given (an empty one is fine, a different one raises a warning).
+given (an empty one is fine, a different one raises a warning). A ``head`` network reads the
+segmenter's embedding, so the image is always encoded for it, once, for both stages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clipsam.config import MapBoxRule
+from clipsam.errors import InputError
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.models.weak_net import WeakModel
 from clipsam.pipelines.base import PipelineResult
@@ -30,7 +32,8 @@ THRESHOLD = 0.5
 
 class WeakPipeline:
     """A trained weak-supervision model folder as a :class:`~clipsam.pipelines.base.Pipeline`;
-    with a ``segmenter``, the network's mask becomes box prompts (``weak-box``).
+    with ``decode`` (default: when a ``segmenter`` is given) the network's mask becomes box
+    prompts for it (``weak-box``). A ``head`` model needs the segmenter in either case.
 
     With ``keep_intermediates`` the result carries the ensemble's ``probability``, its
     ``uncertainty`` (predictive entropy in bits) and ``member_std``, all (H, W) float32, and
@@ -40,12 +43,17 @@ class WeakPipeline:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu",
                  segmenter: PromptableSegmenter | None = None,
-                 box_rule: MapBoxRule | None = None) -> None:
+                 box_rule: MapBoxRule | None = None, decode: bool | None = None) -> None:
         self.model = WeakModel(model_dir, device)
         self.trained_prompt = self.model.config.prompt
         self.segmenter = segmenter
         self.box_rule = box_rule or MapBoxRule()
-        self.name = "weak" if segmenter is None else "weak-box"
+        self.decode = segmenter is not None if decode is None else decode
+        if segmenter is None and (self.decode or self.model.reads_embedding):
+            raise InputError(f"the weak model in {self.model.model_dir} "
+                             + ("prompts" if self.decode else "reads the embedding of")
+                             + " the segmenter: give one")
+        self.name = "weak-box" if self.decode else "weak"
 
     def run(
         self,
@@ -58,15 +66,17 @@ class WeakPipeline:
             warnings.warn(f"the weak model in {self.model.model_dir} was trained for "
                           f"{self.trained_prompt!r}, not {prompt!r}", stacklevel=2)
         timer = StageTimer()
+        if self.model.reads_embedding:
+            embedding = embed_once(self.segmenter, image, embedding, timer)
         with timer("network"):
-            prediction = self.model.predict(np.asarray(image))
+            prediction = self.model.predict(np.asarray(image), embedding)
             network_mask = prediction.probability > THRESHOLD
             _, boxes = map_boxes(network_mask, prediction.probability, self.box_rule)
         intermediates = ({"probability": prediction.probability,
                           "uncertainty": prediction.uncertainty,
                           "member_std": prediction.member_std} if keep_intermediates else {})
         mask, scores = network_mask, np.zeros(0, np.float32)
-        if self.segmenter is not None and len(boxes):
+        if self.decode and len(boxes):
             embedding = embed_once(self.segmenter, image, embedding, timer)
             mask, decoded = segment_boxes(self.segmenter, embedding, boxes, timer)
             scores = np.asarray(decoded.scores, np.float32)

@@ -8,7 +8,9 @@ weights: images where it found nothing are left out (or, by choice, become backg
 pixels where its map and mask disagree weigh ``uncertain_weight``; images the user gives as
 negatives train as background. Inputs are plainly resized to ``size`` x ``size`` (see
 :mod:`clipsam.models.weak_net`) with light, orientation-preserving augmentation (rotation up to
-10 degrees, scale and shift up to 10 %, intensity gain and offset).
+10 degrees, scale and shift up to 10 %, intensity gain and offset). A ``head`` network learns
+the same targets on the segmenter's locked embedding grid instead (each image encoded once
+more for training, after the teacher), augmented by the same warp of the embedding.
 
 The learning rate follows cosine warm restarts (``cycles`` cycles from ``learning_rate`` down to
 ``min_learning_rate``); the weights at the end of each cycle are kept as an ensemble member
@@ -23,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from tqdm import tqdm
 from clipsam.errors import InputError
 from clipsam.io.atomic import write_atomic
 from clipsam.io.masks import read_mask
+from clipsam.models.grounding.grid import mask_to_grid, valid_mask
 from clipsam.models.segmenter import PromptableSegmenter
 from clipsam.models.weak_net import (
     TrainingItem,
@@ -87,30 +91,35 @@ def cosine_learning_rate(train: WeakTrainConfig, epoch: int, fraction: float) ->
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
 
-def augment(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random rotation (10 deg), scale and shift (10 %), intensity gain and offset (0.1); the
-    (N, 1, S, S) targets and weights follow the same warp."""
-    n = images.shape[0]
+def _uniform(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=generator) * 2 - 1
 
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator) * 2 - 1
 
+def warp(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random rotation (up to 10 deg), scale and shift (up to 10 %) per sample, applied
+    bilinearly to the (N, C, S, S) inputs (images or embeddings) and their (N, 1, S, S) targets
+    and weights."""
+    n = inputs.shape[0]
+    uniform = partial(_uniform, generator)
     angle = uniform(n) * math.radians(10)
     scale = 1 + uniform(n) * 0.1
     shift = uniform(n, 2) * 0.2  # normalised coordinates span 2: up to 10 % of the side
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
-                           align_corners=False)
-    targets = F.grid_sample(targets, grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)
-    weights = F.grid_sample(weights, grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)
-    gain = 1 + uniform(n, 1, 1, 1) * 0.1
-    offset = uniform(n, 1, 1, 1) * 0.1
+    grid = F.affine_grid(theta, list(inputs.shape), align_corners=False)
+    return tuple(F.grid_sample(t, grid, mode="bilinear", padding_mode="border",
+                               align_corners=False) for t in (inputs, targets, weights))
+
+
+def augment(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The U-Net's augmentation: :func:`warp`, then intensity gain and offset (up to 0.1);
+    the targets are {0, 1} again after the warp."""
+    images, targets, weights = warp(images, targets, weights, generator)
+    gain = 1 + _uniform(generator, images.shape[0], 1, 1, 1) * 0.1
+    offset = _uniform(generator, images.shape[0], 1, 1, 1) * 0.1
     return images * gain + offset, (targets >= 0.5).float(), weights
 
 
@@ -149,8 +158,8 @@ def train_network(
     progress: bool = True,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> WeakModelConfig:
-    """Train on (N, C, S, S) standardised images, (N, 1, S, S) {0, 1} targets and (N, 1, S, S)
-    per-pixel loss weights.
+    """Train on (N, C, S, S) inputs (standardised images, or embeddings for a ``head``),
+    (N, 1, S, S) targets in [0, 1] and (N, 1, S, S) per-pixel loss weights.
 
     Writes ``config.json``, ``checkpoint.pt`` (every epoch) and one member per cycle into
     ``model_dir``; returns the final configuration. ``on_epoch`` is called after each epoch's
@@ -176,9 +185,9 @@ def train_network(
         total, lr = 0.0, train.learning_rate
         for step in range(steps):
             batch = order[step * train.batch_size:(step + 1) * train.batch_size]
-            x, y, w = images[batch], targets[batch], weights[batch]
+            x, y, w = images[batch].float(), targets[batch], weights[batch]
             if train.augment:
-                x, y, w = augment(x, y, w, generator)
+                x, y, w = (warp if train.network == "head" else augment)(x, y, w, generator)
             lr = cosine_learning_rate(train, epoch, step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -220,27 +229,60 @@ def training_set(
     return items
 
 
-def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: WeakTrainConfig
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(N, C, S, S) inputs, (N, 1, S, S) targets and weights of the used items, and C."""
-    inputs, targets, weights, colour = [], [], [], False
+@dataclass(frozen=True)
+class TrainingTensors:
+    """What the network trains on: (N, C, S, S) ``inputs``, (N, 1, S, S) ``targets`` and loss
+    ``weights``, with C and, for a ``head``, the segmenter that made the embeddings."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    in_channels: int
+    feature_model: str = ""
+
+
+def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: WeakTrainConfig,
+                     encoder: PromptableSegmenter | None = None) -> TrainingTensors:
+    """The used items as network inputs with their pseudo-mask targets and weights.
+
+    A U-Net reads the resized image; a ``head`` reads ``encoder``'s embedding (float16 in
+    memory), with targets and weights as each grid cell's covered fraction (padding cells of
+    the letterboxed input weigh 0).
+    """
+    if train.network == "head" and encoder is None:
+        raise InputError("a head network trains on the segmenter's embeddings: give the encoder")
+    inputs, targets, weights, colour, feature_model = [], [], [], False, ""
     for item in items:
         if not item.used:
             continue
         plane = load_plane(Path(item.image))
         colour = colour or is_colour(plane)
-        inputs.append(network_input(plane, train.size, 3))
         if item.negative:
             target = unsure = np.zeros(plane.shape[:2], bool)
         else:
             target = read_mask(pseudo_mask_path(model_dir, item.id))
             unsure = read_mask(unsure_mask_path(model_dir, item.id))
+        if train.network == "head":
+            embedding = encoder.encode(plane)
+            feature_model = embedding.model_name
+            geometry, grid = embedding.geometry, embedding.features.shape[-1]
+            inputs.append(torch.from_numpy(embedding.features[0]).half())
+            targets.append(torch.from_numpy(mask_to_grid(target, geometry, grid))[None])
+            inside = torch.from_numpy(valid_mask(geometry, grid)).float()
+            unsure_share = torch.from_numpy(mask_to_grid(unsure, geometry, grid))
+            weights.append((inside * (1.0 - (1.0 - train.uncertain_weight) * unsure_share))[None])
+            continue
+        inputs.append(network_input(plane, train.size, 3))
         targets.append(network_target(target, train.size))
         weights.append(1.0 - (1.0 - train.uncertain_weight) * network_target(unsure, train.size))
+    stacked = torch.stack(inputs)
+    if train.network == "head":
+        return TrainingTensors(stacked, torch.stack(targets), torch.stack(weights),
+                               stacked.shape[1], feature_model)
     # A gray image repeated to 3 channels standardises to the same values as its 1 channel.
     in_channels = 3 if colour else 1
-    inputs = torch.stack(inputs)
-    return inputs[:, :in_channels], torch.stack(targets), torch.stack(weights), in_channels
+    return TrainingTensors(stacked[:, :in_channels], torch.stack(targets), torch.stack(weights),
+                           in_channels)
 
 
 def train_weak(
@@ -272,7 +314,9 @@ def train_weak(
         raise InputError(f"{pipeline.name} found {prompt!r} in none of the {len(images)} "
                          "images: there is nothing to learn")
     items = training_set(images, found, negatives, train)
-    inputs, targets, weights, in_channels = training_tensors(items, model_dir, train)
-    config = WeakModelConfig(train=train, in_channels=in_channels, prompt=prompt,
-                             pseudo_method=pipeline.name, data=tuple(items), teacher=teacher)
-    return train_network(inputs, targets, weights, model_dir, config, resume, progress, on_epoch)
+    tensors = training_tensors(items, model_dir, train, encoder)
+    config = WeakModelConfig(train=train, in_channels=tensors.in_channels, prompt=prompt,
+                             pseudo_method=pipeline.name, data=tuple(items), teacher=teacher,
+                             feature_model=tensors.feature_model)
+    return train_network(tensors.inputs, tensors.targets, tensors.weights, model_dir, config,
+                         resume, progress, on_epoch)

@@ -54,11 +54,15 @@ def unsure_mask_path(model_dir: Path, image_id: str) -> Path:
 
 def teacher_disagreement(result: PipelineResult) -> np.ndarray:
     """(H, W) bool: where the teacher's coarse map mask and its final mask differ (all False
-    when the method keeps no coarse mask, or found nothing)."""
+    when the method keeps no coarse mask, or found nothing). A coarse mask of another shape
+    than the mask is an error of the teacher (ValueError)."""
     mask = np.asarray(result.mask, bool) & bool(result.found)
     coarse = result.intermediates.get("coarse_mask")
-    if coarse is None or not result.found or np.shape(coarse) != mask.shape:
+    if coarse is None or not result.found:
         return np.zeros(mask.shape, bool)
+    if np.shape(coarse) != mask.shape:
+        raise ValueError(f"the teacher {result.method!r} gave a coarse mask of shape "
+                         f"{np.shape(coarse)} for a mask of shape {mask.shape}")
     return np.asarray(coarse, bool) != mask
 
 
