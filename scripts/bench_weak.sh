@@ -9,6 +9,7 @@
 #   bash scripts/bench_weak.sh DATA_ROOT [SET ...]
 #   bash scripts/bench_weak.sh DATA_ROOT --self-train SET ...
 #   bash scripts/bench_weak.sh DATA_ROOT --head [SET ...]
+#   bash scripts/bench_weak.sh DATA_ROOT --rules SET ...
 # Models go to runs/weak/<set> (a rerun resumes them); results to docs/results/eval/<set>/weak*
 # and each model's config.json (settings, images used, training time) to
 # docs/results/weak/<set>.json; then `scripts/make_tables.py` regenerates the table.
@@ -20,11 +21,16 @@
 # same pseudo-masks (the first run's, copied: same teacher and settings, which weak-train
 # checks), into runs/weak-head/<set>; results weak-head, weak-head-box; config
 # docs/results/weak/<set>-head.json.
+# --rules: the teacher-confidence rule against its alternatives, with the U-Net on the same
+# pseudo-masks (copied): not-found images as background (runs/weak-rules/<set>-background,
+# results weak-background, weak-background-box) and no down-weighting of the pixels where the
+# teacher's map and mask disagree (<set>-weight1, results weak-weight1, weak-weight1-box).
 set -euo pipefail
 data=${1:?data root}; shift
-self=0; head=0
+self=0; head=0; rules=0
 [ "${1:-}" = "--self-train" ] && { self=1; shift; }
 [ "${1:-}" = "--head" ] && { head=1; shift; }
+[ "${1:-}" = "--rules" ] && { rules=1; shift; }
 declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left and right lungs"
                     [lgg_flair]="brain tumour" [kvasir_polyp]="polyp" [jsrt_heart]="heart"
                     [jsrt_clavicles]="clavicles" [ddti_thyroid]="thyroid nodule"
@@ -47,6 +53,24 @@ for set in "${sets[@]}"; do
     for method in weak weak-box; do
       $clipsam -q eval "$data/$set" --subset test --method $method --model "$model" \
         --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-self}"
+    done
+    continue
+  fi
+  if [ $rules = 1 ]; then
+    for rule in background weight1; do
+      args=(--not-found background); [ $rule = weight1 ] && args=(--uncertain-weight 1)
+      variant=runs/weak-rules/$set-$rule
+      if [ ! -d "$variant/pseudo" ]; then
+        mkdir -p "$variant"; cp -r "$model/pseudo" "$variant/pseudo"
+      fi
+      resume=(); [ -f "$variant/checkpoint.pt" ] && resume=(--resume)
+      $clipsam -q weak-train "$data/$set" --subset train -p "$p" "${args[@]}" --out "$variant" \
+        "${resume[@]}"
+      cp "$variant/config.json" "docs/results/weak/$set-$rule.json"
+      for method in weak weak-box; do
+        $clipsam -q eval "$data/$set" --subset test --method $method --model "$variant" \
+          --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-$rule}"
+      done
     done
     continue
   fi

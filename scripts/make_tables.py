@@ -295,6 +295,24 @@ def table_loso() -> str:
     return table + f"\n\n5-shot mean Dice >= 0.75 on {good} of {len(body)} sets."
 
 
+def _paired_difference(set_name: str, method: str, reference: str) -> str:
+    """Mean per-image Dice of ``method`` minus ``reference`` over the images both scored, with
+    a 95 % bootstrap interval (2,000 resamples of images, fixed seed)."""
+    def dices(m: str) -> dict[str, float]:
+        return {r["id"]: float(r["dice"]) for r in _per_image(set_name, m)
+                if not r["error"] and not _true(r["gt_empty"])}
+
+    first, second = dices(method), dices(reference)
+    common = sorted(first.keys() & second.keys())
+    if not common:
+        return "-"
+    diff = np.array([first[i] - second[i] for i in common])
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (2000, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return f"{diff.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 WEAK_FAMILIES = {"U-Net": ("weak", "weak-box"), "head": ("weak-head", "weak-head-box"),
                  "self-trained U-Net": ("weak-self", "weak-self-box")}
 
@@ -321,6 +339,8 @@ def table_weak() -> str:
         beats = {family: any(stats[m] and stats[m]["dice"] >= teacher["dice"] for m in methods)
                  for family, methods in WEAK_FAMILIES.items()}
         largest.append((len(items), beats))
+        best = max((m for m in stats if stats[m]), key=lambda m: stats[m]["dice"])
+        difference = f"{best}: {_paired_difference(name, best, 'weak-teacher')}"
         times = {m: (_summary(name, m) or {}).get("seconds_per_image")
                  for m in ("weak-teacher", "weak", "weak-head")}
         body.append([name, f"{used} / {len(items)} ({found})",
@@ -328,7 +348,7 @@ def table_weak() -> str:
                      f"{_fmt(teacher['dice'])} ({teacher['n']})",
                      *[_fmt(stats[m]["dice"] if stats[m] else None) for m in stats],
                      _fmt(bound["dice"] if bound else None),
-                     ", ".join(f for f, b in beats.items() if b) or "no",
+                     ", ".join(f for f, b in beats.items() if b) or "no", difference,
                      _fmt(times["weak-teacher"], 2), _fmt(times["weak"], 3),
                      _fmt(times["weak-head"], 2),
                      f"{times['weak-teacher'] / times['weak']:.0f}x"])
@@ -336,6 +356,7 @@ def table_weak() -> str:
                     "training min U-Net / head", "teacher Dice (n)", "U-Net weak",
                     "U-Net weak-box", "head weak", "head weak-box", "self-trained weak",
                     "self-trained weak-box", "gt-box Dice", ">= teacher",
+                    "best student - teacher, paired (95 % CI)",
                     "teacher s/img", "U-Net s/img", "head s/img", "U-Net speed-up"], body)
     top = sorted(largest, key=lambda x: -x[0])[:6]
     counts = "; ".join(
@@ -346,12 +367,38 @@ def table_weak() -> str:
                     f"training images: {counts}.")
 
 
+WEAK_RULES = {"skip, 0.25 (default)": ("", "weak"),
+              "background, 0.25": ("-background", "weak-background"),
+              "skip, 1": ("-weight1", "weak-weight1")}
+
+
+def table_weak_rules() -> str:
+    """The U-Net trained on one set's pseudo-masks under each teacher-confidence rule
+    (not-found images left out or trained as background; weight of the pixels where the
+    teacher's map and mask disagree), from scripts/bench_weak.sh --rules."""
+    body = []
+    for name in SETS:
+        if not (RESULTS / "weak" / f"{name}-background.json").is_file():
+            continue
+        for rule, (suffix, method) in WEAK_RULES.items():
+            path = RESULTS / "weak" / f"{name}{suffix}.json"
+            stats = {m: _eval_stats(name, m) for m in (method, f"{method}-box")}
+            if not path.is_file() or None in stats.values():
+                continue
+            data = json.loads(path.read_text())["data"]
+            body.append([name, rule, f"{sum(d.get('used', True) for d in data)} / {len(data)}",
+                         *[f"{_fmt(v['dice'])} ({v['n']})" for v in stats.values()]])
+    return _table(["set", "not-found rule, disagreement weight", "train images used",
+                   "weak Dice (n)", "weak-box Dice (n)"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
     "encoder_options": table_encoder_options, "int8_sensitivity": table_int8_sensitivity,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "augmentation": table_augmentation, "weak": table_weak,
+    "weak_rules": table_weak_rules,
 }
 
 
