@@ -115,6 +115,11 @@ class WeakModelConfig:
     feature_model: str = ""
     format: str = field(default=FORMAT)
 
+    @property
+    def reads_embedding(self) -> bool:
+        """Whether the network reads the segmenter's image embedding (a ``head``)."""
+        return self.train.network == "head"
+
     def save(self, model_dir: Path) -> None:
         write_text_atomic(Path(model_dir) / CONFIG_NAME, json.dumps(asdict(self), indent=1))
 
@@ -223,7 +228,7 @@ class WeakModel:
     @property
     def reads_embedding(self) -> bool:
         """Whether :meth:`predict` needs the segmenter's embedding of the image."""
-        return self.config.train.network == "head"
+        return self.config.reads_embedding
 
     @torch.no_grad()
     def predict(self, image: np.ndarray,

@@ -254,7 +254,7 @@ def weak_model_reads_embedding(model_dir: Path) -> bool:
     segmenter's embedding, so the segmenter, even for ``--method weak``)."""
     from clipsam.models.weak_net import WeakModelConfig
 
-    return WeakModelConfig.load(model_dir).train.network == "head"
+    return WeakModelConfig.load(model_dir).reads_embedding
 
 
 def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:
