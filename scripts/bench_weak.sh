@@ -41,6 +41,21 @@ sets=("$@")
                                jsrt_heart jsrt_clavicles isic_skin ddsm_pectoral)
 clipsam=.venv/bin/clipsam
 mkdir -p docs/results/weak
+# variant DIR NAME ARGS...: the first network's pseudo-masks (copied) train a network with
+# weak-train ARGS into DIR; config -> <set>-NAME.json, results weak-NAME, weak-NAME-box.
+variant() {
+  local dir=$1 name=$2; shift 2
+  if [ ! -d "$dir/pseudo" ] && [ -d "$model/pseudo" ]; then
+    mkdir -p "$dir"; cp -r "$model/pseudo" "$dir/pseudo"
+  fi
+  local resume=(); [ -f "$dir/checkpoint.pt" ] && resume=(--resume)
+  $clipsam -q weak-train "$data/$set" --subset train -p "$p" "$@" --out "$dir" "${resume[@]}"
+  cp "$dir/config.json" "docs/results/weak/$set-$name.json"
+  for method in weak weak-box; do
+    $clipsam -q eval "$data/$set" --subset test --method $method --model "$dir" \
+      --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-$name}"
+  done
+}
 for set in "${sets[@]}"; do
   p=${prompts[$set]}
   model=runs/weak/$set
@@ -57,36 +72,12 @@ for set in "${sets[@]}"; do
     continue
   fi
   if [ $rules = 1 ]; then
-    for rule in background weight1; do
-      args=(--not-found background); [ $rule = weight1 ] && args=(--uncertain-weight 1)
-      variant=runs/weak-rules/$set-$rule
-      if [ ! -d "$variant/pseudo" ]; then
-        mkdir -p "$variant"; cp -r "$model/pseudo" "$variant/pseudo"
-      fi
-      resume=(); [ -f "$variant/checkpoint.pt" ] && resume=(--resume)
-      $clipsam -q weak-train "$data/$set" --subset train -p "$p" "${args[@]}" --out "$variant" \
-        "${resume[@]}"
-      cp "$variant/config.json" "docs/results/weak/$set-$rule.json"
-      for method in weak weak-box; do
-        $clipsam -q eval "$data/$set" --subset test --method $method --model "$variant" \
-          --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-$rule}"
-      done
-    done
+    variant runs/weak-rules/$set-background background --not-found background
+    variant runs/weak-rules/$set-weight1 weight1 --uncertain-weight 1
     continue
   fi
   if [ $head = 1 ]; then
-    first=$model; model=runs/weak-head/$set
-    if [ ! -d "$model/pseudo" ] && [ -d "$first/pseudo" ]; then
-      mkdir -p "$model"; cp -r "$first/pseudo" "$model/pseudo"
-    fi
-    resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
-    $clipsam -q weak-train "$data/$set" --subset train -p "$p" --network head --out "$model" \
-      "${resume[@]}"
-    cp "$model/config.json" "docs/results/weak/$set-head.json"
-    for method in weak weak-box; do
-      $clipsam -q eval "$data/$set" --subset test --method $method --model "$model" \
-        --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-head}"
-    done
+    variant runs/weak-head/$set head --network head
     continue
   fi
   resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
