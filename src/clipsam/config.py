@@ -254,6 +254,11 @@ class WeakTrainConfig:
         if not 0.0 <= self.uncertain_weight <= 1.0:
             raise InputError(f"uncertain weight must be in [0, 1], got {self.uncertain_weight}")
 
+    @property
+    def reads_embedding(self) -> bool:
+        """Whether the network reads the segmenter's image embedding (a ``head``)."""
+        return self.network == "head"
+
     def cycle_ends(self) -> tuple[int, ...]:
         """The epoch counts after which each cycle ends (and a member is saved)."""
         return tuple(round(self.epochs * (k + 1) / self.cycles) for k in range(self.cycles))

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not getattr(args, "quiet", 0)
     if models is not None:
         encoder = models.segmenter
-    elif train.network == "head":  # a network teacher without the segmenter; the head needs it
+    elif train.reads_embedding:  # a network teacher without the segmenter; the head needs it
         encoder = load_segmenter(identity.config.models)
     else:
         encoder = None

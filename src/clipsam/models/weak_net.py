@@ -118,7 +118,7 @@ class WeakModelConfig:
     @property
     def reads_embedding(self) -> bool:
         """Whether the network reads the segmenter's image embedding (a ``head``)."""
-        return self.train.network == "head"
+        return self.train.reads_embedding
 
     def save(self, model_dir: Path) -> None:
         write_text_atomic(Path(model_dir) / CONFIG_NAME, json.dumps(asdict(self), indent=1))
@@ -175,7 +175,7 @@ class FeatureHead(torch.nn.Module):
 def build_network(train: WeakTrainConfig, in_channels: int) -> torch.nn.Module:
     """MONAI's residual U-Net (2 residual units per level), one output logit per pixel; or,
     for ``network="head"``, a :class:`FeatureHead` over ``in_channels`` embedding channels."""
-    if train.network == "head":
+    if train.reads_embedding:
         return FeatureHead(in_channels)
     return UNet(
         spatial_dims=2,

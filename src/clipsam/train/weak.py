@@ -187,7 +187,7 @@ def train_network(
             batch = order[step * train.batch_size:(step + 1) * train.batch_size]
             x, y, w = images[batch].float(), targets[batch], weights[batch]
             if train.augment:
-                x, y, w = (warp if train.network == "head" else augment)(x, y, w, generator)
+                x, y, w = (warp if train.reads_embedding else augment)(x, y, w, generator)
             lr = cosine_learning_rate(train, epoch, step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -229,6 +229,12 @@ def training_set(
     return items
 
 
+def unsure_weight(train: WeakTrainConfig, unsure_share: torch.Tensor) -> torch.Tensor:
+    """The loss weight of pixels (or grid cells) by the share of them, in [0, 1], where the
+    teacher's map and mask disagree: 1 where it agrees, ``uncertain_weight`` where it does not."""
+    return 1.0 - (1.0 - train.uncertain_weight) * unsure_share
+
+
 @dataclass(frozen=True)
 class TrainingTensors:
     """What the network trains on: (N, C, S, S) ``inputs``, (N, 1, S, S) ``targets`` and loss
@@ -249,7 +255,7 @@ def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: Weak
     memory), with targets and weights as each grid cell's covered fraction (padding cells of
     the letterboxed input weigh 0).
     """
-    if train.network == "head" and encoder is None:
+    if train.reads_embedding and encoder is None:
         raise InputError("a head network trains on the segmenter's embeddings: give the encoder")
     inputs, targets, weights, colour, feature_model = [], [], [], False, ""
     for item in items:
@@ -262,7 +268,7 @@ def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: Weak
         else:
             target = read_mask(pseudo_mask_path(model_dir, item.id))
             unsure = read_mask(unsure_mask_path(model_dir, item.id))
-        if train.network == "head":
+        if train.reads_embedding:
             embedding = encoder.encode(plane)
             feature_model = embedding.model_name
             geometry, grid = embedding.geometry, embedding.features.shape[-1]
@@ -270,13 +276,13 @@ def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: Weak
             targets.append(torch.from_numpy(mask_to_grid(target, geometry, grid))[None])
             inside = torch.from_numpy(valid_mask(geometry, grid)).float()
             unsure_share = torch.from_numpy(mask_to_grid(unsure, geometry, grid))
-            weights.append((inside * (1.0 - (1.0 - train.uncertain_weight) * unsure_share))[None])
+            weights.append((inside * unsure_weight(train, unsure_share))[None])
             continue
         inputs.append(network_input(plane, train.size, 3))
         targets.append(network_target(target, train.size))
-        weights.append(1.0 - (1.0 - train.uncertain_weight) * network_target(unsure, train.size))
+        weights.append(unsure_weight(train, network_target(unsure, train.size)))
     stacked = torch.stack(inputs)
-    if train.network == "head":
+    if train.reads_embedding:
         return TrainingTensors(stacked, torch.stack(targets), torch.stack(weights),
                                stacked.shape[1], feature_model)
     # A gray image repeated to 3 channels standardises to the same values as its 1 channel.
