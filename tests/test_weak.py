@@ -402,7 +402,18 @@ def test_head_network_learns_on_the_segmenters_embedding(tmp_path):
                         encoder=encoder, progress=False)
     assert config.in_channels == 3 and config.feature_model == "patch-features"
     used = sum(item.used for item in config.data)
-    assert used == 14 and encoder.encoded == 16 + used  # the teacher's pass, then training's
+    assert used == 14 and encoder.encoded == 16  # training reused the teacher's embeddings
+    # With the pseudo-masks cached, training encodes what it uses, to the same inputs.
+    again = PatchFeatures()
+    tensors = training_tensors(config.data, tmp_path / "head", config.train, again)
+    kept = {}
+    make_pseudo_masks([item for item, _ in train_items], ThresholdCascade(), "bright disc",
+                      tmp_path / "kept", PatchFeatures(), progress=False, keep=kept)
+    assert again.encoded == used and len(kept) == 16
+    assert torch.equal(tensors.inputs, training_tensors(config.data, tmp_path / "head",
+                                                        config.train, None, kept).inputs)
+    with pytest.raises(InputError, match="give the encoder"):
+        training_tensors(config.data, tmp_path / "head", config.train)
     pipeline = WeakPipeline(tmp_path / "head", segmenter=PatchFeatures(), decode=False)
     assert pipeline.name == "weak"
     scores = []

@@ -9,8 +9,9 @@ pixels where its map and mask disagree weigh ``uncertain_weight``; images the us
 negatives train as background. Inputs are plainly resized to ``size`` x ``size`` (see
 :mod:`clipsam.models.weak_net`) with light, orientation-preserving augmentation (rotation up to
 10 degrees, scale and shift up to 10 %, intensity gain and offset). A ``head`` network learns
-the same targets on the segmenter's locked embedding grid instead (each image encoded once
-more for training, after the teacher), augmented by the same warp of the embedding.
+the same targets on the segmenter's locked embedding grid instead (the teacher's embeddings,
+kept as float16; an image whose pseudo-mask was cached is encoded for training), augmented by
+the same warp of the embedding.
 
 The learning rate follows cosine warm restarts (``cycles`` cycles from ``learning_rate`` down to
 ``min_learning_rate``); the weights at the end of each cycle are kept as an ensemble member
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -38,7 +39,7 @@ from clipsam.errors import InputError
 from clipsam.io.atomic import write_atomic
 from clipsam.io.masks import read_mask
 from clipsam.models.grounding.grid import mask_to_grid, valid_mask
-from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.models.weak_net import (
     TrainingItem,
     WeakModelConfig,
@@ -248,15 +249,15 @@ class TrainingTensors:
 
 
 def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: WeakTrainConfig,
-                     encoder: PromptableSegmenter | None = None) -> TrainingTensors:
+                     encoder: PromptableSegmenter | None = None,
+                     embeddings: Mapping[str, ImageEmbedding] | None = None) -> TrainingTensors:
     """The used items as network inputs with their pseudo-mask targets and weights.
 
     A U-Net reads the resized image; a ``head`` reads ``encoder``'s embedding (float16 in
-    memory), with targets and weights as each grid cell's covered fraction (padding cells of
-    the letterboxed input weigh 0).
+    memory; taken from ``embeddings`` by image id when there, e.g. the teacher's), with
+    targets and weights as each grid cell's covered fraction (padding cells of the letterboxed
+    input weigh 0).
     """
-    if train.reads_embedding and encoder is None:
-        raise InputError("a head network trains on the segmenter's embeddings: give the encoder")
     inputs, targets, weights, colour, feature_model = [], [], [], False, ""
     for item in items:
         if not item.used:
@@ -269,10 +270,15 @@ def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: Weak
             target = read_mask(pseudo_mask_path(model_dir, item.id))
             unsure = read_mask(unsure_mask_path(model_dir, item.id))
         if train.reads_embedding:
-            embedding = encoder.encode(plane)
+            embedding = (embeddings or {}).get(item.id)
+            if embedding is None:
+                if encoder is None:
+                    raise InputError("a head network trains on the segmenter's embeddings: "
+                                     "give the encoder")
+                embedding = encoder.encode(plane)
             feature_model = embedding.model_name
             geometry, grid = embedding.geometry, embedding.features.shape[-1]
-            inputs.append(torch.from_numpy(embedding.features[0]).half())
+            inputs.append(torch.from_numpy(np.asarray(embedding.features[0], np.float16)))
             targets.append(torch.from_numpy(mask_to_grid(target, geometry, grid))[None])
             inside = torch.from_numpy(valid_mask(geometry, grid)).float()
             unsure_share = torch.from_numpy(mask_to_grid(unsure, geometry, grid))
@@ -315,12 +321,15 @@ def train_weak(
     if clash:
         raise InputError(f"{len(clash)} negative image(s) share a name with a target image, "
                          f"e.g. {sorted(clash)[0]!r}: rename them")
-    found = make_pseudo_masks(images, pipeline, prompt, model_dir, encoder, progress, teacher)
+    kept: dict[str, ImageEmbedding] | None = {} if train.reads_embedding else None
+    found = make_pseudo_masks(images, pipeline, prompt, model_dir, encoder, progress, teacher,
+                              kept)
     if not any(found.values()):
         raise InputError(f"{pipeline.name} found {prompt!r} in none of the {len(images)} "
                          "images: there is nothing to learn")
     items = training_set(images, found, negatives, train)
-    tensors = training_tensors(items, model_dir, train, encoder)
+    tensors = training_tensors(items, model_dir, train, encoder, kept)
+    del kept  # the stacked inputs hold copies; free the per-image arrays before training
     config = WeakModelConfig(train=train, in_channels=tensors.in_channels, prompt=prompt,
                              pseudo_method=pipeline.name, data=tuple(items), teacher=teacher,
                              feature_model=tensors.feature_model)

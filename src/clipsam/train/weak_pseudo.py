@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from clipsam.io.atomic import write_text_atomic
 from clipsam.io.image import segmenter_input
 from clipsam.io.masks import read_mask, write_mask_png
 from clipsam.io.read import read_image
-from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import Pipeline, PipelineResult
 
 PSEUDO_DIR = "pseudo"
@@ -87,12 +87,15 @@ def make_pseudo_masks(
     encoder: PromptableSegmenter | None = None,
     progress: bool = True,
     teacher: str = "",
+    keep: dict[str, ImageEmbedding] | None = None,
 ) -> dict[str, bool]:
     """Run ``pipeline`` on every image lacking a cached mask; return id -> target found.
 
     ``encoder`` (the pipeline's segmenter) encodes each image first when given, so the pipeline
-    gets the embedding it would get from :class:`clipsam.api.Segmenter`. ``teacher``: the
-    settings key of the run behind ``pipeline``; cached masks of other settings are refused.
+    gets the embedding it would get from :class:`clipsam.api.Segmenter`; with ``keep``, each
+    such embedding is also stored there by image id, its features as float16 (a head network
+    trains on them without encoding again). ``teacher``: the settings key of the run
+    behind ``pipeline``; cached masks of other settings are refused.
     """
     _check_source(model_dir, prompt, pipeline.name, teacher)
     found = {}
@@ -102,6 +105,8 @@ def make_pseudo_masks(
         if not (target.is_file() and unsure.is_file()):
             plane = load_plane(item.path)
             embedding = encoder.encode(plane) if encoder is not None else None
+            if keep is not None and embedding is not None:
+                keep[item.id] = replace(embedding, features=embedding.features.astype(np.float16))
             result = pipeline.run(plane, prompt, embedding=embedding, keep_intermediates=True)
             mask = np.asarray(result.mask, dtype=bool) & bool(result.found)
             if mask.shape != plane.shape[:2]:
