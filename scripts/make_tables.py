@@ -78,6 +78,13 @@ BARS = {"hc18": ("bound", 0.05), "cxr_lungs": ("bound", 0.05), "jsrt_heart": ("b
         "jsrt_clavicles": ("abs", 0.60)}
 
 
+def _dice_on(set_name: str, method: str, ids: set[str]) -> float | None:
+    """Mean Dice of ``method`` over the images ``ids`` (scored, with a target)."""
+    dices = [float(r["dice"]) for r in _per_image(set_name, method)
+             if r["id"] in ids and not r["error"] and not _true(r["gt_empty"])]
+    return float(np.mean(dices)) if dices else None
+
+
 def table_quality() -> str:
     body = []
     for name in SETS:
@@ -88,6 +95,7 @@ def table_quality() -> str:
         kind, value = BARS[name]
         bar = (bound["dice"] - value if kind == "bound" and bound else value)
         met = ours["dice"] is not None and bar is not None and ours["dice"] >= bar
+        salip_ids = {r["id"] for r in _per_image(name, "salip")}
         body.append([name, str(ours["n"]), _fmt(bound["dice"] if bound else None),
                      _fmt(ours["dice"]), _fmt(ours["median"]),
                      f"{ours['missed']}/{ours['n']}",
@@ -96,9 +104,11 @@ def table_quality() -> str:
                      f"{'>=' if kind == 'abs' else 'bound -'} {value:.2f}: "
                      f"{'met' if met else 'not met'}",
                      _fmt(salip["dice"]) + f" ({salip['n']})" if salip else "-",
+                     _fmt(_dice_on(name, "medclipsam", salip_ids)),
                      str(ours["n_failed"])])
     return _table(["set", "n", "gt-box Dice", "medclipsam Dice", "median", "missed",
-                   "not found on empty (n)", "bar", "salip Dice (n)", "failed"], body)
+                   "not found on empty (n)", "bar", "salip Dice (n)",
+                   "medclipsam on salip's images", "failed"], body)
 
 
 def table_speed() -> str:
@@ -182,8 +192,10 @@ def table_int8_sensitivity() -> str:
                    "embedding cosine to fp32 (mean)", "(min)"], body)
 
 
-def table_candidates() -> str:
-    rows = _rows(RESULTS / "grounding" / "candidates.csv")
+def _candidate_table(path: Path, seconds_label: str) -> str:
+    """Mean Dice per candidate and set (images with a target) from a candidates.csv, with the
+    mean over sets and the median seconds per image."""
+    rows = _rows(path)
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
     seconds: dict[str, list[float]] = defaultdict(list)
     for r in rows:
@@ -197,8 +209,16 @@ def table_candidates() -> str:
         means = [np.mean(by[(c, s)]) for s in sets]
         body.append([c, *[_fmt(m) for m in means], _fmt(float(np.mean(means))),
                      _fmt(float(np.median(seconds[c])), 3)])
-    return _table(["candidate", *sets, "mean over sets", "median s/image (post-encoder)"],
-                  body)
+    return _table(["candidate", *sets, "mean over sets", seconds_label], body)
+
+
+def table_candidates() -> str:
+    return _candidate_table(RESULTS / "grounding" / "candidates.csv",
+                            "median s/image (post-encoder)")
+
+
+def table_salip_candidates() -> str:
+    return _candidate_table(RESULTS / "salip" / "candidates.csv", "median s/image (SaLIP run)")
 
 
 def table_presence() -> str:
@@ -398,7 +418,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "encoder_options": table_encoder_options, "int8_sensitivity": table_int8_sensitivity,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "augmentation": table_augmentation, "weak": table_weak,
-    "weak_rules": table_weak_rules,
+    "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
 }
 
 

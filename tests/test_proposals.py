@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from clipsam.config import BoxGridConfig, FeatureBoxConfig, ProposalConfig
 from clipsam.errors import InputError
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
-from clipsam.postprocess.boxes import box_iou, mask_to_box
+from clipsam.postprocess.boxes import box_iou, expand_boxes, mask_to_box
 from clipsam.proposals.area import area_filter
 from clipsam.proposals.feature_boxes import (
     cluster_regions,
@@ -175,9 +177,31 @@ def test_box_only_default_decodes_a_dozen_feature_boxes_in_one_call():
     assert default_config(segmenter) == BOX_PROMPT_DEFAULTS
     assert default_config(FakeSegmenter(scene, True)) == ProposalConfig()
     proposals = generate_proposals(segmenter, embedding(scene))
-    assert matches(proposals, [scene.good_rect, scene.good_disc])
+    # both good objects are proposed (a grown box may also answer with a neighbour)
+    assert all(any(np.array_equal(p, m) for p in proposals.masks)
+               for m in (scene.good_rect, scene.good_disc))
     assert len(segmenter.batches) == 1  # every box prompt in one segmenter call
-    assert segmenter.batches[0] <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes == 12
+    assert BOX_PROMPT_DEFAULTS.box_margins == (0.0, 0.2)  # each box as is and grown
+    assert segmenter.batches[0] <= 2 * BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes == 24
+
+
+def test_box_margins_decode_each_box_as_is_and_grown():
+    scene = Scene()
+    seen = []
+    segmenter = FakeSegmenter(scene, supports_points=False)
+    config = replace(BOX_PROMPT_DEFAULTS, box_margins=(0.0, 0.25))
+
+    def relevant(boxes):
+        seen.append(boxes)
+        return np.ones(len(boxes), bool)
+
+    generate_proposals(segmenter, embedding(scene), config, relevant)
+    boxes = feature_boxes(embedding(scene), config.feature_boxes)
+    grown = expand_boxes(boxes, SIZE, fraction=0.25)
+    assert np.allclose(seen[0], np.concatenate([boxes, grown]))
+    assert not np.allclose(grown, boxes)
+    with pytest.raises(InputError, match="box_margins"):
+        generate_proposals(segmenter, embedding(scene), replace(config, box_margins=()))
 
 
 def test_feature_boxes_frame_regions_of_similar_features():

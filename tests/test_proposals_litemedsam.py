@@ -36,9 +36,11 @@ def test_proposals_contain_the_fetal_head(litemedsam, shared_data):
     proposals = generate_proposals(litemedsam, embedding)
     seconds = time.perf_counter() - start
     print(f"\nproposal stage: {len(proposals)} masks in {seconds:.2f} s")
-    assert 0 < len(proposals) <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes
+    margins = len(BOX_PROMPT_DEFAULTS.box_margins)
+    assert 0 < len(proposals) <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes * margins
     assert proposals.masks.shape[1:] == truth.shape
     assert (proposals.scores >= BOX_PROMPT_DEFAULTS.pred_iou_threshold).all()
     assert (proposals.stability >= BOX_PROMPT_DEFAULTS.stability_threshold).all()
     ious = [(mask & truth).sum() / (mask | truth).sum() for mask in proposals.masks]
+    print(f"best IoU with the head: {max(ious):.3f}")
     assert max(ious) > 0.5

@@ -166,3 +166,19 @@ def test_file_hashes_are_kept_across_processes_in_the_cache(tmp_path, monkeypatc
     monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path / "cache"))
     path.write_bytes(b"d" * 13)
     assert sha256_of(path) == hashlib.sha256(b"d" * 13).hexdigest()
+
+
+def test_proposal_methods_record_the_resolved_proposal_settings():
+    from dataclasses import replace
+
+    from clipsam.config import SalipConfig
+    from clipsam.proposals.generate import BOX_PROMPT_DEFAULTS
+
+    salip = run_identity(RunConfig(method="salip"))
+    assert salip.config.salip.proposals == BOX_PROMPT_DEFAULTS  # LiteMedSAM takes boxes only
+    assert salip.fields()["config.salip.proposals.box_margins"] == [0.0, 0.2]
+    as_is = SalipConfig(proposals=replace(BOX_PROMPT_DEFAULTS, box_margins=(0.0,)))
+    other = run_identity(RunConfig(method="salip", salip=as_is))
+    assert differences(salip.fields(), other.fields()) == [
+        "salip.proposals.box_margins: [0.0, 0.2] -> [0.0]"]
+    assert run_identity(RunConfig()).config.salip.proposals is None  # MedCLIP-SAM has none

@@ -10,7 +10,6 @@ from clipsam.config import SalipConfig
 from clipsam.eval.metrics import dice
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
-from clipsam.pipelines.prompts import prompt_ensemble
 from clipsam.pipelines.salip import SalipPipeline
 from clipsam.proposals.generate import BOX_PROMPT_DEFAULTS
 
@@ -129,9 +128,36 @@ def test_union_rule_keeps_both_lungs_from_one_proposal_call_and_one_final_call()
     assert dice(result.mask, lungs) > 0.99
     # every proposal box in one segmenter call, then the two retrieved boxes in one more
     assert len(segmenter.calls) == 2
-    assert 2 <= segmenter.calls[0] <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes
+    margins = len(BOX_PROMPT_DEFAULTS.box_margins)
+    assert 2 <= segmenter.calls[0] <= BOX_PROMPT_DEFAULTS.feature_boxes.max_boxes * margins
     assert segmenter.calls[1] == 2
-    assert grounding.maps == len(prompt_ensemble("left and right lungs"))  # each map read once
+    assert grounding.maps == 1  # the prompt's map, read once
+
+
+class SmallestInside(SceneSegmenter):
+    """A box gives the smallest scene object lying (90 %) inside it."""
+
+    def predict(self, embedding, boxes=None, points=None, point_labels=None) -> MaskPrediction:
+        self.calls.append(len(boxes))
+        masks = []
+        for x1, y1, x2, y2 in np.asarray(boxes).round().astype(int):
+            inside = [m for m in self.objects if m[y1:y2, x1:x2].sum() >= 0.9 * m.sum()]
+            masks.append(min(inside, key=np.sum) if inside else np.zeros((H, W), bool))
+        masks = np.array(masks, bool).reshape(-1, H, W)
+        logits = np.where(masks, 10.0, -10.0).astype(np.float32)[:, ::2, ::2]
+        return MaskPrediction(masks, logits, np.full(len(masks), 0.95, np.float32))
+
+
+def test_a_proposal_of_two_parts_keeps_both_in_the_final_decode():
+    objects = chest()
+    lungs = objects.pop("left lung") | objects.pop("right lung")
+    objects = {"lungs": lungs, **objects}  # one object of two parts
+    result = SalipPipeline(SmallestInside(objects), MapGrounding(lungs)).run(
+        image_of({"left lung": lungs, "right lung": lungs, **objects}), "lungs",
+        keep_intermediates=True)
+    chosen = result.intermediates["proposals"].masks[result.intermediates["chosen"]]
+    assert len(chosen) == 1 and np.array_equal(chosen[0], lungs)
+    assert dice(result.mask, lungs) > 0.99  # not cut to its largest part
 
 
 def test_a_part_of_a_kept_target_is_not_added():

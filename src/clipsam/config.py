@@ -99,6 +99,8 @@ class ProposalConfig:
     ``nms``: ``"box"`` (SAM) compares the masks' tight boxes, ``"mask"`` the masks themselves.
     ``min_region_fraction``: islands and holes smaller than this share of the image are removed
     from each kept mask (SAM's ``min_mask_region_area``, relative to the image here).
+    ``box_margins``: box prompts are decoded once per margin, each side grown by that fraction
+    of the box's side (0: the box itself).
     """
 
     prompts: PromptKind = "auto"
@@ -115,6 +117,7 @@ class ProposalConfig:
     nms_threshold: float = 0.7
     max_area_fraction: float = 0.95
     min_region_fraction: float = 0.0
+    box_margins: tuple[float, ...] = (0.0,)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,10 @@ class SalipConfig:
     cut to its box), ``box`` (the unmasked box) or ``enlarged`` (the box grown by ``enlarge``).
     ``min_map_share``: with the built-in model, box prompts holding less than this share of
     the mass of the text map's core (cells reaching half its peak) are not decoded (their
-    masks could not be retrieved); 0 decodes all.
+    masks could not be retrieved); 0 decodes all. ``use_prompt_library``: CLIP crops are
+    scored against the mean embedding of the prompt and its library's descriptive sentences
+    (the paper's averaged prompts), else the prompt alone; the built-in model's map always
+    reads the prompt alone.
     """
 
     max_area_fraction: float = 0.6

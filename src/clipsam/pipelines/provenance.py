@@ -127,8 +127,9 @@ def run_identity(config: RunConfig, roles: tuple[str, ...] | None = None) -> Run
     segmenter, a text model trained for another segmenter, or a missing model file.
     """
     from clipsam.models.device import resolve_device
-    from clipsam.models.sam.factory import pick_runtime
-    from clipsam.pipelines.registry import check_text_model_fits, grounding_dir
+    from clipsam.models.sam.factory import pick_runtime, takes_points
+    from clipsam.pipelines.registry import PIPELINES, check_text_model_fits, grounding_dir
+    from clipsam.proposals.generate import defaults_for
 
     roles = roles or model_roles(config)
     models = config.models
@@ -139,6 +140,11 @@ def run_identity(config: RunConfig, roles: tuple[str, ...] | None = None) -> Run
     runtime = pick_runtime(models.runtime, models.segmenter, device)
     resolved = dataclasses.replace(
         config, models=dataclasses.replace(models, runtime=runtime, device=device))
+    spec = PIPELINES.get(config.method)  # None for an evaluation oracle (gt-box)
+    if spec is not None and spec.proposes and config.salip.proposals is None:
+        proposals = defaults_for(takes_points(models.segmenter))
+        resolved = dataclasses.replace(
+            resolved, salip=dataclasses.replace(config.salip, proposals=proposals))
     text_folder = False
     if "text_model" in roles:
         check_text_model_fits(resolved.models)

@@ -146,6 +146,7 @@ class MethodSpec:
     model folder (``RunConfig.weak_model``) instead of the installed text model.
     ``uses_segmenter``: it loads the segmenter (and encodes every image); an ``own_model``
     method also does when its model folder reads embeddings (:func:`load_method_models`).
+    ``proposes``: it segments everything first (``RunConfig.salip.proposals``).
     """
 
     build: Callable[[RunConfig, Models | None], Pipeline]
@@ -153,6 +154,7 @@ class MethodSpec:
     reports_absence: bool = True
     own_model: bool = False
     uses_segmenter: bool = True
+    proposes: bool = False
 
 
 def _medclipsam(config: RunConfig, models: Models | None) -> Pipeline:
@@ -213,8 +215,9 @@ def _need_text(models: Models | None) -> ImageTextModel:
 
 PIPELINES: dict[str, MethodSpec] = {
     "medclipsam": MethodSpec(_medclipsam),
-    "salip": MethodSpec(_salip),
-    "unprompted": MethodSpec(_unprompted, reads_text=False, reports_absence=False),
+    "salip": MethodSpec(_salip, proposes=True),
+    "unprompted": MethodSpec(_unprompted, reads_text=False, reports_absence=False,
+                             proposes=True),
     "whole-box": MethodSpec(_whole_box, reads_text=False, reports_absence=False),
     "weak": MethodSpec(_weak, reads_text=False, own_model=True, uses_segmenter=False),
     "weak-box": MethodSpec(_weak, reads_text=False, own_model=True),

@@ -3,9 +3,12 @@ area filter -> retrieve the proposals that best match the text -> box prompts ->
 
 The image is encoded once; proposals, retrieval (for the built-in model, which reads the same
 embedding) and the final decode all reuse it. With the built-in model a proposal's score is its
-agreement with the text's map (whole targets score highest), and the proposals whose union best
-matches the map are retrieved (no count from the prompt's words); the map is computed first,
-so box prompts off it, whose masks could not be retrieved, are never decoded.
+agreement with the prompt's map (the map the model was trained and calibrated to give for the
+prompt itself; whole targets score highest), and the proposals whose union best matches the
+map are retrieved (no count from the prompt's words); the map is computed first, so box prompts
+off it, whose masks could not be retrieved, are never decoded. The retrieved boxes are decoded
+again as they are: one proposal may hold several parts of the target (both lungs in one box),
+so no box's mask is cut to its largest component.
 CLIP-family backends score crops of the proposals instead, all in one batch, against the
 average embedding of the prompt ensemble, and keep the top k (the paper's retrieval).
 """
@@ -81,9 +84,11 @@ class SalipPipeline:
         return crop_vectors @ text_vector
 
     def text_map(self, embedding: ImageEmbedding, prompt: str) -> np.ndarray:
-        """(h, w) mean map of the prompt ensemble (dense grounding only)."""
-        texts = prompt_ensemble(prompt, self.config.use_prompt_library)
-        return np.mean([self.text_model.similarity_map(embedding, t) for t in texts], axis=0)
+        """(h, w) map of the prompt (dense grounding only). The descriptive sentences of the
+        prompt library are not averaged in: they are what CLIP crops are scored against, while
+        the built-in model's map is calibrated on the prompt (mean over the ensemble measured
+        worse on training images, docs/BENCHMARKS.md section 2)."""
+        return self.text_model.similarity_map(embedding, prompt)
 
     def relevant_boxes(
         self, embedding: ImageEmbedding, prob: np.ndarray
@@ -150,7 +155,7 @@ class SalipPipeline:
         with timer("retrieval"):
             scores, chosen = self.retrieve(image, embedding, proposals, prompt, prob)
         boxes = proposals.boxes[chosen]
-        mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer)
+        mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer, cleanup=False)
         views = ({"proposals": proposals, "proposal_scores": scores, "chosen": chosen,
                   "boxes": boxes} if keep_intermediates else {})
         return PipelineResult(

@@ -22,7 +22,7 @@ import numpy as np
 from clipsam.config import ProposalConfig
 from clipsam.errors import InputError
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
-from clipsam.postprocess.boxes import masks_to_boxes
+from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
 from clipsam.postprocess.components import drop_specks, fill_holes
 from clipsam.proposals.feature_boxes import feature_boxes
 from clipsam.proposals.nms import box_nms, mask_nms
@@ -33,12 +33,22 @@ from clipsam.proposals.result import Proposals
 # Box-only defaults: LiteMedSAM's IoU head and logits are less confident than SAM's (on a handful
 # of development images its best-matching masks scored 0.80-0.98 predicted IoU and 0.77-0.98
 # stability, medians 0.7 and 0.65), so SAM's 0.88 / 0.95 would discard nearly every mask.
-BOX_PROMPT_DEFAULTS = ProposalConfig(pred_iou_threshold=0.75, stability_threshold=0.75)
+# Each box is also decoded grown by 20 % per side: feature regions often stop inside an organ's
+# boundary (the brain inside the fetal skull), and LiteMedSAM, trained on loose boxes, answers
+# the grown box with the whole organ (docs/BENCHMARKS.md, section 2: SaLIP proposals, chosen
+# on training images).
+BOX_PROMPT_DEFAULTS = ProposalConfig(pred_iou_threshold=0.75, stability_threshold=0.75,
+                                     box_margins=(0.0, 0.2))
+
+
+def defaults_for(supports_points: bool) -> ProposalConfig:
+    """SAM's defaults for point-capable segmenters, :data:`BOX_PROMPT_DEFAULTS` otherwise."""
+    return ProposalConfig() if supports_points else BOX_PROMPT_DEFAULTS
 
 
 def default_config(segmenter: PromptableSegmenter) -> ProposalConfig:
-    """SAM's defaults for point-capable segmenters, :data:`BOX_PROMPT_DEFAULTS` otherwise."""
-    return ProposalConfig() if segmenter.supports_points else BOX_PROMPT_DEFAULTS
+    """:func:`defaults_for` the segmenter."""
+    return defaults_for(segmenter.supports_points)
 
 
 def prompt_kind(segmenter: PromptableSegmenter, config: ProposalConfig) -> str:
@@ -118,6 +128,9 @@ def generate_proposals(
     if config.box_source not in ("features", "grid"):
         raise InputError(f"unknown box source {config.box_source!r}; use features or grid")
     kind = prompt_kind(segmenter, config)
+    if kind == "boxes" and (not config.box_margins or min(config.box_margins) <= -0.5):
+        raise InputError(f"box_margins must hold at least one margin above -0.5 (0: the box "
+                         f"itself), got {config.box_margins}")
     size = tuple(embedding.geometry.original_size)
     if kind == "points":
         prompts = point_grid(size, config.points_per_side)
@@ -125,6 +138,9 @@ def generate_proposals(
         prompts = feature_boxes(embedding, config.feature_boxes)
     else:
         prompts = box_grid(size, config.box_grid)
+    if kind == "boxes":
+        prompts = np.concatenate([expand_boxes(prompts, size, fraction=margin)
+                                  for margin in config.box_margins])
     if relevant is not None and kind == "boxes" and len(prompts):
         prompts = prompts[np.asarray(relevant(prompts), bool)]
     parts = [
