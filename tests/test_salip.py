@@ -38,12 +38,13 @@ def image_of(objects: dict[str, np.ndarray]) -> np.ndarray:
 
 
 class SceneSegmenter:
-    """Box-only: a box gives the largest scene object lying (90 %) inside it, else nothing. Its
-    embedding holds a one-hot code of the object under each grid cell's centre. Records the
-    number of boxes of every ``predict`` call."""
+    """Box-only: a box gives the largest scene object lying (90 %) inside it (``pick``), else
+    nothing. Its embedding holds a one-hot code of the object under each grid cell's centre.
+    Records the number of boxes of every ``predict`` call."""
 
     name = "scene"
     supports_points = False
+    pick = staticmethod(max)  # of the objects inside a box, by area
 
     def __init__(self, objects: dict[str, np.ndarray]) -> None:
         self.objects = list(objects.values())
@@ -68,7 +69,7 @@ class SceneSegmenter:
         masks = []
         for x1, y1, x2, y2 in np.asarray(boxes).round().astype(int):
             inside = [m for m in self.objects if m[y1:y2, x1:x2].sum() >= 0.9 * m.sum()]
-            masks.append(max(inside, key=np.sum) if inside else np.zeros((H, W), bool))
+            masks.append(self.pick(inside, key=np.sum) if inside else np.zeros((H, W), bool))
         masks = np.array(masks, bool).reshape(-1, H, W)
         logits = np.where(masks, 10.0, -10.0).astype(np.float32)[:, ::2, ::2]
         return MaskPrediction(masks, logits, np.full(len(masks), 0.95, np.float32))
@@ -137,15 +138,7 @@ def test_union_rule_keeps_both_lungs_from_one_proposal_call_and_one_final_call()
 class SmallestInside(SceneSegmenter):
     """A box gives the smallest scene object lying (90 %) inside it."""
 
-    def predict(self, embedding, boxes=None, points=None, point_labels=None) -> MaskPrediction:
-        self.calls.append(len(boxes))
-        masks = []
-        for x1, y1, x2, y2 in np.asarray(boxes).round().astype(int):
-            inside = [m for m in self.objects if m[y1:y2, x1:x2].sum() >= 0.9 * m.sum()]
-            masks.append(min(inside, key=np.sum) if inside else np.zeros((H, W), bool))
-        masks = np.array(masks, bool).reshape(-1, H, W)
-        logits = np.where(masks, 10.0, -10.0).astype(np.float32)[:, ::2, ::2]
-        return MaskPrediction(masks, logits, np.full(len(masks), 0.95, np.float32))
+    pick = staticmethod(min)
 
 
 def test_a_proposal_of_two_parts_keeps_both_in_the_final_decode():
