@@ -182,3 +182,9 @@ def test_proposal_methods_record_the_resolved_proposal_settings():
     assert differences(salip.fields(), other.fields()) == [
         "salip.proposals.box_margins: [0.0, 0.2] -> [0.0]"]
     assert run_identity(RunConfig()).config.salip.proposals is None  # MedCLIP-SAM has none
+    from clipsam.config import ProposalConfig
+    from clipsam.models.sam.factory import takes_points
+    from clipsam.proposals.generate import defaults_for
+
+    assert takes_points("sam-vit-b") and takes_points("medsam") and not takes_points("litemedsam")
+    assert defaults_for(True) == ProposalConfig()  # SAM's own defaults for point prompts

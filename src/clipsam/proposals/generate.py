@@ -141,8 +141,8 @@ def generate_proposals(
     if kind == "boxes":
         prompts = np.concatenate([expand_boxes(prompts, size, fraction=margin)
                                   for margin in config.box_margins])
-    if relevant is not None and kind == "boxes" and len(prompts):
-        prompts = prompts[np.asarray(relevant(prompts), bool)]
+        if relevant is not None and len(prompts):
+            prompts = prompts[np.asarray(relevant(prompts), bool)]
     parts = [
         _decode_batch(segmenter, embedding, prompts[start:start + config.batch_size], kind, config)
         for start in range(0, len(prompts), config.batch_size)

@@ -31,13 +31,15 @@ SAM_ARCHITECTURES: dict[str, SamArchitecture] = {
     "medsam-vit-b": SamArchitecture(VIT_B, "minmax", multimask=False, supports_points=True),
 }
 
-def takes_points(name: str) -> bool:
-    """Whether segmenter ``name`` (``litemedsam`` or a SAM variant) answers point prompts."""
-    return name != "litemedsam" and SAM_ARCHITECTURES[_ALIASES.get(name, name)].supports_points
-
-
 _ALIASES = {"vit_b": "sam-vit-b", "vit_l": "sam-vit-l", "vit_h": "sam-vit-h",
             "medsam": "medsam-vit-b", "medsam_vit_b": "medsam-vit-b"}
+
+
+def takes_points(name: str) -> bool:
+    """Whether segmenter ``name`` (``litemedsam`` or a SAM variant) answers point prompts."""
+    if name == "litemedsam":
+        return LITEMEDSAM.supports_points
+    return SAM_ARCHITECTURES[_ALIASES.get(name, name)].supports_points
 
 
 def pick_runtime(runtime: str, segmenter: str = "litemedsam", device: str = "cpu") -> str:
