@@ -41,6 +41,18 @@ sets=("$@")
                                jsrt_heart jsrt_clavicles isic_skin ddsm_pectoral)
 clipsam=.venv/bin/clipsam
 mkdir -p docs/results/weak
+# train DIR SUFFIX ARGS...: `weak-train ARGS` into DIR (resumed if it has a checkpoint); config
+# -> <set>SUFFIX.json, held-out results weakSUFFIX and weakSUFFIX-box.
+train() {
+  local dir=$1 suffix=$2; shift 2
+  local resume=(); [ -f "$dir/checkpoint.pt" ] && resume=(--resume)
+  $clipsam -q weak-train "$data/$set" --subset train -p "$p" "$@" --out "$dir" "${resume[@]}"
+  cp "$dir/config.json" "docs/results/weak/$set$suffix.json"
+  for method in weak weak-box; do
+    $clipsam -q eval "$data/$set" --subset test --method $method --model "$dir" \
+      --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak$suffix}"
+  done
+}
 # variant DIR NAME ARGS...: the first network's pseudo-masks (copied) train a network with
 # weak-train ARGS into DIR; config -> <set>-NAME.json, results weak-NAME, weak-NAME-box.
 variant() {
@@ -48,27 +60,13 @@ variant() {
   if [ ! -d "$dir/pseudo" ] && [ -d "$model/pseudo" ]; then
     mkdir -p "$dir"; cp -r "$model/pseudo" "$dir/pseudo"
   fi
-  local resume=(); [ -f "$dir/checkpoint.pt" ] && resume=(--resume)
-  $clipsam -q weak-train "$data/$set" --subset train -p "$p" "$@" --out "$dir" "${resume[@]}"
-  cp "$dir/config.json" "docs/results/weak/$set-$name.json"
-  for method in weak weak-box; do
-    $clipsam -q eval "$data/$set" --subset test --method $method --model "$dir" \
-      --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-$name}"
-  done
+  train "$dir" "-$name" "$@"
 }
 for set in "${sets[@]}"; do
   p=${prompts[$set]}
   model=runs/weak/$set
   if [ $self = 1 ]; then
-    teacher=$model; model=runs/weak-self/$set
-    resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
-    $clipsam -q weak-train "$data/$set" --subset train -p "$p" --method weak-box \
-      --model "$teacher" --out "$model" "${resume[@]}"
-    cp "$model/config.json" "docs/results/weak/$set-self.json"
-    for method in weak weak-box; do
-      $clipsam -q eval "$data/$set" --subset test --method $method --model "$model" \
-        --prompt "$p" --overwrite --out "docs/results/eval/$set/${method/weak/weak-self}"
-    done
+    train runs/weak-self/$set -self --method weak-box --model "$model"
     continue
   fi
   if [ $rules = 1 ]; then
@@ -80,13 +78,7 @@ for set in "${sets[@]}"; do
     variant runs/weak-head/$set head --network head
     continue
   fi
-  resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
-  $clipsam -q weak-train "$data/$set" --subset train -p "$p" --out "$model" "${resume[@]}"
-  cp "$model/config.json" "docs/results/weak/$set.json"
-  $clipsam -q eval "$data/$set" --subset test --method weak --model "$model" --prompt "$p" \
-    --overwrite --out "docs/results/eval/$set/weak"
-  $clipsam -q eval "$data/$set" --subset test --method weak-box --model "$model" --prompt "$p" \
-    --overwrite --out "docs/results/eval/$set/weak-box"
+  train "$model" ""
   $clipsam -q eval "$data/$set" --subset test --method medclipsam --prompt "$p" \
     --overwrite --out "docs/results/eval/$set/weak-teacher"
 done

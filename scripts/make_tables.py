@@ -78,10 +78,15 @@ BARS = {"hc18": ("bound", 0.05), "cxr_lungs": ("bound", 0.05), "jsrt_heart": ("b
         "jsrt_clavicles": ("abs", 0.60)}
 
 
+def _scored_dice(set_name: str, method: str) -> dict[str, float]:
+    """Image id -> Dice of ``method`` on the images it scored that have a target."""
+    return {r["id"]: float(r["dice"]) for r in _per_image(set_name, method)
+            if not r["error"] and not _true(r["gt_empty"])}
+
+
 def _dice_on(set_name: str, method: str, ids: set[str]) -> float | None:
     """Mean Dice of ``method`` over the images ``ids`` (scored, with a target)."""
-    dices = [float(r["dice"]) for r in _per_image(set_name, method)
-             if r["id"] in ids and not r["error"] and not _true(r["gt_empty"])]
+    dices = [d for i, d in _scored_dice(set_name, method).items() if i in ids]
     return float(np.mean(dices)) if dices else None
 
 
@@ -318,11 +323,7 @@ def table_loso() -> str:
 def _paired_difference(set_name: str, method: str, reference: str) -> str:
     """Mean per-image Dice of ``method`` minus ``reference`` over the images both scored, with
     a 95 % bootstrap interval (2,000 resamples of images, fixed seed)."""
-    def dices(m: str) -> dict[str, float]:
-        return {r["id"]: float(r["dice"]) for r in _per_image(set_name, m)
-                if not r["error"] and not _true(r["gt_empty"])}
-
-    first, second = dices(method), dices(reference)
+    first, second = _scored_dice(set_name, method), _scored_dice(set_name, reference)
     common = sorted(first.keys() & second.keys())
     if not common:
         return "-"
