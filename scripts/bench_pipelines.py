@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -22,8 +23,9 @@ from clipsam.io.image import segmenter_input
 from clipsam.io.read import read_image
 from clipsam.pipelines.registry import SERVED_METHODS, build_pipeline, load_models
 
-PROMPTS = {"hc18": "fetal head", "busi": "breast tumour", "cxr_lungs": "left and right lungs",
-           "lgg_flair": "brain tumour", "kvasir_polyp": "polyp"}
+ALL_PROMPTS = json.loads((Path(__file__).parent / "benchmark_prompts.json").read_text())
+PROMPTS = {name: ALL_PROMPTS[name]
+           for name in ("hc18", "busi", "cxr_lungs", "lgg_flair", "kvasir_polyp")}
 METHODS = SERVED_METHODS  # every method that runs on the installed models
 
 

@@ -14,11 +14,11 @@ methods=("$@"); [ ${#methods[@]} -gt 0 ] || methods=(gt-box medclipsam salip)
 for m in "${methods[@]}"; do
   case $m in gt-box|medclipsam|salip) ;; *) echo "unknown method $m" >&2; exit 2 ;; esac
 done
-declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left and right lungs"
-                    [lgg_flair]="brain tumour" [kvasir_polyp]="polyp" [jsrt_heart]="heart"
-                    [jsrt_clavicles]="clavicles" [ddti_thyroid]="thyroid nodule"
-                    [dsb_nuclei]="cell nuclei" [isic_skin]="skin lesion"
-                    [ddsm_pectoral]="pectoral muscle")
+# The prompt of every set (scripts/benchmark_prompts.json, shared with the Python benchmarks).
+declare -A prompts
+while IFS=$'\t' read -r name prompt; do prompts[$name]=$prompt; done < <(
+  .venv/bin/python -c 'import json, sys; [print(k, v, sep="\t") for k, v in json.load(sys.stdin).items()]' \
+    < scripts/benchmark_prompts.json)
 clipsam=.venv/bin/clipsam
 out=docs/results/eval
 common=(--subset test --embedding-cache runs/eval_emb --overwrite)

@@ -31,11 +31,11 @@ self=0; head=0; rules=0
 [ "${1:-}" = "--self-train" ] && { self=1; shift; }
 [ "${1:-}" = "--head" ] && { head=1; shift; }
 [ "${1:-}" = "--rules" ] && { rules=1; shift; }
-declare -A prompts=([hc18]="fetal head" [busi]="breast tumour" [cxr_lungs]="left and right lungs"
-                    [lgg_flair]="brain tumour" [kvasir_polyp]="polyp" [jsrt_heart]="heart"
-                    [jsrt_clavicles]="clavicles" [ddti_thyroid]="thyroid nodule"
-                    [dsb_nuclei]="cell nuclei" [isic_skin]="skin lesion"
-                    [ddsm_pectoral]="pectoral muscle")
+# The prompt of every set (scripts/benchmark_prompts.json, shared with the Python benchmarks).
+declare -A prompts
+while IFS=$'\t' read -r name prompt; do prompts[$name]=$prompt; done < <(
+  .venv/bin/python -c 'import json, sys; [print(k, v, sep="\t") for k, v in json.load(sys.stdin).items()]' \
+    < scripts/benchmark_prompts.json)
 sets=("$@")
 [ ${#sets[@]} -gt 0 ] || sets=(ddti_thyroid lgg_flair hc18 cxr_lungs kvasir_polyp dsb_nuclei busi
                                jsrt_heart jsrt_clavicles isic_skin ddsm_pectoral)
