@@ -39,6 +39,7 @@ from clipsam.train.embedding_cache import is_cached, load_embedding
 BASE = MedClipSamConfig()
 CANDIDATES: dict[str, MedClipSamConfig] = {
     "default": BASE,
+    "level-0.5": replace(BASE, map_level=0.5),
     "keep-30%": replace(BASE, box_rule=MapBoxRule(keep_fraction=0.3)),
     "largest-only": replace(BASE, box_rule=MapBoxRule(keep_fraction=1.0)),
     "core-0.6": replace(BASE, box_rule=MapBoxRule(peak_fraction=0.6)),

@@ -8,8 +8,9 @@ For every set S: the ``loso`` recipe is trained (``clipsam.train.fit.fit_from_sa
 of each *other* set;
 S's held-out images are then segmented from S's prompt alone ("text"), and after
 ``clipsam.train.adapt.adapt`` (what ``clipsam adapt`` runs) from k labelled images of S's train
-part, for several random draws of the k images. Segmentation is the MedCLIP-SAM pipeline on the
-cached embeddings, gated by presence (a "not found" on a present target scores 0). Writes
+part, for several random draws of the k images (``--vector-only``: the concept vector without
+its feature probe, the adaptation before 2026-12-01). Segmentation is the MedCLIP-SAM pipeline
+on the cached embeddings, gated by presence (a "not found" on a present target scores 0). Writes
 ``loso_<set>.csv`` (one row per k, draw and image) and ``run_<set>.json`` as each set is done.
 """
 
@@ -19,6 +20,7 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,7 +35,7 @@ from clipsam.io.splits import split_of
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.sam import load_litemedsam
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
-from clipsam.train.adapt import Shot, adapt, pick_shots
+from clipsam.train.adapt import AdaptConfig, Shot, adapt, pick_shots
 from clipsam.train.captions import builtin_concepts
 from clipsam.train.embedding_cache import is_cached, load_embedding
 from clipsam.train.fit import fit_from_samples
@@ -57,7 +59,10 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=40,
                         help="training images per set for the left-out models (a fixed hash "
                              "order), to fit eleven trainings into one session")
+    parser.add_argument("--vector-only", action="store_true",
+                        help="adapt the concept vector alone (no feature probe)")
     args = parser.parse_args()
+    adapt_config = AdaptConfig(probe=not args.vector_only)
     concepts = builtin_concepts()
     names = [n for n in sorted(concepts) if (args.data / n).is_dir()]
     samples = {n: [s for s in list_samples(args.data / n) if is_cached(args.cache, s)]
@@ -87,7 +92,7 @@ def main() -> None:
                 shots = [Shot(load_embedding(args.cache, s),
                               segmenter_input(read_image(s.image_path)), read_mask(s.mask_path))
                          for s in chosen]
-                adapted, _ = adapt(base, shots, prompt, segmenter)
+                adapted, _ = adapt(base, shots, prompt, segmenter, config=adapt_config)
                 runs.append(("adapted", k, draw, adapted))
         rows = []
         for kind, k, draw, model in tqdm(runs, desc=f"without {left_out}"):
@@ -103,7 +108,8 @@ def main() -> None:
         write_text_atomic(args.out / f"loso_{left_out}.csv", "\n".join(text) + "\n")
         run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "recipe": args.recipe, "train_images_per_set": args.per_set,
-               "shots": args.shots, "draws": args.draws, "left_out": left_out}
+               "shots": args.shots, "draws": args.draws, "left_out": left_out,
+               "adapt": asdict(adapt_config)}
         write_text_atomic(args.out / f"run_{left_out}.json", json.dumps(run, indent=1) + "\n")
         print(f"wrote {args.out / f'loso_{left_out}.csv'} ({len(rows)} rows)", flush=True)
 

@@ -283,21 +283,26 @@ def table_calibration() -> str:
     config = _shipped_metadata()
     presence = config["calibration"].get("presence", {})
     sources = config["calibration"].get("mask_source", {})
+    levels = config["calibration"].get("map_level", {})
     body = []
     for concept, p in presence.items():
         s = sources.get(concept, {})
+        level = levels.get(concept)
         body.append([concept, str(p["n_present"]), _fmt(p["threshold"]), _fmt(p["recall"], 2),
                      _fmt(p["not_found_empty"], 2) + f" ({p['n_empty']})" if p["n_empty"]
                      else "-", _fmt(p["not_found_other_sets"], 2),
                      _fmt(s.get("dice_segmenter")), _fmt(s.get("dice_map")),
-                     _fmt(s.get("dice_union")), s.get("chosen", "segmenter")])
+                     _fmt(s.get("dice_union")), s.get("chosen", "segmenter"),
+                     "-" if level is None else
+                     f"{level['chosen']:g} ({level['dice_by_level'][str(level['chosen'])]:.3f}; "
+                     f"0.5: {level['dice_by_level']['0.5']:.3f})"])
     return _table(["concept", "n with target", "threshold", "recall", "not found own empty (n)",
                    "not found other sets", "Dice segmenter", "Dice map", "Dice union",
-                   "mask source"], body)
+                   "mask source", "map level (Dice; at 0.5)"], body)
 
 
-def table_loso() -> str:
-    rows = [r for path in sorted((RESULTS / "loso").glob("loso_*.csv")) for r in _rows(path)]
+def table_loso(folder: str = "loso") -> str:
+    rows = [r for path in sorted((RESULTS / folder).glob("loso_*.csv")) for r in _rows(path)]
     shots = sorted({int(r["shots"]) for r in rows if r["kind"] == "adapted"})
     body, good = [], 0
     for name in SETS:
@@ -418,7 +423,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "startup": table_startup, "throughput": table_throughput,
     "encoder_options": table_encoder_options, "int8_sensitivity": table_int8_sensitivity,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
-    "loso": table_loso, "augmentation": table_augmentation, "weak": table_weak,
+    "loso": table_loso, "loso_vector": lambda: table_loso("loso_vector"),
+    "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
 }
 

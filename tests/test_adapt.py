@@ -1,23 +1,29 @@
 """``clipsam adapt``: a new concept from a few shots, its threshold, mask source and the
 negative bank it is calibrated against."""
 
+import copy
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from clipsam.apps import cli
+from clipsam.errors import WeightsError
 from clipsam.models.grounding import GroundingModel, PresenceRule, load_grounding_model
 from clipsam.train.adapt import AdaptConfig, Shot, adapt, save_adapted
 from clipsam.train.negative_bank import BANK_FILE, build_bank, load_bank
 from clipsam.train.trainer import TrainConfig, train_heads
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import (
+    FEATURES,
     GRID,
     NAMES,
     SMALL,
     ImageSegmenter,
     ShiftingSegmenter,
+    direction,
     embedding,
     features_with,
     grid_to_pixels,
@@ -206,3 +212,85 @@ def test_the_adapt_command_uses_negatives_and_writes_a_model(base_dir, tmp_path,
                      str(base_dir), "--negatives", str(empty), "--out", str(tmp_path / "x")])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "holds no image" in error and "\n" not in error
+
+
+def _blind(model):
+    """``model`` with a patch head that sees nothing: every cell gets the same vector."""
+    heads = copy.deepcopy(model.heads)
+    with torch.no_grad():
+        heads.patch.out.weight.zero_()
+        heads.patch.out.bias.fill_(1.0)
+    return GroundingModel(heads, model.presence, text_encoder=HashEncoder())
+
+
+def _separation(model, prompt, seed=8):
+    """Mean map probability on target cells minus off-target cells, over new images."""
+    gaps = []
+    for shot in _shots(3, seed=seed):
+        prob = model.similarity_map(shot.embedding, prompt)
+        target = shot.mask.reshape(GRID, 4, GRID, 4).mean(axis=(1, 3)) > 0.5
+        gaps.append(prob[target].mean() - prob[~target].mean())
+    return float(np.mean(gaps))
+
+
+def test_the_feature_probe_finds_a_target_the_heads_space_cannot_tell_apart(base):
+    blind = _blind(base)
+    probe_model, _ = adapt(blind, _shots(4), NEW, BoxFillingSegmenter(), config=CONFIG)
+    vector_model, _ = adapt(blind, _shots(4), NEW, BoxFillingSegmenter(),
+                            config=replace(CONFIG, probe=False))
+    assert NEW in probe_model.concept_probes and NEW not in vector_model.concept_probes
+    assert probe_model.concept_probes[NEW].shape == (FEATURES + 1,)
+    assert abs(_separation(vector_model, NEW)) < 0.01  # the vector alone sees one cell type
+    assert _separation(probe_model, NEW) > 0.3
+    # the learned probe reads the target's own feature direction
+    weights = probe_model.concept_probes[NEW][:-1]
+    cosine = weights @ direction(2) / np.linalg.norm(weights) / np.linalg.norm(direction(2))
+    assert cosine > 0.5
+
+
+def test_probes_round_trip_and_are_checked(base, tmp_path):
+    adapted, _ = adapt(base, _shots(3), NEW, BoxFillingSegmenter(), config=CONFIG)
+    save_adapted(adapted, tmp_path / "m")
+    loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder())
+    np.testing.assert_array_equal(loaded.concept_probes[NEW], adapted.concept_probes[NEW])
+    shot = _shots(1, seed=5)[0]
+    np.testing.assert_allclose(loaded.logit_map(shot.embedding, NEW),
+                               adapted.logit_map(shot.embedding, NEW), atol=1e-5)
+    without = GroundingModel(adapted.heads, adapted.presence, adapted.concepts,
+                             text_encoder=HashEncoder())
+    gap = np.abs(without.logit_map(shot.embedding, NEW) - adapted.logit_map(shot.embedding, NEW))
+    assert gap.max() > 0.1  # the probe changes the map
+    with pytest.raises(WeightsError, match="without a concept vector"):
+        GroundingModel(base.heads, concept_probes={"other": np.zeros(FEATURES + 1)})
+    with pytest.raises(WeightsError, match=f"must hold {FEATURES + 1} values"):
+        GroundingModel(base.heads, concepts={NEW: adapted.concepts[NEW]},
+                       concept_probes={NEW: np.zeros(FEATURES)})
+
+
+def test_the_bank_scores_a_probed_concept_and_an_old_bank_is_not_used_silently(base, base_dir,
+                                                                                tmp_path):
+    adapted, report = adapt(base, _shots(4), NEW, BoxFillingSegmenter(), config=CONFIG)
+    data = region_data(2, 16)
+    learned = adapted.concept_probes[NEW]
+    exact = np.array([adapted.presence_score(data.embedding(i), NEW) for i in range(16)])
+    # one centroid per cell: the bank's score is the exact one, probe included
+    fine = build_bank(base, data, per_set=8, clusters=GRID * GRID)
+    approx = fine.presence_scores(adapted, adapted.concepts[NEW], learned)
+    np.testing.assert_allclose(approx, exact, atol=1e-4)
+    coarse = build_bank(base, data, per_set=8).presence_scores(adapted, adapted.concepts[NEW],
+                                                               learned)
+    assert np.corrcoef(coarse, exact)[0, 1] > 0.9
+    assert "bank" in report.negative_scores
+    # a bank saved before probes existed (no encoder features): recorded, not used
+    old = tmp_path / "old"
+    shutil.copytree(base_dir, old)
+    replace(load_bank(base_dir / BANK_FILE), features=None).save(old / BANK_FILE)
+    with pytest.raises(ValueError, match="no encoder features"):
+        load_bank(old / BANK_FILE).presence_scores(adapted, adapted.concepts[NEW], learned)
+    _, report = adapt(load_grounding_model(old, text_encoder=HashEncoder()), _shots(4), NEW,
+                      BoxFillingSegmenter(), config=CONFIG)
+    assert "bank" not in report.negative_scores
+    assert any("predates feature probes" in w for w in report.warnings)
+    _, vector_only = adapt(load_grounding_model(old, text_encoder=HashEncoder()), _shots(4), NEW,
+                           BoxFillingSegmenter(), config=replace(CONFIG, probe=False))
+    assert "bank" in vector_only.negative_scores

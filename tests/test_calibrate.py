@@ -9,6 +9,7 @@ import pytest
 from clipsam.io.labelled_sets import list_samples
 from clipsam.train.calibrate import (
     CalibrationConfig,
+    calibrate_map_levels,
     calibrate_mask_sources,
     calibrate_presence,
     threshold_at_recall,
@@ -140,3 +141,36 @@ def test_mask_sources_are_chosen_by_dice_through_the_pipeline(tmp_path):
     assert chosen == {"alpha thing": "map"}
     entry = report["alpha thing"]
     assert entry["dice_map"] > entry["dice_union"] > entry["dice_segmenter"]
+
+
+class RimGrounding(DirectionGrounding):
+    """DirectionGrounding whose map also lights a soft rim (0.6) around each target."""
+
+    def similarity_map(self, embedding, text):
+        sharp = super().similarity_map(embedding, text) > 0.5
+        padded = np.pad(sharp, 1)
+        rim = np.zeros_like(sharp)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                rim |= padded[dy:dy + sharp.shape[0], dx:dx + sharp.shape[1]]
+        return np.where(sharp, 0.95, np.where(rim, 0.6, 0.05)).astype(np.float32)
+
+
+def test_map_levels_are_calibrated_for_map_sourced_concepts_only(tmp_path):
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, ["a", "b", "c"], cache)
+    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1)
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
+    data = build_region_data(samples, cache, concepts)
+    sources = {NAMES[0]: "map", NAMES[1]: "segmenter"}
+    levels, report = calibrate_map_levels(RimGrounding(), BoxFillingSegmenter(), data, sources,
+                                          CalibrationConfig())
+    assert set(report) == {NAMES[0]} and report[NAMES[0]]["n"] == 3
+    by_level = report[NAMES[0]]["dice_by_level"]
+    assert levels == {NAMES[0]: report[NAMES[0]]["chosen"]} and levels[NAMES[0]] > 0.6
+    assert by_level[str(levels[NAMES[0]])] > max(0.95, by_level["0.5"] + 0.1)
+    # a sharp map gains nothing from another level: the default stays (nothing recorded)
+    levels, report = calibrate_map_levels(DirectionGrounding(), BoxFillingSegmenter(), data,
+                                          sources, CalibrationConfig())
+    assert levels == {} and report[NAMES[0]]["chosen"] == 0.5

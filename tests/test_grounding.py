@@ -184,16 +184,19 @@ def test_a_prompt_uses_its_concepts_threshold_and_mask_source():
     assert bare.mask_source_for("heart") == "union" and bare.threshold_for("heart") == 0.5
 
 
-def test_an_unknown_mask_source_is_a_weights_error():
+def test_an_unknown_mask_source_or_a_level_outside_0_1_is_a_weights_error():
     with pytest.raises(WeightsError, match="mask source"):
         _model(mask_sources={"fetal head": "sam"})
+    with pytest.raises(WeightsError, match="map levels"):
+        _model(map_levels={"fetal head": 1.0})
 
 
 def test_save_and_load_round_trip(tmp_path):
     model = _calibrated()
     model = GroundingModel(model.heads, PresenceRule(3, 0.42), model.concepts,
                            model.concept_thresholds, HashEncoder(), None, {"note": "x"},
-                           model.concept_phrases, model.mask_sources)
+                           model.concept_phrases, model.mask_sources,
+                           map_levels={"Fetal Head": 0.7})
     model.concepts["my organ"] = np.eye(8, dtype=np.float32)[0]
     model.save(tmp_path / "m")
     loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder())
@@ -206,6 +209,8 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.concept_thresholds == {"fetal head": 0.8, "my organ": 0.3}
     assert loaded.concept_phrases == model.concept_phrases
     assert loaded.mask_sources == {"fetal head": "map", "my organ": "union"}
+    assert loaded.map_levels == {"fetal head": 0.7}
+    assert loaded.map_level_for("fetal skull") == 0.7 and loaded.map_level_for("my organ") is None
     assert loaded.metadata == {"note": "x"}
     assert loaded.threshold_for("fetal skull") == 0.8
     np.testing.assert_allclose(loaded.text_vector("my organ"), np.eye(8)[0])

@@ -415,3 +415,32 @@ def test_segment_boxes_keeps_one_filled_target_per_box_when_cleaning_up():
     np.testing.assert_array_equal(raw, prediction.masks.any(axis=0))
     empty, _ = segment_boxes(SpeckledSegmenter(), embedding, np.zeros((0, 4)), StageTimer())
     assert empty.shape == (32, 32) and not empty.any()
+
+
+class LeveledGrounding(GridMapGrounding):
+    """A grid map with a calibrated map level."""
+
+    def __init__(self, grid: np.ndarray, level: float | None):
+        super().__init__(grid, source="map")
+        self.level = level
+
+    def map_level_for(self, text):
+        return self.level
+
+
+def test_the_map_level_comes_from_the_config_else_the_model_else_half(box_segmenter):
+    grid = _hot((4, 10, 4, 10))
+    grid[3, 4:10] = grid[10, 4:10] = 0.6  # a soft rim above and below the target
+    run = lambda model, config=None: MedClipSamPipeline(  # noqa: E731
+        box_segmenter, model, config).run(IMAGE, "lesion", keep_intermediates=True)
+    default = run(LeveledGrounding(grid, None))
+    calibrated = run(LeveledGrounding(grid, 0.8))
+    assert default.intermediates["coarse_level"] == 0.5
+    assert calibrated.intermediates["coarse_level"] == 0.8
+    # the rim is in the mask at 0.5, not at 0.8
+    assert default.mask[13:15, 24:32].all() and not calibrated.mask[13:15, 24:32].any()
+    assert calibrated.mask[20:36, 20:36].all()
+    forced = run(LeveledGrounding(grid, 0.8), MedClipSamConfig(map_level=0.5))
+    np.testing.assert_array_equal(forced.mask, default.mask)
+    with pytest.raises(ValueError, match="map_level"):
+        run(LeveledGrounding(grid, None), MedClipSamConfig(map_level=1.5))

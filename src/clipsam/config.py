@@ -178,7 +178,9 @@ class MedClipSamConfig:
     the targets and their boxes (:mod:`clipsam.postprocess.map_boxes`). ``refine`` decodes
     again from the tight boxes of the first masks. ``mask_source``: ``auto`` (the grounding
     model's calibrated choice per concept, else the segmenter), ``segmenter``, ``map`` or
-    ``union``. ``cleanup`` keeps each box's largest component, holes filled.
+    ``union``. ``cleanup`` keeps each box's largest component, holes filled. ``map_level``: the
+    probability at which a calibrated map (``coarse="threshold"``) is cut; None takes the
+    grounding model's calibrated level for the concept, else 0.5.
     """
 
     version: str = "v2"
@@ -190,6 +192,7 @@ class MedClipSamConfig:
     mask_source: str = "auto"
     cleanup: bool = True
     use_prompt_library: bool = True
+    map_level: float | None = None
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "adapt", help="learn a new text target from a few labelled images",
         description="Learn PROMPT from N labelled images of LABELED_DIR (images/, masks/) on "
                     "top of a grounding model (built-in by default) without changing what it "
-                    "already knows: a concept vector, its own 'not found' threshold (left-out "
-                    "shots against images without the target) and its mask source. Saves a "
-                    "model folder usable as --text-model. Takes seconds to a minute.")
+                    "already knows: a concept vector, a linear probe on the encoder features, its "
+                    "own 'not found' threshold (left-out shots against images without the "
+                    "target) and its mask source. Saves a model folder usable as "
+                    "--text-model. Takes seconds to a minute.")
     parser.add_argument("labeled_dir", type=Path, metavar="LABELED_DIR")
     parser.add_argument("--prompt", "-p", required=True, metavar="TEXT")
     parser.add_argument("--shots", type=int, default=5, metavar="N")

@@ -92,11 +92,24 @@ class MedClipSamPipeline:
             return self.text_model.mask_source_for(prompt)
         return "segmenter"
 
-    def _coarse(self, saliency: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def _map_level(self, prompt: str) -> float:
+        """Where a calibrated map is cut: the config's level, else the grounding model's
+        calibrated one for the concept, else the default."""
+        if self.config.map_level is not None:
+            if not 0 < self.config.map_level < 1:
+                raise ValueError(f"map_level must lie between 0 and 1, got "
+                                 f"{self.config.map_level}")
+            return self.config.map_level
+        calibrated = (self.text_model.map_level_for(prompt)
+                      if hasattr(self.text_model, "map_level_for") else None)
+        return CoarseMaskConfig.level if calibrated is None else calibrated
+
+    def _coarse(self, saliency: np.ndarray, image: np.ndarray,
+                prompt: str) -> tuple[np.ndarray, float]:
         """The coarse mask and, for calibrated maps, the level used: ``level``, or half the
         peak when the map never reaches ``level``."""
         method = self._coarse_method()
-        level = CoarseMaskConfig.level
+        level = self._map_level(prompt)
         if method == "threshold" and 0 < float(saliency.max()) < level:
             level = 0.5 * float(saliency.max())
         config = CoarseMaskConfig(method=method, keep="all", level=level)
@@ -121,7 +134,7 @@ class MedClipSamPipeline:
         with timer("saliency"):
             saliency = self._saliency(image, embedding, prompt)
         with timer("coarse_mask"):
-            coarse, level = self._coarse(saliency, image)
+            coarse, level = self._coarse(saliency, image, prompt)
             if coarse.shape != saliency.shape:
                 from skimage.transform import resize
 

@@ -1,9 +1,13 @@
 """Teach the grounding model a new target from a few labelled images, in seconds.
 
-The heads stay frozen (so built-in concepts are untouched); one concept vector in the shared
-space is learned for the new prompt, starting from the prompt's projected text embedding, by the
-same dense loss as training (per-cell BCE against mask fractions + Dice). The new concept also
-gets its own "not found" threshold and mask source:
+The heads stay frozen (so built-in concepts are untouched). The new prompt gets a concept
+vector in the shared space, starting from the prompt's projected text embedding, and a feature
+probe: a linear read-out of the encoder's own (unit) feature in every cell, added to the map's
+logit and starting at zero. The heads' space was shaped by the trained concepts only, and a new
+target (cell nuclei, a thin bone) is often not apart in it, while the encoder features still
+separate it. Both are learned by the same dense loss as training (per-cell BCE against mask
+fractions + Dice), the probe with an L2 penalty. The new concept also gets its own "not found"
+threshold and mask source:
 
 * presence: each shot is scored by the concept learned from the *other* shots (leave one out);
   the threshold is placed by the same rule as the built-in concepts'
@@ -37,7 +41,7 @@ from clipsam.io.labelled_sets import IMAGE_SUFFIXES, Sample, list_samples
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
 from clipsam.models.grounding.grid import mask_to_grid, valid_mask
-from clipsam.models.grounding.model import GroundingModel, concept_key
+from clipsam.models.grounding.model import GroundingModel, concept_key, unit_features
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from clipsam.train.calibrate import SOURCES, choose_source, place_threshold, source_dice
@@ -46,12 +50,15 @@ from clipsam.train.negative_bank import BANK_FILE, load_bank
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Settings of :func:`adapt`: optimiser steps and rate of the concept vector, the recall
+    """Settings of :func:`adapt`: optimiser steps and rate, whether a feature probe is learned
+    beside the concept vector (``False``: the vector alone) and its L2 penalty, the recall
     point and negatives' quantile of the threshold rule, and the Dice margin a mask source
     other than the segmenter needs."""
 
     steps: int = 200
     learning_rate: float = 0.05
+    probe: bool = True
+    probe_decay: float = 1e-3
     recall: float = 0.95
     negative_quantile: float = 0.9
     min_gain: float = 0.02
@@ -87,15 +94,28 @@ class AdaptReport:
                 "warnings": self.warnings}
 
 
+# the probe's weights are learned as PROBE_GAIN x parameters: one optimiser rate suits both
+# the concept vector (unit length) and the probe (logits of several units)
+PROBE_GAIN = 16.0
+
+
+@dataclass(frozen=True)
+class LearnedConcept:
+    """A (D,) unit concept vector and, unless disabled, its (C + 1,) feature probe."""
+
+    vector: np.ndarray
+    probe: np.ndarray | None = None
+
+
 def learn_concept(
     model: GroundingModel,
     embeddings: Sequence[ImageEmbedding],
     masks: Sequence[np.ndarray],
     prompt: str,
-    steps: int = 200,
-    learning_rate: float = 0.05,
-) -> np.ndarray:
-    """(D,) unit concept vector that grounds ``prompt`` on the labelled images."""
+    config: AdaptConfig | None = None,
+) -> LearnedConcept:
+    """The concept vector (and feature probe) that ground ``prompt`` on the labelled images."""
+    config = config or AdaptConfig()
     if not embeddings or len(embeddings) != len(masks):
         raise InputError("adaptation needs at least one image and one mask per image")
     patches = torch.from_numpy(np.stack([model.patch_embeddings(e) for e in embeddings]))
@@ -110,39 +130,56 @@ def learn_concept(
     if start is None:
         start = model.text_vector(prompt)
     vector = torch.nn.Parameter(torch.from_numpy(np.array(start, np.float32)))
-    optimiser = torch.optim.Adam([vector], lr=learning_rate)
-    for _ in range(steps):
+    params = [vector]
+    if config.probe:
+        features = torch.from_numpy(np.stack([unit_features(e.features[0])
+                                              for e in embeddings]))
+        probe = torch.nn.Parameter(torch.zeros(features.shape[1] + 1))
+        params.append(probe)
+    optimiser = torch.optim.Adam(params, lr=config.learning_rate)
+    for _ in range(config.steps):
         unit = F.normalize(vector, dim=0)
         logits = scale * torch.einsum("ndhw,d->nhw", patches, unit) + bias
-        loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight,
-                                                  reduction="sum") / weight.sum()
+        loss = torch.zeros(())
+        if config.probe:
+            logits = logits + PROBE_GAIN * (torch.einsum("nchw,c->nhw", features, probe[:-1])
+                                            + probe[-1])
+            loss = config.probe_decay * (probe[:-1] ** 2).sum()
+        loss = loss + F.binary_cross_entropy_with_logits(logits, targets, weight=weight,
+                                                         reduction="sum") / weight.sum()
         prob = torch.sigmoid(logits) * weight
         inter = (prob * targets).sum()
         loss = loss + 1 - (2 * inter + 1) / (prob.sum() + (targets * weight).sum() + 1)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    return F.normalize(vector.detach(), dim=0).numpy().astype(np.float32)
+    learned = F.normalize(vector.detach(), dim=0).numpy().astype(np.float32)
+    if not config.probe:
+        return LearnedConcept(learned)
+    return LearnedConcept(learned, (PROBE_GAIN * probe.detach()).numpy().astype(np.float32))
 
 
-def with_concept(model: GroundingModel, prompt: str, vector: np.ndarray,
+def with_concept(model: GroundingModel, prompt: str, learned: LearnedConcept,
                  threshold: float | None = None, mask_source: str | None = None,
                  report: dict | None = None) -> GroundingModel:
-    """A copy of ``model`` (same heads) that grounds ``prompt`` with ``vector`` and, when
+    """A copy of ``model`` (same heads) that grounds ``prompt`` with ``learned`` and, when
     given, its own presence threshold and mask source."""
     key = concept_key(prompt)
     thresholds = dict(model.concept_thresholds)
     sources = dict(model.mask_sources)
+    probes = {k: v for k, v in model.concept_probes.items() if k != key}
+    if learned.probe is not None:
+        probes[key] = learned.probe
     if threshold is not None:
         thresholds[key] = threshold
     if mask_source is not None:
         sources[key] = mask_source
     adapted = dict(model.metadata.get("adapted", {}))
     adapted[key] = report or {}
-    copy = GroundingModel(model.heads, model.presence, {**model.concepts, key: vector},
+    copy = GroundingModel(model.heads, model.presence, {**model.concepts, key: learned.vector},
                           thresholds, model._text_encoder, model._segmenter,
                           {**model.metadata, "adapted": adapted}, model.concept_phrases,
-                          sources)
+                          sources, concept_probes=probes, map_levels=model.map_levels)
     copy.source_dir = model.source_dir
     return copy
 
@@ -160,37 +197,41 @@ def adapt(
     if not shots:
         raise InputError("adaptation needs at least one labelled image")
     learn = lambda chosen: learn_concept(  # noqa: E731
-        model, [s.embedding for s in chosen], [s.mask for s in chosen], prompt, config.steps,
-        config.learning_rate)
-    vector = learn(shots)
+        model, [s.embedding for s in chosen], [s.mask for s in chosen], prompt, config)
+    learned = learn(shots)
     warnings: list[str] = []
     left_out, per_source = [], {s: [] for s in SOURCES}
     if len(shots) == 1:
-        trial = with_concept(model, prompt, vector)
+        trial = with_concept(model, prompt, learned)
         left_out.append(trial.presence_score(shots[0].embedding, prompt))
         warnings.append("1 shot: threshold from the shot itself (nothing left out), mask "
                         "source 'segmenter'")
     else:
         for i, shot in enumerate(shots):
-            trial = with_concept(model, prompt, learn([s for j, s in enumerate(shots) if j != i]))
-            left_out.append(trial.presence_score(shot.embedding, prompt))
-            trial = with_concept(trial, prompt, trial.concepts[concept_key(prompt)],
+            # threshold 0: the pipeline segments every left-out shot, found or not
+            trial = with_concept(model, prompt, learn([s for j, s in enumerate(shots) if j != i]),
                                  threshold=0.0)
+            left_out.append(trial.presence_score(shot.embedding, prompt))
             pipeline = MedClipSamPipeline(segmenter, trial,
                                           MedClipSamConfig(mask_source="segmenter"))
             measured = source_dice(pipeline, shot.image, prompt, shot.embedding, shot.mask)
             for source, value in measured.items():
                 per_source[source].append(value)
-    final = with_concept(model, prompt, vector)
+    final = with_concept(model, prompt, learned)
     negative_scores: dict[str, list[float]] = {}
     if negatives:
         negative_scores["given"] = [final.presence_score(e, prompt) for e in negatives]
     bank_path = model.source_dir / BANK_FILE if model.source_dir is not None else None
-    if bank_path is not None and bank_path.is_file():
-        bank = load_bank(bank_path)
-        negative_scores["bank"] = [float(v) for v in bank.presence_scores(final, vector)]
-    else:
+    bank = load_bank(bank_path) if bank_path is not None and bank_path.is_file() else None
+    if bank is None:
         warnings.append("the base model has no negative bank: only given negatives used")
+    elif learned.probe is not None and bank.features is None:
+        warnings.append("the base model's negative bank predates feature probes (no encoder "
+                        "features): only given negatives used; rebuild it with clipsam "
+                        "finetune")
+    else:
+        negative_scores["bank"] = [float(v) for v in bank.presence_scores(
+            final, learned.vector, learned.probe)]
     pooled = [v for values in negative_scores.values() for v in values]
     threshold, note = place_threshold(np.asarray(left_out), np.asarray(pooled), config.recall,
                                       config.negative_quantile)
@@ -199,7 +240,7 @@ def adapt(
     means = {s: float(np.mean(v)) for s, v in per_source.items() if v}
     source = choose_source(means, config.min_gain) if means else "segmenter"
     report = AdaptReport(threshold, source, left_out, negative_scores, means, warnings)
-    return with_concept(model, prompt, vector, threshold, source, report.to_dict()), report
+    return with_concept(model, prompt, learned, threshold, source, report.to_dict()), report
 
 
 def pick_shots(samples: Sequence[Sample], shots: int, seed: int = 0) -> list[Sample]:

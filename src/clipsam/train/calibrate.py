@@ -1,6 +1,6 @@
 """Calibrating a grounding model on subjects never used for its gradient steps.
 
-Two decisions per concept, both recorded in the model with the figures they rest on:
+Three decisions per concept, all recorded in the model with the figures they rest on:
 
 * **presence**: the "not found" threshold on the presence score (:func:`place_threshold`): the
   highest one that keeps ``recall`` of the concept's present targets on the calibration images
@@ -8,7 +8,11 @@ Two decisions per concept, both recorded in the model with the figures they rest
   towards the images without the target when nearly all of them score lower;
 * **mask source**: whether the final mask comes from the segmenter (boxes -> SAM), the map at
   full resolution, or their union: the one with the best mean Dice on the calibration images
-  with the target, through the same pipeline users run.
+  with the target, through the same pipeline users run;
+* **map level**, for concepts whose mask comes from the map (or the union): the probability at
+  which the map is cut (thin or pointed targets come out wider than they are at 0.5), the best
+  of ``map_levels`` by mean Dice on the same images, kept only when it beats 0.5 by
+  ``min_level_gain``.
 
 Where a decision cannot be calibrated (no calibration image with the target) the model-wide
 value is used and a warning is recorded in the model's metadata and returned.
@@ -29,6 +33,7 @@ from clipsam.io.read import read_image
 from clipsam.models.grounding.model import MASK_SOURCES, GroundingModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
+from clipsam.postprocess.coarse_mask import CoarseMaskConfig
 from clipsam.train.region_data import RegionData
 
 SOURCES = MASK_SOURCES
@@ -39,11 +44,15 @@ class CalibrationConfig:
     """``recall``: share of present targets the presence threshold keeps. ``min_gain``: how
     much better than the segmenter (mean Dice) another mask source must be to be chosen.
     ``negative_quantile``: the share of images without the target that must score below the
-    recall point before the threshold moves towards them (:func:`place_threshold`)."""
+    recall point before the threshold moves towards them (:func:`place_threshold`).
+    ``map_levels``: the levels compared for map-sourced concepts; another level than the
+    default 0.5 must be better by ``min_level_gain``."""
 
     recall: float = 0.95
     negative_quantile: float = 0.9
     min_gain: float = 0.02
+    map_levels: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    min_level_gain: float = 0.01
 
 
 def presence_scores(model: GroundingModel, data: RegionData) -> np.ndarray:
@@ -193,6 +202,42 @@ def calibrate_mask_sources(
         report[concept] = {"n": len(per_source["segmenter"]), "chosen": best,
                            **{f"dice_{s}": round(m, 4) for s, m in means.items()}}
     return chosen, report, warnings
+
+
+def calibrate_map_levels(
+    model: GroundingModel,
+    segmenter: PromptableSegmenter,
+    data: RegionData,
+    sources: dict[str, str],
+    config: CalibrationConfig,
+    pipeline_config: MedClipSamConfig | None = None,
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Per concept answered from the map or the union (``sources``): the chosen map level and
+    the mean Dice at every level of ``config.map_levels`` (presence included, as users run)."""
+    default = CoarseMaskConfig.level
+    present, _ = data.labels()
+    levels, report = {}, {}
+    for concept, source in sorted(sources.items()):
+        if source == "segmenter":
+            continue
+        rows = [i for i in np.flatnonzero(present.any(axis=1))
+                if data.concepts[int(data.concept_index[i])].target == concept]
+        cases = [(segmenter_input(read_image(data.samples[i].image_path)), data.embedding(i),
+                  read_mask(data.samples[i].mask_path)) for i in rows]
+        means = {}
+        for level in sorted({*config.map_levels, default}):
+            pipeline = MedClipSamPipeline(segmenter, model, replace(
+                pipeline_config or MedClipSamConfig(), mask_source=source, map_level=level))
+            means[level] = float(np.mean([dice(pipeline.run(image, concept,
+                                                            embedding=embedding).mask, ref)
+                                          for image, embedding, ref in cases]))
+        best = max(means, key=means.__getitem__)
+        chosen = best if means[best] >= means[default] + config.min_level_gain else default
+        if chosen != default:
+            levels[concept] = chosen
+        report[concept] = {"n": len(cases), "chosen": chosen,
+                           "dice_by_level": {str(k): round(v, 4) for k, v in means.items()}}
+    return levels, report
 
 
 def concept_phrases(concepts: Sequence) -> dict[str, list[str]]:

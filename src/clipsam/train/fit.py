@@ -20,6 +20,7 @@ from clipsam.models.grounding.model import GroundingModel, PresenceRule
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import PromptableSegmenter
 from clipsam.train.calibrate import (
+    calibrate_map_levels,
     calibrate_mask_sources,
     calibrate_presence,
     concept_phrases,
@@ -81,6 +82,7 @@ def fit_from_samples(
     calibration_info: dict = {"images": len(calibration) if calibration is not None else 0}
     thresholds: dict[str, float] = {}
     sources: dict[str, str] = {}
+    levels: dict[str, float] = {}
     overall = 0.5
     if calibration is not None and calibration.has_target().any():
         overall, thresholds, calibration_info["presence"], more = calibrate_presence(
@@ -93,6 +95,8 @@ def fit_from_samples(
             sources, calibration_info["mask_source"], more = calibrate_mask_sources(
                 model, segmenter, calibration, recipe.calibrate)
             warnings += more
+            levels, calibration_info["map_level"] = calibrate_map_levels(
+                model, segmenter, calibration, sources, recipe.calibrate)
         elif captions is None:
             warnings.append("no segmenter given: mask sources not calibrated (segmenter used)")
     elif calibration is not None:
@@ -112,7 +116,8 @@ def fit_from_samples(
         print(f"warning: {warning}", flush=True)
     model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
                            concept_thresholds=thresholds, text_encoder=encoder, metadata=info,
-                           concept_phrases=concept_phrases(train.concepts), mask_sources=sources)
+                           concept_phrases=concept_phrases(train.concepts), mask_sources=sources,
+                           map_levels=levels)
     if out_dir is not None:
         model.save(Path(out_dir))
         build_bank(model, train).save(Path(out_dir) / BANK_FILE)

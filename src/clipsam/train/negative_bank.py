@@ -4,11 +4,12 @@
 folder carries ``negatives.safetensors``: for a few training images of every set, the patch
 vectors of the image summarised by k-means into ``clusters`` unit centroids (seeded by
 farthest-point sampling, so a small distinctive region gets a centroid of its own) and the
-number of cells each stands for. A concept's presence score on a bank image is then
-approximated on the centroids instead of every cell: the same top-k rule, each centroid
-counted as many cells as it stands for (a centroid's cosine is a smoothed cell cosine, so
-scores are slightly low: the bank is a sample of negatives, not a replacement for the
-user's own).
+number of cells each stands for, with the mean unit encoder feature of those cells (what an
+adapted concept's feature probe reads; linear, so exact on the mean). A concept's presence
+score on a bank image is then approximated on the centroids instead of every cell: the same
+top-k rule, each centroid counted as many cells as it stands for (a centroid's cosine is a
+smoothed cell cosine, so scores are slightly low: the bank is a sample of negatives, not a
+replacement for the user's own).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from clipsam.io.atomic import write_atomic
 from clipsam.models.grounding.grid import valid_mask
-from clipsam.models.grounding.model import GroundingModel
+from clipsam.models.grounding.model import GroundingModel, unit_features
 from clipsam.train.region_data import RegionData
 
 BANK_FILE = "negatives.safetensors"
@@ -32,19 +33,30 @@ BANK_FILE = "negatives.safetensors"
 
 @dataclass(frozen=True)
 class NegativeBank:
-    """(M, K, D) unit centroids of M images, the (M,) set name of each image and the (M, K)
-    number of cells each centroid stands for."""
+    """(M, K, D) unit centroids of M images, the (M,) set name of each image, the (M, K)
+    number of cells each centroid stands for and the (M, K, C) mean unit encoder feature of
+    those cells (None in banks made before feature probes)."""
 
     centroids: np.ndarray
     set_names: tuple[str, ...]
     sizes: np.ndarray
+    features: np.ndarray | None = None
 
-    def presence_scores(self, model: GroundingModel, vector: np.ndarray) -> np.ndarray:
-        """(M,) approximate presence score of ``vector`` on every bank image."""
+    def presence_scores(self, model: GroundingModel, vector: np.ndarray,
+                        probe: np.ndarray | None = None) -> np.ndarray:
+        """(M,) approximate presence score of ``vector`` (and its feature ``probe``) on every
+        bank image."""
+        if probe is not None and self.features is None:
+            raise ValueError("this negative bank has no encoder features: it cannot score a "
+                             "concept with a feature probe")
         heads = model.heads
         with torch.inference_mode():
             cos = torch.from_numpy(self.centroids.astype(np.float32)) @ torch.from_numpy(vector)
             logits = heads.log_scale.exp() * cos + heads.bias
+            if probe is not None:
+                weights = torch.from_numpy(np.asarray(probe, np.float32))
+                logits = logits + torch.from_numpy(self.features.astype(np.float32)) @ \
+                    weights[:-1] + weights[-1]
             sizes = torch.from_numpy(np.asarray(self.sizes, np.float32))
             # the top-k cells: centroids by decreasing logit, each counted as its cells
             order = logits.argsort(dim=1, descending=True)
@@ -57,6 +69,8 @@ class NegativeBank:
     def save(self, path: Path) -> None:
         tensors = {"centroids": torch.from_numpy(self.centroids.astype(np.float16)),
                    "sizes": torch.from_numpy(np.asarray(self.sizes, np.int32))}
+        if self.features is not None:
+            tensors["features"] = torch.from_numpy(self.features.astype(np.float16))
         meta = {"set_names": json.dumps(list(self.set_names))}
         write_atomic(Path(path), lambda p: save_file(tensors, str(p), metadata=meta))
         Path(path).chmod(0o644)
@@ -68,13 +82,14 @@ def load_bank(path: Path) -> NegativeBank:
     with safe_open(str(path), framework="pt") as handle:
         names = tuple(json.loads(handle.metadata()["set_names"]))
     tensors = load_file(str(path))
-    return NegativeBank(tensors["centroids"].numpy(), names, tensors["sizes"].numpy())
+    features = tensors["features"].numpy() if "features" in tensors else None
+    return NegativeBank(tensors["centroids"].numpy(), names, tensors["sizes"].numpy(), features)
 
 
 def _kmeans(vectors: torch.Tensor, clusters: int, iterations: int,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(clusters, D) unit centroids of (N, D) unit vectors (spherical k-means, seeded by
-    farthest-point sampling) and the (clusters,) number of vectors each stands for."""
+    farthest-point sampling) and the (N,) centroid each vector belongs to."""
     chosen = [int(torch.randint(len(vectors), (1,), generator=generator))]
     nearest = vectors @ vectors[chosen[0]]
     for _ in range(clusters - 1):
@@ -87,8 +102,7 @@ def _kmeans(vectors: torch.Tensor, clusters: int, iterations: int,
         empty = summed.norm(dim=1) < 1e-8
         summed[empty] = centroids[empty]
         centroids = F.normalize(summed, dim=1)
-    sizes = torch.bincount((vectors @ centroids.T).argmax(dim=1), minlength=len(centroids))
-    return centroids, sizes
+    return centroids, (vectors @ centroids.T).argmax(dim=1)
 
 
 def build_bank(model: GroundingModel, data: RegionData, per_set: int = 10, clusters: int = 32,
@@ -96,7 +110,7 @@ def build_bank(model: GroundingModel, data: RegionData, per_set: int = 10, clust
     """The bank of the first ``per_set`` images of every set of ``data`` (in data order)."""
     generator = torch.Generator().manual_seed(seed)
     taken: dict[str, int] = {}
-    centroids, sizes, names = [], [], []
+    centroids, sizes, features, names = [], [], [], []
     for i, sample in enumerate(data.samples):
         if taken.get(sample.set_name, 0) >= per_set:
             continue
@@ -105,12 +119,17 @@ def build_bank(model: GroundingModel, data: RegionData, per_set: int = 10, clust
         patches = torch.from_numpy(model.patch_embeddings(embedding))
         valid = torch.from_numpy(valid_mask(embedding.geometry, patches.shape[-1]))
         vectors = patches[:, valid].T.contiguous()
-        means, counts = _kmeans(vectors, min(clusters, len(vectors)), iterations, generator)
+        means, assign = _kmeans(vectors, min(clusters, len(vectors)), iterations, generator)
+        counts = torch.bincount(assign, minlength=len(means))
+        cells = torch.from_numpy(unit_features(embedding.features[0])[:, valid.numpy()].T)
+        summed = torch.zeros(len(means), cells.shape[1]).index_add_(0, assign, cells)
         centroids.append(means.numpy())
         sizes.append(counts.numpy())
+        features.append((summed / counts.clamp_min(1)[:, None]).numpy())
         names.append(sample.set_name)
     if not centroids:
         raise ValueError("no image to build a negative bank from")
     size = min(len(c) for c in centroids)
     return NegativeBank(np.stack([c[:size] for c in centroids]), tuple(names),
-                        np.stack([s[:size] for s in sizes]))
+                        np.stack([s[:size] for s in sizes]),
+                        np.stack([f[:size] for f in features]))

@@ -2,14 +2,15 @@
 
 Images are read through a segmenter's :class:`ImageEmbedding` (computed once per image by the
 pipeline); texts through the locked sentence encoder. A model folder holds
-``heads.safetensors`` (the heads, plus concept vectors learned by ``clipsam adapt``) and
-``config.json`` (sizes, the presence rule, the calibrated per-concept thresholds and mask
-sources, the phrases that name each trained concept, adapted concept names, and metadata on
-how it was trained: data, subjects, calibration).
+``heads.safetensors`` (the heads, plus the concept vectors and feature probes learned by
+``clipsam adapt``) and
+``config.json`` (sizes, the presence rule, the calibrated per-concept thresholds, mask
+sources and map levels, the phrases that name each trained concept, adapted concept names, and
+metadata on how it was trained: data, subjects, calibration).
 
 A prompt is matched to a trained or adapted concept by its words (:func:`concept_key`); a
-matched prompt uses that concept's calibrated "not found" threshold and mask source, any other
-prompt the model-wide threshold and the segmenter.
+matched prompt uses that concept's calibrated "not found" threshold, mask source and map level,
+any other prompt the model-wide threshold and the segmenter.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ FORMAT = "clipsam-grounding"
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 CONCEPT_PREFIX = "concept."
+PROBE_PREFIX = "probe."
 
 
 MASK_SOURCES = ("segmenter", "map", "union")
@@ -78,6 +80,8 @@ class GroundingModel:
         mask_sources: dict[str, str] | None = None,
         engine: HeadsEngine | None = None,
         heads_config: dict | None = None,
+        concept_probes: dict[str, np.ndarray] | None = None,
+        map_levels: dict[str, float] | None = None,
     ) -> None:
         if heads is None and engine is None:
             raise ValueError("a grounding model needs its heads or an engine")
@@ -88,6 +92,16 @@ class GroundingModel:
         self.presence = presence or PresenceRule()
         self.concepts = {concept_key(k): np.asarray(v, np.float32)
                          for k, v in (concepts or {}).items()}
+        self.concept_probes = {concept_key(k): np.asarray(v, np.float32)
+                               for k, v in (concept_probes or {}).items()}
+        unknown_probes = set(self.concept_probes) - set(self.concepts)
+        if unknown_probes:
+            raise WeightsError(f"feature probes without a concept vector: "
+                               f"{sorted(unknown_probes)}")
+        probe_size = self.heads_config["feature_dim"] + 1
+        if any(v.shape != (probe_size,) for v in self.concept_probes.values()):
+            raise WeightsError(f"a feature probe must hold {probe_size} values (weights and "
+                               "a bias)")
         self.concept_thresholds = {concept_key(k): float(v)
                                    for k, v in (concept_thresholds or {}).items()}
         self.metadata = dict(metadata or {})
@@ -99,6 +113,9 @@ class GroundingModel:
         if unknown:
             raise WeightsError(f"unknown mask source(s) {sorted(unknown)}; "
                                f"expected {', '.join(MASK_SOURCES)}")
+        self.map_levels = {concept_key(k): float(v) for k, v in (map_levels or {}).items()}
+        if any(not 0 < v < 1 for v in self.map_levels.values()):
+            raise WeightsError("map levels must lie between 0 and 1")
         self.source_dir: Path | None = None  # the folder it was loaded from, if any
         self._text_encoder = text_encoder
         self._segmenter = segmenter
@@ -176,10 +193,15 @@ class GroundingModel:
     # --- DenseGrounding ---------------------------------------------------------------------
 
     def logit_map(self, embedding: ImageEmbedding, text: str) -> np.ndarray:
-        """(h, w) calibrated logit that each cell shows the text's target (padding included)."""
+        """(h, w) calibrated logit that each cell shows the text's target (padding included);
+        an adapted concept with a feature probe adds the probe's logit."""
         patches = self.patch_embeddings(embedding)
         cosine = np.einsum("dhw,d->hw", patches, self.text_vector(text))
-        return (self.engine.scale * cosine + self.engine.bias).astype(np.float32)
+        logits = self.engine.scale * cosine + self.engine.bias
+        probe = self.concept_probes.get(concept_key(text))
+        if probe is not None:
+            logits = logits + probe_logits(unit_features(embedding.features[0]), probe)
+        return logits.astype(np.float32)
 
     def similarity_map(self, embedding: ImageEmbedding, text: str) -> np.ndarray:
         """(h, w) probability that each cell shows the text's target; 0 on padding."""
@@ -212,6 +234,11 @@ class GroundingModel:
         """Where the final mask comes from for this prompt: ``segmenter``, ``map`` or ``union``."""
         return self.mask_sources.get(self.concept_of(text) or "", "segmenter")
 
+    def map_level_for(self, text: str) -> float | None:
+        """The probability at which this prompt's concept's map is cut into a mask, when
+        calibrated (None: the pipeline's default)."""
+        return self.map_levels.get(self.concept_of(text) or "")
+
     def is_present(self, embedding: ImageEmbedding, text: str) -> bool:
         return self.presence_score(embedding, text) >= self.threshold_for(text)
 
@@ -243,13 +270,16 @@ class GroundingModel:
         names = sorted(self.concepts)
         for index, name in enumerate(names):
             tensors[f"{CONCEPT_PREFIX}{index}"] = torch.from_numpy(self.concepts[name].copy())
+            if name in self.concept_probes:
+                tensors[f"{PROBE_PREFIX}{index}"] = torch.from_numpy(
+                    self.concept_probes[name].copy())
         write_atomic(model_dir / HEADS_FILE, lambda p: save_file(tensors, str(p)))
         config = {
             "format": FORMAT, "version": 1, "heads": self.heads.config.to_dict(),
             "presence": asdict(self.presence), "concepts": names,
             "concept_thresholds": self.concept_thresholds,
             "concept_phrases": self.concept_phrases, "mask_sources": self.mask_sources,
-            "metadata": self.metadata,
+            "map_levels": self.map_levels, "metadata": self.metadata,
         }
         write_text_atomic(model_dir / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
         for name in (HEADS_FILE, CONFIG_FILE):
@@ -286,8 +316,10 @@ def load_grounding_model(
     if runtime not in ("torch", "onnx"):
         raise InputError(f"unknown grounding runtime {runtime!r}; use torch or onnx")
     tensors = load_file(str(heads_path))
-    concepts = {name: tensors[f"{CONCEPT_PREFIX}{i}"]
-                for i, name in enumerate(config.get("concepts", []))}
+    names = config.get("concepts", [])
+    concepts = {name: tensors[f"{CONCEPT_PREFIX}{i}"] for i, name in enumerate(names)}
+    probes = {name: tensors[f"{PROBE_PREFIX}{i}"] for i, name in enumerate(names)
+              if f"{PROBE_PREFIX}{i}" in tensors}
     heads = engine = None
     if runtime == "torch":
         heads = load_heads(folder, config["heads"], device)
@@ -299,7 +331,8 @@ def load_grounding_model(
                            config.get("concept_thresholds", {}), text_encoder, segmenter,
                            config.get("metadata", {}), config.get("concept_phrases", {}),
                            config.get("mask_sources", {}), engine=engine,
-                           heads_config=config["heads"])
+                           heads_config=config["heads"], concept_probes=probes,
+                           map_levels=config.get("map_levels", {}))
     model.source_dir = folder
     return model
 
@@ -313,7 +346,8 @@ def load_heads(folder: Path, heads_config: dict, device: str = "cpu") -> Groundi
     heads_path = Path(folder) / HEADS_FILE
     tensors = load_file(str(heads_path))
     heads = GroundingHeads(HeadsConfig.from_dict(heads_config))
-    state = {k: v for k, v in tensors.items() if not k.startswith(CONCEPT_PREFIX)}
+    state = {k: v for k, v in tensors.items()
+             if not k.startswith((CONCEPT_PREFIX, PROBE_PREFIX))}
     try:
         heads.load_state_dict(state)
     except RuntimeError as exc:
@@ -327,3 +361,14 @@ def presence_from_logits(logits: np.ndarray, valid: np.ndarray, top_k: int) -> f
     k = min(top_k, values.size)
     mean = float(np.partition(values, -k)[-k:].mean())
     return float(1.0 / (1.0 + np.exp(-mean)))
+
+
+def unit_features(features: np.ndarray) -> np.ndarray:
+    """(C, h, w) encoder features scaled to unit length in every cell (what a probe reads)."""
+    features = np.asarray(features, np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=0, keepdims=True), 1e-6)
+
+
+def probe_logits(unit: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """(h, w) logit of a feature probe (C weights, then a bias) on (C, h, w) unit features."""
+    return np.einsum("chw,c->hw", unit, probe[:-1]) + probe[-1]
