@@ -279,6 +279,16 @@ def table_augmentation() -> str:
     return _table(["recipe", "epochs", *sets, "mean"], body)
 
 
+def _level_cell(level: dict | None) -> str:
+    """The calibrated map level, with its Dice against the default's when it moved."""
+    if level is None:
+        return "-"
+    dice = level["dice_by_level"]
+    if level["chosen"] == 0.5:
+        return "0.5"
+    return f"{level['chosen']:g} ({dice[str(level['chosen'])]:.3f} vs {dice['0.5']:.3f} at 0.5)"
+
+
 def table_calibration() -> str:
     config = _shipped_metadata()
     presence = config["calibration"].get("presence", {})
@@ -293,12 +303,10 @@ def table_calibration() -> str:
                      else "-", _fmt(p["not_found_other_sets"], 2),
                      _fmt(s.get("dice_segmenter")), _fmt(s.get("dice_map")),
                      _fmt(s.get("dice_union")), s.get("chosen", "segmenter"),
-                     "-" if level is None else
-                     f"{level['chosen']:g} ({level['dice_by_level'][str(level['chosen'])]:.3f}; "
-                     f"0.5: {level['dice_by_level']['0.5']:.3f})"])
+                     _level_cell(level)])
     return _table(["concept", "n with target", "threshold", "recall", "not found own empty (n)",
                    "not found other sets", "Dice segmenter", "Dice map", "Dice union",
-                   "mask source", "map level (Dice; at 0.5)"], body)
+                   "mask source", "map level"], body)
 
 
 def table_loso(folder: str = "loso") -> str:
