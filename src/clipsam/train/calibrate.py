@@ -20,7 +20,7 @@ value is used and a warning is recorded in the model's metadata and returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -147,6 +147,20 @@ def _rate(values: np.ndarray) -> float | None:
     return round(float(np.mean(values)), 4) if values.size else None
 
 
+def _cases_with_target(
+    data: RegionData, concept: str | None = None
+) -> Iterator[tuple[str, np.ndarray, ImageEmbedding, np.ndarray]]:
+    """(concept, image, embedding, expert mask) of every calibration image that shows its
+    concept's target (only ``concept``'s images when given), read one at a time."""
+    present, _ = data.labels()
+    for i in np.flatnonzero(present.any(axis=1)):
+        target = data.concepts[int(data.concept_index[i])].target
+        if concept is None or target == concept:
+            sample = data.samples[i]
+            yield (target, segmenter_input(read_image(sample.image_path)), data.embedding(i),
+                   read_mask(sample.mask_path))
+
+
 def source_dice(pipeline: MedClipSamPipeline, image: np.ndarray, prompt: str,
                 embedding: ImageEmbedding, reference: np.ndarray) -> dict[str, float]:
     """Dice of each mask source on one labelled image: one run of ``pipeline`` (which must
@@ -181,13 +195,8 @@ def calibrate_mask_sources(
                                                             mask_source="segmenter"))
     scores: dict[str, dict[str, list[float]]] = {c.target: {s: [] for s in SOURCES}
                                                  for c in data.concepts}
-    present, _ = data.labels()
-    for i in np.flatnonzero(present.any(axis=1)):
-        sample = data.samples[i]
-        concept = data.concepts[int(data.concept_index[i])].target
-        image = segmenter_input(read_image(sample.image_path))
-        reference = read_mask(sample.mask_path)
-        measured = source_dice(pipeline, image, concept, data.embedding(i), reference)
+    for concept, image, embedding, reference in _cases_with_target(data):
+        measured = source_dice(pipeline, image, concept, embedding, reference)
         for source, value in measured.items():
             scores[concept][source].append(value)
     chosen, report, warnings = {}, {}, []
@@ -215,15 +224,11 @@ def calibrate_map_levels(
     """Per concept answered from the map or the union (``sources``): the chosen map level and
     the mean Dice at every level of ``config.map_levels`` (presence included, as users run)."""
     default = CoarseMaskConfig.level
-    present, _ = data.labels()
     levels, report = {}, {}
     for concept, source in sorted(sources.items()):
         if source == "segmenter":
             continue
-        rows = [i for i in np.flatnonzero(present.any(axis=1))
-                if data.concepts[int(data.concept_index[i])].target == concept]
-        cases = [(segmenter_input(read_image(data.samples[i].image_path)), data.embedding(i),
-                  read_mask(data.samples[i].mask_path)) for i in rows]
+        cases = [case[1:] for case in _cases_with_target(data, concept)]
         means = {}
         for level in sorted({*config.map_levels, default}):
             pipeline = MedClipSamPipeline(segmenter, model, replace(
