@@ -3,7 +3,7 @@ negative bank it is calibrated against."""
 
 import copy
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -239,6 +239,9 @@ def test_the_feature_probe_finds_a_target_the_heads_space_cannot_tell_apart(base
     vector_model, _ = adapt(blind, _shots(4), NEW, BoxFillingSegmenter(),
                             config=replace(CONFIG, probe=False))
     assert NEW in probe_model.concept_probes and NEW not in vector_model.concept_probes
+    # the model records which adaptation made each concept
+    assert probe_model.metadata["adapted"][NEW]["settings"] == asdict(CONFIG)
+    assert vector_model.metadata["adapted"][NEW]["settings"]["probe"] is False
     assert probe_model.concept_probes[NEW].shape == (FEATURES + 1,)
     assert abs(_separation(vector_model, NEW)) < 0.01  # the vector alone sees one cell type
     assert _separation(probe_model, NEW) > 0.3

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,8 @@ class Shot:
 
 @dataclass(frozen=True)
 class AdaptReport:
-    """What adaptation measured: left-out shot scores, negatives' scores and Dice per source."""
+    """What adaptation measured (left-out shot scores, negatives' scores, Dice per source) and
+    the settings that made it."""
 
     threshold: float
     mask_source: str
@@ -83,6 +84,7 @@ class AdaptReport:
     negative_scores: dict[str, list[float]] = field(default_factory=dict)
     source_dice: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"threshold": round(self.threshold, 4), "mask_source": self.mask_source,
@@ -91,7 +93,7 @@ class AdaptReport:
                     np.asarray(v) < self.threshold)), 4) if v else None}
                     for k, v in self.negative_scores.items()},
                 "source_dice": {k: round(v, 4) for k, v in self.source_dice.items()},
-                "warnings": self.warnings}
+                "warnings": self.warnings, "settings": self.settings}
 
 
 # the probe's weights are learned as PROBE_GAIN x parameters: one optimiser rate suits both
@@ -239,7 +241,8 @@ def adapt(
         warnings.append(note)
     means = {s: float(np.mean(v)) for s, v in per_source.items() if v}
     source = choose_source(means, config.min_gain) if means else "segmenter"
-    report = AdaptReport(threshold, source, left_out, negative_scores, means, warnings)
+    report = AdaptReport(threshold, source, left_out, negative_scores, means, warnings,
+                         asdict(config))
     return with_concept(model, prompt, learned, threshold, source, report.to_dict()), report
 
 
