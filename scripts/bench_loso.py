@@ -9,7 +9,8 @@ of each *other* set;
 S's held-out images are then segmented from S's prompt alone ("text"), and after
 ``clipsam.train.adapt.adapt`` (what ``clipsam adapt`` runs) from k labelled images of S's train
 part, for several random draws of the k images (``--vector-only``: the concept vector without
-its feature probe, the adaptation before 2026-12-01). Segmentation is the MedCLIP-SAM pipeline
+its feature probe and without training against the negative bank, the adaptation before
+2026-12-01). Segmentation is the MedCLIP-SAM pipeline
 on the cached embeddings, gated by presence (a "not found" on a present target scores 0). Writes
 ``loso_<set>.csv`` (one row per k, draw and image) and ``run_<set>.json`` as each set is done.
 """
@@ -60,9 +61,10 @@ def main() -> None:
                         help="training images per set for the left-out models (a fixed hash "
                              "order), to fit eleven trainings into one session")
     parser.add_argument("--vector-only", action="store_true",
-                        help="adapt the concept vector alone (no feature probe)")
+                        help="adapt the concept vector alone (no feature probe, the negative "
+                             "bank only calibrates)")
     args = parser.parse_args()
-    adapt_config = AdaptConfig(probe=not args.vector_only)
+    adapt_config = AdaptConfig(probe=False, bank_weight=0.0) if args.vector_only else AdaptConfig()
     concepts = builtin_concepts()
     names = [n for n in sorted(concepts) if (args.data / n).is_dir()]
     samples = {n: [s for s in list_samples(args.data / n) if is_cached(args.cache, s)]

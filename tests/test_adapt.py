@@ -170,7 +170,8 @@ def test_adapting_keeps_the_trained_concepts(base):
 
 def test_an_adapted_model_saves_with_its_bank_and_adapts_again(base, base_dir, tmp_path):
     adapted, report = adapt(base, _shots(3), NEW, ShiftingSegmenter(), config=CONFIG)
-    assert len(report.negative_scores["bank"]) == len(load_bank(base_dir / BANK_FILE).set_names)
+    _, calibration = load_bank(base_dir / BANK_FILE).halves()
+    assert len(report.negative_scores["bank"]) == len(calibration.set_names)
     assert not any("no negative bank" in w for w in report.warnings)
     out = save_adapted(adapted, tmp_path / "adapted")
     assert (out / BANK_FILE).read_bytes() == (base_dir / BANK_FILE).read_bytes()
@@ -272,7 +273,10 @@ def test_probes_round_trip_and_are_checked(base, tmp_path):
 
 def test_the_bank_scores_a_probed_concept_and_an_old_bank_is_not_used_silently(base, base_dir,
                                                                                 tmp_path):
-    adapted, report = adapt(base, _shots(4), NEW, BoxFillingSegmenter(), config=CONFIG)
+    # not trained against the bank: scores spread over the images, so tracking them means
+    # something
+    adapted, report = adapt(base, _shots(4), NEW, BoxFillingSegmenter(),
+                            config=replace(CONFIG, bank_weight=0.0))
     data = region_data(2, 16)
     learned = adapted.concept_probes[NEW]
     exact = np.array([adapted.presence_score(data.embedding(i), NEW) for i in range(16)])
@@ -297,3 +301,32 @@ def test_the_bank_scores_a_probed_concept_and_an_old_bank_is_not_used_silently(b
     _, vector_only = adapt(load_grounding_model(old, text_encoder=HashEncoder()), _shots(4), NEW,
                            BoxFillingSegmenter(), config=replace(CONFIG, probe=False))
     assert "bank" in vector_only.negative_scores
+
+
+def test_the_bank_halves_are_disjoint_and_hold_every_set(base, base_dir):
+    bank = load_bank(base_dir / BANK_FILE)
+    learn, calibrate = bank.halves()
+    assert len(learn.set_names) + len(calibrate.set_names) == len(bank.set_names)
+    assert set(learn.set_names) == set(calibrate.set_names) == set(bank.set_names)
+    rows = [np.flatnonzero((bank.centroids == half.centroids[i]).all(axis=(1, 2)))
+            for half in (learn, calibrate) for i in range(len(half.set_names))]
+    assert sorted(int(r[0]) for r in rows) == list(range(len(bank.set_names)))
+
+
+def test_half_the_bank_teaches_the_concept_what_it_is_not(base, base_dir):
+    learn, calibrate = load_bank(base_dir / BANK_FILE).halves()
+    shots = _shots(4)
+    alone, report_alone = adapt(base, shots, NEW, BoxFillingSegmenter(),
+                                config=replace(CONFIG, bank_weight=0.0))
+    taught, report = adapt(base, shots, NEW, BoxFillingSegmenter(), config=CONFIG)
+    # without bank training the whole bank calibrates; with it, only the half not learned from
+    assert len(report_alone.negative_scores["bank"]) == len(learn.set_names) + len(
+        calibrate.set_names)
+    assert len(report.negative_scores["bank"]) == len(calibrate.set_names)
+    for half in (learn, calibrate):  # lower on the images learned from, and on the others
+        scores = [half.presence_scores(m, m.concepts[NEW], m.concept_probes[NEW]).mean()
+                  for m in (alone, taught)]
+        assert scores[1] < scores[0] - 0.05
+    # the target itself is still found on new images
+    for shot in _shots(3, seed=8):
+        assert taught.is_present(shot.embedding, NEW)

@@ -12,10 +12,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "adapt", help="learn a new text target from a few labelled images",
         description="Learn PROMPT from N labelled images of LABELED_DIR (images/, masks/) on "
                     "top of a grounding model (built-in by default) without changing what it "
-                    "already knows: a concept vector, a linear probe on the encoder features, its "
-                    "own 'not found' threshold (left-out shots against images without the "
-                    "target) and its mask source. Saves a model folder usable as "
-                    "--text-model. Takes seconds to a minute.")
+                    "already knows: a concept vector and a linear probe on the encoder features "
+                    "(learned against half of the model's bank of training images), its own "
+                    "'not found' threshold (left-out shots against images without the target: "
+                    "--negatives and the bank's other half) and its mask source. Saves a model "
+                    "folder usable as --text-model. Takes seconds to a minute.")
     parser.add_argument("labeled_dir", type=Path, metavar="LABELED_DIR")
     parser.add_argument("--prompt", "-p", required=True, metavar="TEXT")
     parser.add_argument("--shots", type=int, default=5, metavar="N")
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="grounding model to extend (default: the built-in one)")
     parser.add_argument("--negatives", type=Path, default=None, metavar="DIR",
                         help="images without the target (any layout), to set the 'not found' "
-                             "threshold together with the model's bank of training images")
+                             "threshold together with half of the model's bank of training images")
     parser.add_argument("--seed", type=int, default=0, help="which labelled images are used")
     parser.set_defaults(func=run)
     return parser

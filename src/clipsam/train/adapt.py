@@ -6,15 +6,19 @@ probe: a linear read-out of the encoder's own (unit) feature in every cell, adde
 logit and starting at zero. The heads' space was shaped by the trained concepts only, and a new
 target (cell nuclei, a thin bone) is often not apart in it, while the encoder features still
 separate it. Both are learned by the same dense loss as training (per-cell BCE against mask
-fractions + Dice), the probe with an L2 penalty. The new concept also gets its own "not found"
-threshold and mask source:
+fractions + Dice), the probe with an L2 penalty. Five images say what the target is, not what it
+is not: learned from them alone, the probe also fires on images unlike any shot (other
+modalities), so targets and non-targets score alike near 1 and no threshold keeps the one while
+rejecting the other. Half of the model's negative bank (built-in training images, each set's
+1st, 3rd, ... image) therefore enters the loss as cells without the target; the other half
+calibrates. The new concept also gets its own "not found" threshold and mask source:
 
 * presence: each shot is scored by the concept learned from the *other* shots (leave one out);
   the threshold is placed by the same rule as the built-in concepts'
   (:func:`clipsam.train.calibrate.place_threshold`): the recall point of the left-out shots
   (their lowest score for fewer than 20 shots), moved half-way (in logits) towards the 90th
-  percentile of images without the target (``--negatives`` and the model's bank of built-in
-  training images) when that lies below it;
+  percentile of images without the target (``--negatives`` and the half of the bank not
+  learned from) when that lies below it;
 * mask source: the segmenter, the map or their union, whichever gives the best mean Dice on
   the left-out shots through the MedCLIP-SAM pipeline (the segmenter unless another one is
   better by ``min_gain``).
@@ -45,20 +49,22 @@ from clipsam.models.grounding.model import GroundingModel, concept_key, unit_fea
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from clipsam.train.calibrate import SOURCES, choose_source, place_threshold, source_dice
-from clipsam.train.negative_bank import BANK_FILE, load_bank
+from clipsam.train.negative_bank import BANK_FILE, NegativeBank, load_bank
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
     """Settings of :func:`adapt`: optimiser steps and rate, whether a feature probe is learned
-    beside the concept vector (``False``: the vector alone) and its L2 penalty, the recall
-    point and negatives' quantile of the threshold rule, and the Dice margin a mask source
-    other than the segmenter needs."""
+    beside the concept vector (``False``: the vector alone) and its L2 penalty, the weight of
+    the negative bank's cells in the loss (0: the bank only calibrates), the recall point and
+    negatives' quantile of the threshold rule, and the Dice margin a mask source other than
+    the segmenter needs."""
 
     steps: int = 200
     learning_rate: float = 0.05
     probe: bool = True
     probe_decay: float = 1e-3
+    bank_weight: float = 1.0
     recall: float = 0.95
     negative_quantile: float = 0.9
     min_gain: float = 0.02
@@ -115,8 +121,11 @@ def learn_concept(
     masks: Sequence[np.ndarray],
     prompt: str,
     config: AdaptConfig | None = None,
+    bank: NegativeBank | None = None,
 ) -> LearnedConcept:
-    """The concept vector (and feature probe) that ground ``prompt`` on the labelled images."""
+    """The concept vector (and feature probe) that ground ``prompt`` on the labelled images;
+    the cells of ``bank`` (images without the target), when given, count as negative cells
+    with ``config.bank_weight``."""
     config = config or AdaptConfig()
     if not embeddings or len(embeddings) != len(masks):
         raise InputError("adaptation needs at least one image and one mask per image")
@@ -138,6 +147,8 @@ def learn_concept(
                                               for e in embeddings]))
         probe = torch.nn.Parameter(torch.zeros(features.shape[1] + 1))
         params.append(probe)
+    if bank is not None:
+        sizes = torch.from_numpy(np.asarray(bank.sizes, np.float32))
     optimiser = torch.optim.Adam(params, lr=config.learning_rate)
     for _ in range(config.steps):
         unit = F.normalize(vector, dim=0)
@@ -149,6 +160,10 @@ def learn_concept(
             loss = config.probe_decay * (probe[:-1] ** 2).sum()
         loss = loss + F.binary_cross_entropy_with_logits(logits, targets, weight=weight,
                                                          reduction="sum") / weight.sum()
+        if bank is not None and config.bank_weight > 0:
+            # each centroid stands for its cells; softplus(l) is BCE against "no target"
+            cells = bank.cell_logits(model, unit, PROBE_GAIN * probe if config.probe else None)
+            loss = loss + config.bank_weight * (sizes * F.softplus(cells)).sum() / sizes.sum()
         prob = torch.sigmoid(logits) * weight
         inter = (prob * targets).sum()
         loss = loss + 1 - (2 * inter + 1) / (prob.sum() + (targets * weight).sum() + 1)
@@ -198,10 +213,23 @@ def adapt(
     config = config or AdaptConfig()
     if not shots:
         raise InputError("adaptation needs at least one labelled image")
-    learn = lambda chosen: learn_concept(  # noqa: E731
-        model, [s.embedding for s in chosen], [s.mask for s in chosen], prompt, config)
-    learned = learn(shots)
     warnings: list[str] = []
+    bank_path = model.source_dir / BANK_FILE if model.source_dir is not None else None
+    bank = load_bank(bank_path) if bank_path is not None and bank_path.is_file() else None
+    if bank is None:
+        warnings.append("the base model has no negative bank: only given negatives used")
+    elif config.probe and bank.features is None:
+        warnings.append("the base model's negative bank predates feature probes (no encoder "
+                        "features): only given negatives used; rebuild it with clipsam "
+                        "finetune")
+        bank = None
+    # half the bank teaches the concept what it is not, the other half calibrates it
+    train_bank, calibration_bank = (bank.halves() if bank is not None and config.bank_weight > 0
+                                    else (None, bank))
+    learn = lambda chosen: learn_concept(  # noqa: E731
+        model, [s.embedding for s in chosen], [s.mask for s in chosen], prompt, config,
+        train_bank)
+    learned = learn(shots)
     left_out, per_source = [], {s: [] for s in SOURCES}
     if len(shots) == 1:
         trial = with_concept(model, prompt, learned)
@@ -223,16 +251,8 @@ def adapt(
     negative_scores: dict[str, list[float]] = {}
     if negatives:
         negative_scores["given"] = [final.presence_score(e, prompt) for e in negatives]
-    bank_path = model.source_dir / BANK_FILE if model.source_dir is not None else None
-    bank = load_bank(bank_path) if bank_path is not None and bank_path.is_file() else None
-    if bank is None:
-        warnings.append("the base model has no negative bank: only given negatives used")
-    elif learned.probe is not None and bank.features is None:
-        warnings.append("the base model's negative bank predates feature probes (no encoder "
-                        "features): only given negatives used; rebuild it with clipsam "
-                        "finetune")
-    else:
-        negative_scores["bank"] = [float(v) for v in bank.presence_scores(
+    if calibration_bank is not None:
+        negative_scores["bank"] = [float(v) for v in calibration_bank.presence_scores(
             final, learned.vector, learned.probe)]
     pooled = [v for values in negative_scores.values() for v in values]
     threshold, note = place_threshold(np.asarray(left_out), np.asarray(pooled), config.recall,

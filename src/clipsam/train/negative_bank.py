@@ -42,21 +42,29 @@ class NegativeBank:
     sizes: np.ndarray
     features: np.ndarray | None = None
 
-    def presence_scores(self, model: GroundingModel, vector: np.ndarray,
-                        probe: np.ndarray | None = None) -> np.ndarray:
-        """(M,) approximate presence score of ``vector`` (and its feature ``probe``) on every
-        bank image."""
+    def cell_logits(self, model: GroundingModel, vector: torch.Tensor,
+                    probe: torch.Tensor | None = None) -> torch.Tensor:
+        """(M, K) logit of every centroid for a (D,) unit concept ``vector`` and its (C + 1,)
+        feature ``probe`` (differentiable in both, so adaptation can train against them)."""
         if probe is not None and self.features is None:
             raise ValueError("this negative bank has no encoder features: it cannot score a "
                              "concept with a feature probe")
         heads = model.heads
+        cos = torch.from_numpy(self.centroids.astype(np.float32)) @ vector
+        logits = heads.log_scale.detach().exp() * cos + heads.bias.detach()
+        if probe is not None:
+            logits = logits + torch.from_numpy(self.features.astype(np.float32)) @ probe[:-1] \
+                + probe[-1]
+        return logits
+
+    def presence_scores(self, model: GroundingModel, vector: np.ndarray,
+                        probe: np.ndarray | None = None) -> np.ndarray:
+        """(M,) approximate presence score of ``vector`` (and its feature ``probe``) on every
+        bank image."""
         with torch.inference_mode():
-            cos = torch.from_numpy(self.centroids.astype(np.float32)) @ torch.from_numpy(vector)
-            logits = heads.log_scale.exp() * cos + heads.bias
-            if probe is not None:
-                weights = torch.from_numpy(np.asarray(probe, np.float32))
-                logits = logits + torch.from_numpy(self.features.astype(np.float32)) @ \
-                    weights[:-1] + weights[-1]
+            logits = self.cell_logits(model, torch.from_numpy(np.asarray(vector, np.float32)),
+                                      None if probe is None else
+                                      torch.from_numpy(np.asarray(probe, np.float32)))
             sizes = torch.from_numpy(np.asarray(self.sizes, np.float32))
             # the top-k cells: centroids by decreasing logit, each counted as its cells
             order = logits.argsort(dim=1, descending=True)
@@ -65,6 +73,21 @@ class NegativeBank:
             before = counts.cumsum(dim=1) - counts
             taken = torch.minimum(counts, (k[:, None] - before).clamp_min(0))
             return torch.sigmoid((ranked * taken).sum(dim=1) / k).numpy()
+
+    def halves(self) -> tuple[NegativeBank, NegativeBank]:
+        """Two disjoint banks: each set's 1st, 3rd, ... images and its 2nd, 4th, ... ones."""
+        seen: dict[str, int] = {}
+        parity = []
+        for name in self.set_names:
+            parity.append(seen.get(name, 0) % 2)
+            seen[name] = seen.get(name, 0) + 1
+        parity = np.asarray(parity)
+
+        def take(rows: np.ndarray) -> NegativeBank:
+            return NegativeBank(self.centroids[rows], tuple(self.set_names[i] for i in rows),
+                                self.sizes[rows],
+                                None if self.features is None else self.features[rows])
+        return take(np.flatnonzero(parity == 0)), take(np.flatnonzero(parity == 1))
 
     def save(self, path: Path) -> None:
         tensors = {"centroids": torch.from_numpy(self.centroids.astype(np.float16)),
