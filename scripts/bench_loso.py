@@ -1,7 +1,7 @@
 """Leave one set out: text alone, then k-shot adaptation, on a target the heads never saw.
 
     .venv/bin/python scripts/bench_loso.py --data ../shared/data --cache runs/emb_cache \\
-        --models runs/loso --out docs/results/loso --shots 1 5 10 --draws 3
+        --models runs/loso_models --out docs/results/loso --shots 1 5 10 --draws 3
 
 For every set S: the ``loso`` recipe is trained (``clipsam.train.fit.fit_from_samples``, what
 ``clipsam finetune --recipe loso --part train`` runs) on ``--per-set`` images of the train part
@@ -9,7 +9,7 @@ of each *other* set;
 S's held-out images are then segmented from S's prompt alone ("text"), and after
 ``clipsam.train.adapt.adapt`` (what ``clipsam adapt`` runs) from k labelled images of S's train
 part, for several random draws of the k images (``--vector-only``: the concept vector without
-its feature probe and without training against the negative bank, the adaptation before
+its feature probe; ``--bank-weight 0``: the negative bank only calibrates, as before
 2026-12-01). Segmentation is the MedCLIP-SAM pipeline
 on the cached embeddings, gated by presence (a "not found" on a present target scores 0). Writes
 ``loso_<set>.csv`` (one row per k, draw and image) and ``run_<set>.json`` as each set is done.
@@ -61,10 +61,12 @@ def main() -> None:
                         help="training images per set for the left-out models (a fixed hash "
                              "order), to fit eleven trainings into one session")
     parser.add_argument("--vector-only", action="store_true",
-                        help="adapt the concept vector alone (no feature probe, the negative "
-                             "bank only calibrates)")
+                        help="adapt the concept vector alone (no feature probe)")
+    parser.add_argument("--bank-weight", type=float, default=AdaptConfig.bank_weight,
+                        help="weight of the negative bank's cells in the adaptation loss (0: the "
+                             "bank only calibrates, the adaptation before 2026-12-01)")
     args = parser.parse_args()
-    adapt_config = AdaptConfig(probe=False, bank_weight=0.0) if args.vector_only else AdaptConfig()
+    adapt_config = AdaptConfig(probe=not args.vector_only, bank_weight=args.bank_weight)
     concepts = builtin_concepts()
     names = [n for n in sorted(concepts) if (args.data / n).is_dir()]
     samples = {n: [s for s in list_samples(args.data / n) if is_cached(args.cache, s)]
