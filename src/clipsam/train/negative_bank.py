@@ -50,11 +50,11 @@ class NegativeBank:
             raise ValueError("this negative bank has no encoder features: it cannot score a "
                              "concept with a feature probe")
         heads = model.heads
-        cos = torch.from_numpy(self.centroids.astype(np.float32)) @ vector
+        cos = torch.from_numpy(np.asarray(self.centroids, np.float32)) @ vector
         logits = heads.log_scale.detach().exp() * cos + heads.bias.detach()
         if probe is not None:
-            logits = logits + torch.from_numpy(self.features.astype(np.float32)) @ probe[:-1] \
-                + probe[-1]
+            logits = logits + torch.from_numpy(np.asarray(self.features, np.float32)) \
+                @ probe[:-1] + probe[-1]
         return logits
 
     def presence_scores(self, model: GroundingModel, vector: np.ndarray,
@@ -100,13 +100,16 @@ class NegativeBank:
 
 
 def load_bank(path: Path) -> NegativeBank:
+    """The bank saved at ``path``, its float16 arrays widened to float32 once (adaptation
+    scores them at every optimiser step)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         names = tuple(json.loads(handle.metadata()["set_names"]))
     tensors = load_file(str(path))
-    features = tensors["features"].numpy() if "features" in tensors else None
-    return NegativeBank(tensors["centroids"].numpy(), names, tensors["sizes"].numpy(), features)
+    features = tensors["features"].float().numpy() if "features" in tensors else None
+    return NegativeBank(tensors["centroids"].float().numpy(), names, tensors["sizes"].numpy(),
+                        features)
 
 
 def _kmeans(vectors: torch.Tensor, clusters: int, iterations: int,
