@@ -432,7 +432,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "encoder_options": table_encoder_options, "int8_sensitivity": table_int8_sensitivity,
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "loso_vector": lambda: table_loso("loso_vector"),
-    "loso_probe": lambda: table_loso("loso_probe"),
+    "loso_probe": lambda: table_loso("loso_probe"), "loso_100": lambda: table_loso("loso_100"),
     "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
 }
