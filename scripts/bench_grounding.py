@@ -40,6 +40,7 @@ BASE = MedClipSamConfig()
 CANDIDATES: dict[str, MedClipSamConfig] = {
     "default": BASE,
     "level-0.5": replace(BASE, map_level=0.5),
+    "margin-0": replace(BASE, box_margin=0.0),
     "keep-30%": replace(BASE, box_rule=MapBoxRule(keep_fraction=0.3)),
     "largest-only": replace(BASE, box_rule=MapBoxRule(keep_fraction=1.0)),
     "core-0.6": replace(BASE, box_rule=MapBoxRule(peak_fraction=0.6)),

@@ -279,14 +279,15 @@ def table_augmentation() -> str:
     return _table(["recipe", "epochs", *sets, "mean"], body)
 
 
-def _level_cell(level: dict | None) -> str:
-    """The calibrated map level, with its Dice against the default's when it moved."""
-    if level is None:
+def _setting_cell(entry: dict | None, by_value: str, default: float) -> str:
+    """A calibrated setting (map level, box margin), with its Dice against the default's when
+    it moved."""
+    if entry is None:
         return "-"
-    dice = level["dice_by_level"]
-    if level["chosen"] == 0.5:
-        return "0.5"
-    return f"{level['chosen']:g} ({dice[str(level['chosen'])]:.3f} vs {dice['0.5']:.3f} at 0.5)"
+    dice, chosen = entry[by_value], entry["chosen"]
+    if chosen == default:
+        return f"{default:g}"
+    return f"{chosen:g} ({dice[str(chosen)]:.3f} vs {dice[str(default)]:.3f} at {default:g})"
 
 
 def table_calibration() -> str:
@@ -294,6 +295,7 @@ def table_calibration() -> str:
     presence = config["calibration"].get("presence", {})
     sources = config["calibration"].get("mask_source", {})
     levels = config["calibration"].get("map_level", {})
+    margins = config["calibration"].get("box_margin", {})
     body = []
     for concept, p in presence.items():
         s = sources.get(concept, {})
@@ -303,10 +305,11 @@ def table_calibration() -> str:
                      else "-", _fmt(p["not_found_other_sets"], 2),
                      _fmt(s.get("dice_segmenter")), _fmt(s.get("dice_map")),
                      _fmt(s.get("dice_union")), s.get("chosen", "segmenter"),
-                     _level_cell(level)])
+                     _setting_cell(level, "dice_by_level", 0.5),
+                     _setting_cell(margins.get(concept), "dice_by_margin", 0.0)])
     return _table(["concept", "n with target", "threshold", "recall", "not found own empty (n)",
                    "not found other sets", "Dice segmenter", "Dice map", "Dice union",
-                   "mask source", "map level"], body)
+                   "mask source", "map level", "box margin"], body)
 
 
 def table_loso(folder: str = "loso") -> str:

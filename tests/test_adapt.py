@@ -330,3 +330,16 @@ def test_half_the_bank_teaches_the_concept_what_it_is_not(base, base_dir):
     # the target itself is still found on new images
     for shot in _shots(3, seed=8):
         assert taught.is_present(shot.embedding, NEW)
+
+
+def test_a_readapted_concept_drops_the_level_and_margin_calibrated_for_its_old_map(base):
+    calibrated = GroundingModel(base.heads, base.presence, base.concepts,
+                                base.concept_thresholds, HashEncoder(), None, base.metadata,
+                                base.concept_phrases, base.mask_sources,
+                                map_levels={NAMES[0]: 0.7, NAMES[1]: 0.6},
+                                box_margins={NAMES[0]: 0.1, NAMES[1]: 0.05})
+    adapted, _ = adapt(calibrated, _shots(3, concept=0), NAMES[0], BoxFillingSegmenter(),
+                       config=CONFIG)
+    assert adapted.map_level_for(NAMES[0]) is None and adapted.box_margin_for(NAMES[0]) is None
+    assert adapted.map_level_for(NAMES[1]) == 0.6 and adapted.box_margin_for(NAMES[1]) == 0.05
+    assert calibrated.box_margin_for(NAMES[0]) == 0.1  # the base is untouched

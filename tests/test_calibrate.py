@@ -9,6 +9,7 @@ import pytest
 from clipsam.io.labelled_sets import list_samples
 from clipsam.train.calibrate import (
     CalibrationConfig,
+    calibrate_box_margins,
     calibrate_map_levels,
     calibrate_mask_sources,
     calibrate_presence,
@@ -174,3 +175,40 @@ def test_map_levels_are_calibrated_for_map_sourced_concepts_only(tmp_path):
     levels, report = calibrate_map_levels(DirectionGrounding(), BoxFillingSegmenter(), data,
                                           sources, CalibrationConfig())
     assert levels == {} and report[NAMES[0]]["chosen"] == 0.5
+
+
+class CoreGrounding(DirectionGrounding):
+    """DirectionGrounding whose map lights only the core of each target (one cell in from its
+    outline), so a box drawn around the map stops inside the target."""
+
+    def similarity_map(self, embedding, text):
+        from scipy import ndimage
+
+        sharp = super().similarity_map(embedding, text) > 0.5
+        core = ndimage.binary_erosion(sharp)
+        return np.where(core, 0.95, 0.05).astype(np.float32)
+
+
+def test_box_margins_are_calibrated_for_concepts_the_segmenter_decodes(tmp_path):
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, ["a", "b", "c"], cache)
+    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1)
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
+    data = build_region_data(samples, cache, concepts)
+    config = CalibrationConfig(box_margins=(0.0, 0.2, 1 / 3))
+    # a 5-cell square's 3-cell core: growing its box by a third per side gives the target
+    margins, report = calibrate_box_margins(CoreGrounding(), BoxFillingSegmenter(), data, {},
+                                            {}, config)
+    assert margins == {NAMES[0]: 1 / 3, NAMES[1]: 1 / 3}
+    by_margin = report[NAMES[0]]["dice_by_margin"]
+    assert report[NAMES[0]]["n"] == 3 and by_margin[str(1 / 3)] == 1.0
+    assert by_margin["0.0"] < by_margin["0.2"] < 1.0
+    # a concept answered from the map is not decoded: no margin, no report
+    margins, report = calibrate_box_margins(CoreGrounding(), BoxFillingSegmenter(), data,
+                                            {NAMES[0]: "map"}, {}, config)
+    assert set(margins) == set(report) == {NAMES[1]}
+    # boxes that already fit gain nothing from a margin: none is recorded
+    margins, report = calibrate_box_margins(DirectionGrounding(), BoxFillingSegmenter(), data,
+                                            {}, {}, config)
+    assert margins == {} and report[NAMES[0]]["chosen"] == 0.0

@@ -77,6 +77,11 @@ def test_fit_trains_on_some_subjects_calibrates_on_the_others_and_saves(tmp_path
     assert loaded.mask_sources == model.mask_sources
     assert set(loaded.mask_sources) == set(NAMES[:2])
     assert set(loaded.mask_sources.values()) <= set(MASK_SOURCES)
+    # box margins are calibrated for the concepts the segmenter decodes, and saved
+    decoded = {c for c, s in loaded.mask_sources.items() if s != "map"}
+    assert decoded and set(info["calibration"]["box_margin"]) == decoded
+    assert loaded.box_margins == {c: e["chosen"] for c, e in
+                                  info["calibration"]["box_margin"].items() if e["chosen"]}
     assert loaded.threshold_for("Synonym 0") == loaded.concept_thresholds["alpha thing"]
     for concept, entry in info["calibration"]["presence"].items():
         assert entry["threshold"] == pytest.approx(loaded.concept_thresholds[concept], abs=1e-4)

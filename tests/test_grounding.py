@@ -189,6 +189,8 @@ def test_an_unknown_mask_source_or_a_level_outside_0_1_is_a_weights_error():
         _model(mask_sources={"fetal head": "sam"})
     with pytest.raises(WeightsError, match="map levels"):
         _model(map_levels={"fetal head": 1.0})
+    with pytest.raises(WeightsError, match="box margins"):
+        _model(box_margins={"fetal head": -0.1})
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -196,7 +198,7 @@ def test_save_and_load_round_trip(tmp_path):
     model = GroundingModel(model.heads, PresenceRule(3, 0.42), model.concepts,
                            model.concept_thresholds, HashEncoder(), None, {"note": "x"},
                            model.concept_phrases, model.mask_sources,
-                           map_levels={"Fetal Head": 0.7})
+                           map_levels={"Fetal Head": 0.7}, box_margins={"fetal head": 0.1})
     model.concepts["my organ"] = np.eye(8, dtype=np.float32)[0]
     model.save(tmp_path / "m")
     loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder())
@@ -211,6 +213,8 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.mask_sources == {"fetal head": "map", "my organ": "union"}
     assert loaded.map_levels == {"fetal head": 0.7}
     assert loaded.map_level_for("fetal skull") == 0.7 and loaded.map_level_for("my organ") is None
+    assert loaded.box_margins == {"fetal head": 0.1}
+    assert loaded.box_margin_for("fetal skull") == 0.1 and loaded.box_margin_for("my organ") is None
     assert loaded.metadata == {"note": "x"}
     assert loaded.threshold_for("fetal skull") == 0.8
     np.testing.assert_allclose(loaded.text_vector("my organ"), np.eye(8)[0])

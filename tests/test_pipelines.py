@@ -444,3 +444,35 @@ def test_the_map_level_comes_from_the_config_else_the_model_else_half(box_segmen
     np.testing.assert_array_equal(forced.mask, default.mask)
     with pytest.raises(ValueError, match="map_level"):
         run(LeveledGrounding(grid, None), MedClipSamConfig(map_level=1.5))
+
+
+class MarginGrounding(GridMapGrounding):
+    """A grid map with a calibrated box margin."""
+
+    def __init__(self, grid: np.ndarray, margin: float | None, source: str = "segmenter"):
+        super().__init__(grid, source=source)
+        self.margin = margin
+
+    def box_margin_for(self, text):
+        return self.margin
+
+
+def test_the_box_margin_comes_from_the_config_else_the_model_else_none(box_segmenter):
+    grid = _hot((4, 10, 4, 10))
+    run = lambda model, config=None: MedClipSamPipeline(  # noqa: E731
+        box_segmenter, model, config).run(IMAGE, "lesion", keep_intermediates=True)
+    plain = run(MarginGrounding(grid, None))
+    grown = run(MarginGrounding(grid, 0.25))
+    assert plain.intermediates["box_margin"] == 0.0 and grown.intermediates["box_margin"] == 0.25
+    (x1, y1, x2, y2), = plain.boxes
+    side = x2 - x1
+    np.testing.assert_allclose(grown.boxes, [[x1 - side / 4, y1 - side / 4, x2 + side / 4,
+                                              y2 + side / 4]])
+    assert grown.mask.sum() > plain.mask.sum()
+    forced = run(MarginGrounding(grid, 0.25), MedClipSamConfig(box_margin=0.0))
+    np.testing.assert_array_equal(forced.mask, plain.mask)
+    # the map source decodes nothing: its mask and boxes ignore the margin
+    mapped = run(MarginGrounding(grid, 0.25, source="map"))
+    np.testing.assert_array_equal(mapped.boxes, plain.boxes)
+    with pytest.raises(ValueError, match="box_margin"):
+        run(MarginGrounding(grid, None), MedClipSamConfig(box_margin=-0.1))

@@ -180,14 +180,16 @@ class MedClipSamConfig:
     model's calibrated choice per concept, else the segmenter), ``segmenter``, ``map`` or
     ``union``. ``cleanup`` keeps each box's largest component, holes filled. ``map_level``: the
     probability at which a calibrated map (``coarse="threshold"``) is cut; None takes the
-    grounding model's calibrated level for the concept, else 0.5.
+    grounding model's calibrated level for the concept, else 0.5. ``box_margin``: each side of
+    every box prompt grows by this fraction of the box's size before decoding (not for the map
+    source); None takes the grounding model's calibrated margin for the concept, else 0.
     """
 
     version: str = "v2"
     saliency: str = "auto"
     coarse: str = "auto"
     box_rule: MapBoxRule = field(default_factory=MapBoxRule)
-    box_margin: float = 0.0
+    box_margin: float | None = None
     refine: bool = False
     mask_source: str = "auto"
     cleanup: bool = True

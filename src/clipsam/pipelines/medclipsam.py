@@ -104,6 +104,17 @@ class MedClipSamPipeline:
                       if hasattr(self.text_model, "map_level_for") else None)
         return CoarseMaskConfig.level if calibrated is None else calibrated
 
+    def _box_margin(self, prompt: str) -> float:
+        """How much each box prompt grows per side: the config's margin, else the grounding
+        model's calibrated one for the concept, else 0."""
+        if self.config.box_margin is not None:
+            if not 0 <= self.config.box_margin < 1:
+                raise ValueError(f"box_margin must lie in [0, 1), got {self.config.box_margin}")
+            return self.config.box_margin
+        calibrated = (self.text_model.box_margin_for(prompt)
+                      if hasattr(self.text_model, "box_margin_for") else None)
+        return 0.0 if calibrated is None else calibrated
+
     def _coarse(self, saliency: np.ndarray, image: np.ndarray,
                 prompt: str) -> tuple[np.ndarray, float]:
         """The coarse mask and, for calibrated maps, the level used: ``level``, or half the
@@ -140,13 +151,14 @@ class MedClipSamPipeline:
 
                 saliency = resize(saliency, coarse.shape, order=1, anti_aliasing=False)
             targets, boxes = map_boxes(coarse, saliency, self.config.box_rule)
-            if self.config.box_margin:
-                boxes = expand_boxes(boxes, coarse.shape, fraction=self.config.box_margin)
         source = self._mask_source(prompt)
+        margin = self._box_margin(prompt) if source != "map" else 0.0
+        if margin:
+            boxes = expand_boxes(boxes, coarse.shape, fraction=margin)
         if keep_intermediates:
             views = {"saliency": saliency, "coarse_mask": coarse, "map_mask": targets,
                      "boxes": boxes,
-                     "coarse_level": level, "mask_source": source}
+                     "coarse_level": level, "mask_source": source, "box_margin": margin}
         if len(boxes) == 0:
             return not_found(image.shape, prompt, self.name, timer, views)
         if source == "map":

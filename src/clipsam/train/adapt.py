@@ -193,10 +193,14 @@ def with_concept(model: GroundingModel, prompt: str, learned: LearnedConcept,
         sources[key] = mask_source
     adapted = dict(model.metadata.get("adapted", {}))
     adapted[key] = report or {}
+    # a level or margin calibrated for the base model's map of this name does not carry over
+    levels = {k: v for k, v in model.map_levels.items() if k != key}
+    margins = {k: v for k, v in model.box_margins.items() if k != key}
     copy = GroundingModel(model.heads, model.presence, {**model.concepts, key: learned.vector},
                           thresholds, model._text_encoder, model._segmenter,
                           {**model.metadata, "adapted": adapted}, model.concept_phrases,
-                          sources, concept_probes=probes, map_levels=model.map_levels)
+                          sources, concept_probes=probes, map_levels=levels,
+                          box_margins=margins)
     copy.source_dir = model.source_dir
     return copy
 

@@ -1,6 +1,6 @@
 """Calibrating a grounding model on subjects never used for its gradient steps.
 
-Three decisions per concept, all recorded in the model with the figures they rest on:
+Four decisions per concept, all recorded in the model with the figures they rest on:
 
 * **presence**: the "not found" threshold on the presence score (:func:`place_threshold`): the
   highest one that keeps ``recall`` of the concept's present targets on the calibration images
@@ -12,7 +12,11 @@ Three decisions per concept, all recorded in the model with the figures they res
 * **map level**, for concepts whose mask comes from the map (or the union): the probability at
   which the map is cut (thin or pointed targets come out wider than they are at 0.5), the best
   of ``map_levels`` by mean Dice on the same images, kept only when it beats 0.5 by
-  ``min_level_gain``.
+  ``min_level_gain``;
+* **box margin**, for concepts whose mask comes from the segmenter (or the union): how much
+  each box prompt grows per side before decoding (a box drawn around a coarse map can stop
+  inside the target's outline), the best of ``box_margins`` by mean Dice on the same images,
+  kept only when it beats no margin by ``min_margin_gain``.
 
 Where a decision cannot be calibrated (no calibration image with the target) the model-wide
 value is used and a warning is recorded in the model's metadata and returned.
@@ -20,7 +24,7 @@ value is used and a warning is recorded in the model's metadata and returned.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -46,13 +50,16 @@ class CalibrationConfig:
     ``negative_quantile``: the share of images without the target that must score below the
     recall point before the threshold moves towards them (:func:`place_threshold`).
     ``map_levels``: the levels compared for map-sourced concepts; another level than the
-    default 0.5 must be better by ``min_level_gain``."""
+    default 0.5 must be better by ``min_level_gain``. ``box_margins``: the margins compared for
+    concepts decoded by the segmenter; another than 0 must be better by ``min_margin_gain``."""
 
     recall: float = 0.95
     negative_quantile: float = 0.9
     min_gain: float = 0.02
     map_levels: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     min_level_gain: float = 0.01
+    box_margins: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15)
+    min_margin_gain: float = 0.01
 
 
 def presence_scores(model: GroundingModel, data: RegionData) -> np.ndarray:
@@ -213,6 +220,26 @@ def calibrate_mask_sources(
     return chosen, report, warnings
 
 
+def _best_setting(
+    cases: Sequence[tuple[np.ndarray, ImageEmbedding, np.ndarray]],
+    concept: str,
+    pipeline_for: Callable[[float], MedClipSamPipeline],
+    values: Sequence[float],
+    default: float,
+    min_gain: float,
+) -> tuple[float, dict[float, float]]:
+    """The value of one pipeline setting with the best mean Dice on ``cases`` (image, embedding,
+    expert mask), kept only when it beats ``default`` by ``min_gain``; and every value's mean."""
+    means = {}
+    for value in sorted({*values, default}):
+        pipeline = pipeline_for(value)
+        means[value] = float(np.mean([dice(pipeline.run(image, concept, embedding=embedding).mask,
+                                           reference)
+                                      for image, embedding, reference in cases]))
+    best = max(means, key=means.__getitem__)
+    return (best if means[best] >= means[default] + min_gain else default), means
+
+
 def calibrate_map_levels(
     model: GroundingModel,
     segmenter: PromptableSegmenter,
@@ -224,25 +251,55 @@ def calibrate_map_levels(
     """Per concept answered from the map or the union (``sources``): the chosen map level and
     the mean Dice at every level of ``config.map_levels`` (presence included, as users run)."""
     default = CoarseMaskConfig.level
+    base = pipeline_config or MedClipSamConfig()
     levels, report = {}, {}
     for concept, source in sorted(sources.items()):
         if source == "segmenter":
             continue
         cases = [case[1:] for case in _cases_with_target(data, concept)]
-        means = {}
-        for level in sorted({*config.map_levels, default}):
-            pipeline = MedClipSamPipeline(segmenter, model, replace(
-                pipeline_config or MedClipSamConfig(), mask_source=source, map_level=level))
-            means[level] = float(np.mean([dice(pipeline.run(image, concept,
-                                                            embedding=embedding).mask, ref)
-                                          for image, embedding, ref in cases]))
-        best = max(means, key=means.__getitem__)
-        chosen = best if means[best] >= means[default] + config.min_level_gain else default
+        chosen, means = _best_setting(
+            cases, concept, lambda level, source=source: MedClipSamPipeline(
+                segmenter, model, replace(base, mask_source=source, map_level=level)),
+            config.map_levels, default, config.min_level_gain)
         if chosen != default:
             levels[concept] = chosen
         report[concept] = {"n": len(cases), "chosen": chosen,
                            "dice_by_level": {str(k): round(v, 4) for k, v in means.items()}}
     return levels, report
+
+
+def calibrate_box_margins(
+    model: GroundingModel,
+    segmenter: PromptableSegmenter,
+    data: RegionData,
+    sources: dict[str, str],
+    levels: dict[str, float],
+    config: CalibrationConfig,
+    pipeline_config: MedClipSamConfig | None = None,
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Per concept decoded by the segmenter (``sources``: ``segmenter`` or ``union``, a concept
+    missing from it counts as ``segmenter``; ``levels``: the calibrated map levels): the chosen
+    box margin and the mean Dice at every margin of ``config.box_margins`` (presence
+    included)."""
+    base = pipeline_config or MedClipSamConfig()
+    margins, report = {}, {}
+    for concept in sorted(c.target for c in data.concepts):
+        source = sources.get(concept, "segmenter")
+        if source == "map":
+            continue
+        cases = [case[1:] for case in _cases_with_target(data, concept)]
+        if not cases:
+            continue
+        chosen, means = _best_setting(
+            cases, concept, lambda margin, source=source, concept=concept: MedClipSamPipeline(
+                segmenter, model, replace(base, mask_source=source, box_margin=margin,
+                                          map_level=levels.get(concept))),
+            config.box_margins, 0.0, config.min_margin_gain)
+        if chosen:
+            margins[concept] = chosen
+        report[concept] = {"n": len(cases), "chosen": chosen,
+                           "dice_by_margin": {str(k): round(v, 4) for k, v in means.items()}}
+    return margins, report
 
 
 def concept_phrases(concepts: Sequence) -> dict[str, list[str]]:

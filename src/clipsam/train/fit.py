@@ -20,6 +20,7 @@ from clipsam.models.grounding.model import GroundingModel, PresenceRule
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import PromptableSegmenter
 from clipsam.train.calibrate import (
+    calibrate_box_margins,
     calibrate_map_levels,
     calibrate_mask_sources,
     calibrate_presence,
@@ -83,6 +84,7 @@ def fit_from_samples(
     thresholds: dict[str, float] = {}
     sources: dict[str, str] = {}
     levels: dict[str, float] = {}
+    margins: dict[str, float] = {}
     overall = 0.5
     if calibration is not None and calibration.has_target().any():
         overall, thresholds, calibration_info["presence"], more = calibrate_presence(
@@ -97,6 +99,8 @@ def fit_from_samples(
             warnings += more
             levels, calibration_info["map_level"] = calibrate_map_levels(
                 model, segmenter, calibration, sources, recipe.calibrate)
+            margins, calibration_info["box_margin"] = calibrate_box_margins(
+                model, segmenter, calibration, sources, levels, recipe.calibrate)
         elif captions is None:
             warnings.append("no segmenter given: mask sources not calibrated (segmenter used)")
     elif calibration is not None:
@@ -117,7 +121,7 @@ def fit_from_samples(
     model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
                            concept_thresholds=thresholds, text_encoder=encoder, metadata=info,
                            concept_phrases=concept_phrases(train.concepts), mask_sources=sources,
-                           map_levels=levels)
+                           map_levels=levels, box_margins=margins)
     if out_dir is not None:
         model.save(Path(out_dir))
         build_bank(model, train).save(Path(out_dir) / BANK_FILE)

@@ -82,6 +82,7 @@ class GroundingModel:
         heads_config: dict | None = None,
         concept_probes: dict[str, np.ndarray] | None = None,
         map_levels: dict[str, float] | None = None,
+        box_margins: dict[str, float] | None = None,
     ) -> None:
         if heads is None and engine is None:
             raise ValueError("a grounding model needs its heads or an engine")
@@ -116,6 +117,9 @@ class GroundingModel:
         self.map_levels = {concept_key(k): float(v) for k, v in (map_levels or {}).items()}
         if any(not 0 < v < 1 for v in self.map_levels.values()):
             raise WeightsError("map levels must lie between 0 and 1")
+        self.box_margins = {concept_key(k): float(v) for k, v in (box_margins or {}).items()}
+        if any(not 0 <= v < 1 for v in self.box_margins.values()):
+            raise WeightsError("box margins must lie in [0, 1)")
         self.source_dir: Path | None = None  # the folder it was loaded from, if any
         self._text_encoder = text_encoder
         self._segmenter = segmenter
@@ -239,6 +243,11 @@ class GroundingModel:
         calibrated (None: the pipeline's default)."""
         return self.map_levels.get(self.concept_of(text) or "")
 
+    def box_margin_for(self, text: str) -> float | None:
+        """The fraction by which this prompt's concept's box prompts are grown on each side,
+        when calibrated (None: the pipeline's default)."""
+        return self.box_margins.get(self.concept_of(text) or "")
+
     def is_present(self, embedding: ImageEmbedding, text: str) -> bool:
         return self.presence_score(embedding, text) >= self.threshold_for(text)
 
@@ -279,7 +288,8 @@ class GroundingModel:
             "presence": asdict(self.presence), "concepts": names,
             "concept_thresholds": self.concept_thresholds,
             "concept_phrases": self.concept_phrases, "mask_sources": self.mask_sources,
-            "map_levels": self.map_levels, "metadata": self.metadata,
+            "map_levels": self.map_levels, "box_margins": self.box_margins,
+            "metadata": self.metadata,
         }
         write_text_atomic(model_dir / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
         for name in (HEADS_FILE, CONFIG_FILE):
@@ -332,7 +342,8 @@ def load_grounding_model(
                            config.get("metadata", {}), config.get("concept_phrases", {}),
                            config.get("mask_sources", {}), engine=engine,
                            heads_config=config["heads"], concept_probes=probes,
-                           map_levels=config.get("map_levels", {}))
+                           map_levels=config.get("map_levels", {}),
+                           box_margins=config.get("box_margins", {}))
     model.source_dir = folder
     return model
 
