@@ -124,13 +124,19 @@ def test_calibrate_presence_needs_a_present_target():
                            CalibrationConfig())
 
 
-def test_mask_sources_are_chosen_by_dice_through_the_pipeline(tmp_path):
+def _two_sets(tmp_path, empty=()):
+    """Calibration data of two synthetic sets: s0 (alpha, 3 images) and s1 (beta, 2 images;
+    those listed in ``empty`` without the target)."""
     cache = tmp_path / "cache"
     write_labelled_set(tmp_path, "s0", 0, ["a", "b", "c"], cache)
-    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1, empty=(0, 1))
+    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1, empty=empty)
     samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
     concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
-    data = build_region_data(samples, cache, concepts)
+    return build_region_data(samples, cache, concepts)
+
+
+def test_mask_sources_are_chosen_by_dice_through_the_pipeline(tmp_path):
+    data = _two_sets(tmp_path, empty=(0, 1))
     chosen, report, warnings = calibrate_mask_sources(
         DirectionGrounding(), BoxFillingSegmenter(), data, CalibrationConfig())
     # the box of a square target gives it exactly: the map is no better by min_gain
@@ -158,12 +164,7 @@ class RimGrounding(DirectionGrounding):
 
 
 def test_map_levels_are_calibrated_for_map_sourced_concepts_only(tmp_path):
-    cache = tmp_path / "cache"
-    write_labelled_set(tmp_path, "s0", 0, ["a", "b", "c"], cache)
-    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1)
-    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
-    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
-    data = build_region_data(samples, cache, concepts)
+    data = _two_sets(tmp_path)
     sources = {NAMES[0]: "map", NAMES[1]: "segmenter"}
     levels, report = calibrate_map_levels(RimGrounding(), BoxFillingSegmenter(), data, sources,
                                           CalibrationConfig())
@@ -190,12 +191,7 @@ class CoreGrounding(DirectionGrounding):
 
 
 def test_box_margins_are_calibrated_for_concepts_the_segmenter_decodes(tmp_path):
-    cache = tmp_path / "cache"
-    write_labelled_set(tmp_path, "s0", 0, ["a", "b", "c"], cache)
-    write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1)
-    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
-    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
-    data = build_region_data(samples, cache, concepts)
+    data = _two_sets(tmp_path)
     config = CalibrationConfig(box_margins=(0.0, 0.2, 1 / 3))
     # a 5-cell square's 3-cell core: growing its box by a third per side gives the target
     margins, report = calibrate_box_margins(CoreGrounding(), BoxFillingSegmenter(), data, {},
