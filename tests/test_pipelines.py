@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -476,3 +478,34 @@ def test_the_box_margin_comes_from_the_config_else_the_model_else_none(box_segme
     np.testing.assert_array_equal(mapped.boxes, plain.boxes)
     with pytest.raises(ValueError, match="box_margin"):
         run(MarginGrounding(grid, None), MedClipSamConfig(box_margin=-0.1))
+
+
+class FadingGrounding(MarginGrounding):
+    """MarginGrounding whose map peaks at half its height from the second image on."""
+
+    def __init__(self, grid: np.ndarray, margin: float | None):
+        super().__init__(grid, margin)
+        self.calls = 0
+
+    def similarity_map(self, embedding, text):
+        self.calls += 1
+        return self.grid if self.calls == 1 else 0.5 * self.grid
+
+
+def test_the_record_says_what_the_pipeline_decided_for_the_prompt(box_segmenter):
+    from clipsam.api import Segmenter
+    from clipsam.io.image import MedicalImage
+
+    grid = _hot((4, 10, 4, 10))
+    seg = Segmenter(pipeline=MedClipSamPipeline(box_segmenter, MarginGrounding(grid, 0.25)),
+                    encoder=box_segmenter)
+    record = json.loads(json.dumps(seg.segment(IMAGE, "lesion")[0].to_record()))
+    assert record["decisions"] == {"mask_source": "segmenter", "coarse_level": 0.5,
+                                   "box_margin": 0.25}
+    # a volume keeps the decisions its slices share: the second slice's map never reaches
+    # 0.5, so it was cut lower
+    seg = Segmenter(pipeline=MedClipSamPipeline(box_segmenter, FadingGrounding(grid, 0.25)),
+                    encoder=box_segmenter)
+    volume = MedicalImage(np.stack([IMAGE, IMAGE + 1]), None, "nifti", is_volume=True)
+    result = seg.segment(volume, "lesion")[0]
+    assert result.found and result.decisions == {"mask_source": "segmenter", "box_margin": 0.25}

@@ -38,7 +38,9 @@ class SegmentResult:
     ``mask`` is bool, (H, W) for an image and (Z, H, W) for a volume. ``boxes`` are the (K, 4)
     xyxy segmenter prompts in original pixels; for a volume they are (K, 5) rows
     ``(slice, x0, y0, x1, y1)``. ``provenance`` records the models, runtime, package versions,
-    configuration and per-stage timings (seconds) that produced the mask.
+    configuration and per-stage timings (seconds) that produced the mask; ``decisions`` the
+    settings the pipeline resolved for this prompt (calibrated mask source, map level, box
+    margin), which the configuration leaves to the model.
     """
 
     mask: np.ndarray
@@ -50,6 +52,7 @@ class SegmentResult:
     geometry: Geometry | None
     provenance: dict[str, Any]
     intermediates: dict[str, Any] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-serialisable summary (everything but the mask pixels and intermediates)."""
@@ -67,6 +70,7 @@ class SegmentResult:
             "boxes": np.asarray(self.boxes, dtype=float).round(2).tolist(),
             "scores": np.asarray(self.scores, dtype=float).round(4).tolist(),
             "geometry": geometry,
+            "decisions": self.decisions,
             "provenance": self.provenance,
         }
 
@@ -206,7 +210,8 @@ class Segmenter:
                 scores=np.asarray(raw.scores, dtype=np.float32).reshape(-1),
                 prompt=prompt, method=raw.method,
                 geometry=embedding.geometry if embedding is not None else None,
-                provenance=provenance, intermediates=dict(raw.intermediates)))
+                provenance=provenance, intermediates=dict(raw.intermediates),
+                decisions=dict(raw.decisions)))
         return results
 
     def segment_boxes(self, image: Any, boxes: Any, prompt: str = "boxes") -> SegmentResult:
@@ -260,13 +265,18 @@ def _stack(results: list[SegmentResult]) -> SegmentResult:
     shared = set.intersection(*(set(r.intermediates) for r in results))
     views = {k: np.stack([r.intermediates[k] for r in results]) for k in sorted(shared)
              if all(np.shape(r.intermediates[k]) == r.mask.shape for r in results)}
+    # a decision that differs between slices (e.g. the level used where a map stays low) is
+    # left out of the volume's record
+    decided = [r.decisions for r in results if r.decisions]
+    decisions = {k: v for k, v in decided[0].items()
+                 if all(d.get(k) == v for d in decided)} if decided else {}
     return SegmentResult(
         mask=np.stack([r.mask for r in results]), found=any(r.found for r in results),
         boxes=np.concatenate(boxes).reshape(-1, 5),
         scores=np.concatenate([r.scores for r in results]),
         prompt=first.prompt, method=first.method, geometry=first.geometry,
         provenance={**first.provenance, "timings": timings, "slices": len(results)},
-        intermediates=views)
+        intermediates=views, decisions=decisions)
 
 
 def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:

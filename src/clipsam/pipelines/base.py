@@ -19,7 +19,9 @@ class PipelineResult:
     ``found`` is False when the pipeline decided the target is absent; ``mask`` is then empty.
     ``boxes`` are the (K, 4) xyxy prompts given to the segmenter, in original pixels.
     ``timings`` are seconds per stage; ``intermediates`` holds optional views (proposals,
-    crop scores, saliency maps) kept only when asked for.
+    crop scores, saliency maps) kept only when asked for. ``decisions`` are the settings the
+    pipeline resolved for this prompt (e.g. the calibrated mask source, map level and box
+    margin of its concept), always recorded.
     """
 
     mask: np.ndarray
@@ -30,6 +32,7 @@ class PipelineResult:
     method: str
     timings: dict[str, float] = field(default_factory=dict)
     intermediates: dict[str, Any] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)
 
 
 class Pipeline(Protocol):

@@ -14,6 +14,8 @@ edge, thin bones), the map at full resolution is the better mask.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from clipsam.config import MedClipSamConfig
@@ -116,15 +118,16 @@ class MedClipSamPipeline:
         return 0.0 if calibrated is None else calibrated
 
     def _coarse(self, saliency: np.ndarray, image: np.ndarray,
-                prompt: str) -> tuple[np.ndarray, float]:
-        """The coarse mask and, for calibrated maps, the level used: ``level``, or half the
-        peak when the map never reaches ``level``."""
+                prompt: str) -> tuple[np.ndarray, float | None]:
+        """The coarse mask and, for calibrated maps, the level used (else None): ``level``,
+        or half the peak when the map never reaches ``level``."""
         method = self._coarse_method()
         level = self._map_level(prompt)
         if method == "threshold" and 0 < float(saliency.max()) < level:
             level = 0.5 * float(saliency.max())
         config = CoarseMaskConfig(method=method, keep="all", level=level)
-        return coarse_mask(saliency, image, config=config), level
+        return (coarse_mask(saliency, image, config=config),
+                level if method == "threshold" else None)
 
     def run(
         self,
@@ -155,16 +158,18 @@ class MedClipSamPipeline:
         margin = self._box_margin(prompt) if source != "map" else 0.0
         if margin:
             boxes = expand_boxes(boxes, coarse.shape, fraction=margin)
+        decisions = {"mask_source": source, "coarse_level": level, "box_margin": margin}
         if keep_intermediates:
             views = {"saliency": saliency, "coarse_mask": coarse, "map_mask": targets,
-                     "boxes": boxes,
-                     "coarse_level": level, "mask_source": source, "box_margin": margin}
+                     "boxes": boxes, **decisions}
         if len(boxes) == 0:
-            return not_found(image.shape, prompt, self.name, timer, views)
+            return replace(not_found(image.shape, prompt, self.name, timer, views),
+                           decisions=decisions)
         if source == "map":
             return PipelineResult(
                 mask=targets, found=True, boxes=boxes, scores=np.ones(len(boxes), np.float32),
-                prompt=prompt, method=self.name, timings=timer.total(), intermediates=views)
+                prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
+                decisions=decisions)
         mask, prediction = segment_boxes(self.segmenter, embedding, boxes, timer,
                                          self.config.cleanup)
         if self.config.refine and mask.any():
@@ -179,5 +184,5 @@ class MedClipSamPipeline:
             mask = mask | targets
         return PipelineResult(
             mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores, prompt=prompt,
-            method=self.name, timings=timer.total(), intermediates=views,
+            method=self.name, timings=timer.total(), intermediates=views, decisions=decisions,
         )
