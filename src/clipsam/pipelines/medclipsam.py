@@ -15,6 +15,7 @@ edge, thin bones), the map at full resolution is the better mask.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -89,10 +90,15 @@ class MedClipSamPipeline:
                              f"{', '.join(MASK_SOURCES)}")
         if self.config.mask_source != "auto":
             return self.config.mask_source
-        if isinstance(self.text_model, DenseGrounding) and hasattr(self.text_model,
-                                                                   "mask_source_for"):
-            return self.text_model.mask_source_for(prompt)
-        return "segmenter"
+        calibrated = (self._calibrated("mask_source_for", prompt)
+                      if isinstance(self.text_model, DenseGrounding) else None)
+        return "segmenter" if calibrated is None else calibrated
+
+    def _calibrated(self, lookup: str, prompt: str) -> Any:
+        """The text model's calibrated setting for the prompt's concept (its method ``lookup``,
+        e.g. ``map_level_for``), or None when it has none or calibrates nothing."""
+        method = getattr(self.text_model, lookup, None)
+        return method(prompt) if method is not None else None
 
     def _map_level(self, prompt: str) -> float:
         """Where a calibrated map is cut: the config's level, else the grounding model's
@@ -102,8 +108,7 @@ class MedClipSamPipeline:
                 raise ValueError(f"map_level must lie between 0 and 1, got "
                                  f"{self.config.map_level}")
             return self.config.map_level
-        calibrated = (self.text_model.map_level_for(prompt)
-                      if hasattr(self.text_model, "map_level_for") else None)
+        calibrated = self._calibrated("map_level_for", prompt)
         return CoarseMaskConfig.level if calibrated is None else calibrated
 
     def _box_margin(self, prompt: str) -> float:
@@ -113,8 +118,7 @@ class MedClipSamPipeline:
             if not 0 <= self.config.box_margin < 1:
                 raise ValueError(f"box_margin must lie in [0, 1), got {self.config.box_margin}")
             return self.config.box_margin
-        calibrated = (self.text_model.box_margin_for(prompt)
-                      if hasattr(self.text_model, "box_margin_for") else None)
+        calibrated = self._calibrated("box_margin_for", prompt)
         return 0.0 if calibrated is None else calibrated
 
     def _coarse(self, saliency: np.ndarray, image: np.ndarray,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from clipsam.postprocess.coarse_mask import CoarseMaskConfig
 from clipsam.train.region_data import RegionData
 
 SOURCES = MASK_SOURCES
+K = TypeVar("K")  # a setting's value: a mask source, a map level, a box margin
 
 
 @dataclass(frozen=True)
@@ -178,11 +180,17 @@ def source_dice(pipeline: MedClipSamPipeline, image: np.ndarray, prompt: str,
     return {s: dice(m, reference) for s, m in zip(SOURCES, masks, strict=True)}
 
 
+def choose_setting(means: dict[K, float], default: K, min_gain: float) -> K:
+    """The key of ``means`` (a setting's mean Dice per value) with the best mean, if it beats
+    ``default`` by ``min_gain``; else ``default``. Ties go to the earlier key."""
+    best = max(means, key=means.__getitem__)
+    return best if means[best] >= means[default] + min_gain else default
+
+
 def choose_source(means: dict[str, float], min_gain: float) -> str:
     """The source with the best mean Dice, if it beats the segmenter by ``min_gain``; else the
     segmenter."""
-    best = max(SOURCES, key=lambda s: means[s])
-    return best if means[best] >= means["segmenter"] + min_gain else "segmenter"
+    return choose_setting({s: means[s] for s in SOURCES}, "segmenter", min_gain)
 
 
 def calibrate_mask_sources(
@@ -236,8 +244,7 @@ def _best_setting(
         means[value] = float(np.mean([dice(pipeline.run(image, concept, embedding=embedding).mask,
                                            reference)
                                       for image, embedding, reference in cases]))
-    best = max(means, key=means.__getitem__)
-    return (best if means[best] >= means[default] + min_gain else default), means
+    return choose_setting(means, default, min_gain), means
 
 
 def calibrate_map_levels(
