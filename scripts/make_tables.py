@@ -267,16 +267,23 @@ def table_curve() -> str:
 
 
 def table_augmentation() -> str:
-    curves = {path.stem: json.loads(path.read_text())
-              for path in sorted((RESULTS / "grounding" / "curves").glob("*.json"))}
-    sets = [s for s in SETS if any(s in c[-1]["validation"] for c in curves.values())]
+    """Last-epoch validation grid Dice of each recipe's run (its ``training.json``, copied to
+    ``docs/results/grounding/curves/<recipe>.json``)."""
+    from clipsam.train.recipes import recipe_named
+
+    runs = {path.stem: json.loads(path.read_text())
+            for path in sorted((RESULTS / "grounding" / "curves").glob("*.json"))}
+    sets = [s for s in SETS if any(s in r["curve"][-1]["validation"] for r in runs.values())]
     body = []
-    for recipe, curve in curves.items():
-        last = curve[-1]["validation"]
+    for name, run in runs.items():
+        last = run["curve"][-1]["validation"]
         dices = [last[s]["dice"] for s in sets]
-        body.append([recipe, str(curve[-1]["epoch"]), *[_fmt(d) for d in dices],
+        head = "depthwise" if recipe_named(run["recipe"]).heads.depthwise else "dense"
+        body.append([name, head, str(run["curve"][-1]["epoch"]),
+                     f"{run['train_images']} + {run.get('views', 0)}", *[_fmt(d) for d in dices],
                      _fmt(float(np.mean(dices)))])
-    return _table(["recipe", "epochs", *sets, "mean"], body)
+    return _table(["recipe", "context blocks", "epochs", "images + views per epoch", *sets,
+                   "mean"], body)
 
 
 def _setting_cell(entry: dict | None, by_value: str, default: float) -> str:

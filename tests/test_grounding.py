@@ -225,3 +225,21 @@ def test_save_and_load_round_trip(tmp_path):
 def test_loading_a_folder_that_is_not_a_model_fails_clearly(tmp_path):
     with pytest.raises(WeightsError, match="not a grounding model"):
         load_grounding_model(tmp_path)
+
+
+def test_a_dense_head_mixes_channels_and_round_trips_through_torch_and_onnx(tmp_path):
+    dense = HeadsConfig(feature_dim=16, text_dim=24, hidden_dim=8, embed_dim=8,
+                        dilations=(1, 2), depthwise=False)
+    torch.manual_seed(0)
+    heads = GroundingHeads(dense)
+    spatial = heads.patch.blocks[0].spatial
+    assert spatial.groups == 1 and spatial.weight.shape == (8, 8, 3, 3)
+    assert GroundingHeads(SMALL).patch.blocks[0].spatial.weight.shape == (8, 1, 3, 3)
+    model = GroundingModel(heads, PresenceRule(2, 0.5), text_encoder=HashEncoder())
+    model.save(tmp_path / "m")
+    emb = _embedding(2, grid=64)
+    for runtime in ("torch", "onnx"):
+        loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder(), runtime=runtime)
+        assert HeadsConfig.from_dict(loaded.heads_config).depthwise is False
+        np.testing.assert_allclose(loaded.similarity_map(emb, "fetal head"),
+                                   model.similarity_map(emb, "fetal head"), atol=1e-4)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from clipsam.errors import InputError
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.splits import calibration_of
 from clipsam.models.grounding.model import GroundingModel, PresenceRule
@@ -27,10 +28,14 @@ from clipsam.train.calibrate import (
     concept_phrases,
 )
 from clipsam.train.captions import Concept
+from clipsam.train.embedding_cache import encode_missing
 from clipsam.train.negative_bank import BANK_FILE, build_bank
 from clipsam.train.recipes import Recipe
 from clipsam.train.region_data import build_region_data
 from clipsam.train.trainer import train_heads
+from clipsam.train.views import make_views
+
+VIEWS_DIR = "views"
 
 
 def subjects_by_set(samples: Sequence) -> dict[str, list[str]]:
@@ -39,6 +44,21 @@ def subjects_by_set(samples: Sequence) -> dict[str, list[str]]:
     for s in samples:
         out.setdefault(s.set_name, set()).add(s.subject)
     return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def _training_views(samples: Sequence, cache_dir: Path, recipe: Recipe,
+                    segmenter: PromptableSegmenter | None, captions: Sequence[str] | None,
+                    progress: bool) -> list:
+    """The recipe's augmented views of the training samples, written under
+    ``<cache_dir>/views`` and encoded into the cache (none when the recipe has no views)."""
+    if recipe.views is None:
+        return []
+    if captions is not None or segmenter is None:
+        raise InputError(f"recipe {recipe.name!r} adds re-encoded views: it needs segmentation "
+                         "sets and the segmenter")
+    views = make_views(samples, Path(cache_dir) / VIEWS_DIR, recipe.views)
+    encode_missing(views, cache_dir, segmenter, progress)
+    return views
 
 
 def fit_from_samples(
@@ -66,7 +86,9 @@ def fit_from_samples(
         held = [False] * len(samples)
     pick = [i for i, h in enumerate(held) if not h]
     cal = [i for i, h in enumerate(held) if h]
-    train = build_region_data([samples[i] for i in pick], cache_dir, concepts,
+    views = _training_views([samples[i] for i in pick], cache_dir, recipe, segmenter, captions,
+                            progress)
+    train = build_region_data([samples[i] for i in pick] + views, cache_dir, concepts,
                               [captions[i] for i in pick] if captions is not None else None)
     calibration = (build_region_data([samples[i] for i in cal], cache_dir, concepts,
                                      [captions[i] for i in cal] if captions is not None else None)
@@ -108,7 +130,8 @@ def fit_from_samples(
     info = {
         "recipe": recipe.name, "training": asdict(recipe.train),
         "concepts": [c.target for c in train.concepts],
-        "train_images": len(train), "calibration_images": calibration_info["images"],
+        "train_images": len(train) - len(views), "views": len(views),
+        "calibration_images": calibration_info["images"],
         "subjects": {name: {"train": subs} for name, subs in
                      subjects_by_set([samples[i] for i in pick]).items()},
         "curve": curve, "calibration": calibration_info, "warnings": warnings,

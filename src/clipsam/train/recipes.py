@@ -6,24 +6,27 @@ builtin`` with the data and exclusions given in its model card rebuilds it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clipsam.errors import InputError
 from clipsam.models.grounding.heads import HeadsConfig
 from clipsam.train.calibrate import CalibrationConfig
 from clipsam.train.trainer import TrainConfig
+from clipsam.train.views import ViewConfig
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Heads, training and calibration settings; ``calibration_fraction`` of the subjects (by
-    hash) are kept out of the gradient steps for validation and calibration."""
+    hash) are kept out of the gradient steps for validation and calibration; ``views``: the
+    re-encoded augmented views added to the training images (none by default)."""
 
     name: str
     train: TrainConfig = field(default_factory=TrainConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     calibration_fraction: float = 0.15
+    views: ViewConfig | None = None
 
 
 _HEADS = HeadsConfig(hidden_dim=128, dilations=(1, 2, 4, 8), global_context=True,
@@ -41,6 +44,28 @@ RECIPES: dict[str, Recipe] = {
         train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5,
                           flip=True),
         heads=_HEADS,
+    ),
+    # the stronger head measured against "builtin" in docs/BENCHMARKS.md (context blocks that
+    # mix all channels instead of depthwise ones)
+    "builtin-dense": Recipe(
+        name="builtin-dense",
+        train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        heads=replace(_HEADS, depthwise=False),
+    ),
+    # re-encoded augmented views (a crop and an intensity change of every training image)
+    # measured against "builtin" in docs/BENCHMARKS.md: twice the images, half the epochs, the
+    # same number of steps
+    "builtin-views": Recipe(
+        name="builtin-views",
+        train=TrainConfig(epochs=5, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        heads=_HEADS,
+        views=ViewConfig(),
+    ),
+    "builtin-dense-views": Recipe(
+        name="builtin-dense-views",
+        train=TrainConfig(epochs=5, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        heads=replace(_HEADS, depthwise=False),
+        views=ViewConfig(),
     ),
     # the leave-one-set-out models of docs/BENCHMARKS.md: the same heads, fewer epochs
     "loso": Recipe(

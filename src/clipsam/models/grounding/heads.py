@@ -28,6 +28,7 @@ class HeadsConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     global_context: bool = False
     context_stride: int = 1
+    depthwise: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,12 +42,13 @@ class HeadsConfig:
 
 
 class ContextBlock(nn.Module):
-    """Residual block: dilated depthwise 3x3, channel norm, GELU, pointwise mix."""
+    """Residual block: dilated 3x3 (depthwise, or mixing all channels), channel norm, GELU,
+    pointwise mix."""
 
-    def __init__(self, channels: int, dilation: int) -> None:
+    def __init__(self, channels: int, dilation: int, depthwise: bool = True) -> None:
         super().__init__()
         self.spatial = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation,
-                                 groups=channels)
+                                 groups=channels if depthwise else 1)
         self.norm = nn.GroupNorm(1, channels)
         self.mix = nn.Conv2d(channels, channels, 1)
 
@@ -77,7 +79,8 @@ class PatchHead(nn.Module):
     def __init__(self, config: HeadsConfig) -> None:
         super().__init__()
         self.inp = nn.Conv2d(config.feature_dim, config.hidden_dim, 1)
-        blocks: list[nn.Module] = [ContextBlock(config.hidden_dim, d) for d in config.dilations]
+        blocks: list[nn.Module] = [ContextBlock(config.hidden_dim, d, config.depthwise)
+                                   for d in config.dilations]
         if config.global_context:
             blocks.append(GlobalContext(config.hidden_dim))
         self.blocks = nn.Sequential(*blocks)

@@ -1,0 +1,83 @@
+"""Augmented training views: re-encoded crops and intensity changes of labelled images.
+
+The encoder stays locked, so augmentation that the cached grid cannot express (a crop that
+changes the scale at which the target is seen, a change of contrast) needs the view encoded
+again. Each view is written once as an 8-bit PNG with its mask under ``<views_dir>/<set>/``
+and becomes a :class:`~clipsam.io.labelled_sets.Sample` of the same set and subject, so it is
+cached, trained on and split like any other image; a view is drawn from a seed made of the
+image id and the view number, so a rerun writes the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipsam.io.atomic import write_atomic
+from clipsam.io.labelled_sets import Sample
+from clipsam.io.masks import read_mask, write_mask_png
+from clipsam.io.read import read_image
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """``per_image`` views of each training image: a crop keeping ``min_side``-1 of each side
+    at a random place, then intensity ``x ** gamma`` (on the image scaled to [0, 1]) with
+    ``log gamma`` uniform in +-``log_gamma``, and Gaussian noise of standard deviation up to
+    ``noise`` (same scale)."""
+
+    per_image: int = 1
+    min_side: float = 0.7
+    log_gamma: float = 0.4
+    noise: float = 0.03
+
+
+def _rng(sample: Sample, view: int) -> np.random.Generator:
+    key = f"view/{sample.set_name}/{sample.image_id}/{view}".encode()
+    return np.random.default_rng(int(hashlib.sha256(key).hexdigest()[:16], 16))
+
+
+def augment(pixels: np.ndarray, mask: np.ndarray, config: ViewConfig,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One view of (H, W[, 3]) pixels and their (H, W) bool mask: (h, w[, 3]) uint8 pixels and
+    the (h, w) bool mask cut the same way."""
+    h, w = mask.shape
+    ch = max(1, round(h * rng.uniform(config.min_side, 1.0)))
+    cw = max(1, round(w * rng.uniform(config.min_side, 1.0)))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    crop = np.asarray(pixels[y:y + ch, x:x + cw], np.float64)
+    low, high = float(crop.min()), float(crop.max())
+    unit = (crop - low) / (high - low) if high > low else np.zeros_like(crop)
+    unit = unit ** float(np.exp(rng.uniform(-config.log_gamma, config.log_gamma)))
+    unit = unit + rng.normal(0.0, rng.uniform(0.0, config.noise), size=unit.shape)
+    out = np.clip(np.round(unit * 255), 0, 255).astype(np.uint8)
+    return out, mask[y:y + ch, x:x + cw]
+
+
+def make_views(samples: Sequence[Sample], views_dir: Path, config: ViewConfig) -> list[Sample]:
+    """Write (once) and return ``config.per_image`` augmented views of every sample, named
+    ``<image id>~view<k>``."""
+    views = []
+    for sample in samples:
+        folder = Path(views_dir) / sample.set_name
+        for k in range(config.per_image):
+            view_id = f"{sample.image_id}~view{k}"
+            image_path = folder / "images" / f"{view_id}.png"
+            mask_path = folder / "masks" / f"{view_id}.png"
+            if not (image_path.is_file() and mask_path.is_file()):
+                pixels = np.asarray(read_image(sample.image_path).pixels)
+                if pixels.ndim == 3 and pixels.shape[-1] == 1:
+                    pixels = pixels[..., 0]
+                out, cut = augment(pixels, read_mask(sample.mask_path), config,
+                                   _rng(sample, k))
+                write_mask_png(mask_path, cut)
+                write_atomic(image_path,
+                             lambda p, a=out: Image.fromarray(a).save(p, format="PNG"))
+            views.append(Sample(sample.set_name, view_id, sample.subject, image_path,
+                                mask_path))
+    return views

@@ -1,0 +1,108 @@
+"""Re-encoded augmented training views: aligned crops, reproducible files, used by fit."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from clipsam.errors import InputError
+from clipsam.io.labelled_sets import list_samples
+from clipsam.io.masks import read_mask
+from clipsam.io.read import read_image
+from clipsam.models.segmenter import Geometry, ImageEmbedding
+from clipsam.train.captions import Concept
+from clipsam.train.embedding_cache import is_cached
+from clipsam.train.fit import VIEWS_DIR, fit_from_samples
+from clipsam.train.views import ViewConfig, augment, make_views
+from conftest import BoxFillingSegmenter
+from synthetic_grounding import (
+    FEATURES,
+    GRID,
+    NAMES,
+    SIZE,
+    direction,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    write_labelled_set,
+)
+from test_fit import TINY, _subjects
+from test_grounding import HashEncoder
+
+
+def test_a_view_cuts_image_and_mask_alike_and_keeps_bright_target_bright():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((90, 120), bool)
+    mask[30:60, 50:100] = True
+    pixels = np.where(mask, 180.0, 40.0)
+    config = ViewConfig(noise=0.0)
+    for seed in range(20):
+        out, cut = augment(pixels, mask, config, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == cut.shape
+        assert 63 <= out.shape[0] <= 90 and 84 <= out.shape[1] <= 120
+        if cut.any() and not cut.all():
+            # the target is where the bright pixels are, in the cut as in the original
+            assert np.array_equal(out > 127, cut)
+    rgb = np.stack([pixels] * 3, axis=-1)
+    out, cut = augment(rgb, mask, ViewConfig(), rng)
+    assert out.shape == (*cut.shape, 3)
+
+
+def test_views_are_written_once_and_drawn_the_same_way_again(tmp_path):
+    write_labelled_set(tmp_path, "s0", 0, ["a", "b"], tmp_path / "cache")
+    samples = list_samples(tmp_path / "s0")
+    views = make_views(samples, tmp_path / "views", ViewConfig(per_image=2))
+    assert [v.image_id for v in views] == ["s0_00~view0", "s0_00~view1", "s0_01~view0",
+                                           "s0_01~view1"]
+    assert [v.subject for v in views] == ["a", "a", "b", "b"]
+    assert all(v.set_name == "s0" for v in views)
+    first = {v.image_id: v.image_path.read_bytes() for v in views}
+    assert first["s0_00~view0"] != first["s0_00~view1"]
+    for v in views:
+        assert read_mask(v.mask_path).shape == np.asarray(read_image(v.image_path).pixels).shape
+        v.image_path.unlink()
+    again = make_views(samples, tmp_path / "views", ViewConfig(per_image=2))
+    assert {v.image_id: v.image_path.read_bytes() for v in again} == first
+
+
+class BrightCellSegmenter(BoxFillingSegmenter):
+    """Encodes an image as the synthetic features: concept 0's direction on bright cells."""
+
+    def encode(self, image):
+        self.encoded += 1
+        h, w = image.shape[:2]
+        scale = SIZE / max(h, w)
+        resized = (round(h * scale), round(w * scale))
+        rows = (np.arange(resized[0]) / scale).astype(int)
+        cols = (np.arange(resized[1]) / scale).astype(int)
+        padded = np.zeros((SIZE, SIZE), np.float32)
+        padded[:resized[0], :resized[1]] = np.asarray(image, np.float32)[rows][:, cols]
+        cells = padded.reshape(GRID, SIZE // GRID, GRID, SIZE // GRID).mean(axis=(1, 3))
+        bright = (cells > 0.5 * padded.max()).astype(np.float32)
+        noise = np.random.default_rng(self.encoded).normal(size=(FEATURES, GRID, GRID))
+        features = noise + bright[None] * direction(0)[:, None, None]
+        return ImageEmbedding(features[None].astype(np.float32),
+                              Geometry((h, w), resized, SIZE), "synthetic")
+
+
+def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
+    held, kept = _subjects(1, 4, TINY.calibration_fraction)
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, [held[0], *kept], cache)
+    samples = list_samples(tmp_path / "s0")
+    concepts = {"s0": Concept(NAMES[0], (NAMES[0],))}
+    recipe = replace(TINY, views=ViewConfig(per_image=2))
+    with pytest.raises(InputError, match="needs segmentation sets and the segmenter"):
+        fit_from_samples(samples, cache, concepts, recipe, None, encoder=HashEncoder(),
+                         progress=False)
+    segmenter = BrightCellSegmenter()
+    out = tmp_path / "model"
+    fit_from_samples(samples, cache, concepts, recipe, out, segmenter=segmenter,
+                     encoder=HashEncoder(), progress=False)
+    info = json.loads((out / "training.json").read_text())
+    assert info["train_images"] == 4 and info["views"] == 8
+    assert info["calibration_images"] == 1
+    views = list_samples(cache / VIEWS_DIR / "s0")
+    assert sorted({v.image_id.split("~")[0] for v in views}) == sorted(
+        s.image_id for s in samples if s.subject in kept)
+    assert all(is_cached(cache, v) for v in views)
+    assert segmenter.encoded == 8
