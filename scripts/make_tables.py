@@ -272,7 +272,8 @@ def table_augmentation() -> str:
     from clipsam.train.recipes import recipe_named
 
     runs = {path.stem: json.loads(path.read_text())
-            for path in sorted((RESULTS / "grounding" / "curves").glob("*.json"))}
+            for path in sorted((RESULTS / "grounding" / "curves").glob("*.json"),
+                               key=lambda p: (p.stem != "builtin", p.stem))}
     sets = [s for s in SETS if any(s in r["curve"][-1]["validation"] for r in runs.values())]
     body = []
     for name, run in runs.items():

@@ -14,7 +14,7 @@ from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.train.captions import Concept
 from clipsam.train.embedding_cache import is_cached
 from clipsam.train.fit import VIEWS_DIR, fit_from_samples
-from clipsam.train.views import ViewConfig, augment, make_views
+from clipsam.train.views import ViewConfig, augment, make_views, settings_tag
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import (
     FEATURES,
@@ -51,17 +51,22 @@ def test_views_are_written_once_and_drawn_the_same_way_again(tmp_path):
     write_labelled_set(tmp_path, "s0", 0, ["a", "b"], tmp_path / "cache")
     samples = list_samples(tmp_path / "s0")
     views = make_views(samples, tmp_path / "views", ViewConfig(per_image=2))
-    assert [v.image_id for v in views] == ["s0_00~view0", "s0_00~view1", "s0_01~view0",
-                                           "s0_01~view1"]
+    tag = settings_tag(ViewConfig())
+    assert [v.image_id for v in views] == [f"s0_0{i}~view{k}-{tag}" for i in (0, 1)
+                                           for k in (0, 1)]
     assert [v.subject for v in views] == ["a", "a", "b", "b"]
     assert all(v.set_name == "s0" for v in views)
     first = {v.image_id: v.image_path.read_bytes() for v in views}
-    assert first["s0_00~view0"] != first["s0_00~view1"]
+    assert first[views[0].image_id] != first[views[1].image_id]
     for v in views:
         assert read_mask(v.mask_path).shape == np.asarray(read_image(v.image_path).pixels).shape
         v.image_path.unlink()
     again = make_views(samples, tmp_path / "views", ViewConfig(per_image=2))
     assert {v.image_id: v.image_path.read_bytes() for v in again} == first
+    # other settings draw other views under other names: nothing stale is reused
+    other = make_views(samples, tmp_path / "views", ViewConfig(min_side=0.5))
+    assert settings_tag(ViewConfig(min_side=0.5)) != tag
+    assert not {v.image_id for v in other} & set(first)
 
 
 class BrightCellSegmenter(BoxFillingSegmenter):

@@ -5,7 +5,8 @@ changes the scale at which the target is seen, a change of contrast) needs the v
 again. Each view is written once as an 8-bit PNG with its mask under ``<views_dir>/<set>/``
 and becomes a :class:`~clipsam.io.labelled_sets.Sample` of the same set and subject, so it is
 cached, trained on and split like any other image; a view is drawn from a seed made of the
-image id and the view number, so a rerun writes the same files.
+image id and the view number, so a rerun writes the same files, and its id carries a digest
+of the settings that drew it, so other settings never reuse its file or its cached embedding.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class ViewConfig:
     noise: float = 0.03
 
 
+def settings_tag(config: ViewConfig) -> str:
+    """8 hex digits naming the settings that draw a view (not how many views are drawn)."""
+    key = f"{config.min_side}/{config.log_gamma}/{config.noise}".encode()
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
 def _rng(sample: Sample, view: int) -> np.random.Generator:
     key = f"view/{sample.set_name}/{sample.image_id}/{view}".encode()
     return np.random.default_rng(int(hashlib.sha256(key).hexdigest()[:16], 16))
@@ -61,12 +68,12 @@ def augment(pixels: np.ndarray, mask: np.ndarray, config: ViewConfig,
 
 def make_views(samples: Sequence[Sample], views_dir: Path, config: ViewConfig) -> list[Sample]:
     """Write (once) and return ``config.per_image`` augmented views of every sample, named
-    ``<image id>~view<k>``."""
-    views = []
+    ``<image id>~view<k>-<settings tag>``."""
+    views, tag = [], settings_tag(config)
     for sample in samples:
         folder = Path(views_dir) / sample.set_name
         for k in range(config.per_image):
-            view_id = f"{sample.image_id}~view{k}"
+            view_id = f"{sample.image_id}~view{k}-{tag}"
             image_path = folder / "images" / f"{view_id}.png"
             mask_path = folder / "masks" / f"{view_id}.png"
             if not (image_path.is_file() and mask_path.is_file()):
