@@ -19,7 +19,7 @@ from clipsam.io.splits import split_of
 from clipsam.models.grounding import HeadsConfig, load_grounding_model
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.segmenter import Geometry, ImageEmbedding
-from clipsam.train.recipes import RECIPES, Recipe
+from clipsam.train.recipes import RECIPES, SHIPPED_RECIPE, Recipe
 from clipsam.train.trainer import TrainConfig
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -162,5 +162,6 @@ def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter
     assert segmenter.encoded == len(expected)  # only what is trained on is encoded
     assert kwargs["metadata"]["part"] == "train"
     assert kwargs["metadata"]["excluded_subjects"] == [f"discs/{train_subjects[0]}"]
-    assert recipe.name == "builtin" and recipe.train.learning_rate == 0.5
+    # the default recipe is the shipped model's, with the option's override
+    assert recipe.name == SHIPPED_RECIPE and recipe.train.learning_rate == 0.5
     assert kwargs["segmenter"] is segmenter

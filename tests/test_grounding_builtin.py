@@ -1,6 +1,7 @@
 """The shipped grounding model, with the real text encoder and (slow) the real LiteMedSAM."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -8,12 +9,12 @@ import pytest
 from clipsam.io.image import segmenter_input
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
-from clipsam.models.grounding import builtin_model_dir, load_grounding_model
+from clipsam.models.grounding import HeadsConfig, builtin_model_dir, load_grounding_model
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.postprocess.map_boxes import map_boxes
 from clipsam.train.captions import builtin_concepts
-from clipsam.train.recipes import RECIPES
+from clipsam.train.recipes import RECIPES, SHIPPED_RECIPE
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,6 @@ def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
     # sets labelling the same scans say so in both directions
     assert "jsrt_heart" in concepts["cxr_lungs"].may_show
     assert "cxr_lungs" in concepts["jsrt_heart"].may_show
-    assert RECIPES["builtin"].heads.feature_dim == 256
 
 
 def test_shipped_model_is_small_and_knows_its_training(encoder):
@@ -71,6 +71,10 @@ def test_shipped_model_is_small_and_knows_its_training(encoder):
     assert size < 5_000_000
     config = json.loads((folder / "config.json").read_text())
     trained = set(config["metadata"]["concepts"])
+    # made by the shipped recipe, whose heads it holds
+    assert config["metadata"]["recipe"] == SHIPPED_RECIPE
+    assert config["metadata"]["training"] == asdict(RECIPES[SHIPPED_RECIPE].train)
+    assert HeadsConfig.from_dict(config["heads"]) == RECIPES[SHIPPED_RECIPE].heads
     assert trained and trained <= {c.target for c in builtin_concepts().values()}
     model = load_grounding_model(text_encoder=encoder)
     assert 0 < model.presence.threshold < 1

@@ -1,7 +1,7 @@
 """``clipsam finetune``: train the grounding heads from segmentation sets or a caption table.
 
 The one training front-end of the grounding model: the shipped model is rebuilt by
-``clipsam finetune --recipe builtin`` with the command in its model card.
+``clipsam finetune`` (its default recipe) with the command in its model card.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="target of each --data set (needed for sets clipsam does not know)")
     parser.add_argument("--csv-separator", default=",", metavar="SEP")
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
-    parser.add_argument("--recipe", default="builtin", metavar="NAME",
+    parser.add_argument("--recipe", default=None, metavar="NAME",
                         help="named settings of heads, training and calibration "
-                             "(clipsam.train.recipes; default builtin, the shipped model's); "
-                             "the options below "
-                             "override its training settings")
+                             "(clipsam.train.recipes; default: the shipped model's, "
+                             "SHIPPED_RECIPE); the options below override its training "
+                             "settings")
     parser.add_argument("--part", choices=PARTS, default="all",
                         help="'train': only subjects of the train part of the subject split "
                              "(clipsam.io.splits), so that `clipsam eval --subset test` scores "
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.train.captions import builtin_concepts, concept_for
     from clipsam.train.embedding_cache import encode_missing
     from clipsam.train.fit import fit_from_samples
-    from clipsam.train.recipes import recipe_named
+    from clipsam.train.recipes import SHIPPED_RECIPE, recipe_named
 
-    recipe = recipe_named(args.recipe)
+    recipe = recipe_named(args.recipe or SHIPPED_RECIPE)
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                    "learning_rate": args.lr, "loss": args.loss,
                                    "seed": args.seed}.items() if v is not None}
