@@ -32,53 +32,53 @@ class Recipe:
 
 _HEADS = HeadsConfig(hidden_dim=128, dilations=(1, 2, 4, 8), global_context=True,
                      context_stride=2)
+_TRAIN = TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5)
 RECIPES: dict[str, Recipe] = {
     # the shipped recipe until 2026-12-01
     "builtin": Recipe(
         name="builtin",
-        train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        train=_TRAIN,
         heads=_HEADS,
     ),
     # the augmentation measured against "builtin" in docs/BENCHMARKS.md (left-right flips of
     # the cached features and targets)
     "builtin-flip": Recipe(
         name="builtin-flip",
-        train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5,
-                          flip=True),
+        train=replace(_TRAIN, flip=True),
         heads=_HEADS,
     ),
     # the shipped recipe since 2026-12-01: "builtin" with twice the epochs
     "builtin-long": Recipe(
         name="builtin-long",
-        train=TrainConfig(epochs=20, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        train=replace(_TRAIN, epochs=20),
         heads=_HEADS,
     ),
     # the stronger head measured against "builtin" in docs/BENCHMARKS.md (context blocks that
     # mix all channels instead of depthwise ones)
     "builtin-dense": Recipe(
         name="builtin-dense",
-        train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        train=_TRAIN,
         heads=replace(_HEADS, depthwise=False),
     ),
     # "builtin" plus one re-encoded augmented view (a crop and an intensity change) of every
     # training image, 10 epochs over both (measured, not kept)
     "builtin-views": Recipe(
         name="builtin-views",
-        train=TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        train=_TRAIN,
         heads=_HEADS,
         views=ViewConfig(),
     ),
     # dense blocks and views, as many steps as "builtin" (measured, not kept)
     "builtin-dense-views": Recipe(
         name="builtin-dense-views",
-        train=TrainConfig(epochs=5, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        train=replace(_TRAIN, epochs=5),
         heads=replace(_HEADS, depthwise=False),
         views=ViewConfig(),
     ),
     # the leave-one-set-out models of docs/BENCHMARKS.md: the same heads, fewer epochs
     "loso": Recipe(
         name="loso",
-        train=TrainConfig(epochs=4, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5),
+        train=replace(_TRAIN, epochs=4),
         heads=_HEADS,
     ),
 }
