@@ -130,7 +130,7 @@ def fit_from_samples(
     info = {
         "recipe": recipe.name, "training": asdict(recipe.train),
         "concepts": [c.target for c in train.concepts],
-        "train_images": len(train) - len(views), "views": len(views),
+        "train_images": len(pick), "views": len(views),
         "calibration_images": calibration_info["images"],
         "subjects": {name: {"train": subs} for name, subs in
                      subjects_by_set([samples[i] for i in pick]).items()},

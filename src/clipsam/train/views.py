@@ -66,22 +66,29 @@ def augment(pixels: np.ndarray, mask: np.ndarray, config: ViewConfig,
     return out, mask[y:y + ch, x:x + cw]
 
 
+def _read_labelled(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W[, 3]) pixels and the (H, W) bool mask of a sample."""
+    pixels = np.asarray(read_image(sample.image_path).pixels)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    return pixels, read_mask(sample.mask_path)
+
+
 def make_views(samples: Sequence[Sample], views_dir: Path, config: ViewConfig) -> list[Sample]:
     """Write (once) and return ``config.per_image`` augmented views of every sample, named
-    ``<image id>~view<k>-<settings tag>``."""
+    ``<image id>~view<k>-<settings tag>``; a sample is read only if one of its views is
+    missing, and once for all of them."""
     views, tag = [], settings_tag(config)
     for sample in samples:
         folder = Path(views_dir) / sample.set_name
+        source = None
         for k in range(config.per_image):
             view_id = f"{sample.image_id}~view{k}-{tag}"
             image_path = folder / "images" / f"{view_id}.png"
             mask_path = folder / "masks" / f"{view_id}.png"
             if not (image_path.is_file() and mask_path.is_file()):
-                pixels = np.asarray(read_image(sample.image_path).pixels)
-                if pixels.ndim == 3 and pixels.shape[-1] == 1:
-                    pixels = pixels[..., 0]
-                out, cut = augment(pixels, read_mask(sample.mask_path), config,
-                                   _rng(sample, k))
+                source = source or _read_labelled(sample)
+                out, cut = augment(*source, config, _rng(sample, k))
                 write_mask_png(mask_path, cut)
                 write_atomic(image_path,
                              lambda p, a=out: Image.fromarray(a).save(p, format="PNG"))
