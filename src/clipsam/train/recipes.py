@@ -47,11 +47,25 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_TRAIN, flip=True),
         heads=_HEADS,
     ),
-    # the shipped recipe since 2026-12-01: "builtin" with twice the epochs
+    # "builtin" with twice the epochs (shipped for part of 2026-12-01)
     "builtin-long": Recipe(
         name="builtin-long",
         train=replace(_TRAIN, epochs=20),
         heads=_HEADS,
+    ),
+    # the shipped recipe since 2026-12-01: "builtin-long" with twice the epochs again
+    "builtin-xlong": Recipe(
+        name="builtin-xlong",
+        train=replace(_TRAIN, epochs=40),
+        heads=_HEADS,
+    ),
+    # "builtin-long" over images and their views: as many steps as "builtin-xlong" (measured,
+    # not kept)
+    "builtin-long-views": Recipe(
+        name="builtin-long-views",
+        train=replace(_TRAIN, epochs=20),
+        heads=_HEADS,
+        views=ViewConfig(),
     ),
     # the stronger head measured against "builtin" in docs/BENCHMARKS.md (context blocks that
     # mix all channels instead of depthwise ones)
@@ -84,7 +98,7 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-SHIPPED_RECIPE = "builtin-long"
+SHIPPED_RECIPE = "builtin-xlong"
 
 
 def recipe_named(name: str) -> Recipe:
