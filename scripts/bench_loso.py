@@ -10,7 +10,9 @@ S's held-out images are then segmented from S's prompt alone ("text"), and after
 ``clipsam.train.adapt.adapt`` (what ``clipsam adapt`` runs) from k labelled images of S's train
 part, for several random draws of the k images (``--vector-only``: the concept vector without
 its feature probe; ``--bank-weight 0``: the negative bank only calibrates, as before
-2026-12-01). Segmentation is the MedCLIP-SAM pipeline
+2026-12-01; ``--views N``: N re-encoded augmented views of every shot learned from beside it).
+``--score-part train`` scores, to choose settings without held-out images, ``--limit`` images of
+S's train part that are not the draw's shots instead. Segmentation is the MedCLIP-SAM pipeline
 on the cached embeddings, gated by presence (a "not found" on a present target scores 0). Writes
 ``loso_<set>.csv`` (one row per k, draw and image) and ``run_<set>.json`` as each set is done.
 """
@@ -47,6 +49,14 @@ def _order(sample) -> str:
     return hashlib.sha256(f"loso/{sample.set_name}/{sample.image_id}".encode()).hexdigest()
 
 
+def _cases(scored: list, shots: set[str], limit: int | None, cache: Path) -> list:
+    """(sample, embedding, image, expert mask) of the scored samples that are not shots (the
+    first ``limit`` of them when given)."""
+    chosen = [s for s in scored if s.image_id not in shots][:limit]
+    return [(s, load_embedding(cache, s), segmenter_input(read_image(s.image_path)),
+             read_mask(s.mask_path)) for s in chosen]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -65,8 +75,17 @@ def main() -> None:
     parser.add_argument("--bank-weight", type=float, default=AdaptConfig.bank_weight,
                         help="weight of the negative bank's cells in the adaptation loss (0: the "
                              "bank only calibrates, the adaptation before 2026-12-01)")
+    parser.add_argument("--views", type=int, default=AdaptConfig.views,
+                        help="re-encoded augmented views of every shot learned from beside it")
+    parser.add_argument("--score-part", choices=("test", "train"), default="test",
+                        help="score held-out images (test) or, to choose settings, train-part "
+                             "images that are not the draw's shots")
+    parser.add_argument("--limit", type=int, default=20,
+                        help="train-part images scored with --score-part train (a fixed hash "
+                             "order)")
     args = parser.parse_args()
-    adapt_config = AdaptConfig(probe=not args.vector_only, bank_weight=args.bank_weight)
+    adapt_config = AdaptConfig(probe=not args.vector_only, bank_weight=args.bank_weight,
+                               views=args.views)
     concepts = builtin_concepts()
     names = [n for n in sorted(concepts) if (args.data / n).is_dir()]
     samples = {n: [s for s in list_samples(args.data / n) if is_cached(args.cache, s)]
@@ -85,11 +104,11 @@ def main() -> None:
                              metadata={"left_out": left_out, "part": "train"})
         base = load_grounding_model(folder, segmenter=segmenter)
         prompt = concepts[left_out].target
-        test = [s for s in samples[left_out] if split_of(s) == "test"]
         pool = [s for s in samples[left_out] if split_of(s) == "train"]
-        cases = [(s, load_embedding(args.cache, s), segmenter_input(read_image(s.image_path)),
-                  read_mask(s.mask_path)) for s in test]
-        runs = [("text", 0, 0, base)]
+        scored = ([s for s in samples[left_out] if split_of(s) == "test"]
+                  if args.score_part == "test" else sorted(pool, key=_order))
+        limit = args.limit if args.score_part == "train" else None
+        runs = [("text", 0, 0, base, set())]
         for k in args.shots:
             for draw in range(args.draws):
                 chosen = pick_shots(pool, k, seed=draw)
@@ -97,11 +116,12 @@ def main() -> None:
                               segmenter_input(read_image(s.image_path)), read_mask(s.mask_path))
                          for s in chosen]
                 adapted, _ = adapt(base, shots, prompt, segmenter, config=adapt_config)
-                runs.append(("adapted", k, draw, adapted))
+                runs.append(("adapted", k, draw, adapted, {s.image_id for s in chosen}))
         rows = []
-        for kind, k, draw, model in tqdm(runs, desc=f"without {left_out}"):
+        for kind, k, draw, model, shot_ids in tqdm(runs, desc=f"without {left_out}"):
             pipeline = MedClipSamPipeline(segmenter, model)
-            for sample, embedding, image, reference in cases:
+            for sample, embedding, image, reference in _cases(scored, shot_ids, limit,
+                                                              args.cache):
                 result = pipeline.run(image, prompt, embedding=embedding)
                 rows.append({"set": left_out, "kind": kind, "shots": k, "draw": draw,
                              "id": sample.image_id, "gt_empty": not reference.any(),
@@ -113,6 +133,8 @@ def main() -> None:
         run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "recipe": args.recipe, "train_images_per_set": args.per_set,
                "shots": args.shots, "draws": args.draws, "left_out": left_out,
+               "scored": args.score_part if args.score_part == "test"
+               else f"train part, {args.limit} images that are not shots",
                "adapt": asdict(adapt_config)}
         write_text_atomic(args.out / f"run_{left_out}.json", json.dumps(run, indent=1) + "\n")
         print(f"wrote {args.out / f'loso_{left_out}.csv'} ({len(rows)} rows)", flush=True)

@@ -354,6 +354,34 @@ def table_loso(folder: str = "loso") -> str:
                     f"sets: {', '.join(good) or 'none'}.")
 
 
+def _draw_means(folder: str, name: str) -> list[float]:
+    """Mean Dice of each adapted draw of one left-out set (images with a target)."""
+    draws = defaultdict(list)
+    for r in _rows(RESULTS / folder / f"loso_{name}.csv"):
+        if r["kind"] == "adapted" and not _true(r["gt_empty"]):
+            draws[r["draw"]].append(float(r["dice"]))
+    return [float(np.mean(v)) for v in draws.values()]
+
+
+def table_loso_select() -> str:
+    """5-shot Dice on train-part images that are not shots, without and with views of the
+    shots (settings chosen here, never on held-out images)."""
+    folders = ("loso_select_views0", "loso_select_views1")
+    body, means = [], {f: [] for f in folders}
+    for name in SETS:
+        if not all((RESULTS / f / f"loso_{name}.csv").is_file() for f in folders):
+            continue
+        cells = [name]
+        for f in folders:
+            values = _draw_means(f, name)
+            means[f].append(np.mean(values))
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f} ({len(values)})")
+        body.append(cells)
+    body.append(["mean over sets", *[_fmt(float(np.mean(means[f]))) for f in folders]])
+    return _table(["left-out set", "5-shot, shots alone (draws)",
+                   "5-shot, shots + 1 view each (draws)"], body)
+
+
 def _paired_difference(set_name: str, method: str, reference: str) -> str:
     """Mean per-image Dice of ``method`` minus ``reference`` over the images both scored, with
     a 95 % bootstrap interval (2,000 resamples of images, fixed seed)."""
@@ -454,6 +482,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "presence": table_presence, "curve": table_curve, "calibration": table_calibration,
     "loso": table_loso, "loso_vector": lambda: table_loso("loso_vector"),
     "loso_probe": lambda: table_loso("loso_probe"), "loso_100": lambda: table_loso("loso_100"),
+    "loso_select": table_loso_select,
     "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
 }

@@ -12,7 +12,7 @@ import torch
 from clipsam.apps import cli
 from clipsam.errors import WeightsError
 from clipsam.models.grounding import GroundingModel, PresenceRule, load_grounding_model
-from clipsam.train.adapt import AdaptConfig, Shot, adapt, save_adapted
+from clipsam.train.adapt import AdaptConfig, Shot, adapt, save_adapted, shot_views
 from clipsam.train.negative_bank import BANK_FILE, build_bank, load_bank
 from clipsam.train.trainer import TrainConfig, train_heads
 from conftest import BoxFillingSegmenter
@@ -213,6 +213,10 @@ def test_the_adapt_command_uses_negatives_and_writes_a_model(base_dir, tmp_path,
                      str(base_dir), "--negatives", str(empty), "--out", str(tmp_path / "x")])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "holds no image" in error and "\n" not in error
+    code = cli.main(["-q", "adapt", str(labelled), "--prompt", NEW, "--base", str(base_dir),
+                     "--views", "-1", "--out", str(tmp_path / "y")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "--views must be 0 or more" in error and "\n" not in error
 
 
 def _blind(model):
@@ -343,3 +347,53 @@ def test_a_readapted_concept_drops_the_level_and_margin_calibrated_for_its_old_m
     assert adapted.map_level_for(NAMES[0]) is None and adapted.box_margin_for(NAMES[0]) is None
     assert adapted.map_level_for(NAMES[1]) == 0.6 and adapted.box_margin_for(NAMES[1]) == 0.05
     assert calibrated.box_margin_for(NAMES[0]) == 0.1  # the base is untouched
+
+
+class _FeatureSegmenter(BoxFillingSegmenter):
+    """Encodes any image into synthetic features without a target (counts its passes)."""
+
+    def encode(self, image):
+        self.encoded += 1
+        rng = np.random.default_rng(self.encoded)
+        return embedding(features_with(np.zeros((GRID, GRID), np.float32), None, rng))
+
+
+def test_shot_views_are_reproducible_aligned_crops_encoded_once_each():
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 8:30] = True
+    # the target is the bright part of the image, so a view's mask must be its bright part
+    shot = replace(_shots(1)[0], image=np.where(mask, 900.0, 100.0).astype(np.float32),
+                   mask=mask)
+    segmenter = _FeatureSegmenter()
+    views = shot_views(shot, 0, segmenter, 3)
+    assert len(views) == 3 and segmenter.encoded == 3
+    for view in views:
+        assert view.image.shape == view.mask.shape and view.image.dtype == np.uint8
+        assert min(view.mask.shape) >= round(64 * 0.7)
+        assert np.array_equal(view.image > 127, view.mask)
+    again = shot_views(shot, 0, _FeatureSegmenter(), 3)
+    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+               for a, b in zip(views, again, strict=True))
+    other = shot_views(shot, 1, _FeatureSegmenter(), 1)[0]
+    assert other.image.shape != views[0].image.shape or not np.array_equal(other.image,
+                                                                           views[0].image)
+
+
+def test_views_are_learned_beside_their_shot_and_left_out_with_it(base, monkeypatch):
+    import clipsam.train.adapt as adapt_module
+
+    sizes = []
+    learn = adapt_module.learn_concept
+
+    def recording(model, embeddings, masks, *args, **kwargs):
+        sizes.append(len(embeddings))
+        return learn(model, embeddings, masks, *args, **kwargs)
+
+    monkeypatch.setattr(adapt_module, "learn_concept", recording)
+    segmenter = _FeatureSegmenter()
+    _, report = adapt(_in_memory(base), _shots(4), NEW, segmenter,
+                      config=replace(CONFIG, views=2))
+    # all 4 shots with 2 views each, then each shot left out with its views
+    assert sizes == [12, 9, 9, 9, 9]
+    assert segmenter.encoded == 8
+    assert len(report.left_out_scores) == 4 and report.settings["views"] == 2

@@ -27,6 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="images without the target (any layout), to set the 'not found' "
                              "threshold together with half of the model's bank of training images")
     parser.add_argument("--seed", type=int, default=0, help="which labelled images are used")
+    parser.add_argument("--views", type=int, default=None, metavar="N",
+                        help="augmented copies of every labelled image (a crop, a gamma and "
+                             "noise), encoded and learned from beside it (default: "
+                             "AdaptConfig.views)")
     parser.set_defaults(func=run)
     return parser
 
@@ -34,13 +38,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from clipsam.errors import InputError
     from clipsam.models.grounding import load_grounding_model
-    from clipsam.train.adapt import adapt_from_folder, save_adapted
+    from clipsam.train.adapt import AdaptConfig, adapt_from_folder, save_adapted
 
     if args.shots < 1:
         raise InputError(f"--shots must be at least 1, got {args.shots}")
+    config = AdaptConfig() if args.views is None else AdaptConfig(views=args.views)
+    if config.views < 0:
+        raise InputError(f"--views must be 0 or more, got {config.views}")
     model = load_grounding_model(args.base)
     adapted, used, report = adapt_from_folder(model, args.labeled_dir, args.prompt, args.shots,
-                                              args.seed, args.negatives)
+                                              args.seed, args.negatives, config)
     save_adapted(adapted, args.out)
     for warning in report.warnings:
         print(f"warning: {warning}")

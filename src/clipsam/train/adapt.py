@@ -11,9 +11,13 @@ is not: learned from them alone, the probe also fires on images unlike any shot 
 modalities), so targets and non-targets score alike near 1 and no threshold keeps the one while
 rejecting the other. Half of the model's negative bank (built-in training images, each set's
 1st, 3rd, ... image) therefore enters the loss as cells without the target; the other half
-calibrates. The new concept also gets its own "not found" threshold and mask source:
+calibrates. Each shot can also bring ``views`` re-encoded augmented copies of itself (a crop,
+a gamma and noise, as the training views of :mod:`clipsam.train.views`; one encoder pass each),
+learned from beside it. The new concept also gets its own "not found" threshold and mask
+source:
 
-* presence: each shot is scored by the concept learned from the *other* shots (leave one out);
+* presence: each shot is scored by the concept learned from the *other* shots and their views
+  (leave one out);
   the threshold is placed by the same rule as the built-in concepts'
   (:func:`clipsam.train.calibrate.place_threshold`): the recall point of the left-out shots
   (their lowest score for fewer than 20 shots), moved half-way (in logits) towards the 90th
@@ -50,21 +54,23 @@ from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from clipsam.train.calibrate import SOURCES, choose_source, place_threshold, source_dice
 from clipsam.train.negative_bank import BANK_FILE, NegativeBank, load_bank
+from clipsam.train.views import ViewConfig, augment
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
     """Settings of :func:`adapt`: optimiser steps and rate, whether a feature probe is learned
     beside the concept vector (``False``: the vector alone) and its L2 penalty, the weight of
-    the negative bank's cells in the loss (0: the bank only calibrates), the recall point and
-    negatives' quantile of the threshold rule, and the Dice margin a mask source other than
-    the segmenter needs."""
+    the negative bank's cells in the loss (0: the bank only calibrates), the re-encoded views
+    learned from beside each shot (0: none), the recall point and negatives' quantile of the
+    threshold rule, and the Dice margin a mask source other than the segmenter needs."""
 
     steps: int = 200
     learning_rate: float = 0.05
     probe: bool = True
     probe_decay: float = 1e-3
     bank_weight: float = 1.0
+    views: int = 0
     recall: float = 0.95
     negative_quantile: float = 0.9
     min_gain: float = 0.02
@@ -205,6 +211,18 @@ def with_concept(model: GroundingModel, prompt: str, learned: LearnedConcept,
     return copy
 
 
+def shot_views(shot: Shot, index: int, segmenter: PromptableSegmenter, count: int,
+               config: ViewConfig | None = None) -> list[Shot]:
+    """``count`` augmented copies of a shot (:func:`clipsam.train.views.augment`), each
+    encoded by ``segmenter``; drawn reproducibly from the shot's position ``index``."""
+    config = config or ViewConfig()
+    views = []
+    for k in range(count):
+        pixels, mask = augment(shot.image, shot.mask, config, np.random.default_rng([index, k]))
+        views.append(Shot(segmenter.encode(pixels), pixels, mask))
+    return views
+
+
 def adapt(
     model: GroundingModel,
     shots: Sequence[Shot],
@@ -230,10 +248,13 @@ def adapt(
     # half the bank teaches the concept what it is not, the other half calibrates it
     train_bank, calibration_bank = (bank.halves() if bank is not None and config.bank_weight > 0
                                     else (None, bank))
+    # each shot with its views; leaving a shot out leaves its views out too
+    groups = [[shot, *shot_views(shot, i, segmenter, config.views)]
+              for i, shot in enumerate(shots)]
     learn = lambda chosen: learn_concept(  # noqa: E731
-        model, [s.embedding for s in chosen], [s.mask for s in chosen], prompt, config,
-        train_bank)
-    learned = learn(shots)
+        model, [s.embedding for g in chosen for s in g], [s.mask for g in chosen for s in g],
+        prompt, config, train_bank)
+    learned = learn(groups)
     left_out, per_source = [], {s: [] for s in SOURCES}
     if len(shots) == 1:
         trial = with_concept(model, prompt, learned)
@@ -243,7 +264,7 @@ def adapt(
     else:
         for i, shot in enumerate(shots):
             # threshold 0: the pipeline segments every left-out shot, found or not
-            trial = with_concept(model, prompt, learn([s for j, s in enumerate(shots) if j != i]),
+            trial = with_concept(model, prompt, learn([g for j, g in enumerate(groups) if j != i]),
                                  threshold=0.0)
             left_out.append(trial.presence_score(shot.embedding, prompt))
             pipeline = MedClipSamPipeline(segmenter, trial,
