@@ -329,23 +329,37 @@ def table_calibration() -> str:
                    "mask source", "map level", "box margin"], body)
 
 
+def _draw_means(rows: list[dict], shots: int) -> list[float]:
+    """Mean Dice of each draw of ``shots``-shot adaptation over ``rows`` (one left-out set's
+    images with a target)."""
+    draws = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "adapted" and int(r["shots"]) == shots:
+            draws[r["draw"]].append(float(r["dice"]))
+    return [float(np.mean(v)) for v in draws.values()]
+
+
+def _draws_cell(means: list[float]) -> str:
+    return f"{np.mean(means):.3f} ± {np.std(means):.3f} ({len(means)})"
+
+
+def _with_target(rows: list[dict], name: str) -> list[dict]:
+    return [r for r in rows if r["set"] == name and not _true(r["gt_empty"])]
+
+
 def table_loso(folder: str = "loso") -> str:
     rows = [r for path in sorted((RESULTS / folder).glob("loso_*.csv")) for r in _rows(path)]
     shots = sorted({int(r["shots"]) for r in rows if r["kind"] == "adapted"})
     body, good = [], []
     for name in SETS:
-        mine = [r for r in rows if r["set"] == name and not _true(r["gt_empty"])]
+        mine = _with_target(rows, name)
         if not mine:
             continue
         text = np.mean([float(r["dice"]) for r in mine if r["kind"] == "text"])
         cells = [name, _fmt(float(text))]
         for k in shots:
-            draws = defaultdict(list)
-            for r in mine:
-                if r["kind"] == "adapted" and int(r["shots"]) == k:
-                    draws[r["draw"]].append(float(r["dice"]))
-            means = [np.mean(v) for v in draws.values()]
-            cells.append(f"{np.mean(means):.3f} ± {np.std(means):.3f} ({len(means)})")
+            means = _draw_means(mine, k)
+            cells.append(_draws_cell(means))
             if k == 5 and np.mean(means) >= 0.75:
                 good.append(name)
         body.append(cells)
@@ -354,28 +368,20 @@ def table_loso(folder: str = "loso") -> str:
                     f"sets: {', '.join(good) or 'none'}.")
 
 
-def _draw_means(folder: str, name: str) -> list[float]:
-    """Mean Dice of each adapted draw of one left-out set (images with a target)."""
-    draws = defaultdict(list)
-    for r in _rows(RESULTS / folder / f"loso_{name}.csv"):
-        if r["kind"] == "adapted" and not _true(r["gt_empty"]):
-            draws[r["draw"]].append(float(r["dice"]))
-    return [float(np.mean(v)) for v in draws.values()]
-
-
 def table_loso_select() -> str:
     """5-shot Dice on train-part images that are not shots, without and with views of the
     shots (settings chosen here, never on held-out images)."""
     folders = ("loso_select_views0", "loso_select_views1")
     body, means = [], {f: [] for f in folders}
     for name in SETS:
-        if not all((RESULTS / f / f"loso_{name}.csv").is_file() for f in folders):
+        paths = [RESULTS / f / f"loso_{name}.csv" for f in folders]
+        if not all(p.is_file() for p in paths):
             continue
         cells = [name]
-        for f in folders:
-            values = _draw_means(f, name)
+        for f, path in zip(folders, paths, strict=True):
+            values = _draw_means(_with_target(_rows(path), name), 5)
             means[f].append(np.mean(values))
-            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f} ({len(values)})")
+            cells.append(_draws_cell(values))
         body.append(cells)
     body.append(["mean over sets", *[_fmt(float(np.mean(means[f]))) for f in folders]])
     return _table(["left-out set", "5-shot, shots alone (draws)",
