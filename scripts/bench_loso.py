@@ -49,12 +49,17 @@ def _order(sample) -> str:
     return hashlib.sha256(f"loso/{sample.set_name}/{sample.image_id}".encode()).hexdigest()
 
 
-def _cases(scored: list, shots: set[str], limit: int | None, cache: Path) -> list:
+def _cases(scored: list, shots: set[str], limit: int | None, cache: Path,
+           loaded: dict) -> list:
     """(sample, embedding, image, expert mask) of the scored samples that are not shots (the
-    first ``limit`` of them when given)."""
+    first ``limit`` of them when given); each sample is read once into ``loaded``."""
     chosen = [s for s in scored if s.image_id not in shots][:limit]
-    return [(s, load_embedding(cache, s), segmenter_input(read_image(s.image_path)),
-             read_mask(s.mask_path)) for s in chosen]
+    for s in chosen:
+        if s.image_id not in loaded:
+            loaded[s.image_id] = (s, load_embedding(cache, s),
+                                  segmenter_input(read_image(s.image_path)),
+                                  read_mask(s.mask_path))
+    return [loaded[s.image_id] for s in chosen]
 
 
 def main() -> None:
@@ -117,11 +122,11 @@ def main() -> None:
                          for s in chosen]
                 adapted, _ = adapt(base, shots, prompt, segmenter, config=adapt_config)
                 runs.append(("adapted", k, draw, adapted, {s.image_id for s in chosen}))
-        rows = []
+        rows, loaded = [], {}
         for kind, k, draw, model, shot_ids in tqdm(runs, desc=f"without {left_out}"):
             pipeline = MedClipSamPipeline(segmenter, model)
             for sample, embedding, image, reference in _cases(scored, shot_ids, limit,
-                                                              args.cache):
+                                                              args.cache, loaded):
                 result = pipeline.run(image, prompt, embedding=embedding)
                 rows.append({"set": left_out, "kind": kind, "shots": k, "draw": draw,
                              "id": sample.image_id, "gt_empty": not reference.any(),
