@@ -2,6 +2,7 @@
 negative bank it is calibrated against."""
 
 import copy
+import re
 import shutil
 from dataclasses import asdict, replace
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from clipsam.apps import cli
-from clipsam.errors import WeightsError
+from clipsam.errors import InputError, WeightsError
 from clipsam.models.grounding import GroundingModel, PresenceRule, load_grounding_model
 from clipsam.train.adapt import AdaptConfig, Shot, adapt, save_adapted, shot_views
 from clipsam.train.negative_bank import BANK_FILE, build_bank, load_bank
@@ -98,6 +99,17 @@ def test_the_bank_round_trips_and_approximates_presence_on_its_images(base, tmp_
         assert np.abs(approx - exact).max() < 0.15, name
         positive = (data.concept_index == c) & data.has_target()
         assert approx[~positive].max() < exact[positive].min(), name
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("views", -1, "views must be 0 or more"), ("steps", 0, "steps >= 1"),
+    ("learning_rate", 0.0, "positive learning rate"), ("bank_weight", -0.5, "bank_weight"),
+    ("recall", 0.0, "recall must be in (0, 1]"), ("negative_quantile", 1.5, "negative_quantile"),
+])
+def test_adapt_settings_out_of_range_are_refused_with_their_name(field, value, named):
+    with pytest.raises(InputError, match=re.escape(named)):
+        AdaptConfig(**{field: value})
+    assert getattr(AdaptConfig(), field) != value
 
 
 def test_the_threshold_keeps_every_left_out_shot(base):
@@ -216,7 +228,7 @@ def test_the_adapt_command_uses_negatives_and_writes_a_model(base_dir, tmp_path,
     code = cli.main(["-q", "adapt", str(labelled), "--prompt", NEW, "--base", str(base_dir),
                      "--views", "-1", "--out", str(tmp_path / "y")])
     error = capsys.readouterr().err.strip()
-    assert code == 2 and "--views must be 0 or more" in error and "\n" not in error
+    assert code == 2 and "views must be 0 or more" in error and "\n" not in error
 
 
 def _blind(model):

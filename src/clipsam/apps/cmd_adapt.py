@@ -43,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
     if args.shots < 1:
         raise InputError(f"--shots must be at least 1, got {args.shots}")
     config = AdaptConfig() if args.views is None else AdaptConfig(views=args.views)
-    if config.views < 0:
-        raise InputError(f"--views must be 0 or more, got {config.views}")
     model = load_grounding_model(args.base)
     adapted, used, report = adapt_from_folder(model, args.labeled_dir, args.prompt, args.shots,
                                               args.seed, args.negatives, config)

@@ -75,6 +75,19 @@ class AdaptConfig:
     negative_quantile: float = 0.9
     min_gain: float = 0.02
 
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.learning_rate <= 0:
+            raise InputError(f"adaptation needs steps >= 1 and a positive learning rate, got "
+                             f"{self.steps} and {self.learning_rate}")
+        if self.views < 0:
+            raise InputError(f"views must be 0 or more, got {self.views}")
+        if self.probe_decay < 0 or self.bank_weight < 0:
+            raise InputError(f"probe_decay and bank_weight must be 0 or more, got "
+                             f"{self.probe_decay} and {self.bank_weight}")
+        if not 0 < self.recall <= 1 or not 0 <= self.negative_quantile <= 1:
+            raise InputError(f"recall must be in (0, 1] and negative_quantile in [0, 1], got "
+                             f"{self.recall} and {self.negative_quantile}")
+
 
 @dataclass(frozen=True)
 class Shot:
