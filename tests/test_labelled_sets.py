@@ -12,7 +12,7 @@ from PIL import Image
 from clipsam.errors import InputError
 from clipsam.eval.dataset import open_dataset, subject_subset
 from clipsam.io.labelled_sets import ImageMeta, Sample, list_samples, read_meta
-from clipsam.io.splits import calibration_of, split_of
+from clipsam.io.splits import calibration_of, held_out_subjects, split_of
 
 
 def make_set(root: Path, ids: list[str], meta: str | None) -> Path:
@@ -95,3 +95,15 @@ def test_calibration_is_by_subject_and_independent_of_the_split(tmp_path):
     assert 10 < len(calibration) < 60 and calibration != test
     assert {s.subject for s in samples if calibration_of(s, fraction=1.0)} == {
         s.subject for s in samples}
+
+
+def test_held_out_subjects_are_a_stable_share_never_all():
+    subjects = [f"p{i}" for i in range(20)] * 3  # three images per subject
+    held = held_out_subjects(subjects, 0.2, "salt")
+    assert len(held) == 4 and held <= set(subjects)
+    assert held == held_out_subjects(reversed(subjects), 0.2, "salt")  # order-free
+    assert held != held_out_subjects(subjects, 0.2, "other salt")
+    assert len(held_out_subjects(["a", "b"], 0.9, "salt")) == 1  # never every subject
+    assert len(held_out_subjects(["a", "b", "c"], 0.01, "salt")) == 1  # at least one
+    assert held_out_subjects(["a", "a"], 0.5, "salt") == set()  # one subject: none
+    assert held_out_subjects(subjects, 0.0, "salt") == set()

@@ -78,11 +78,23 @@ def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_f
                                                        capsys, monkeypatch):
     out = tmp_path / "model"
     code = weak_train(str(image_folder), "-p", "bright disc", "--out", str(out), "--size", "32",
-                      "--epochs", "2", "--cycles", "2", "--seed", "5", "--threads", "1")
+                      "--steps", "2", "--cycles", "2", "--seed", "5", "--threads", "1")
     assert code == 0
-    assert "trained on 6 of 6 images (6 with 'bright disc' found, 0 negatives)" in (
-        capsys.readouterr().out)
+    printed = capsys.readouterr()
+    assert ("trained on 5 of 6 images (6 with 'bright disc' found, 0 negatives; 1 held out)"
+            in printed.out)
+    # two steps teach nothing: the agreement is stated, and found too low
     config = json.loads((out / "config.json").read_text())
+    agreement = config["agreement"]
+    assert (f"agreement with the teacher on 1 held-out images (1 subjects): Dice "
+            f"{agreement:.3f} (floor 0.5)") in printed.out
+    assert agreement < 0.5 and "has not learned the target" in config["warning"]
+    assert "--network head" in config["warning"]
+    assert printed.err.strip() == f"warning: {config['warning']}"
+    assert [entry["step"] for entry in config["history"]] == [1, 2]
+    assert all(entry["loss"] > 0 and 0 <= entry["agreement"] <= 1 for entry in config["history"])
+    assert [origin["step"] for origin in config["member_origins"]] == [1, 2]
+    assert [item["held_out"] for item in config["data"]].count(True) == 1
     assert config["train"]["size"] == 32 and config["train"]["seed"] == 5
     assert config["in_channels"] == 1 and config["prompt"] == "bright disc"
     assert config["pseudo_method"] == "medclipsam"
@@ -158,9 +170,12 @@ def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_casc
     for index in range(2):
         plain = np.clip(50 + rng.normal(0, 10, (32, 32)), 0, 255).astype(np.uint8)
         Image.fromarray(plain).save(negatives / f"normal_{index}.png")
+    # three images per patient: the split and the validation hold-out keep them together
+    (labelled / "meta.csv").write_text("id,patient\n" + "".join(
+        f"case_{index:02d},p{index // 3}\n" for index in range(12)))
     out = tmp_path / "model"
     assert weak_train(str(labelled), "-p", "disc", "--out", str(out), "--subset", "train",
-                      "--negatives", str(negatives), "--size", "32", "--epochs", "1",
+                      "--negatives", str(negatives), "--size", "32", "--steps", "1",
                       "--cycles", "1", "--threads", "1") == 0
     train_ids = [s.image_id for s in list_samples(labelled) if split_of(s) == "train"]
     assert 0 < len(train_ids) < 12  # the split leaves some subjects out
@@ -168,8 +183,13 @@ def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_casc
     assert [d["id"] for d in data] == [*train_ids, "normal_0", "normal_1"]
     assert [d["negative"] for d in data] == [False] * len(train_ids) + [True, True]
     assert all(d["used"] for d in data)
-    assert f"trained on {len(train_ids) + 2} of {len(train_ids) + 2} images" in (
-        capsys.readouterr().out)
+    assert [d["subject"] for d in data] == [f"p{int(i[-2:]) // 3}" for i in train_ids] + [
+        "normal_0", "normal_1"]
+    held = {d["subject"] for d in data if d["held_out"]}
+    assert len(held) == 1  # a fifth of 2-3 subjects, at least one; never a negative
+    assert all(d["held_out"] == (d["subject"] in held) for d in data)
+    assert (f"trained on {len(train_ids) + 2 - 3} of {len(train_ids) + 2} images" in
+            capsys.readouterr().out)
 
 
 class BrightTeacher(BrightCascade):
@@ -185,7 +205,7 @@ def test_head_network_trains_and_segments_on_the_installed_segmenter(image_folde
     monkeypatch.setattr(registry, "build_pipeline", lambda config, models: BrightTeacher())
     out = tmp_path / "head"
     assert weak_train(str(image_folder), "-p", "bright disc", "--out", str(out), "--network",
-                      "head", "--epochs", "2", "--cycles", "1", "--threads", "1") == 0
+                      "head", "--steps", "2", "--cycles", "1", "--threads", "1") == 0
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["network"] == "head" and config["in_channels"] == 256
     assert config["feature_model"].startswith("litemedsam")

@@ -214,6 +214,11 @@ class RunConfig:
 
 NOT_FOUND_RULES = ("skip", "background")
 WEAK_NETWORKS = ("unet", "head")
+WEAK_AGREEMENT_FLOOR = 0.5
+"""The least Dice a weak-supervision student must reach against its teacher's pseudo-masks on
+held-out images to count as having learned: at 0.5 the two masks' overlap is a third of their
+union (IoU 1/3), so below it the student disagrees with its teacher on more target pixels than
+it agrees; students that learned reach 0.8-0.95 (docs/results/weak/image_count)."""
 
 
 @dataclass(frozen=True)
@@ -224,9 +229,15 @@ class WeakTrainConfig:
     user gave it as an image of the target: ``skip`` (left out of training) or ``background``
     (an all-background target). Images known to lack the target are given separately
     (negatives) and always train as background. ``uncertain_weight``: the loss weight of pixels
-    where the teacher's own map and its mask disagree (1 = no down-weighting). The defaults
-    (256 px, 40 epochs in 4 cosine cycles = 4 ensemble members, batch 8) train 200 images in
-    about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, section 5).
+    where the teacher's own map and its mask disagree (1 = no down-weighting).
+
+    Training counts optimisation ``steps`` (batches of ``batch_size``), not passes over the
+    images, so a few dozen images get as many steps as a few hundred; the steps are split into
+    ``cycles`` cosine cycles, each giving one ensemble member. ``validation_share`` of the
+    subjects (images without a subject are their own) is held out of training to measure the
+    student's agreement with its teacher (Dice against their pseudo-masks), every
+    ``eval_every`` steps and at each cycle's end; 0 holds none out (nothing then shows that the
+    student learned).
 
     ``network``: ``unet`` learns from the image itself, resized to ``size`` x ``size``, with
     a residual U-Net of ``features`` channels per level (needs no segmenter at inference);
@@ -236,7 +247,7 @@ class WeakTrainConfig:
     """
 
     size: int = 256
-    epochs: int = 40
+    steps: int = 600
     cycles: int = 4
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -247,6 +258,8 @@ class WeakTrainConfig:
     not_found: str = "skip"
     uncertain_weight: float = 0.25
     network: str = "unet"
+    validation_share: float = 0.2
+    eval_every: int = 50
 
     def __post_init__(self) -> None:
         if self.network not in WEAK_NETWORKS:
@@ -255,8 +268,12 @@ class WeakTrainConfig:
         if self.size < 2 ** (len(self.features) - 1) or self.size % 2 ** (len(self.features) - 1):
             raise InputError(f"input size {self.size} must be a multiple of "
                              f"{2 ** (len(self.features) - 1)} for {len(self.features)} levels")
-        if not 1 <= self.cycles <= self.epochs:
-            raise InputError(f"cycles ({self.cycles}) must be between 1 and epochs ({self.epochs})")
+        if not 1 <= self.cycles <= self.steps:
+            raise InputError(f"cycles ({self.cycles}) must be between 1 and steps ({self.steps})")
+        if self.eval_every < 1:
+            raise InputError(f"eval_every must be at least 1 step, got {self.eval_every}")
+        if not 0.0 <= self.validation_share < 1.0:
+            raise InputError(f"validation share must be in [0, 1), got {self.validation_share}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be positive, got {self.batch_size}")
         if self.not_found not in NOT_FOUND_RULES:
@@ -271,5 +288,5 @@ class WeakTrainConfig:
         return self.network == "head"
 
     def cycle_ends(self) -> tuple[int, ...]:
-        """The epoch counts after which each cycle ends (and a member is saved)."""
-        return tuple(round(self.epochs * (k + 1) / self.cycles) for k in range(self.cycles))
+        """The step counts after which each cycle ends (and a member is saved)."""
+        return tuple(round(self.steps * (k + 1) / self.cycles) for k in range(self.cycles))

@@ -11,9 +11,17 @@ for the segmenter) and ``--model MODEL_DIR``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from clipsam.config import NOT_FOUND_RULES, RUNTIMES, SEGMENTERS, WEAK_NETWORKS, WeakTrainConfig
+from clipsam.config import (
+    NOT_FOUND_RULES,
+    RUNTIMES,
+    SEGMENTERS,
+    WEAK_AGREEMENT_FLOOR,
+    WEAK_NETWORKS,
+    WeakTrainConfig,
+)
 from clipsam.pipelines.registry import PIPELINES
 
 PSEUDO_METHODS = tuple(name for name, spec in PIPELINES.items()
@@ -33,11 +41,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "on them with per-pixel weighted cross-entropy + Dice. Images where "
             "the cascade finds nothing are left out (--not-found), pixels where its map and "
             "mask disagree weigh less (--uncertain-weight), images given with --negatives "
-            "train as background. Images are resized (not letterboxed) to SIZE x SIZE. The "
-            "learning rate restarts CYCLES times (cosine) and the weights at the end of each "
-            "cycle form the ensemble whose mean is the prediction and whose entropy is the "
-            "uncertainty map. MODEL_DIR gets config.json (settings, images, training time), "
-            "member_<k>.safetensors and checkpoint.pt (written every epoch)."))
+            "train as background. Images are resized (not letterboxed) to SIZE x SIZE. "
+            "Training runs STEPS batches whatever the number of images; the learning rate "
+            "restarts CYCLES times (cosine). A share of the subjects (--validation-share; "
+            "subjects from IMAGES_DIR/meta.csv, else one per image) is held out: every "
+            f"{defaults.eval_every} steps the network's masks on them are compared with their "
+            "pseudo-masks (Dice: the student's agreement with its teacher), each cycle keeps "
+            "its best weights as an ensemble member, and the command ends with the "
+            "ensemble's agreement, warning when it is below "
+            f"{WEAK_AGREEMENT_FLOOR} (the student did not learn). The ensemble's mean is the "
+            "prediction, its entropy the uncertainty map. MODEL_DIR gets config.json "
+            "(settings, images, held-out images, training loss and agreement at every "
+            "evaluation, training time, warning), member_<k>.safetensors and checkpoint.pt "
+            "(written at every evaluation)."))
     parser.add_argument("images_dir", type=Path, metavar="IMAGES_DIR",
                         help="folder of unlabelled 2-D images (searched recursively)")
     parser.add_argument("-p", "--prompt", required=True, metavar="TEXT",
@@ -65,8 +81,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="unet: learns from the image (no segmenter at inference); head: "
                              "learns on the segmenter's locked image embedding (default "
                              "%(default)s)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs,
-                        help="default %(default)s")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="optimisation steps (batches), whatever the number of images "
+                             "(default %(default)s)")
+    parser.add_argument("--validation-share", type=float, default=defaults.validation_share,
+                        metavar="SHARE",
+                        help="share of the subjects held out to measure the student's "
+                             "agreement with its teacher; 0 holds none out (default "
+                             "%(default)s)")
     parser.add_argument("--cycles", type=int, default=defaults.cycles,
                         help="learning-rate cycles = ensemble members (default %(default)s)")
     parser.add_argument("--size", type=int, default=defaults.size,
@@ -89,20 +111,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def training_images(folder: Path, subset: str, out: Path) -> list:
-    """The images of ``folder`` (all, or one part of a labelled set's subject split)."""
+    """The images of ``folder`` (all, or one part of a labelled set's subject split), with
+    their subjects when the folder's ``meta.csv`` gives them."""
     from clipsam.apps.batch import collect_inputs
     from clipsam.errors import InputError
+    from clipsam.io.labelled_sets import list_samples, read_meta
+    from clipsam.io.splits import split_of
     from clipsam.train.weak_pseudo import UnlabelledImage
 
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of images")
     if subset == "all":
-        return [UnlabelledImage(item.stem, item.path)
+        meta = read_meta(folder)  # by file name stem, wherever the image is in the folder
+        return [UnlabelledImage(item.stem, item.path,
+                                getattr(meta.get(Path(item.stem).name), "subject", None))
                 for item in collect_inputs([str(folder)], out_dir=out)]
-    from clipsam.io.labelled_sets import list_samples
-    from clipsam.io.splits import split_of
-
-    return [UnlabelledImage(sample.image_id, sample.image_path)
+    return [UnlabelledImage(sample.image_id, sample.image_path, sample.subject)
             for sample in list_samples(folder) if split_of(sample) == subset]
 
 
@@ -117,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.train.weak import train_weak
 
     prompt = validate_prompt(args.prompt)
-    train = WeakTrainConfig(size=args.size, epochs=args.epochs, cycles=args.cycles,
+    train = WeakTrainConfig(size=args.size, steps=args.steps, cycles=args.cycles,
                             batch_size=args.batch_size, seed=args.seed,
                             not_found=args.not_found, uncertain_weight=args.uncertain_weight,
-                            network=args.network)
+                            network=args.network, validation_share=args.validation_share)
     images = training_images(args.images_dir, args.subset, args.out)
     if not images:
         raise InputError(f"no images in {args.images_dir}"
@@ -151,7 +175,15 @@ def run(args: argparse.Namespace) -> int:
                         teacher=identity.key)
     found = sum(item.pseudo_found for item in result.data)
     used = sum(item.used for item in result.data)
-    print(f"trained on {used} of {len(result.data)} images ({found} with {prompt!r} found, "
-          f"{len(negatives)} negatives) in {result.train_seconds / 60:.1f} min; "
-          f"{len(result.members)} ensemble members in {args.out}")
+    held = result.held_out
+    print(f"trained on {used - len(held)} of {len(result.data)} images ({found} with "
+          f"{prompt!r} found, {len(negatives)} negatives; {len(held)} held out) in "
+          f"{result.train_seconds / 60:.1f} min; {len(result.members)} ensemble members in "
+          f"{args.out}")
+    if result.agreement is not None:
+        subjects = len({item.subject for item in held})
+        print(f"agreement with the teacher on {len(held)} held-out images ({subjects} "
+              f"subjects): Dice {result.agreement:.3f} (floor {WEAK_AGREEMENT_FLOOR})")
+    if result.warning:
+        print(f"warning: {result.warning}", file=sys.stderr)
     return 0

@@ -34,6 +34,16 @@ def calibration_of(sample: Sample, fraction: float = 0.15) -> bool:
     return _unit_hash(f"calibration/{sample.subject}") < fraction
 
 
+def held_out_subjects(subjects: Iterable[str], share: float, salt: str) -> set[str]:
+    """``share`` of the distinct ``subjects`` (rounded; at least one, and never all, so none
+    from fewer than two), chosen by the same stable hash salted with ``salt``."""
+    distinct = sorted(set(subjects))
+    if share <= 0 or len(distinct) < 2:
+        return set()
+    count = min(len(distinct) - 1, max(1, round(share * len(distinct))))
+    return set(sorted(distinct, key=lambda s: _unit_hash(f"{salt}/{s}"))[:count])
+
+
 def write_split(samples: Iterable[Sample], path: Path, test_fraction: float = 0.2) -> Path:
     """Write the split of ``samples`` as JSON."""
     split: dict[str, dict[str, list[str]]] = {}

@@ -1,9 +1,12 @@
 """The weakly supervised network: its model folder, input transform and ensemble inference.
 
 A model folder holds ``config.json`` (:class:`WeakModelConfig`: input size and channels, the
-prompt and the method that made the pseudo-masks, the seed, the training data list) and one
-``member_<k>.safetensors`` per ensemble member: the snapshot taken at the end of each cosine
-learning-rate cycle (checkpoint ensembling, as in MedCLIP-SAM v2). Inference averages the
+prompt and the method that made the pseudo-masks, the seed, the training data list with the
+images held out for validation, the training loss and validation agreement of every
+evaluation, and the warning when the student did not learn) and one
+``member_<k>.safetensors`` per ensemble member: the snapshot of each cosine learning-rate
+cycle that agreed best with the teacher on the held-out images (checkpoint ensembling, as in
+MedCLIP-SAM v2). Inference averages the
 members' probabilities; the uncertainty map is the binary predictive entropy of that average
 (in bits, 0 = certain, 1 = p of 0.5), and ``member_std`` is the spread across members.
 
@@ -15,6 +18,13 @@ colour; a gray image given to a colour network repeats its channel, and a colour
 a gray network is averaged to one channel. Probabilities go back to the original size with
 bilinear interpolation.
 
+The U-Net is MONAI's residual U-Net with ``features[0]`` output channels and a 1 x 1
+convolution to the logit. Asked for one output channel, MONAI's U-Net ends in an instance
+norm (and PReLU) over that single channel before its last 3 x 3 convolution: every image's
+logit map is then standardised (zero mean, unit variance) minus what 9 weights and a bias
+undo, so the background stays near probability 0.5 for hundreds of steps and an image
+without the target gets speckle over its whole area (issue #27).
+
 A ``head`` network (``WeakTrainConfig.network``) reads the segmenter's image embedding instead
 of the image: one logit per cell of the (64, 64) grid, from dilated residual context blocks
 over the locked features (the grounding model's blocks), resampled to the image through the
@@ -25,7 +35,7 @@ config). Training lives in :mod:`clipsam.train.weak`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +44,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from safetensors.torch import load_file
 
-from clipsam.config import WeakTrainConfig
+from clipsam.config import WEAK_AGREEMENT_FLOOR, WeakTrainConfig
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_text_atomic
 from clipsam.models.device import module_device
@@ -42,7 +52,8 @@ from clipsam.models.grounding.heads import ContextBlock, GlobalContext
 from clipsam.models.segmenter import ImageEmbedding
 
 CONFIG_NAME = "config.json"
-FORMAT = "clipsam-weak/1"
+FORMAT = "clipsam-weak/2"
+OLD_FORMATS = ("clipsam-weak/1",)
 
 
 def _channels_first(image: np.ndarray, channels: int) -> np.ndarray:
@@ -87,21 +98,32 @@ def to_original_size(maps: torch.Tensor, original_size: tuple[int, int]) -> np.n
 @dataclass(frozen=True)
 class TrainingItem:
     """One training image: whether the cascade found the target in it, whether the user gave
-    it as an image without the target (``negative``), and whether it was trained on (``used``:
-    not when the cascade found nothing and the rule is ``skip``)."""
+    it as an image without the target (``negative``), whether it was used (``used``: not when
+    the cascade found nothing and the rule is ``skip``), its ``subject`` (the image id when the
+    folder gives none) and whether it was ``held_out`` of training to validate the student."""
 
     id: str
     image: str
     pseudo_found: bool
     negative: bool = False
     used: bool = True
+    subject: str = ""
+    held_out: bool = False
 
 
 @dataclass(frozen=True)
 class WeakModelConfig:
     """What ``config.json`` records about a model folder; ``teacher`` is the settings key of the
     run that made the pseudo-masks, ``train_seconds`` the training time over all sessions,
-    ``feature_model`` the segmenter whose embeddings a ``head`` network reads."""
+    ``feature_model`` the segmenter whose embeddings a ``head`` network reads.
+
+    ``history`` has one entry per evaluation: ``step``, the mean training ``loss`` since the
+    previous one, the ``learning_rate`` and the validation ``agreement`` (mean Dice of the
+    network's mask against the held-out images' pseudo-masks; None without held-out images).
+    ``member_origins`` says from which step (and agreement) each member was kept;
+    ``agreement`` is the finished ensemble's, and ``warning`` is set when it is below
+    :data:`WEAK_AGREEMENT_FLOOR` or unknown ("" when the student learned).
+    """
 
     train: WeakTrainConfig
     in_channels: int
@@ -109,10 +131,14 @@ class WeakModelConfig:
     pseudo_method: str
     data: tuple[TrainingItem, ...]
     members: tuple[str, ...] = ()
-    epochs_completed: int = 0
+    steps_completed: int = 0
     teacher: str = ""
     train_seconds: float = 0.0
     feature_model: str = ""
+    history: tuple[dict, ...] = ()
+    member_origins: tuple[dict, ...] = ()
+    agreement: float | None = None
+    warning: str = ""
     format: str = field(default=FORMAT)
 
     @property
@@ -131,6 +157,10 @@ class WeakModelConfig:
                                f"(no {CONFIG_NAME}; train one with `clipsam weak-train`)")
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("format") in OLD_FORMATS:
+                raise WeightsError(f"{model_dir} was trained by an older clipsam (format "
+                                   f"{raw['format']}, whose U-Net could not learn from a few "
+                                   "images): train it again with clipsam weak-train")
             if raw.get("format") != FORMAT:
                 raise WeightsError(f"{path} has format {raw.get('format')!r}, expected {FORMAT}")
             train = raw.pop("train")
@@ -138,18 +168,32 @@ class WeakModelConfig:
                 train=WeakTrainConfig(**{**train, "features": tuple(train["features"])}),
                 data=tuple(TrainingItem(**item) for item in raw.pop("data")),
                 members=tuple(raw.pop("members")),
+                history=tuple(raw.pop("history")),
+                member_origins=tuple(raw.pop("member_origins")),
                 **raw,
             )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise WeightsError(f"{path} is damaged or not a clipsam weak model config "
                                f"({exc.__class__.__name__})") from exc
 
-    def with_progress(self, epochs_completed: int, seconds: float,
-                      member: str | None = None) -> WeakModelConfig:
-        """After one more epoch that took ``seconds``, which may have saved ``member``."""
-        members = self.members + ((member,) if member and member not in self.members else ())
-        return replace(self, epochs_completed=epochs_completed, members=members,
-                       train_seconds=self.train_seconds + seconds)
+    @property
+    def held_out(self) -> tuple[TrainingItem, ...]:
+        """The images kept out of training to validate the student."""
+        return tuple(item for item in self.data if item.held_out)
+
+
+def learning_warning(config: WeakModelConfig, agreement: float | None) -> str:
+    """What to tell the user about a student whose ensemble reached ``agreement`` with its
+    teacher on the held-out images ("" at or above :data:`WEAK_AGREEMENT_FLOOR`)."""
+    other = ("--network unet" if config.reads_embedding else "--network head")
+    if agreement is None:
+        return ("no image was held out to validate the student (a validation share of 0, or "
+                "a single subject): nothing shows that it learned the target")
+    if agreement >= WEAK_AGREEMENT_FLOOR:
+        return ""
+    return (f"the student reproduces its teacher's masks on {len(config.held_out)} held-out "
+            f"images only at Dice {agreement:.2f}, below {WEAK_AGREEMENT_FLOOR}: it has not "
+            f"learned the target; train it on more images, or try {other}")
 
 
 HEAD_WIDTH = 96
@@ -173,18 +217,20 @@ class FeatureHead(torch.nn.Module):
 
 
 def build_network(train: WeakTrainConfig, in_channels: int) -> torch.nn.Module:
-    """MONAI's residual U-Net (2 residual units per level), one output logit per pixel; or,
-    for ``network="head"``, a :class:`FeatureHead` over ``in_channels`` embedding channels."""
+    """MONAI's residual U-Net (2 residual units per level) to ``features[0]`` channels, then a
+    1 x 1 convolution to one logit per pixel (see the module notes); or, for
+    ``network="head"``, a :class:`FeatureHead` over ``in_channels`` embedding channels."""
     if train.reads_embedding:
         return FeatureHead(in_channels)
-    return UNet(
+    unet = UNet(
         spatial_dims=2,
         in_channels=in_channels,
-        out_channels=1,
+        out_channels=train.features[0],
         channels=train.features,
         strides=(2,) * (len(train.features) - 1),
         num_res_units=2,
     )
+    return torch.nn.Sequential(unet, torch.nn.Conv2d(train.features[0], 1, 1))
 
 
 @dataclass(frozen=True)
@@ -229,6 +275,11 @@ class WeakModel:
     def reads_embedding(self) -> bool:
         """Whether :meth:`predict` needs the segmenter's embedding of the image."""
         return self.config.reads_embedding
+
+    @property
+    def warning(self) -> str:
+        """The training's warning that the student did not learn ("" when it did)."""
+        return self.config.warning
 
     @torch.no_grad()
     def predict(self, image: np.ndarray,

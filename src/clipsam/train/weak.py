@@ -1,9 +1,9 @@
 """Weak supervision (MedCLIP-SAM's second stage): train a network on the cascade's pseudo-masks.
 
 The text-prompted cascade labels every unlabelled training image (see
-:mod:`clipsam.train.weak_pseudo`), then MONAI's residual U-Net (``num_res_units=2``) learns
-those masks with per-pixel weighted cross-entropy + Dice (:mod:`clipsam.train.seg_losses`, Dice
-over the whole batch so empty masks are well defined). The teacher's confidence sets the
+:mod:`clipsam.train.weak_pseudo`), then a residual U-Net (:mod:`clipsam.models.weak_net`)
+learns those masks with per-pixel weighted cross-entropy + Dice (:mod:`clipsam.train.seg_losses`,
+Dice over the whole batch so empty masks are well defined). The teacher's confidence sets the
 weights: images where it found nothing are left out (or, by choice, become background), and
 pixels where its map and mask disagree weigh ``uncertain_weight``; images the user gives as
 negatives train as background. Inputs are plainly resized to ``size`` x ``size`` (see
@@ -13,15 +13,24 @@ the same targets on the segmenter's locked embedding grid instead (the teacher's
 kept as float16; an image whose pseudo-mask was cached is encoded for training), augmented by
 the same warp of the embedding.
 
-The learning rate follows cosine warm restarts (``cycles`` cycles from ``learning_rate`` down to
-``min_learning_rate``); the weights at the end of each cycle are kept as an ensemble member
-(snapshot / checkpoint ensembling, MedCLIP-SAM v2). A checkpoint is written after every epoch;
-``resume=True`` continues from it. Shuffling and augmentation are re-seeded from ``(seed,
-epoch)`` at every epoch, so a resumed run follows the same path as an uninterrupted one.
+Training runs a fixed number of optimisation ``steps`` whatever the image count (batches drawn
+from a fresh shuffle of the images at each pass). A share of the subjects is held out
+(:func:`clipsam.io.splits.held_out_subjects`): every ``eval_every`` steps and at each cycle's end
+the network's mask on them is compared with their pseudo-masks (the student's agreement with
+its teacher, mean Dice at the network's resolution), and the training loss and agreement are
+recorded. The learning rate follows cosine warm restarts (``cycles`` cycles from
+``learning_rate`` down to ``min_learning_rate``); of each cycle, the evaluated weights that
+agreed best with the teacher are kept as an ensemble member (the cycle's last ones without
+held-out images; snapshot / checkpoint ensembling, MedCLIP-SAM v2). The finished ensemble's
+agreement is recorded with a warning when it is below the floor
+(:data:`clipsam.config.WEAK_AGREEMENT_FLOOR`). A checkpoint is written at every evaluation;
+``resume=True`` continues from it. Shuffling and augmentation are seeded from ``(seed, pass)``
+and ``(seed, step)``, so a resumed run follows the same path as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,12 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from clipsam.errors import InputError
+from clipsam.eval.metrics import dice
 from clipsam.io.atomic import write_atomic
 from clipsam.io.masks import read_mask
+from clipsam.io.splits import held_out_subjects
 from clipsam.models.grounding.grid import mask_to_grid, valid_mask
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.models.weak_net import (
@@ -45,6 +56,7 @@ from clipsam.models.weak_net import (
     WeakModelConfig,
     WeakTrainConfig,
     build_network,
+    learning_warning,
     network_input,
 )
 from clipsam.pipelines.base import Pipeline
@@ -59,15 +71,20 @@ from clipsam.train.weak_pseudo import (
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
+VALIDATION_SALT = "weak-validation"
+EVAL_BATCH = 8
 
 
 @dataclass(frozen=True)
-class EpochReport:
-    """What one finished epoch did; ``member`` is the file saved at a cycle's end, if any."""
+class EvalReport:
+    """One evaluation during training: the steps done, the mean training loss since the
+    previous evaluation, the learning rate, the agreement on the held-out images (None without
+    them) and the member file saved at a cycle's end, if any."""
 
-    epochs_completed: int
+    steps_completed: int
     loss: float
     learning_rate: float
+    agreement: float | None
     member: str | None
 
 
@@ -75,19 +92,19 @@ def member_name(index: int) -> str:
     return f"member_{index}.safetensors"
 
 
-def save_member(network: torch.nn.Module, path: Path) -> None:
-    """Write a network's weights as one ensemble member (safetensors, atomically)."""
-    state = {name: tensor.detach().contiguous() for name, tensor in network.state_dict().items()}
-    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
+def save_member(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Write a network's weights (its state dict) as one ensemble member (safetensors,
+    atomically)."""
+    tensors = {name: tensor.detach().contiguous() for name, tensor in state.items()}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
-def cosine_learning_rate(train: WeakTrainConfig, epoch: int, fraction: float) -> float:
-    """The learning rate ``fraction`` of the way through ``epoch`` (0-based), restarting each
-    cycle."""
+def cosine_learning_rate(train: WeakTrainConfig, step: int) -> float:
+    """The learning rate of ``step`` (0-based), restarting at each cycle's first step."""
     ends = train.cycle_ends()
-    cycle = next(k for k, end in enumerate(ends) if epoch < end)
+    cycle = next(k for k, end in enumerate(ends) if step < end)
     start = ends[cycle - 1] if cycle else 0
-    progress = (epoch - start + fraction) / (ends[cycle] - start)
+    progress = (step - start) / (ends[cycle] - start)
     low, high = train.min_learning_rate, train.learning_rate
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
@@ -124,12 +141,54 @@ def augment(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
     return images * gain + offset, (targets >= 0.5).float(), weights
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def _generator(seed: int, index: int, stream: int) -> torch.Generator:
+    """Stream 0 shuffles pass ``index``; stream 1 augments step ``index``."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index) * 2 + stream)
+
+
+def batch_indices(count: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The rows of ``step`` (0-based): consecutive passes over the ``count`` training images,
+    each in a fresh seeded order (a pass's last batch may be smaller)."""
+    per_pass = math.ceil(count / batch_size)
+    order = torch.randperm(count, generator=_generator(seed, step // per_pass, 0))
+    position = step % per_pass
+    return order[position * batch_size:(position + 1) * batch_size]
+
+
+@torch.no_grad()
+def agreement(networks: Sequence[torch.nn.Module], inputs: torch.Tensor, targets: torch.Tensor,
+              weights: torch.Tensor) -> float:
+    """Mean per-image Dice of the networks' mean probability > 0.5 against the (N, 1, S, S)
+    targets >= 0.5, over the pixels the loss weighs (weight > 0; 1 when both are empty). The
+    networks are left in eval mode."""
+    for network in networks:
+        network.eval()
+    scores = []
+    for start in range(0, len(inputs), EVAL_BATCH):
+        rows = slice(start, start + EVAL_BATCH)
+        x = inputs[rows].float()
+        probability = torch.stack([torch.sigmoid(network(x)) for network in networks]).mean(0)
+        inside = weights[rows] > 0
+        predicted = ((probability > 0.5) & inside).numpy()
+        reference = ((targets[rows] >= 0.5) & inside).numpy()
+        scores += [dice(p[0], r[0]) for p, r in zip(predicted, reference, strict=True)]
+    return float(np.mean(scores))
+
+
+@dataclass
+class _Progress:
+    """Where a training run stands: steps done, the best evaluated weights of the current
+    cycle, the evaluations and kept members so far, the training seconds."""
+
+    step: int = 0
+    best: dict | None = None
+    history: list[dict] | None = None
+    origins: list[dict] | None = None
+    seconds: float = 0.0
 
 
 def _start_state(model_dir: Path, config: WeakModelConfig, resume: bool, network: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer) -> tuple[int, WeakModelConfig]:
+                 optimizer: torch.optim.Optimizer) -> _Progress:
     """Load the checkpoint when resuming; otherwise clear a previous run's members."""
     checkpoint_path = model_dir / CHECKPOINT_NAME
     if resume and checkpoint_path.is_file():
@@ -140,80 +199,115 @@ def _start_state(model_dir: Path, config: WeakModelConfig, resume: bool, network
                              "images: rerun without --resume to start again")
         network.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        done = int(checkpoint["epoch"])
-        members = tuple(member_name(k) for k, end in enumerate(config.train.cycle_ends())
-                        if end <= done and (model_dir / member_name(k)).is_file())
-        return done, replace(config, members=members, epochs_completed=done)
+        return _Progress(int(checkpoint["step"]), checkpoint["best"], checkpoint["history"],
+                         checkpoint["origins"], float(checkpoint["seconds"]))
     for stale in model_dir.glob("member_*.safetensors"):
         stale.unlink()
-    return 0, config
+    return _Progress(history=[], origins=[])
+
+
+def _with_progress(config: WeakModelConfig, progress: _Progress) -> WeakModelConfig:
+    return replace(config, steps_completed=progress.step, train_seconds=progress.seconds,
+                   history=tuple(progress.history),
+                   members=tuple(origin["member"] for origin in progress.origins),
+                   member_origins=tuple(progress.origins))
 
 
 def train_network(
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    weights: torch.Tensor,
+    tensors: TrainingTensors,
     model_dir: str | Path,
     config: WeakModelConfig,
     resume: bool = False,
     progress: bool = True,
-    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_eval: Callable[[EvalReport], None] | None = None,
 ) -> WeakModelConfig:
-    """Train on (N, C, S, S) inputs (standardised images, or embeddings for a ``head``),
-    (N, 1, S, S) targets in [0, 1] and (N, 1, S, S) per-pixel loss weights.
+    """Train on the rows of ``tensors`` that are not held out and validate on the others (see
+    the module notes).
 
-    Writes ``config.json``, ``checkpoint.pt`` (every epoch) and one member per cycle into
-    ``model_dir``; returns the final configuration. ``on_epoch`` is called after each epoch's
-    checkpoint is on disk.
+    Writes ``config.json``, ``checkpoint.pt`` (at every evaluation) and one member per cycle
+    into ``model_dir``; returns the final configuration, with the ensemble's agreement and its
+    warning. ``on_eval`` is called after each evaluation's checkpoint is on disk.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     train = config.train
+    fit, held = ~tensors.held_out, tensors.held_out
+    inputs, targets, weights = tensors.inputs[fit], tensors.targets[fit], tensors.weights[fit]
+    validation = (tensors.inputs[held], tensors.targets[held], tensors.weights[held])
+    validates = bool(held.any())
+    if not len(inputs):
+        raise InputError("every image was held out for validation: nothing to train on")
     torch.manual_seed(train.seed)
     network = build_network(train, config.in_channels)
     optimizer = torch.optim.Adam(network.parameters(), lr=train.learning_rate)
-    done, config = _start_state(model_dir, config, resume, network, optimizer)
+    state = _start_state(model_dir, config, resume, network, optimizer)
+    config = _with_progress(config, state)
     config.save(model_dir)
-    steps = math.ceil(len(images) / train.batch_size)
     ends = train.cycle_ends()
-    bar = tqdm(total=train.epochs * steps, initial=done * steps, desc="training", unit="batch",
+    bar = tqdm(total=train.steps, initial=state.step, desc="training", unit="step",
                disable=not progress)
-    for epoch in range(done, train.epochs):
-        started = time.perf_counter()
+    losses, started, lr = [], time.perf_counter(), train.learning_rate
+    network.train()
+    for step in range(state.step, train.steps):
+        batch = batch_indices(len(inputs), train.batch_size, train.seed, step)
+        x, y, w = inputs[batch].float(), targets[batch], weights[batch]
+        if train.augment:
+            x, y, w = (warp if train.reads_embedding else augment)(
+                x, y, w, _generator(train.seed, step, 1))
+        lr = cosine_learning_rate(train, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        loss = weighted_dice_bce(network(x), y, w)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        state.step = step + 1
+        if state.step % train.eval_every and state.step not in ends:
+            continue
+        score = agreement([network], *validation) if validates else None
         network.train()
-        generator = _epoch_generator(train.seed, epoch)
-        order = torch.randperm(len(images), generator=generator)
-        total, lr = 0.0, train.learning_rate
-        for step in range(steps):
-            batch = order[step * train.batch_size:(step + 1) * train.batch_size]
-            x, y, w = images[batch].float(), targets[batch], weights[batch]
-            if train.augment:
-                x, y, w = (warp if train.reads_embedding else augment)(x, y, w, generator)
-            lr = cosine_learning_rate(train, epoch, step / steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad()
-            loss = weighted_dice_bce(network(x), y, w)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        if state.best is None or score is None or score >= state.best["agreement"]:
+            state.best = {"step": state.step, "agreement": score,
+                          "model": copy.deepcopy(network.state_dict())}
         member = None
-        if epoch + 1 in ends:
-            member = member_name(ends.index(epoch + 1))
-            save_member(network, model_dir / member)
-        state = {"epoch": epoch + 1, "model": network.state_dict(),
-                 "optimizer": optimizer.state_dict(), "train": asdict(train),
-                 "ids": [item.id for item in config.data]}
-        write_atomic(model_dir / CHECKPOINT_NAME, lambda tmp, state=state: torch.save(state, tmp))
-        config = config.with_progress(epoch + 1, time.perf_counter() - started, member)
+        if state.step in ends:
+            member = member_name(ends.index(state.step))
+            save_member(state.best["model"], model_dir / member)
+            state.origins.append({"member": member, "step": state.best["step"],
+                                  "agreement": state.best["agreement"]})
+            state.best = None
+        state.history.append({"step": state.step, "loss": float(np.mean(losses)),
+                              "learning_rate": lr, "agreement": score})
+        state.seconds += time.perf_counter() - started
+        checkpoint = {"step": state.step, "model": network.state_dict(),
+                      "optimizer": optimizer.state_dict(), "train": asdict(train),
+                      "ids": [item.id for item in config.data], "best": state.best,
+                      "history": state.history, "origins": state.origins,
+                      "seconds": state.seconds}
+        write_atomic(model_dir / CHECKPOINT_NAME,
+                     lambda tmp, checkpoint=checkpoint: torch.save(checkpoint, tmp))
+        config = _with_progress(config, state)
         config.save(model_dir)
-        if on_epoch is not None:
-            on_epoch(EpochReport(epoch + 1, total / len(images), lr, member))
+        if score is not None:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", agreement=f"{score:.3f}")
+        if on_eval is not None:
+            on_eval(EvalReport(state.step, state.history[-1]["loss"], lr, score, member))
+        losses, started = [], time.perf_counter()
     bar.close()
+    final = None
+    if validates:
+        members = []
+        for name in config.members:
+            member = build_network(train, config.in_channels)
+            member.load_state_dict(load_file(str(model_dir / name)))
+            members.append(member)
+        final = agreement(members, *validation)
+    config = replace(config, agreement=final, warning=learning_warning(config, final))
+    config.save(model_dir)
     return config
-
 
 def training_set(
     images: Sequence[UnlabelledImage],
@@ -222,11 +316,17 @@ def training_set(
     train: WeakTrainConfig,
 ) -> list[TrainingItem]:
     """Every image with its role: the target images (left out when the cascade found nothing
-    and the rule is ``skip``), then the negatives."""
+    and the rule is ``skip``; ``validation_share`` of the used ones' subjects held out), then
+    the negatives (always trained on)."""
     items = [TrainingItem(item.id, str(item.path), found[item.id],
-                          used=found[item.id] or train.not_found == "background")
+                          used=found[item.id] or train.not_found == "background",
+                          subject=item.subject or item.id)
              for item in images]
-    items += [TrainingItem(item.id, str(item.path), False, negative=True) for item in negatives]
+    held = held_out_subjects((item.subject for item in items if item.used),
+                             train.validation_share, VALIDATION_SALT)
+    items = [replace(item, held_out=item.used and item.subject in held) for item in items]
+    items += [TrainingItem(item.id, str(item.path), False, negative=True,
+                           subject=item.subject or item.id) for item in negatives]
     return items
 
 
@@ -239,11 +339,13 @@ def unsure_weight(train: WeakTrainConfig, unsure_share: torch.Tensor) -> torch.T
 @dataclass(frozen=True)
 class TrainingTensors:
     """What the network trains on: (N, C, S, S) ``inputs``, (N, 1, S, S) ``targets`` and loss
-    ``weights``, with C and, for a ``head``, the segmenter that made the embeddings."""
+    ``weights``, the (N,) bool ``held_out`` rows (validation, not trained on), with C and, for
+    a ``head``, the segmenter that made the embeddings."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     weights: torch.Tensor
+    held_out: torch.Tensor
     in_channels: int
     feature_model: str = ""
 
@@ -259,9 +361,8 @@ def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: Weak
     input weigh 0).
     """
     inputs, targets, weights, colour, feature_model = [], [], [], False, ""
-    for item in items:
-        if not item.used:
-            continue
+    used = [item for item in items if item.used]
+    for item in used:
         plane = load_plane(Path(item.image))
         colour = colour or is_colour(plane)
         if item.negative:
@@ -288,13 +389,14 @@ def training_tensors(items: Sequence[TrainingItem], model_dir: Path, train: Weak
         targets.append(network_target(target, train.size))
         weights.append(unsure_weight(train, network_target(unsure, train.size)))
     stacked = torch.stack(inputs)
+    held_out = torch.tensor([item.held_out for item in used], dtype=torch.bool)
     if train.reads_embedding:
-        return TrainingTensors(stacked, torch.stack(targets), torch.stack(weights),
+        return TrainingTensors(stacked, torch.stack(targets), torch.stack(weights), held_out,
                                stacked.shape[1], feature_model)
     # A gray image repeated to 3 channels standardises to the same values as its 1 channel.
     in_channels = 3 if colour else 1
     return TrainingTensors(stacked[:, :in_channels], torch.stack(targets), torch.stack(weights),
-                           in_channels)
+                           held_out, in_channels)
 
 
 def train_weak(
@@ -306,13 +408,14 @@ def train_weak(
     encoder: PromptableSegmenter | None = None,
     resume: bool = False,
     progress: bool = True,
-    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_eval: Callable[[EvalReport], None] | None = None,
     negatives: Sequence[UnlabelledImage] = (),
     teacher: str = "",
 ) -> WeakModelConfig:
     """Pseudo-label ``images`` with ``pipeline`` (cached), then train the network on them and
-    on ``negatives`` (images without the target, trained as background). ``teacher``: the
-    settings key of the run behind ``pipeline``."""
+    on ``negatives`` (images without the target, trained as background), holding a share of
+    the images' subjects out to validate it. ``teacher``: the settings key of the run behind
+    ``pipeline``."""
     train = train or WeakTrainConfig()
     model_dir = Path(model_dir)
     if not images:
@@ -333,5 +436,4 @@ def train_weak(
     config = WeakModelConfig(train=train, in_channels=tensors.in_channels, prompt=prompt,
                              pseudo_method=pipeline.name, data=tuple(items), teacher=teacher,
                              feature_model=tensors.feature_model)
-    return train_network(tensors.inputs, tensors.targets, tensors.weights, model_dir, config,
-                         resume, progress, on_epoch)
+    return train_network(tensors, model_dir, config, resume, progress, on_eval)

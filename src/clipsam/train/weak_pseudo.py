@@ -33,10 +33,13 @@ SOURCE_NAME = "source.json"
 
 @dataclass(frozen=True)
 class UnlabelledImage:
-    """A training image and its id (its path relative to the image folder, without suffix)."""
+    """A training image, its id (its path relative to the image folder, without suffix) and
+    its subject (the person it shows, from the folder's ``meta.csv``; None: unknown, the image
+    is its own subject)."""
 
     id: str
     path: Path
+    subject: str | None = None
 
 
 def load_plane(path: Path) -> np.ndarray:
