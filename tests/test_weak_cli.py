@@ -124,6 +124,10 @@ def test_weak_train_writes_model_folder_usable_by_eval(stand_in_cascade, image_f
     record = json.loads((segmented / "scan_0.json").read_text())
     assert record["results"][0]["uncertainty_file"] == "scan_0_uncertainty.tif"
     assert list(record["results"][0]["provenance"]["models"]) == ["weak_model"]  # no segmenter
+    # the student that did not learn is said so, on screen and in the record
+    assert capsys.readouterr().err.strip() == f"warning: {config['warning']}"
+    assert record["results"][0]["provenance"]["models"]["weak_model"]["warning"] == (
+        config["warning"])
     (segmented / "scan_0_uncertainty.tif").unlink()  # an output missing: the image is redone
     assert main(argv) == 0 and (segmented / "scan_0_uncertainty.tif").is_file()
 
@@ -150,7 +154,7 @@ def test_weak_train_rejects_bad_arguments(stand_in_cascade, image_folder, tmp_pa
 
 
 def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_cascade, tmp_path,
-                                                                   capsys):
+                                                                   capsys, monkeypatch):
     from clipsam.io.labelled_sets import list_samples
     from clipsam.io.splits import split_of
 
@@ -190,6 +194,15 @@ def test_weak_train_takes_one_part_of_a_labelled_set_and_negatives(stand_in_casc
     assert all(d["held_out"] == (d["subject"] in held) for d in data)
     assert (f"trained on {len(train_ids) + 2 - 3} of {len(train_ids) + 2} images" in
             capsys.readouterr().out)
+    # one step teaches nothing: clipsam eval says so, and its summary records it
+    warning = json.loads((out / "config.json").read_text())["warning"]
+    assert "has not learned the target" in warning
+    monkeypatch.undo()
+    assert main(["eval", "-q", str(labelled), "--method", "weak", "--model", str(out),
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert f"warning: {warning}" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["provenance"]["models"]["weak_model"]["warning"] == warning
 
 
 class BrightTeacher(BrightCascade):

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.eval.dataset import open_dataset
     from clipsam.eval.harness import evaluate
     from clipsam.eval.methods import build_method
+    from clipsam.pipelines.registry import weak_model_warning
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.allow_seen:
             raise InputError(f"{message}; use --allow-seen to score them anyway")
         print(f"warning: {message}; they are scored anyway (--allow-seen)", file=sys.stderr)
+    if warning := weak_model_warning(config):
+        print(f"warning: {warning}", file=sys.stderr)
     method = build_method(args.method, config)
     summary = evaluate(dataset, method, out_dir, prompt=args.prompt, limit=args.limit,
                        tolerance_mm=args.nsd_tolerance, progress=not args.quiet,

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.apps.batch import SegmentJob, collect_inputs, run_local, select_part
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.provenance import run_identity
-    from clipsam.pipelines.registry import method_spec
+    from clipsam.pipelines.registry import method_spec, weak_model_warning
 
     try:
         prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         if dicom_seg:
             require("dicom", "--output-format dicom-seg")
         settings = run_identity(config).key
+        if warning := weak_model_warning(config):
+            print(f"warning: {warning}", file=sys.stderr)
         items = collect_inputs(args.inputs, out_dir=args.out_dir)
         items = select_part(items, args.num_parts, args.part_id)
         if dicom_seg:

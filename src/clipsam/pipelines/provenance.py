@@ -227,6 +227,8 @@ def _describe(identity: RunIdentity, role: str, model: object) -> dict[str, Any]
         return described
     described["name"] = getattr(model, "name", None)
     described["device"] = getattr(model, "device", None)
+    if getattr(model, "warning", ""):  # a weak model whose training found it had not learned
+        described["warning"] = model.warning
     runtime = getattr(model, "runtime", None)
     if runtime is not None:
         described["runtime"] = getattr(runtime, "name", None)

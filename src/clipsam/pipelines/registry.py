@@ -260,6 +260,17 @@ def weak_model_reads_embedding(model_dir: Path) -> bool:
     return WeakModelConfig.load(model_dir).reads_embedding
 
 
+def weak_model_warning(config: RunConfig) -> str:
+    """The warning ``clipsam weak-train`` recorded for ``config``'s model folder (its student
+    did not show that it learned); "" for a method without one, or a student that learned."""
+    spec = PIPELINES.get(config.method)  # None for an evaluation oracle (gt-box)
+    if spec is None or not spec.own_model or config.weak_model is None:
+        return ""
+    from clipsam.models.weak_net import WeakModelConfig
+
+    return WeakModelConfig.load(config.weak_model).warning
+
+
 def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:
     """The pipeline ``config.method`` names, on already loaded models (None for a method that
     runs its own model folder)."""
