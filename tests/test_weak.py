@@ -183,7 +183,7 @@ def test_resume_continues_from_the_saved_evaluation(tmp_path):
     resumed = train_weak(items, ThresholdCascade(), "disc", tmp_path / "b", config,
                          resume=True, progress=False,
                          on_eval=lambda r: seen.append(r.steps_completed))
-    assert seen == [6, 8]
+    assert seen == [5, 6, 8]  # evaluations every 2 steps and at the cycle ends (5, 8)
     assert resumed.members == straight.members == ("member_0.safetensors",
                                                     "member_1.safetensors")
     assert resumed.history == straight.history and resumed.agreement == straight.agreement
@@ -200,14 +200,17 @@ def test_resume_continues_from_the_saved_evaluation(tmp_path):
 
 
 def test_learning_rate_restarts_each_cycle():
-    config = WeakTrainConfig(steps=300, cycles=3, learning_rate=1e-2, min_learning_rate=1e-4)
-    assert config.cycle_ends() == (100, 200, 300)
-    starts = [cosine_learning_rate(config, step) for step in (0, 100, 200)]
+    config = WeakTrainConfig(steps=400, cycles=3, learning_rate=1e-2, min_learning_rate=1e-4)
+    assert config.cycle_ends() == (200, 300, 400)  # the first cycle, from scratch, is longer
+    starts = [cosine_learning_rate(config, step) for step in (0, 200, 300)]
     assert starts == pytest.approx([1e-2] * 3)
-    assert cosine_learning_rate(config, 99) < 2e-4
-    assert cosine_learning_rate(config, 50) < cosine_learning_rate(config, 10)
-    with pytest.raises(InputError, match="between 1 and steps"):
-        WeakTrainConfig(steps=3, cycles=4)
+    assert cosine_learning_rate(config, 199) < 2e-4 and cosine_learning_rate(config, 299) < 2e-4
+    assert cosine_learning_rate(config, 100) < cosine_learning_rate(config, 10)
+    assert WeakTrainConfig(steps=4, cycles=3).cycle_ends() == (2, 3, 4)
+    with pytest.raises(InputError, match="at least 4: the first cycle is twice as long"):
+        WeakTrainConfig(steps=3, cycles=3)
+    with pytest.raises(InputError, match="cycles must be at least 1"):
+        WeakTrainConfig(cycles=0)
 
 
 def test_nothing_found_and_bad_folders_are_one_line_errors(tmp_path):

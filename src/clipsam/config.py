@@ -233,11 +233,11 @@ class WeakTrainConfig:
 
     Training counts optimisation ``steps`` (batches of ``batch_size``), not passes over the
     images, so a few dozen images get as many steps as a few hundred; the steps are split into
-    ``cycles`` cosine cycles, each giving one ensemble member. ``validation_share`` of the
-    subjects (images without a subject are their own) is held out of training to measure the
-    student's agreement with its teacher (Dice against their pseudo-masks), every
-    ``eval_every`` steps and at each cycle's end; 0 holds none out (nothing then shows that the
-    student learned).
+    ``cycles`` cosine cycles (the first twice as long), each giving one ensemble member.
+    ``validation_share`` of the subjects (images without a subject are their own) is held out
+    of training to measure the student's agreement with its teacher (Dice against their
+    pseudo-masks), every ``eval_every`` steps and at each cycle's end; 0 holds none out
+    (nothing then shows that the student learned).
 
     ``network``: ``unet`` learns from the image itself, resized to ``size`` x ``size``, with
     a residual U-Net of ``features`` channels per level (needs no segmenter at inference);
@@ -247,7 +247,7 @@ class WeakTrainConfig:
     """
 
     size: int = 256
-    steps: int = 600
+    steps: int = 400
     cycles: int = 4
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -268,8 +268,12 @@ class WeakTrainConfig:
         if self.size < 2 ** (len(self.features) - 1) or self.size % 2 ** (len(self.features) - 1):
             raise InputError(f"input size {self.size} must be a multiple of "
                              f"{2 ** (len(self.features) - 1)} for {len(self.features)} levels")
-        if not 1 <= self.cycles <= self.steps:
-            raise InputError(f"cycles ({self.cycles}) must be between 1 and steps ({self.steps})")
+        if self.cycles < 1:
+            raise InputError(f"cycles must be at least 1, got {self.cycles}")
+        if self.steps < self.cycles + (self.cycles > 1):
+            raise InputError(f"{self.cycles} cycles need more than {self.steps} steps (at least "
+                             f"{self.cycles + (self.cycles > 1)}: the first cycle is twice as "
+                             "long)")
         if self.eval_every < 1:
             raise InputError(f"eval_every must be at least 1 step, got {self.eval_every}")
         if not 0.0 <= self.validation_share < 1.0:
@@ -288,5 +292,7 @@ class WeakTrainConfig:
         return self.network == "head"
 
     def cycle_ends(self) -> tuple[int, ...]:
-        """The step counts after which each cycle ends (and a member is saved)."""
-        return tuple(round(self.steps * (k + 1) / self.cycles) for k in range(self.cycles))
+        """The step counts after which each cycle ends (and a member is saved): the first
+        cycle, which starts from random weights, gets twice the steps of each later one
+        (which restarts from a trained network)."""
+        return tuple(round(self.steps * (k + 2) / (self.cycles + 1)) for k in range(self.cycles))
