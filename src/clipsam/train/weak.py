@@ -34,7 +34,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -182,8 +182,8 @@ class _Progress:
 
     step: int = 0
     best: dict | None = None
-    history: list[dict] | None = None
-    origins: list[dict] | None = None
+    history: list[dict] = field(default_factory=list)
+    origins: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -203,7 +203,7 @@ def _start_state(model_dir: Path, config: WeakModelConfig, resume: bool, network
                          checkpoint["origins"], float(checkpoint["seconds"]))
     for stale in model_dir.glob("member_*.safetensors"):
         stale.unlink()
-    return _Progress(history=[], origins=[])
+    return _Progress()
 
 
 def _with_progress(config: WeakModelConfig, progress: _Progress) -> WeakModelConfig:
@@ -308,6 +308,7 @@ def train_network(
     config = replace(config, agreement=final, warning=learning_warning(config, final))
     config.save(model_dir)
     return config
+
 
 def training_set(
     images: Sequence[UnlabelledImage],
