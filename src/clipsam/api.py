@@ -15,14 +15,14 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipsam.config import ModelConfig, RunConfig
+from clipsam.config import ModelConfig, RunConfig, VolumeConfig
 from clipsam.errors import InputError
 from clipsam.models.image_text import ImageTextModel
 from clipsam.models.segmenter import Geometry, ImageEmbedding, PromptableSegmenter
@@ -40,7 +40,9 @@ class SegmentResult:
     ``(slice, x0, y0, x1, y1)``. ``provenance`` records the models, runtime, package versions,
     configuration and per-stage timings (seconds) that produced the mask; ``decisions`` the
     settings the pipeline resolved for this prompt (calibrated mask source, map level, box
-    margin), which the configuration leaves to the model.
+    margin), which the configuration leaves to the model; a volume's also say, under
+    ``volume``, how it was made consistent along the slice axis (settings and where each came
+    from, runs of slices, propagated slices, dropped components).
     """
 
     mask: np.ndarray
@@ -83,6 +85,15 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def read_input(image_or_path: Any) -> Any:
+    """A path read as a :class:`~clipsam.io.image.MedicalImage`; anything else as given."""
+    if isinstance(image_or_path, (str, os.PathLike)):
+        from clipsam.io import read_image
+
+        return read_image(Path(image_or_path))
+    return image_or_path
+
+
 def load_planes(image_or_path: Any) -> list[np.ndarray]:
     """The 2-D planes to segment: one for an image, one per slice for a volume.
 
@@ -91,10 +102,7 @@ def load_planes(image_or_path: Any) -> list[np.ndarray]:
     """
     from clipsam.io.image import MedicalImage, segmenter_input
 
-    if isinstance(image_or_path, (str, os.PathLike)):
-        from clipsam.io import read_image
-
-        image_or_path = read_image(Path(image_or_path))
+    image_or_path = read_input(image_or_path)
     if isinstance(image_or_path, MedicalImage):
         return [segmenter_input(plane) for plane in image_or_path.slices()]
     array = np.asarray(image_or_path)
@@ -174,17 +182,69 @@ class Segmenter:
         weak = self.pipeline.model if "weak_model" in self.identity.roles else None
         return self.identity.describe(self.encoder, self.text, weak).record()
 
-    def segment(self, image: Any, prompts: str | Sequence[str]) -> list[SegmentResult]:
-        """One result per prompt; the image (each slice of a volume) is encoded only once."""
+    def segment(self, image: Any, prompts: str | Sequence[str],
+                progress: Callable[[int, int], None] | None = None) -> list[SegmentResult]:
+        """One result per prompt; the image (each slice of a volume) is encoded only once.
+
+        A volume is segmented as ``config.volume`` says (:mod:`clipsam.pipelines.volume`), its
+        slices streamed; ``progress(done, total)`` is called after each slice (once for a 2-D
+        image).
+        """
+        stream = self.segment_stream(image, prompts)
+        while True:
+            try:
+                done, total = next(stream)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(done, total)
+
+    def segment_stream(self, image: Any, prompts: str | Sequence[str]
+                       ) -> Generator[tuple[int, int], None, list[SegmentResult]]:
+        """:meth:`segment` as a generator: yields ``(slices done, slices)`` after each slice of
+        a volume (once for a 2-D image) and returns the results."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise InputError("no prompt: say what to segment, e.g. 'fetal head'")
         prompts = [validate_prompt(p) for p in prompts]
-        planes = load_planes(image)
-        per_plane = [self._segment_plane(plane, prompts) for plane in planes]
-        if len(planes) == 1:
-            return per_plane[0]
-        return [_stack([results[i] for results in per_plane]) for i in range(len(prompts))]
+        image = read_input(image)
+        if getattr(image, "is_volume", False):
+            return (yield from self._segment_volume(image, prompts))
+        results = self._segment_plane(load_planes(image)[0], prompts)
+        yield 1, 1
+        return results
+
+    def _segment_volume(self, image: Any, prompts: list[str]
+                        ) -> Generator[tuple[int, int], None, list[SegmentResult]]:
+        """Every slice of a volume, streamed (:func:`clipsam.pipelines.volume.segment_volume`)."""
+        from clipsam.io.image import segmenter_input
+        from clipsam.pipelines.volume import segment_volume
+
+        total = image.num_slices
+        planes = (segmenter_input(image.slice(z)) for z in range(total))
+        geometry: list[Geometry] = []
+
+        def embed(plane: np.ndarray) -> tuple[ImageEmbedding | None, float]:
+            if self.encoder is None:
+                return None, 0.0
+            embedding, seconds = self.embedding(plane)
+            geometry[:] = geometry or [embedding.geometry]
+            return embedding, seconds
+
+        stream = segment_volume(self.pipeline, planes, prompts, self.config.volume, embed,
+                                self.config.keep_intermediates)
+        while True:
+            try:
+                done = next(stream)
+            except StopIteration as stop:
+                outcomes = stop.value
+                break
+            yield done, total
+        return [SegmentResult(
+            mask=o.mask, found=o.found, boxes=o.boxes, scores=o.scores, prompt=o.prompt,
+            method=o.method, geometry=geometry[0] if geometry else None,
+            provenance={**self.provenance, "timings": o.timings, "slices": total},
+            intermediates=o.intermediates, decisions=o.decisions) for o in outcomes]
 
     def _segment_plane(self, plane: np.ndarray, prompts: list[str]) -> list[SegmentResult]:
         """Each prompt on one plane; a :func:`~clipsam.pipelines.timing.checkpoint` before
@@ -252,40 +312,18 @@ class Segmenter:
                              provenance={**self.provenance, "timings": timings})
 
 
-def _stack(results: list[SegmentResult]) -> SegmentResult:
-    """Join per-slice results of one prompt into a volume result (intermediate maps of the
-    slices' size stacked; others dropped)."""
-    boxes = [np.column_stack([np.full(len(r.boxes), z, np.float32), r.boxes])
-             for z, r in enumerate(results)]
-    timings: dict[str, float] = {}
-    for result in results:
-        for stage, seconds in result.provenance["timings"].items():
-            timings[stage] = timings.get(stage, 0.0) + seconds
-    first = results[0]
-    shared = set.intersection(*(set(r.intermediates) for r in results))
-    views = {k: np.stack([r.intermediates[k] for r in results]) for k in sorted(shared)
-             if all(np.shape(r.intermediates[k]) == r.mask.shape for r in results)}
-    # a decision that differs between slices (e.g. the level used where a map stays low) is
-    # left out of the volume's record
-    decided = [r.decisions for r in results if r.decisions]
-    decisions = {k: v for k, v in decided[0].items()
-                 if all(d.get(k) == v for d in decided)} if decided else {}
-    return SegmentResult(
-        mask=np.stack([r.mask for r in results]), found=any(r.found for r in results),
-        boxes=np.concatenate(boxes).reshape(-1, 5),
-        scores=np.concatenate([r.scores for r in results]),
-        prompt=first.prompt, method=first.method, geometry=first.geometry,
-        provenance={**first.provenance, "timings": timings, "slices": len(results)},
-        intermediates=views, decisions=decisions)
-
-
 def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:
     """A :class:`RunConfig` from flat options.
 
     Model options (``segmenter``, ``runtime``, ``device``, ``text_model``, ``weights_dir``) go to
-    :class:`~clipsam.config.ModelConfig`; ``keep_intermediates``, ``salip`` and ``medclipsam`` to
-    the run; any other name must be a parameter of the chosen method (e.g. ``top_k`` for salip).
+    :class:`~clipsam.config.ModelConfig`; ``keep_intermediates``, ``salip``, ``medclipsam`` and
+    ``volume`` to the run, ``volume_mode`` (``consistent`` or ``slices``) to its
+    :class:`~clipsam.config.VolumeConfig`; any other name must be a parameter of the chosen
+    method (e.g. ``top_k`` for salip).
     """
+    if "volume_mode" in options:
+        volume = options.pop("volume", None) or VolumeConfig()
+        options["volume"] = dataclasses.replace(volume, mode=options.pop("volume_mode"))
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"method", "models"}
     config = RunConfig(method=method)

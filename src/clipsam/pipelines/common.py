@@ -58,3 +58,26 @@ def not_found(
         scores=np.zeros(0, np.float32), prompt=prompt, method=method, timings=timer.total(),
         intermediates=intermediates or {},
     )
+
+
+def grounding_presence(text_model: object, embedding: ImageEmbedding,
+                       prompt: str) -> tuple[float, float] | None:
+    """The text model's presence score for the prompt on an image and the prompt's "not found"
+    threshold, when the model gives both (the built-in grounding model); else None."""
+    score = getattr(text_model, "presence_score", None)
+    threshold = getattr(text_model, "threshold_for", None)
+    if score is None or threshold is None:
+        return None
+    return float(score(embedding, prompt)), float(threshold(prompt))
+
+
+def box_decoder(segmenter: PromptableSegmenter, cleanup: bool):
+    """Decode box prompts given from outside (a volume's propagated boxes) as the cascades
+    decode their own: ``(embedding, boxes, timer) -> (mask, scores)``."""
+
+    def decode(embedding: ImageEmbedding, boxes: np.ndarray,
+               timer: StageTimer) -> tuple[np.ndarray, np.ndarray]:
+        mask, prediction = segment_boxes(segmenter, embedding, boxes, timer, cleanup)
+        return mask, np.asarray(prediction.scores, np.float32)
+
+    return decode

@@ -23,7 +23,13 @@ from clipsam.config import MedClipSamConfig
 from clipsam.models.image_text import DenseGrounding, ImageTextModel, SaliencyCapable
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, not_found, segment_boxes
+from clipsam.pipelines.common import (
+    box_decoder,
+    embed_once,
+    grounding_presence,
+    not_found,
+    segment_boxes,
+)
 from clipsam.pipelines.prompts import prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
 from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
@@ -132,6 +138,21 @@ class MedClipSamPipeline:
         config = CoarseMaskConfig(method=method, keep="all", level=level)
         return (coarse_mask(saliency, image, config=config),
                 level if method == "threshold" else None)
+
+    def presence(self, embedding: ImageEmbedding, prompt: str) -> tuple[float, float] | None:
+        """The presence score and "not found" threshold behind :meth:`run`'s presence check
+        (the built-in model's own map only; None otherwise). For volumes."""
+        if self.saliency_method != "native":
+            return None
+        return grounding_presence(self.text_model, embedding, prompt)
+
+    def box_decoder(self, prompt: str):
+        """How box prompts from another slice of a volume are decoded for ``prompt``: as the
+        segmenter decodes this pipeline's own boxes; None when the concept's mask comes from the
+        map alone."""
+        if self._mask_source(prompt) == "map":
+            return None
+        return box_decoder(self.segmenter, self.config.cleanup)
 
     def run(
         self,

@@ -24,7 +24,13 @@ from clipsam.models.grounding.grid import agreement, boxes_to_grid, mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, not_found, segment_boxes
+from clipsam.pipelines.common import (
+    box_decoder,
+    embed_once,
+    grounding_presence,
+    not_found,
+    segment_boxes,
+)
 from clipsam.pipelines.crops import crop_proposal
 from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
@@ -125,6 +131,18 @@ class SalipPipeline:
         scores = np.asarray(self.crop_scores(image, proposals, texts), np.float32)
         k = self.config.top_k or count_targets(prompt)
         return scores, np.argsort(-scores, kind="stable")[:k]
+
+    def presence(self, embedding: ImageEmbedding, prompt: str) -> tuple[float, float] | None:
+        """The presence score and "not found" threshold behind :meth:`run`'s presence check
+        (dense grounding only; None otherwise). For volumes."""
+        if not isinstance(self.text_model, DenseGrounding):
+            return None
+        return grounding_presence(self.text_model, embedding, prompt)
+
+    def box_decoder(self, prompt: str):
+        """How box prompts from another slice of a volume are decoded: as the retrieved boxes
+        are (whole masks, no cut to the largest component)."""
+        return box_decoder(self.segmenter, cleanup=False)
 
     def run(
         self,

@@ -5,8 +5,9 @@ pipeline); texts through the locked sentence encoder. A model folder holds
 ``heads.safetensors`` (the heads, plus the concept vectors and feature probes learned by
 ``clipsam adapt``) and
 ``config.json`` (sizes, the presence rule, the calibrated per-concept thresholds, mask
-sources and map levels, the phrases that name each trained concept, adapted concept names, and
-metadata on how it was trained: data, subjects, calibration).
+sources and map levels, the calibrated ``volume`` settings, the phrases that name each
+trained concept, adapted concept names, and metadata on how it was trained: data, subjects,
+calibration).
 
 A prompt is matched to a trained or adapted concept by its words (:func:`concept_key`); a
 matched prompt uses that concept's calibrated "not found" threshold, mask source and map level,
@@ -42,6 +43,9 @@ PROBE_PREFIX = "probe."
 
 
 MASK_SOURCES = ("segmenter", "map", "union")
+VOLUME_SETTINGS = ("smoothing", "hold", "reach", "margin", "cleanup")
+"""The calibrated settings of the model's ``volume`` block (:class:`clipsam.config.VolumeConfig`),
+model-wide: how volumes are segmented consistently along the slice axis."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class GroundingModel:
         concept_probes: dict[str, np.ndarray] | None = None,
         map_levels: dict[str, float] | None = None,
         box_margins: dict[str, float] | None = None,
+        volume: dict | None = None,
     ) -> None:
         if heads is None and engine is None:
             raise ValueError("a grounding model needs its heads or an engine")
@@ -120,6 +125,11 @@ class GroundingModel:
         self.box_margins = {concept_key(k): float(v) for k, v in (box_margins or {}).items()}
         if any(not 0 <= v < 1 for v in self.box_margins.values()):
             raise WeightsError("box margins must lie in [0, 1)")
+        self.volume = dict(volume or {})
+        unknown_volume = set(self.volume) - set(VOLUME_SETTINGS)
+        if unknown_volume:
+            raise WeightsError(f"unknown volume setting(s) {sorted(unknown_volume)}; expected "
+                               f"{', '.join(VOLUME_SETTINGS)}")
         self.source_dir: Path | None = None  # the folder it was loaded from, if any
         self._text_encoder = text_encoder
         self._segmenter = segmenter
@@ -289,7 +299,7 @@ class GroundingModel:
             "concept_thresholds": self.concept_thresholds,
             "concept_phrases": self.concept_phrases, "mask_sources": self.mask_sources,
             "map_levels": self.map_levels, "box_margins": self.box_margins,
-            "metadata": self.metadata,
+            "volume": self.volume, "metadata": self.metadata,
         }
         write_text_atomic(model_dir / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
         for name in (HEADS_FILE, CONFIG_FILE):
@@ -343,7 +353,8 @@ def load_grounding_model(
                            config.get("mask_sources", {}), engine=engine,
                            heads_config=config["heads"], concept_probes=probes,
                            map_levels=config.get("map_levels", {}),
-                           box_margins=config.get("box_margins", {}))
+                           box_margins=config.get("box_margins", {}),
+                           volume=config.get("volume", {}))
     model.source_dir = folder
     return model
 
