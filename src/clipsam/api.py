@@ -190,14 +190,10 @@ class Segmenter:
         slices streamed; ``progress(done, total)`` is called after each slice (once for a 2-D
         image).
         """
-        stream = self.segment_stream(image, prompts)
-        while True:
-            try:
-                done, total = next(stream)
-            except StopIteration as stop:
-                return stop.value
-            if progress is not None:
-                progress(done, total)
+        from clipsam.pipelines.volume import drain
+
+        return drain(self.segment_stream(image, prompts),
+                     None if progress is None else lambda step: progress(*step))
 
     def segment_stream(self, image: Any, prompts: str | Sequence[str]
                        ) -> Generator[tuple[int, int], None, list[SegmentResult]]:

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsam.apps.options import add_threads
-from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
+from clipsam.config import (
+    DEVICES,
+    RUNTIMES,
+    SEGMENTERS,
+    VOLUME_MODES,
+    ModelConfig,
+    RunConfig,
+    VolumeConfig,
+)
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
 
@@ -21,10 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "eval", help="score a method on an evaluation set",
         description="Run METHOD on every image of DATA_DIR (images/, masks/, meta.csv) and write "
-                    "OUT_DIR/per_image.csv and OUT_DIR/summary.json. Rerunning with the same "
-                    "OUT_DIR resumes a run made with the same settings (method, configuration, "
-                    "model files, clipsam version) and refuses any other. Exit code 1 if any "
-                    "image failed.")
+                    "OUT_DIR/per_image.csv and OUT_DIR/summary.json. A set of volumes "
+                    "(images/<id>.nii.gz or DICOM series folders images/<id>/, with "
+                    "masks/<id>.nii.gz) is scored per volume in 3-D: OUT_DIR/per_volume.csv "
+                    "(Dice, IoU, HD95, NSD, volume error, slice detection). Rerunning with the "
+                    "same OUT_DIR resumes a run made with the same settings (method, "
+                    "configuration, model files, clipsam version) and refuses any other. Exit "
+                    "code 1 if any image failed.")
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--prompt", default="", help="text prompt for text-prompted methods")
@@ -58,13 +69,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "pipeline's views (saliency, coarse mask, proposals, boxes)")
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM,
                         metavar="MM", help="NSD boundary tolerance in mm (default %(default)s)")
+    parser.add_argument("--volume-mode", choices=VOLUME_MODES, default="consistent",
+                        help="volumes: decide along the slice axis (consistent) or segment each "
+                             "slice on its own (slices)")
+    parser.add_argument("--voxel-units", action="store_true",
+                        help="volumes: the files' voxel spacing is not real (the set's source "
+                             "gives none): report volumes in voxels and distances in voxel "
+                             "steps instead of mL and mm")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from clipsam.errors import InputError
-    from clipsam.eval.dataset import open_dataset
+    from clipsam.eval.dataset import is_volume_set, open_dataset
     from clipsam.eval.harness import evaluate
     from clipsam.eval.methods import build_method
 
@@ -77,14 +95,18 @@ def run(args: argparse.Namespace) -> int:
         from clipsam.eval.dataset import subject_subset
 
         dataset = subject_subset(dataset, args.subset)
+    volumes = is_volume_set(dataset)
+    if args.voxel_units and not volumes:
+        raise InputError("--voxel-units only applies to a set of volumes")
     out_dir = args.out or Path("runs") / "eval" / f"{dataset.name}-{args.method}"
     config = RunConfig(method=args.method, models=ModelConfig(
         segmenter=args.segmenter, runtime=args.runtime, device=args.device, threads=args.threads,
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
-        weak_model=args.model, keep_intermediates=args.save_intermediates)
+        weak_model=args.model, keep_intermediates=args.save_intermediates,
+        volume=VolumeConfig(mode=args.volume_mode))
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
-    seen = seen_by_text_model(config, scope)
+    seen = seen_by_text_model(config, scope, any_set=volumes)
     if args.subset == "test" and seen:
         from clipsam.pipelines.registry import grounding_metadata
 
@@ -96,12 +118,18 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{message}; use --allow-seen to score them anyway")
         print(f"warning: {message}; they are scored anyway (--allow-seen)", file=sys.stderr)
     method = build_method(args.method, config)
-    summary = evaluate(dataset, method, out_dir, prompt=args.prompt, limit=args.limit,
-                       tolerance_mm=args.nsd_tolerance, progress=not args.quiet,
-                       save_intermediates=args.save_intermediates, overwrite=args.overwrite,
-                       subset=args.subset, seen_by_text_model=seen)
+    options = {"prompt": args.prompt, "limit": args.limit, "tolerance_mm": args.nsd_tolerance,
+               "progress": not args.quiet, "save_intermediates": args.save_intermediates,
+               "overwrite": args.overwrite, "subset": args.subset, "seen_by_text_model": seen}
+    if volumes:
+        from clipsam.eval.volumes import evaluate_volumes
+
+        summary = evaluate_volumes(dataset, method, out_dir, voxel_units=args.voxel_units,
+                                   **options)
+    else:
+        summary = evaluate(dataset, method, out_dir, **options)
     failed = summary["failed"]
-    if summary["n_images"] == 1 and failed:
+    if summary.get("n_images", summary.get("n_volumes")) == 1 and failed:
         print(f"error: {failed[0]['id']}: {failed[0]['error']}", file=sys.stderr)
         return 1
     print(_summary_line(summary))
@@ -109,21 +137,25 @@ def run(args: argparse.Namespace) -> int:
     for failure in failed:
         print(f"failed: {failure['id']}: {failure['error']}", file=sys.stderr)
     if failed:
-        print(f"error: {len(failed)} of {summary['n_images']} images failed", file=sys.stderr)
+        count = (f"{summary['n_volumes']} volumes" if volumes
+                 else f"{summary['n_images']} images")
+        print(f"error: {len(failed)} of {count} failed", file=sys.stderr)
         return 1
     return 0
 
 
-def seen_by_text_model(config: RunConfig, dataset: EvalDataset) -> int | None:
+def seen_by_text_model(config: RunConfig, dataset: EvalDataset,
+                       any_set: bool = False) -> int | None:
     """How many of ``dataset``'s images have a subject the method's grounding text model was
-    trained or calibrated on (all when it does not list its subjects); None for a method that
-    reads no text or a CLIP-family text model (not knowable)."""
+    trained or calibrated on (all when it does not list its subjects; in any of its sets with
+    ``any_set``: a set of volumes holds 2-D sets' patients); None for a method that reads no
+    text or a CLIP-family text model (not knowable)."""
     from clipsam.eval.dataset import count_seen
     from clipsam.pipelines.registry import PIPELINES, grounding_metadata
 
     spec = PIPELINES.get(config.method)
     metadata = grounding_metadata(config.models) if spec and spec.reads_text else None
-    return None if metadata is None else count_seen(dataset, metadata)
+    return None if metadata is None else count_seen(dataset, metadata, any_set)
 
 
 def _summary_line(summary: dict) -> str:
@@ -132,6 +164,14 @@ def _summary_line(summary: dict) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     empty = summary["gt_empty"]
+    if summary.get("kind") == "volumes":
+        return (f"{summary['method']} on {summary['dataset']}: {summary['n']} volumes "
+                f"dice={show('dice_mean')} (median {show('dice_median')}) iou={show('iou_mean')} "
+                f"hd95={show('hd95_mean')} nsd={show('nsd_mean')} volume error="
+                f"{show('volume_error_mean')} {summary['volume_unit']}; slice detection "
+                f"precision {show('slice_precision_pooled')} recall "
+                f"{show('slice_recall_pooled')}; s/volume={show('seconds_per_volume')} "
+                f"({show('seconds_over_encode')}x its encoder passes)")
     text = (f"{summary['method']} on {summary['dataset']}: n={summary['n']} "
             f"dice={show('dice_mean')} (median {show('dice_median')}) iou={show('iou_mean')} "
             f"hd95={show('hd95_mean')} nsd={show('nsd_mean')} "

@@ -208,7 +208,8 @@ class VolumeTracker:
         self.slices.append(_Slice(mask, np.asarray(result.boxes, np.float32).reshape(-1, 4),
                                   np.asarray(result.scores, np.float32).reshape(-1), evidence,
                                   confident, dict(result.decisions), dict(result.intermediates)))
-        for stage, seconds in result.timings.items():
+        timings = {"total": sum(result.timings.values()), **result.timings}
+        for stage, seconds in timings.items():
             self.slice_timings[stage] = self.slice_timings.get(stage, 0.0) + float(seconds)
         if self.decode is not None and not confident and embedding is not None:
             self._embeddings[index] = embedding
@@ -382,3 +383,16 @@ def segment_volume(
                "total": first.timings["total"] + encode_seconds}
     return [replace(first, timings=timings), *outcomes[1:]]
 
+
+
+def drain(stream: Generator[Any, None, Any],
+          progress: Callable[[Any], None] | None = None) -> Any:
+    """Run a generator such as :func:`segment_volume` to its end, handing each yielded value
+    to ``progress``; its return value."""
+    while True:
+        try:
+            value = next(stream)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(value)
