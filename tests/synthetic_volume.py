@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from clipsam.api import Segmenter
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
+from clipsam.pipelines.medclipsam import MedClipSamPipeline
 
 SLICES, SIZE = 16, 64
 OBJECT_SLICES = range(2, 9)
@@ -135,3 +137,22 @@ def write_example(root: Path) -> Path:
         nib.save(image, root / folder / "phantom.nii.gz")
     (root / "meta.csv").write_text("id,subject\nphantom,phantom\n")
     return root
+
+
+class MarginGrounding(BrightGrounding):
+    """:class:`BrightGrounding` whose boxes grow by a quarter per side, so each slice's own box
+    holds its whole square; calibrated like :data:`CALIBRATED`."""
+
+    def __init__(self, volume: dict | None = CALIBRATED) -> None:
+        super().__init__(volume)
+
+    def box_margin_for(self, text):
+        return 0.25
+
+
+def bright_segmenter(config=None):
+    """A :class:`clipsam.api.Segmenter` of ``config`` (any) on the fake models (picklable, for
+    the CLI and Ray tests)."""
+    segmenter = BrightSegmenter()
+    return Segmenter(config, pipeline=MedClipSamPipeline(segmenter, MarginGrounding()),
+                     encoder=segmenter)

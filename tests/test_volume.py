@@ -31,19 +31,11 @@ from synthetic_volume import (
     CALIBRATED,
     DIM_SLICE,
     PROMPT,
-    BrightGrounding,
     BrightSegmenter,
+    MarginGrounding,
     object_mask,
     volume_pixels,
 )
-
-
-class MarginGrounding(BrightGrounding):
-    """Boxes around the map grow by a quarter per side, so each slice's own box holds its
-    whole square."""
-
-    def box_margin_for(self, text):
-        return 0.25
 
 
 def volume_segmenter(volume: dict | None = CALIBRATED, config: VolumeConfig | None = None,

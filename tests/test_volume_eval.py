@@ -21,15 +21,14 @@ from clipsam.eval.volumes import evaluate_volumes, volume_row
 from clipsam.io.read import read_image
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from synthetic_volume import (
-    CALIBRATED,
     DIM_SLICE,
     PROMPT,
     BrightSegmenter,
+    MarginGrounding,
     object_mask,
     volume_pixels,
     write_example,
 )
-from test_volume import MarginGrounding
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "volume"
 CASE = Case("v", Path("v.nii.gz"), Path("m.nii.gz"))
@@ -80,7 +79,7 @@ def test_volume_metrics_equal_hand_computations():
 
 def bright_method(mode: str = "consistent", calls: list | None = None) -> Method:
     segmenter = BrightSegmenter()
-    method = from_pipeline(MedClipSamPipeline(segmenter, MarginGrounding(CALIBRATED)),
+    method = from_pipeline(MedClipSamPipeline(segmenter, MarginGrounding()),
                            segmenter=segmenter, volume=VolumeConfig(mode=mode))
     if calls is None:
         return method

@@ -7,10 +7,13 @@ of one DICOM series is one input, a volume. Per image ``<name>``: ``<name>_mask.
 (``<name>_mask.nii.gz`` for NIfTI input, same affine, and for volumes), ``<name>_overlay.png``
 and the record ``<name>.json``; with several prompts each mask and overlay carries the prompt's
 slug (``<name>_<slug>_mask.png``); a job with ``dicom_seg`` also writes ``<name>_seg.dcm``, one
-DICOM SEG with a segment per prompt. The record is written last, so an image counts as done when
-its record lists the job's prompts and every output exists; it is skipped when that record was
-also made with the job's settings (the key of :mod:`clipsam.pipelines.provenance`: method,
-configuration, model file hashes, clipsam version) and redone otherwise.
+DICOM SEG with a segment per prompt. A volume's target also gets ``<name>_slices.png`` when
+found, a grid of the slices that hold it with its outline, and its record the target's volume
+(voxels, and mL when the file gives the voxel size). The record is written last, so an image
+counts as done when its record lists the job's prompts and every output exists; it is skipped
+when that record was also made with the job's settings (the key of
+:mod:`clipsam.pipelines.provenance`: method, configuration, model file hashes, clipsam version)
+and redone otherwise.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ import numpy as np
 from clipsam.api import Segmenter, SegmentResult
 from clipsam.errors import ClipsamError, InputError
 from clipsam.io.overlap import BackgroundWriter, prefetch
+from clipsam.io.progress import SliceBar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
-_OUTPUT_TAIL = re.compile(r"_(mask|overlay|seg)$")
+_OUTPUT_TAIL = re.compile(r"_(mask|overlay|seg|slices)$")
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ def output_paths(item: InputImage, job: SegmentJob, volume: bool) -> dict[str, d
         tag = base.name if len(job.prompts) == 1 else f"{base.name}_{prompt_slug(prompt)}"
         paths[prompt] = {"mask": base.with_name(tag + mask_suffix),
                          "overlay": base.with_name(tag + "_overlay.png")}
+        if volume:
+            paths[prompt]["slices"] = base.with_name(tag + "_slices.png")
         if job.uncertainty:
             map_suffix = "_uncertainty.nii.gz" if volume else "_uncertainty.tif"
             paths[prompt]["uncertainty"] = base.with_name(tag + map_suffix)
@@ -215,7 +221,7 @@ def earlier_settings(item: InputImage, job: SegmentJob) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     outputs = [paths[p][kind] for p in job.prompts for kind in ("mask", "uncertainty")
-               if kind in paths[p]]
+               if kind in paths[p]]  # the slices grid is written only for a target found
     if "seg" in paths["record"]:
         outputs.append(paths["record"]["seg"])
     if recorded != list(job.prompts) or not all(path.exists() for path in outputs):
@@ -259,6 +265,12 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
         plane, mask, boxes = overlay_plane(image, result)
         write_overlay_png(target["overlay"], plane, mask, boxes)
         files = {"mask_file": target["mask"].name, "overlay_file": target["overlay"].name}
+        if volume:
+            from clipsam.io.overlay import write_slice_grid_png
+
+            grid = write_slice_grid_png(target["slices"], image, result.mask)
+            files["slices_file"] = grid.name if grid is not None else None
+            files["volume"] = target_volume(image, result.mask)
         if "uncertainty" in target:
             files["uncertainty_file"] = write_uncertainty(target["uncertainty"], result,
                                                           image, volume).name
@@ -269,6 +281,16 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
 
         record["seg_file"] = write_seg(paths["record"]["seg"], image, results).name
     write_record_json(paths["record"]["json"], record)
+
+
+def target_volume(image: Any, mask: np.ndarray) -> dict[str, Any]:
+    """How big a volume's mask is: voxels, and mL with the voxel size (slice, row, col in mm)
+    when the file gives it (None otherwise)."""
+    voxels = int(np.count_nonzero(mask))
+    spacing = image.voxel_spacing if image.is_volume else None
+    return {"voxels": voxels,
+            "ml": round(voxels * float(np.prod(spacing)) / 1000.0, 4) if spacing else None,
+            "voxel_mm": list(spacing) if spacing else None}
 
 
 def write_uncertainty(path: Path, result: SegmentResult, image: Any, volume: bool) -> Path:
@@ -285,12 +307,14 @@ def write_uncertainty(path: Path, result: SegmentResult, image: Any, volume: boo
     return write_map_tiff(path, values)
 
 
-def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:
-    """Segment one file for every prompt and write its outputs; errors become a failed outcome."""
+def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob,
+                  progress: Callable[[int, int], None] | None = None) -> Outcome:
+    """Segment one file for every prompt and write its outputs; errors become a failed outcome.
+    ``progress(done, total)`` follows the slices of a volume."""
     status = pending_status(item, job)
     if status is None:
         return Outcome(str(item.path), "skipped")
-    return segment_and_write(segmenter, item, job, status, read_input(item))
+    return segment_and_write(segmenter, item, job, status, read_input(item), progress=progress)
 
 
 def pending_status(item: InputImage, job: SegmentJob) -> str | None:
@@ -313,13 +337,15 @@ def read_input(item: InputImage) -> Any:
 
 
 def segment_and_write(segmenter: Segmenter, item: InputImage, job: SegmentJob, status: str,
-                      image: Any, writer: BackgroundWriter | None = None) -> Outcome | Future:
+                      image: Any, writer: BackgroundWriter | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Outcome | Future:
     """Segment a read image (or report its reading error) and write its outputs: here, or as a
-    job of ``writer`` (then the outcome is the job's future)."""
+    job of ``writer`` (then the outcome is the job's future). ``progress(done, total)`` follows
+    the slices of a volume."""
     try:
         if isinstance(image, Exception):
             raise image
-        results = segmenter.segment(image, list(job.prompts))
+        results = segmenter.segment(image, list(job.prompts), progress=progress)
     except Exception as exc:
         return failed_outcome(item, exc)
     if writer is not None:
@@ -355,7 +381,8 @@ def run_local(
 
     The next images are read and the finished ones written in background threads while the
     models run (:mod:`clipsam.io.overlap`); outputs are those of :func:`process_image` on each
-    image in turn. ``progress(images, total)`` wraps the iterable of images to process."""
+    image in turn. ``progress(images, total)`` wraps the iterable of images to process; with it,
+    a volume's slices get a bar of their own."""
     start = time.perf_counter()
     summary = Summary()
     todo = []
@@ -372,7 +399,9 @@ def run_local(
         with BackgroundWriter() as writer:
             images = prefetch(todo, lambda t: read_input(t[0]))
             for (item, status), image in progress(images, len(todo)) if progress else images:
-                outcomes.append(segment_and_write(segmenter, item, job, status, image, writer))
+                slices = SliceBar(item.stem, enabled=progress is not None)
+                outcomes.append(segment_and_write(segmenter, item, job, status, image, writer,
+                                                  slices.update))
         for outcome in outcomes:
             summary.add(outcome.result() if isinstance(outcome, Future) else outcome)
     summary.seconds = time.perf_counter() - start

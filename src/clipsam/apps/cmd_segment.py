@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsam.apps.options import add_threads
-from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
+from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, VOLUME_MODES
 from clipsam.errors import ClipsamError, InputError, require
 from clipsam.pipelines.registry import PIPELINES
 
@@ -26,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Segment every image in INPUT (files, folders, globs) for each prompt and "
                     "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
                     "OUT_DIR. A folder holding the slices of one DICOM series is read as one "
-                    "volume. --method weak (and weak-box) also writes <name>_uncertainty.tif "
+                    "volume; a volume's record gives each target's volume (mL when the file "
+                    "gives the voxel size) and <name>_slices.png shows the slices that hold it. "
+                    "--method weak (and weak-box) also writes <name>_uncertainty.tif "
                     "(.nii.gz for volumes), the network's per-pixel predictive entropy in bits. "
                     "Images already done with the same settings (method, models and their files, "
                     "configuration, clipsam version) are skipped unless --overwrite; images "
@@ -55,7 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="mask: PNG or NIfTI masks; dicom-seg: also <name>_seg.dcm, a DICOM "
                              "Segmentation with one segment per prompt over the DICOM input "
                              "(needs the extra clipsam[dicom])")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local")
+    parser.add_argument("--volume-mode", choices=VOLUME_MODES, default="consistent",
+                        help="volumes (NIfTI, DICOM series): decide along the slice axis with "
+                             "the text model's calibrated settings (consistent: presence "
+                             "smoothed over neighbouring slices, boxes propagated to weak "
+                             "slices, stray 3-D components dropped) or segment each slice on "
+                             "its own (slices)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: one task per file or volume, on Ray Data")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--workers", type=int, default=None,
@@ -79,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                             runtime=args.runtime, device=args.device, threads=args.threads,
                             keep_intermediates=weak,
-                            weights_dir=args.weights_dir, weak_model=args.model)
+                            weights_dir=args.weights_dir, weak_model=args.model,
+                            volume_mode=args.volume_mode)
         if args.engine == "ray":
             require("ray", "--engine ray")
         dicom_seg = args.output_format == "dicom-seg"
