@@ -307,6 +307,24 @@ class GroundingModel:
         return model_dir
 
 
+def save_volume_settings(model_dir: Path, volume: dict, report: dict) -> Path:
+    """Record calibrated volume settings in a model folder's ``config.json``: the ``volume``
+    block and, under ``metadata.calibration.volume``, the report they rest on (nothing else
+    changes; the heads file is untouched)."""
+    path = Path(model_dir) / CONFIG_FILE
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a {FORMAT} config")
+    unknown = set(volume) - set(VOLUME_SETTINGS)
+    if unknown:
+        raise WeightsError(f"unknown volume setting(s) {sorted(unknown)}")
+    config["volume"] = volume
+    config.setdefault("metadata", {}).setdefault("calibration", {})["volume"] = report
+    write_text_atomic(path, json.dumps(config, indent=1) + "\n")
+    path.chmod(0o644)
+    return path
+
+
 def builtin_model_dir() -> Path:
     """The folder of the grounding model shipped in the package."""
     return Path(str(resources.files("clipsam").joinpath("data/grounding")))
