@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsam.eval.stats import paired_difference
 from clipsam.train.calibrate import threshold_at_recall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,11 +396,8 @@ def _paired_difference(set_name: str, method: str, reference: str) -> str:
     common = sorted(first.keys() & second.keys())
     if not common:
         return "-"
-    diff = np.array([first[i] - second[i] for i in common])
-    rng = np.random.default_rng(0)
-    means = diff[rng.integers(0, len(diff), (2000, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return f"{diff.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+    mean, low, high = paired_difference([first[i] for i in common], [second[i] for i in common])
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 WEAK_FAMILIES = {"U-Net": ("weak", "weak-box"), "head": ("weak-head", "weak-head-box"),

@@ -83,6 +83,38 @@ def test_widget_labels_equal_the_api_masks_and_planes_are_encoded_once(qtbot):
     assert labels.data[0].any() and np.array_equal(labels.data[1] == 1, api.mask)
 
 
+def test_whole_stack_is_segmented_as_a_volume_with_progress_per_slice(qtbot):
+    from clipsam.io.image import MedicalImage
+
+    viewer = ViewerModel()
+    stack = np.stack([sample_image(), np.zeros((40, 60), np.uint8),
+                      np.roll(sample_image(), 5, axis=1)]).astype(np.float32)
+    viewer.add_image(stack, name="scan", scale=(3.0, 0.5, 0.5))
+    encoder, segmenter_for = fake_segmenters()
+    widget = SegmentWidget(viewer, segmenter_for=segmenter_for)
+    qtbot.addWidget(widget)
+    widget.whole_stack.setChecked(True)
+    run_widget(qtbot, widget, "scan", "bright square\nabsent thing", "salip")
+    assert widget.progress.maximum() == 3 and widget.progress.value() == 3
+    assert encoder.encoded == 3  # every slice once, for both targets
+    api = Segmenter(RunConfig(method="salip"), pipeline=FakePipeline(),
+                    encoder=BoxFillingSegmenter()).segment(
+        MedicalImage(stack, (0.5, 0.5), "napari", is_volume=True), ["bright square"])[0]
+    labels = viewer.layers["bright square"]
+    assert np.array_equal(labels.data == 1, api.mask) and api.mask.shape == stack.shape
+    assert labels.data[0].any() and labels.data[2].any() and not labels.data[1].any()
+    assert not viewer.layers["absent thing"].data.any()
+    assert widget.status.text() == "bright square: found, absent thing: not found"
+
+    flat = ViewerModel()
+    flat.add_image(sample_image(), name="plane")
+    widget = SegmentWidget(flat, segmenter_for=segmenter_for)
+    qtbot.addWidget(widget)
+    widget.whole_stack.setChecked(True)
+    run_widget(qtbot, widget, "plane", "bright square", "salip")
+    assert widget.status.text().startswith("error: layer 'plane' is not a stack")
+
+
 def test_widget_reports_bad_input_on_one_line(qtbot):
     viewer = ViewerModel()
     viewer.add_image(sample_image(), name="scan")

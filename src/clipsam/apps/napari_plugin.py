@@ -6,8 +6,11 @@ viewer shows (a 2-D or RGB layer is one plane; for a stack, the last two axes at
 position of the others) in a worker thread, with progress, and puts each target's mask into a
 Labels layer named after the target (only that plane changes, so several planes can be
 segmented in turn) and the method's saliency map, when it has one, into a hidden image layer.
-Encodings are kept per image plane (:class:`clipsam.api.Segmenter` caches them by content), so
-asking for other targets on a plane already seen costs no encoder pass.
+With "whole stack" ticked, a gray stack is segmented as a volume instead (every slice along the
+axis before the plane, at the current position of any axis before that), consistently along
+the slice axis as :meth:`clipsam.api.Segmenter.segment` does, with a progress bar over its
+slices. Encodings are kept per image plane (:class:`clipsam.api.Segmenter` caches them by
+content), so asking for other targets on a plane already seen costs no encoder pass.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np  # noqa: E402  (after the extra check: napari brings Qt)
 from napari.qt.threading import thread_worker  # noqa: E402
 from qtpy.QtCore import Signal  # noqa: E402
 from qtpy.QtWidgets import (  # noqa: E402
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QLabel,
@@ -35,6 +39,7 @@ from qtpy.QtWidgets import (  # noqa: E402
 
 from clipsam.api import Segmenter, SegmentResult  # noqa: E402
 from clipsam.errors import ClipsamError, InputError  # noqa: E402
+from clipsam.io.image import MedicalImage  # noqa: E402
 from clipsam.pipelines.prompts import validate_prompt  # noqa: E402
 from clipsam.pipelines.registry import SERVED_METHODS  # noqa: E402
 
@@ -62,6 +67,18 @@ def shown_plane(layer: Any, point: tuple[float, ...]) -> tuple[tuple[int, ...], 
     return index, np.asarray(layer.data[index])
 
 
+def shown_stack(layer: Any, point: tuple[float, ...]) -> tuple[tuple[int, ...], MedicalImage]:
+    """(index of the axes before the stack, the (Z, H, W) stack as a volume) of a gray image
+    layer at the viewer's point: the slices along the axis before the plane."""
+    index, _ = shown_plane(layer, point)
+    if layer.rgb or not index:
+        raise InputError(f"layer {layer.name!r} is not a stack of gray slices: untick "
+                         "'whole stack' to segment the plane shown")
+    stack = np.asarray(layer.data[index[:-1]], np.float32)
+    spacing = tuple(float(v) for v in layer.scale[-2:])
+    return index[:-1], MedicalImage(stack, spacing, "napari", is_volume=len(stack) > 1)
+
+
 class SegmentWidget(QWidget):
     """Dock widget: image layer, targets, method -> a Labels layer per target."""
 
@@ -77,6 +94,7 @@ class SegmentWidget(QWidget):
         self.targets.setMaximumHeight(6 * self.targets.fontMetrics().lineSpacing())
         self.method = QComboBox()
         self.method.addItems(SERVED_METHODS)
+        self.whole_stack = QCheckBox("whole stack (a volume: every slice)")
         self.run_button = QPushButton("Segment")
         self.progress = QProgressBar()
         self.status = QLabel("")
@@ -85,6 +103,7 @@ class SegmentWidget(QWidget):
         form.addRow("image", self.layer_box)
         form.addRow("targets", self.targets)
         form.addRow("method", self.method)
+        form.addRow(self.whole_stack)
         form.addRow(self.run_button)
         form.addRow(self.progress)
         form.addRow(self.status)
@@ -107,7 +126,8 @@ class SegmentWidget(QWidget):
             self.layer_box.setCurrentText(current)
 
     def run(self) -> None:
-        """Segment the shown plane of the chosen layer in a worker thread."""
+        """Segment the shown plane (or, with "whole stack", the stack) of the chosen layer in a
+        worker thread."""
         lines = self.targets.toPlainText().splitlines()
         try:
             prompts = [validate_prompt(line) for line in lines if line.strip()]
@@ -116,30 +136,39 @@ class SegmentWidget(QWidget):
             if self.layer_box.currentText() not in self.viewer.layers:
                 raise InputError("no image layer: open an image first")
             layer = self.viewer.layers[self.layer_box.currentText()]
-            index, plane = shown_plane(layer, tuple(self.viewer.dims.point))
+            point = tuple(self.viewer.dims.point)
+            if self.whole_stack.isChecked():
+                index, image = shown_stack(layer, point)
+            else:
+                index, image = shown_plane(layer, point)
         except ClipsamError as exc:
             self._failed(exc)
             return
         if self.segmenter_for is None:
             self.segmenter_for = default_segmenters()
         self.run_button.setEnabled(False)
-        self.progress.setRange(0, len(prompts))
+        steps = image.num_slices if isinstance(image, MedicalImage) else len(prompts)
+        self.progress.setRange(0, steps)
         self.progress.setValue(0)
         self.status.setText("segmenting…")
-        _segment(self.segmenter_for, self.method.currentText(), plane, prompts,
-                 _connect={"yielded": self.progress.setValue, "errored": self._failed,
-                           "returned": lambda results: self._show(layer, index, results)})
+        work = _segment_stack if isinstance(image, MedicalImage) else _segment
+        work(self.segmenter_for, self.method.currentText(), image, prompts,
+             _connect={"yielded": self.progress.setValue, "errored": self._failed,
+                       "returned": lambda results: self._show(layer, index, results)})
 
     def _show(self, layer: Any, index: tuple[int, ...], results: list[SegmentResult]) -> None:
+        """Each result's mask (a plane's or a stack's) into its target's Labels layer at
+        ``index``, and its saliency map, when it has one of the mask's size, hidden."""
         shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
         for result in results:
             labels = self._layer(result.prompt, shape, np.uint8, "labels", layer)
             labels.data[index] = result.mask.astype(np.uint8)
             labels.refresh()
             saliency = result.intermediates.get("saliency")
-            if isinstance(saliency, np.ndarray) and saliency.ndim == 2:
+            if isinstance(saliency, np.ndarray) and saliency.ndim == result.mask.ndim:
                 view = self._layer(f"{result.prompt} saliency", shape, np.float32, "image", layer)
-                view.data[index] = _resized(saliency, result.mask.shape)
+                view.data[index] = (_resized(saliency, result.mask.shape) if saliency.ndim == 2
+                                    else saliency.astype(np.float32))
                 view.visible = False
                 view.refresh()
         found = ", ".join(f"{r.prompt}: {'found' if r.found else 'not found'}" for r in results)
@@ -178,6 +207,20 @@ def _segment(segmenter_for: SegmenterFor, method: str, plane: np.ndarray,
         results.extend(segmenter.segment(plane, [prompt]))
         yield done
     return results
+
+
+@thread_worker
+def _segment_stack(segmenter_for: SegmenterFor, method: str, volume: MedicalImage,
+                   prompts: list[str]) -> Iterator[int]:
+    """Every prompt on a stack as a volume (each slice encoded once), yielding how many slices
+    are done."""
+    stream = segmenter_for(method).segment_stream(volume, prompts)
+    while True:
+        try:
+            done, _ = next(stream)
+        except StopIteration as stop:
+            return stop.value
+        yield done
 
 
 def _resized(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
