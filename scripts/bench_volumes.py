@@ -88,8 +88,8 @@ def compare(summaries: dict, rows: dict, ids: list[str]) -> dict:
     ok = [i for i in ids if all(i in rows[n] and not rows[n][i]["error"] for n in RUNS)]
     volumes = []
     for volume_id in ok:
-        entry = {"id": volume_id, "slices": int(rows["slices"][volume_id]["slices"]),
-                 "slices_ref": int(rows["slices"][volume_id]["slices_ref"]),
+        entry = {"id": volume_id, "n_slices": int(rows["slices"][volume_id]["slices"]),
+                 "n_slices_ref": int(rows["slices"][volume_id]["slices_ref"]),
                  "encoder_seconds": _number(rows["slices"][volume_id]["encode_seconds"])}
         for name in RUNS:
             row = rows[name][volume_id]
@@ -126,7 +126,7 @@ def table(report: dict) -> str:
     for v in report["volumes"]:
         s, c, g = v["slices"], v["consistent"], v["gt-box"]
         lines.append(
-            f"| {v['id']} | {v['slices']} ({v['slices_ref']}) | {_fmt(s['dice'])} | "
+            f"| {v['id']} | {v['n_slices']} ({v['n_slices_ref']}) | {_fmt(s['dice'])} | "
             f"{_fmt(c['dice'])} | {_fmt(g['dice'])} | {_fmt(s['slice_precision'], 2)} / "
             f"{_fmt(s['slice_recall'], 2)} | {_fmt(c['slice_precision'], 2)} / "
             f"{_fmt(c['slice_recall'], 2)} | {_fmt(v['encoder_seconds'], 1)} | "

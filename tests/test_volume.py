@@ -225,3 +225,14 @@ def test_a_volume_without_a_run_is_not_found():
     assert result.decisions["volume"]["runs"] == []
     presence = result.intermediates["presence"]
     assert presence[BLOB_SLICE] > 0.5 and result.intermediates["smoothed_presence"].max() < 0.5
+
+
+def test_the_volume_mode_is_a_run_option_and_part_of_the_settings_key():
+    from clipsam.api import run_config
+    from clipsam.pipelines.provenance import run_identity
+
+    config = run_config("medclipsam", volume_mode="slices")
+    assert config.volume == VolumeConfig(mode="slices")
+    assert run_identity(config).key != run_identity(run_config("medclipsam")).key
+    with pytest.raises(InputError, match="volume mode"):
+        run_config("medclipsam", volume_mode="both")
