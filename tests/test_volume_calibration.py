@@ -38,15 +38,17 @@ def test_the_groups_are_chosen_in_turn_each_against_its_neutral_default():
     assert DEFAULT in keys and len(keys) == 2 * 2 * (1 + 2) * 2  # reach 0 takes no margin
     base = dict.fromkeys(keys, 0.5)
     table = {"a": dict(base), "b": dict(base)}
-    table["a"][(1.0, 0.0, 0, 0.0, False)] = 0.6  # smoothing helps by 0.05 on average
-    table["a"][(1.0, 0.0, 2, 0.1, False)] = 0.7  # then propagation by 0.1
-    table["a"][(1.0, 0.0, 2, 0.1, True)] = 0.705  # clean-up by 0.0025: below min_gain
-    table["a"][(0.0, 0.0, 2, 0.1, False)] = 0.9  # never reached: smoothing 0 was not chosen
+    table["a"][(1.0, 0.0, 0, 0.0, False)] = 0.52  # smoothing alone: +0.01 on average
+    table["a"][(1.0, 0.0, 2, 0.1, False)] = 0.7  # smoothing with propagation: +0.1
+    table["a"][(1.0, 2.0, 2, 0.1, False)] = 0.71  # then a hold: +0.005, below min_gain
+    table["a"][(1.0, 0.0, 2, 0.1, True)] = 0.74  # then the clean-up: +0.02
+    table["a"][(0.0, 2.0, 0, 0.0, True)] = 0.9  # never reached: smoothing 0 was not chosen
     settings, report = choose_volume_settings(table, SMALL)
     assert settings == {"smoothing": 1.0, "hold": 0.0, "reach": 2, "margin": 0.1,
-                        "cleanup": False}
-    assert report["dice_slices"] == 0.5 and report["dice_chosen"] == 0.6
-    assert report["steps"]["presence (smoothing hold)"]["1.0 0.0"] == 0.55
+                        "cleanup": True}
+    assert report["dice_slices"] == 0.5 and report["dice_chosen"] == 0.62
+    assert report["steps"]["smoothing reach margin"]["1.0 2 0.1"] == 0.6
+    assert report["steps"]["hold"] == {"0.0": 0.6, "2.0": 0.605}
     equal = {"a": dict(base)}
     assert choose_volume_settings(equal, SMALL)[0] == NEUTRAL  # nothing gains: slice by slice
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from clipsam.models.segmenter import ImageEmbedding, MaskPrediction, PromptableSegmenter
@@ -71,7 +73,11 @@ def grounding_presence(text_model: object, embedding: ImageEmbedding,
     return float(score(embedding, prompt)), float(threshold(prompt))
 
 
-def box_decoder(segmenter: PromptableSegmenter, cleanup: bool):
+BoxDecoder = Callable[[ImageEmbedding, np.ndarray, StageTimer], tuple[np.ndarray, np.ndarray]]
+"""(embedding, (K, 4) boxes, timer) -> the (H, W) bool mask and (K,) scores."""
+
+
+def box_decoder(segmenter: PromptableSegmenter, cleanup: bool) -> BoxDecoder:
     """Decode box prompts given from outside (a volume's propagated boxes) as the cascades
     decode their own: ``(embedding, boxes, timer) -> (mask, scores)``."""
 

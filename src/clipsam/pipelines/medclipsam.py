@@ -24,6 +24,7 @@ from clipsam.models.image_text import DenseGrounding, ImageTextModel, SaliencyCa
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.common import (
+    BoxDecoder,
     box_decoder,
     embed_once,
     grounding_presence,
@@ -146,7 +147,7 @@ class MedClipSamPipeline:
             return None
         return grounding_presence(self.text_model, embedding, prompt)
 
-    def box_decoder(self, prompt: str):
+    def box_decoder(self, prompt: str) -> BoxDecoder | None:
         """How box prompts from another slice of a volume are decoded for ``prompt``: as the
         segmenter decodes this pipeline's own boxes; None when the concept's mask comes from the
         map alone."""

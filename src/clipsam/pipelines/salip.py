@@ -25,6 +25,7 @@ from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.common import (
+    BoxDecoder,
     box_decoder,
     embed_once,
     grounding_presence,
@@ -139,7 +140,7 @@ class SalipPipeline:
             return None
         return grounding_presence(self.text_model, embedding, prompt)
 
-    def box_decoder(self, prompt: str):
+    def box_decoder(self, prompt: str) -> BoxDecoder | None:
         """How box prompts from another slice of a volume are decoded: as the retrieved boxes
         are (whole masks, no cut to the largest component)."""
         return box_decoder(self.segmenter, cleanup=False)

@@ -21,10 +21,10 @@ The rules (``consistent``), per prompt, with ``t`` the prompt's "not found" thre
 * clean-up: 3-D components of the volume's mask with no voxel on a confident slice are dropped.
 
 A pipeline offers what this needs through two optional methods: ``presence(embedding, prompt)``
-(the score and threshold, or None; see :func:`slice_evidence`) and ``box_decoder(prompt)`` (a
-:data:`Decode` for boxes given from outside, or None when it decodes no boxes for the prompt).
-Without ``presence``, a slice's score is whether it was found; without a decoder, nothing is
-propagated.
+(the score and threshold, or None; see :func:`slice_evidence`) and ``box_decoder(prompt)``
+(a :data:`~clipsam.pipelines.common.BoxDecoder` for boxes given from outside, or None when it
+decodes no boxes for the prompt). Without ``presence``, a slice's score is whether it was
+found; without a decoder, nothing is propagated.
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ import numpy as np
 from clipsam.config import VolumeConfig
 from clipsam.models.segmenter import ImageEmbedding
 from clipsam.pipelines.base import Pipeline, PipelineResult
+from clipsam.pipelines.common import BoxDecoder
 from clipsam.pipelines.timing import StageTimer, checkpoint
 from clipsam.postprocess.boxes import component_boxes, expand_boxes
 from clipsam.postprocess.volume import anchored_components, runs, smooth_at, smoothing_radius
 
 Embed = Callable[[np.ndarray], tuple[ImageEmbedding | None, float]]
 """A plane -> its embedding (None for a method that reads none) and the seconds spent encoding."""
-Decode = Callable[[ImageEmbedding, np.ndarray, StageTimer], tuple[np.ndarray, np.ndarray]]
-"""(embedding, (K, 4) boxes, timer) -> (H, W) bool mask and (K,) scores."""
 
 NEUTRAL = {"smoothing": 0.0, "hold": 0.0, "reach": 0, "margin": 0.0, "cleanup": False}
 """The settings under which ``consistent`` gives the masks of ``slices``: used, with a recorded
@@ -131,15 +130,16 @@ def slice_evidence(pipeline: Pipeline, embedding: ImageEmbedding | None, prompt:
     """The pipeline's presence score for the slice (its ``presence`` method), else whether the
     slice's own answer found the target."""
     presence = getattr(pipeline, "presence", None)
-    answer = presence(embedding, prompt) if presence is not None and embedding is not None \
-        else None
+    answer = None
+    if presence is not None and embedding is not None:
+        answer = presence(embedding, prompt)
     if answer is None:
         return SliceEvidence(1.0 if result.found else 0.0, 0.5, "found")
     score, threshold = answer
     return SliceEvidence(float(score), float(threshold), "score")
 
 
-def decoder_for(pipeline: Pipeline, prompt: str) -> Decode | None:
+def decoder_for(pipeline: Pipeline, prompt: str) -> BoxDecoder | None:
     """How the pipeline decodes propagated boxes for ``prompt`` (its ``box_decoder`` method),
     or None when it decodes no boxes for it."""
     box_decoder = getattr(pipeline, "box_decoder", None)
@@ -183,7 +183,7 @@ class VolumeTracker:
     joined into a :class:`VolumeOutcome` by :meth:`finish`."""
 
     def __init__(self, settings: VolumeSettings, prompt: str, method: str,
-                 decode: Decode | None = None, keep_views: bool = False) -> None:
+                 decode: BoxDecoder | None = None, keep_views: bool = False) -> None:
         self.settings = settings
         self.keep_views = keep_views
         self.prompt = prompt

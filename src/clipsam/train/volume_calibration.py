@@ -9,9 +9,12 @@ then decides, one group of settings at a time, with the project's one chooser
 (:func:`clipsam.train.calibrate.choose_setting`: the best mean Dice over the volumes, kept only
 when it beats the group's default by ``min_gain``):
 
-1. presence: ``smoothing`` x ``hold``, without propagation or clean-up;
-2. propagation: ``reach`` x ``margin``, with the chosen presence settings;
-3. clean-up on or off, with both.
+1. smoothing x propagation: ``smoothing`` x ``reach`` x ``margin`` together (every run holds,
+   no clean-up): smoothing alone only brings into runs weak slices that have no mask of their
+   own, propagation only reaches weak slices that smoothing brought in, so either is measured
+   only with the other;
+2. ``hold``, with those;
+3. clean-up on or off, with all three.
 
 Each group's default is the value under which ``consistent`` gives the masks of ``slices``
 (:data:`clipsam.pipelines.volume.NEUTRAL`). The settings are model-wide (every concept's
@@ -33,10 +36,10 @@ from clipsam.eval.metrics import dice
 from clipsam.io.image import MedicalImage, segmenter_input
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import Pipeline
+from clipsam.pipelines.common import BoxDecoder
 from clipsam.pipelines.timing import StageTimer
 from clipsam.pipelines.volume import (
     NEUTRAL,
-    Decode,
     VolumeSettings,
     VolumeTracker,
     decoder_for,
@@ -57,8 +60,8 @@ class VolumeCalibrationConfig:
 
     smoothings: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     holds: tuple[float, ...] = (0.0, 1.0, 2.0)
-    reaches: tuple[int, ...] = (0, 1, 2, 3)
-    margins: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+    reaches: tuple[int, ...] = (0, 1, 2)
+    margins: tuple[float, ...] = (0.0, 0.1, 0.2)
     min_gain: float = 0.01
 
     def candidates(self) -> list[Key]:
@@ -78,7 +81,7 @@ def _settings(key: Key) -> VolumeSettings:
                           margin=margin, cleanup=cleanup)
 
 
-def _shared_decoder(decode: Decode | None) -> Decode | None:
+def _shared_decoder(decode: BoxDecoder | None) -> BoxDecoder | None:
     """``decode``, remembering its answer per embedding and box set (candidates propagating the
     same boxes to the same slice decode once)."""
     if decode is None:
@@ -127,11 +130,12 @@ def choose_volume_settings(per_volume: dict[str, dict[Key, float]],
         group = {pick(key): value for key, value in means.items() if pick(key) is not None}
         return choose_setting(group, default, config.min_gain), group
 
-    (smoothing, hold), presence = step(
-        lambda k: k[:2] if k[2:] == DEFAULT[2:] else None, DEFAULT[:2])
-    (reach, margin), propagation = step(
-        lambda k: k[2:4] if k[:2] == (smoothing, hold) and k[4] == DEFAULT[4] else None,
-        DEFAULT[2:4])
+    (smoothing, reach, margin), propagation = step(
+        lambda k: (k[0], k[2], k[3]) if (k[1], k[4]) == (DEFAULT[1], DEFAULT[4]) else None,
+        (DEFAULT[0], DEFAULT[2], DEFAULT[3]))
+    (hold,), presence = step(
+        lambda k: (k[1],) if (k[0], k[2], k[3], k[4]) == (smoothing, reach, margin, DEFAULT[4])
+        else None, (DEFAULT[1],))
     (cleanup,), clean = step(
         lambda k: k[4:] if k[:4] == (smoothing, hold, reach, margin) else None, DEFAULT[4:])
     chosen = (smoothing, hold, reach, margin, cleanup)
@@ -143,8 +147,7 @@ def choose_volume_settings(per_volume: dict[str, dict[Key, float]],
     report = {
         "n_volumes": len(per_volume),
         "min_gain": config.min_gain,
-        "steps": {"presence (smoothing hold)": table(presence),
-                  "propagation (reach margin)": table(propagation),
+        "steps": {"smoothing reach margin": table(propagation), "hold": table(presence),
                   "cleanup": table(clean)},
         "chosen": settings,
         "dice_slices": round(means[DEFAULT], 4),
