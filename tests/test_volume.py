@@ -236,3 +236,23 @@ def test_the_volume_mode_is_a_run_option_and_part_of_the_settings_key():
     assert run_identity(config).key != run_identity(run_config("medclipsam")).key
     with pytest.raises(InputError, match="volume mode"):
         run_config("medclipsam", volume_mode="both")
+
+
+def test_the_evidence_is_what_the_slice_recorded_else_the_presence_method_else_found():
+    from clipsam.pipelines.volume import slice_evidence
+
+    mask = np.ones((4, 4), bool)
+    recorded = PipelineResult(mask=mask, found=True, boxes=np.zeros((0, 4)), scores=np.zeros(0),
+                              prompt="p", method="m", decisions={"presence": 0.7,
+                                                                 "threshold": 0.4})
+    plain = PipelineResult(mask=mask, found=True, boxes=np.zeros((0, 4)), scores=np.zeros(0),
+                           prompt="p", method="m")
+
+    class Scoring:
+        def presence(self, embedding, prompt):
+            return 0.2, 0.3
+
+    assert slice_evidence(Scoring(), "e", "p", recorded) == SliceEvidence(0.7, 0.4, "score")
+    assert slice_evidence(Scoring(), "e", "p", plain) == SliceEvidence(0.2, 0.3, "score")
+    assert slice_evidence(object(), "e", "p", plain) == SliceEvidence(1.0, 0.5, "found")
+    assert slice_evidence(Scoring(), None, "p", plain).kind == "found"  # nothing to score

@@ -127,8 +127,12 @@ class SliceEvidence:
 
 def slice_evidence(pipeline: Pipeline, embedding: ImageEmbedding | None, prompt: str,
                    result: PipelineResult) -> SliceEvidence:
-    """The pipeline's presence score for the slice (its ``presence`` method), else whether the
+    """The presence score and threshold the slice's answer recorded in its ``decisions``
+    (``presence``, ``threshold``), else the pipeline's ``presence`` method's, else whether the
     slice's own answer found the target."""
+    recorded = result.decisions
+    if recorded.get("presence") is not None and recorded.get("threshold") is not None:
+        return SliceEvidence(float(recorded["presence"]), float(recorded["threshold"]), "score")
     presence = getattr(pipeline, "presence", None)
     answer = None
     if presence is not None and embedding is not None:
