@@ -256,3 +256,23 @@ def test_the_evidence_is_what_the_slice_recorded_else_the_presence_method_else_f
     assert slice_evidence(Scoring(), "e", "p", plain) == SliceEvidence(0.2, 0.3, "score")
     assert slice_evidence(object(), "e", "p", plain) == SliceEvidence(1.0, 0.5, "found")
     assert slice_evidence(Scoring(), None, "p", plain).kind == "found"  # nothing to score
+
+
+def test_salip_offers_the_same_presence_and_decodes_propagated_boxes_whole():
+    from clipsam.pipelines.salip import SalipPipeline
+    from synthetic_volume import BrightGrounding
+
+    segmenter = BrightSegmenter()
+    salip = SalipPipeline(segmenter, BrightGrounding())
+    embedding = segmenter.encode(volume_pixels()[3])
+    assert salip.presence(embedding, PROMPT) == (pytest.approx(230 / 255), 0.5)
+    from clipsam.pipelines.timing import StageTimer
+
+    mask, scores = salip.box_decoder(PROMPT)(embedding, np.array([[10, 10, 50, 50]]),
+                                             StageTimer())
+    np.testing.assert_array_equal(mask, object_mask()[3])
+    assert len(scores) == 1
+    # a map-sourced MedCLIP-SAM concept decodes no boxes: nothing is propagated
+    mapped = MedClipSamPipeline(segmenter, MarginGrounding())
+    mapped.text_model.mask_source_for = lambda text: "map"
+    assert mapped.box_decoder(PROMPT) is None
