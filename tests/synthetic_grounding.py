@@ -92,7 +92,8 @@ def region_data(seed: int = 0, n: int = 24, count: int = 2, empty_every: int = 4
     if unknown is None:
         unknown = np.zeros((n, count), bool)
     return RegionData(features, np.stack(targets), np.ones((n, GRID, GRID), bool),
-                      np.asarray(index), unknown, concepts(count), tuple(samples),
+                      np.asarray(index), unknown, np.zeros_like(unknown), concepts(count),
+                      tuple(samples),
                       (GEOMETRY,) * n, "synthetic")
 
 

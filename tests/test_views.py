@@ -47,6 +47,42 @@ def test_a_view_cuts_image_and_mask_alike_and_keeps_bright_target_bright():
     assert out.shape == (*cut.shape, 3)
 
 
+def test_source_cue_views_keep_the_target_where_the_mask_says():
+    """Resolution, blur, contrast and a frame change the look, not where the target is."""
+    mask = np.zeros((90, 120), bool)
+    mask[30:60, 50:100] = True
+    pixels = np.where(mask, 200.0, 30.0)
+    look = ViewConfig(noise=0.0, log_gamma=0.0, min_scale=0.4, blur=1.5, log_contrast=0.3)
+    for seed in range(20):
+        out, cut = augment(pixels, mask, look, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == cut.shape
+        if cut.sum() > 200 and (~cut).sum() > 200:
+            # blurred edges aside, the target stays the bright part
+            assert np.median(out[cut]) > np.percentile(out[~cut], 75)
+    framed = 0
+    for seed in range(20):
+        out, cut = augment(pixels, mask, replace(look, border=0.2),
+                           np.random.default_rng(seed))
+        assert out.shape == cut.shape
+        assert out.shape[0] <= 90 + 2 * 18 and out.shape[1] <= 120 + 2 * 24
+        if out.shape[0] > 90:  # taller than any crop: a frame above or below
+            framed += 1
+            row = 0 if np.ptp(out[0]) == 0 else -1
+            assert np.ptp(out[row]) == 0 and not cut[row].any()  # one grey, no target
+    assert framed > 5
+    # the defaults draw a crop, gamma and noise only: the earlier views' tag is kept
+    assert settings_tag(ViewConfig()) != settings_tag(look)
+    assert settings_tag(ViewConfig(sets=("s0",))) == settings_tag(ViewConfig())
+
+
+def test_views_are_drawn_only_for_the_sets_named(tmp_path):
+    write_labelled_set(tmp_path, "s0", 0, ["a"], tmp_path / "cache")
+    write_labelled_set(tmp_path, "s1", 1, ["b"], tmp_path / "cache")
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    views = make_views(samples, tmp_path / "views", ViewConfig(sets=("s1",)))
+    assert [v.set_name for v in views] == ["s1"]
+
+
 def test_views_are_written_once_and_drawn_the_same_way_again(tmp_path):
     write_labelled_set(tmp_path, "s0", 0, ["a", "b"], tmp_path / "cache")
     samples = list_samples(tmp_path / "s0")

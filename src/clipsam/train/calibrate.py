@@ -161,8 +161,7 @@ def _cases_with_target(
 ) -> Iterator[tuple[str, np.ndarray, ImageEmbedding, np.ndarray]]:
     """(concept, image, embedding, expert mask) of every calibration image that shows its
     concept's target (only ``concept``'s images when given), read one at a time."""
-    present, _ = data.labels()
-    for i in np.flatnonzero(present.any(axis=1)):
+    for i in np.flatnonzero(data.has_target()):
         target = data.concepts[int(data.concept_index[i])].target
         if concept is None or target == concept:
             sample = data.samples[i]

@@ -1,9 +1,11 @@
 """Training arrays for the grounding heads: cached features, soft targets, caption pools.
 
 Each image contributes its cached (256, 64, 64) float16 features (memory-mapped), the fraction
-of each grid cell inside its mask, the cells holding image content, the index of its concept
-and the concepts whose targets may be visible in it unlabelled (never trained or calibrated as
-absent there). Every concept has a pool of target captions and a pool of background captions.
+of each grid cell inside its mask, the cells holding image content, the index of its concept,
+the concepts whose targets may be visible in it unlabelled (never trained or calibrated as
+absent there) and those whose targets it certainly shows unlabelled (present, with no mask:
+every chest X-ray shows the lungs, the heart and the clavicles). Every concept has a pool of
+target captions and a pool of background captions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class RegionData:
     valid: np.ndarray  # (N, h, w) bool image content (not padding)
     concept_index: np.ndarray  # (N,) int
     unknown: np.ndarray  # (N, C) bool: concept c may be visible in image n but is not labelled
+    shown: np.ndarray  # (N, C) bool: concept c is certainly visible in image n, not labelled
     concepts: tuple[Concept, ...]
     samples: tuple[Sample, ...]
     geometries: tuple[Geometry, ...]
@@ -48,11 +51,17 @@ class RegionData:
         return self.targets.reshape(len(self), -1).max(axis=1) > 0
 
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C) bool "target present" per image and concept, and (N, C) bool "known": False
-        where a concept may be visible but is not labelled (not a negative)."""
-        present = np.zeros((len(self), len(self.concepts)), bool)
+        """(N, C) bool "target present" per image and concept (its own labelled target, and
+        the targets it certainly shows), and (N, C) bool "known": False where a concept may be
+        visible but is not labelled (neither present nor a negative)."""
+        present = self.shown.copy()
         present[np.arange(len(self)), self.concept_index] = self.has_target()
         return present, ~self.unknown
+
+    def unmapped(self) -> np.ndarray:
+        """(N, C) bool: no map target for concept c in image n (may show it, or shows it
+        without a mask), so the dense terms leave that channel out."""
+        return self.unknown | self.shown
 
     def caption_pools(self) -> list[tuple[list[str], list[str]]]:
         """Per concept: (target captions, background captions)."""
@@ -84,10 +93,13 @@ def build_region_data(
     names = sorted(concepts)
     order = {name: i for i, name in enumerate(names)}
     unknown = np.zeros((len(samples), len(names)), bool)
+    shown = np.zeros_like(unknown)
     for row, key in enumerate(keys):
-        for other in concepts[key].may_show:
-            if other in order and other != key:
-                unknown[row, order[other]] = True
+        for flags, others in ((unknown, concepts[key].may_show),
+                              (shown, concepts[key].always_shows)):
+            for other in others:
+                if other in order and other != key:
+                    flags[row, order[other]] = True
     features, targets, valid, index, geometries = [], [], [], [], []
     for sample, key in zip(samples, keys, strict=True):
         features_path, _ = cache_paths(cache_dir, sample)
@@ -105,5 +117,5 @@ def build_region_data(
         raise ValueError(f"the cached embeddings were made by several models: "
                          f"{sorted(names_made_by)}")
     return RegionData(features, np.stack(targets), np.stack(valid), np.asarray(index), unknown,
-                      tuple(concepts[n] for n in names), tuple(samples), tuple(geometries),
+                      shown, tuple(concepts[n] for n in names), tuple(samples), tuple(geometries),
                       names_made_by.pop() if names_made_by else "")
