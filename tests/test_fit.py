@@ -13,7 +13,7 @@ from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.model import MASK_SOURCES
 from clipsam.train.captions import Concept
 from clipsam.train.embedding_cache import cache_paths, encode_missing, is_cached
-from clipsam.train.fit import fit_from_samples
+from clipsam.train.fit import fit_from_samples, recipe_concepts
 from clipsam.train.negative_bank import BANK_FILE, load_bank
 from clipsam.train.recipes import RECIPES, Recipe, recipe_named
 from clipsam.train.trainer import TrainConfig
@@ -101,6 +101,15 @@ def test_fit_without_calibration_subjects_warns_and_keeps_the_default(tmp_path):
     assert model.presence.threshold == 0.5 and not model.concept_thresholds
     assert any("no calibration subjects" in w for w in model.metadata["warnings"])
     assert model.metadata["subjects"] == {"s0": {"train": sorted(kept)}}
+
+
+def test_only_covisible_recipes_train_always_shown_targets_as_present():
+    concepts = {"s0": Concept("alpha thing", ("alpha thing",), may_show=("s2",),
+                              always_shows=("s1",)),
+                "s1": Concept("beta thing", ("beta thing",))}
+    earlier = recipe_concepts(concepts, RECIPES["builtin-xlong"])
+    assert earlier["s0"].may_show == ("s2", "s1") and earlier["s0"].always_shows == ()
+    assert recipe_concepts(concepts, RECIPES["anatomy"]) == concepts
 
 
 def test_recipes_are_named():

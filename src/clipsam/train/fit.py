@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from clipsam.errors import InputError
@@ -61,6 +61,15 @@ def _training_views(samples: Sequence, cache_dir: Path, recipe: Recipe,
     return views
 
 
+def recipe_concepts(concepts: dict[str, Concept], recipe: Recipe) -> dict[str, Concept]:
+    """The concepts as ``recipe`` trains them: without ``covisible``, the targets a set's
+    images always show are left out there (``may_show``) instead of trained as present."""
+    if recipe.covisible:
+        return concepts
+    return {name: replace(c, may_show=c.may_show + c.always_shows, always_shows=())
+            for name, c in concepts.items()}
+
+
 def fit_from_samples(
     samples: Sequence,
     cache_dir: Path,
@@ -79,6 +88,7 @@ def fit_from_samples(
     have no masks). Every calibration step that cannot be done is a recorded warning.
     """
     warnings: list[str] = []
+    concepts = recipe_concepts(concepts, recipe)
     held = [calibration_of(s, recipe.calibration_fraction) for s in samples]
     if all(held) or not any(held):
         warnings.append(f"no calibration subjects among {len(samples)} images: the presence "

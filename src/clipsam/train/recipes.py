@@ -20,7 +20,10 @@ from clipsam.train.views import ViewConfig
 class Recipe:
     """Heads, training and calibration settings; ``calibration_fraction`` of the subjects (by
     hash) are kept out of the gradient steps for validation and calibration; ``views``: the
-    re-encoded augmented views added to the training images (none by default)."""
+    re-encoded augmented views added to the training images (none by default);
+    ``covisible``: train the targets a set's images always show (``always_shows`` in the
+    concepts table) as present there; without it they are left out there like ``may_show``
+    (the recipes before 2026-12-07)."""
 
     name: str
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -28,6 +31,7 @@ class Recipe:
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     calibration_fraction: float = 0.15
     views: ViewConfig | None = None
+    covisible: bool = False
 
 
 _HEADS = HeadsConfig(hidden_dim=128, dilations=(1, 2, 4, 8), global_context=True,
@@ -88,6 +92,17 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_TRAIN, epochs=5),
         heads=replace(_HEADS, depthwise=False),
         views=ViewConfig(),
+    ),
+    # "builtin-xlong" that finds co-visible anatomy on every source: targets a set's images
+    # always show trained as present there, and one view of each chest X-ray with its
+    # source's look changed (resolution, blur, contrast, gamma, noise, frame)
+    "anatomy": Recipe(
+        name="anatomy",
+        train=replace(_TRAIN, epochs=40),
+        heads=_HEADS,
+        views=ViewConfig(min_side=0.8, min_scale=0.4, blur=1.5, log_contrast=0.4, border=0.1,
+                         sets=("cxr_lungs", "jsrt_clavicles", "jsrt_heart")),
+        covisible=True,
     ),
     # the leave-one-set-out models of docs/BENCHMARKS.md: the same heads, fewer epochs
     "loso": Recipe(
