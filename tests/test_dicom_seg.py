@@ -27,7 +27,7 @@ from test_api import FakeEncoder, FakePipeline
 PROMPTS = ("left and right lungs", "absent thing")
 TISSUE = CodedTerm("85756007", "SCT", "Tissue")
 ALGORITHM = Algorithm("clipsam", "0.0", {"method": "test"})
-KINDS = ("dx", "cr", "us", "sc", "es")
+KINDS = ("dx", "cr", "us", "us-cine", "sc", "es")
 CINE_FRAMES = 4
 
 
@@ -228,7 +228,7 @@ def test_a_ct_slice_without_slice_thickness_keeps_its_frame_of_reference(tmp_pat
     assert mask.any() and np.array_equal(got.astype(bool), mask)
 
 
-@pytest.mark.parametrize("kind", ["dx"])
+@pytest.mark.parametrize("kind", ["dx", "us-cine"])
 def test_cli_writes_the_seg_of_a_radiograph_and_of_a_cine(kind, cli, tmp_path):
     path = write_image(tmp_path / f"{kind}.dcm", kind, kind_pixels(kind))
     out = tmp_path / "out"

@@ -14,7 +14,10 @@ How the SEG places its frames depends on what the source says (DICOM PS3.3 A.51.
   photographs, which rarely carry a slice thickness or a patient frame of reference) gives a
   SEG aligned pixel for pixel with its source frame through the per-frame source reference;
   its frame of reference and pixel spacing are the source's when it has them, never made up
-  (see :func:`_pixel_aligned`).
+  (see :func:`_pixel_aligned`);
+- a multi-frame image without functional groups (ultrasound cine, ...) gives one SEG frame per
+  segment and source frame where the mask is not empty, each referencing its source frame and
+  indexed by it (highdicom does not build this case, see :func:`_frame_indexed_seg`).
 """
 
 from __future__ import annotations
@@ -121,7 +124,9 @@ def write_dicom_seg(path: str | os.PathLike[str], image: MedicalImage,
     pixels = np.stack(masks, axis=-1).astype(np.uint8)  # (F, H, W, segments)
     omit_empty = bool(pixels.any())
     try:
-        if placed:
+        if _frames_without_functional_groups(sources[0]):
+            seg = _frame_indexed_seg(sources[0], pixels, omit_empty, settings)
+        elif placed:
             seg = hd.seg.Segmentation(source_images=sources, pixel_array=pixels,
                                       omit_empty_frames=omit_empty, **settings)
         else:
@@ -148,6 +153,12 @@ def _has_plane_geometry(source) -> bool:  # pydicom.Dataset
             or all(source.get(keyword) for keyword in PLANE_GEOMETRY))
 
 
+def _frames_without_functional_groups(source) -> bool:  # pydicom.Dataset
+    """True for a multi-frame image of the older kind (ultrasound cine, multi-frame secondary
+    capture, X-ray angiography...): NumberOfFrames but no per-frame functional groups."""
+    return "NumberOfFrames" in source and "PerFrameFunctionalGroupsSequence" not in source
+
+
 def _pixel_aligned(source):  # pydicom.Dataset in and out
     """A copy of ``source`` without its plane position and orientation, so that highdicom
     aligns the SEG with it pixel for pixel (by reference) instead of placing it in space.
@@ -171,6 +182,65 @@ def _add_patient_orientation(seg, source) -> None:  # pydicom.Dataset, pydicom.D
     """PatientOrientation (type 2C: required when a frame has no ImageOrientationPatient) of
     a SEG aligned with its source: the source's, or empty when it gives none."""
     seg.PatientOrientation = source.get("PatientOrientation", "")
+
+
+def _frame_indexed_seg(source, pixels: np.ndarray, omit_empty: bool, settings: dict):
+    """A SEG over every frame of a multi-frame ``source`` that has no functional groups.
+
+    highdicom refuses a multi-frame source without a frame of reference (it has no index for
+    its frames) and reads the geometry of any multi-frame source from functional groups these
+    images do not have. So highdicom builds the SEG of a single frame (a copy of ``source``
+    presented as a single-frame secondary capture, one frame per segment), whose modules stay
+    as they are; its frames are then repeated for each source frame: each references the
+    source's SOP class, instance and frame number (Derivation Image), and a second dimension,
+    Temporal Position Index (Frame Content), holds the source frame number, as these images
+    are sequences of frames in time. ``pixels`` is (F, H, W, segments) of 0/1.
+    """
+    import highdicom as hd
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    single = _pixel_aligned(source)
+    del single.NumberOfFrames
+    single.SOPClassUID = SecondaryCaptureImageStorage
+    frames, _, _, count = pixels.shape
+    seg = hd.seg.Segmentation(source_images=[single], pixel_array=np.ones_like(pixels[:1]),
+                              omit_empty_frames=False, **settings)
+    templates = list(seg.PerFrameFunctionalGroupsSequence)  # one per segment
+    items, planes = [], []
+    for segment in range(count):
+        for frame in range(frames):
+            if omit_empty and not pixels[frame, ..., segment].any():
+                continue
+            item = copy.deepcopy(templates[segment])
+            reference = item.DerivationImageSequence[0].SourceImageSequence[0]
+            reference.ReferencedFrameNumber = frame + 1
+            content = item.FrameContentSequence[0]
+            content.TemporalPositionIndex = frame + 1
+            content.DimensionIndexValues = [segment + 1, frame + 1]
+            items.append(item)
+            planes.append(pixels[frame, ..., segment])
+    dimension = copy.deepcopy(seg.DimensionIndexSequence[0])
+    dimension.DimensionIndexPointer = 0x00209128  # TemporalPositionIndex
+    dimension.FunctionalGroupPointer = 0x00209111  # FrameContentSequence
+    dimension.DimensionDescriptionLabel = "Source Frame"
+    seg.DimensionIndexSequence.append(dimension)
+    seg.PerFrameFunctionalGroupsSequence = items
+    seg.NumberOfFrames = len(items)
+    seg.PixelData = pack_bits(np.stack(planes))
+    seg.walk(_restore_sop_class(single.SOPClassUID, source.SOPClassUID))
+    _add_patient_orientation(seg, source)
+    return seg
+
+
+def _restore_sop_class(stand_in: str, original: str):
+    """A :meth:`pydicom.Dataset.walk` callback that gives every reference to the stand-in SOP
+    class the source's own."""
+    def restore(_dataset, element) -> None:
+        if element.keyword == "ReferencedSOPClassUID" and element.value == stand_in:
+            element.value = original
+    return restore
+
 
 TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
                     "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
