@@ -197,6 +197,7 @@ def _frame_indexed_seg(source, pixels: np.ndarray, omit_empty: bool, settings: d
     are sequences of frames in time. ``pixels`` is (F, H, W, segments) of 0/1.
     """
     import highdicom as hd
+    from pydicom.multival import MultiValue
     from pydicom.pixels import pack_bits
     from pydicom.uid import SecondaryCaptureImageStorage
 
@@ -217,7 +218,9 @@ def _frame_indexed_seg(source, pixels: np.ndarray, omit_empty: bool, settings: d
             reference.ReferencedFrameNumber = frame + 1
             content = item.FrameContentSequence[0]
             content.TemporalPositionIndex = frame + 1
-            content.DimensionIndexValues = [segment + 1, frame + 1]
+            before = content.DimensionIndexValues  # highdicom's: the segment number
+            content.DimensionIndexValues = [
+                *(before if isinstance(before, MultiValue) else [before]), frame + 1]
             items.append(item)
             planes.append(pixels[frame, ..., segment])
     dimension = copy.deepcopy(seg.DimensionIndexSequence[0])
