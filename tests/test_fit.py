@@ -5,10 +5,12 @@ import json
 import pytest
 
 from clipsam.errors import InputError
+from clipsam.eval.seen import SEEN_KEY
 from clipsam.io.labelled_sets import Sample, list_samples
 from clipsam.io.splits import calibration_of
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.model import MASK_SOURCES
+from clipsam.models.weights import sha256_of
 from clipsam.train.captions import Concept
 from clipsam.train.fit import fit_from_samples
 from clipsam.train.negative_bank import BANK_FILE, load_bank
@@ -61,6 +63,9 @@ def test_fit_trains_on_some_subjects_calibrates_on_the_others_and_saves(tmp_path
         "s0": {"train": sorted(kept[:3]), "calibration": [held[0]]},
         "s1": {"train": sorted(kept[1:4]), "calibration": sorted(held[:2])},
     }
+    # the content of every training and calibration image file, for eval --subset test
+    assert info[SEEN_KEY] == {name: sorted(sha256_of(s.image_path) for s in samples
+                                           if s.set_name == name) for name in ("s0", "s1")}
     assert info["train_images"] == 7 and info["calibration_images"] == 4
     assert info["recipe"] == "tiny" and info["data"] == "synthetic"
     assert info["concepts"] == list(NAMES[:2])

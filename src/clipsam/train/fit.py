@@ -5,8 +5,8 @@ Each image is read once to find (or make) its embedding in the embedding store
 Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads,
 the rest (never used for gradient steps) give the validation curve and calibrate presence and
 mask sources. The model's metadata records the training and calibration subjects per set, the
-recipe, the curve and the calibration figures, so that evaluation can tell which subjects a
-model has seen.
+SHA-256 of their image files (:mod:`clipsam.eval.seen`, so that evaluation can tell which
+images a model has seen under any name), the recipe, the curve and the calibration figures.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clipsam.errors import InputError
+from clipsam.eval.seen import SEEN_KEY, image_digests
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.splits import calibration_of
 from clipsam.models.embedding_store import EmbeddingStore, store_images
@@ -141,6 +142,8 @@ def fit_from_samples(
         "calibration_images": calibration_info["images"],
         "subjects": {name: {"train": subs} for name, subs in
                      subjects_by_set([samples[i] for i in pick]).items()},
+        SEEN_KEY: image_digests((samples[i].set_name, samples[i].image_path)
+                                for i in pick + cal),
         "curve": curve, "calibration": calibration_info, "warnings": warnings,
         **(metadata or {}),
     }
