@@ -16,7 +16,6 @@ from clipsam.train.calibrate import (
     threshold_at_recall,
 )
 from clipsam.train.captions import Concept
-from clipsam.train.region_data import build_region_data
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import (
     NAMES,
@@ -24,6 +23,7 @@ from synthetic_grounding import (
     ShiftingSegmenter,
     one_torch_thread,  # noqa: F401  (autouse fixture)
     region_data,
+    stored_region_data,
     write_labelled_set,
 )
 
@@ -132,7 +132,7 @@ def _two_sets(tmp_path, empty=()):
     write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1, empty=empty)
     samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
     concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
-    return build_region_data(samples, cache, concepts)
+    return stored_region_data(samples, cache, concepts)
 
 
 def test_mask_sources_are_chosen_by_dice_through_the_pipeline(tmp_path):

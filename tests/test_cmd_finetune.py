@@ -13,12 +13,16 @@ import pytest
 from PIL import Image
 
 from clipsam.apps import cli
+from clipsam.config import ModelConfig
+from clipsam.io.image import segmenter_input
 from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
+from clipsam.io.read import read_image
 from clipsam.io.splits import split_of
 from clipsam.models.grounding import HeadsConfig, load_grounding_model
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.segmenter import Geometry, ImageEmbedding
+from clipsam.pipelines.registry import load_segmenter
 from clipsam.train.recipes import RECIPES, SHIPPED_RECIPE, Recipe
 from clipsam.train.trainer import TrainConfig
 from conftest import BoxFillingSegmenter
@@ -76,13 +80,20 @@ def stand_in(monkeypatch, tmp_path, segmenter):
     return tmp_path / "cache"
 
 
-def test_finetune_from_segmentation_sets_writes_a_loadable_model(tmp_path, stand_in):
+def test_finetune_from_segmentation_sets_writes_a_loadable_model(tmp_path, stand_in,
+                                                                 segmenter):
     data = make_set(tmp_path / "discs")
     out = tmp_path / "model"
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "bright disc",
-                     "--out", str(out), "--recipe", "tiny", "--epochs", "8", "--cache",
-                     str(stand_in)])
+                     "--out", str(out), "--recipe", "tiny", "--epochs", "8",
+                     "--embedding-cache", str(stand_in)])
     assert code == 0
+    assert segmenter.encoded == 6  # each image once
+    # the segmenter eval and segment load (same store, same identity) finds every one of them
+    stored = load_segmenter(ModelConfig(embedding_cache=stand_in))
+    for path in sorted((data / "images").iterdir()):
+        stored.encode(segmenter_input(read_image(path)))
+    assert (stored.hits, stored.misses, segmenter.encoded) == (6, 0, 6)
     model = load_grounding_model(out, text_encoder=HashEncoder())
     assert model.metadata["recipe"] == "tiny" and model.metadata["training"]["epochs"] == 8
     assert model.metadata["part"] == "all" and model.metadata["concepts"] == ["bright disc"]
@@ -103,8 +114,8 @@ def test_finetune_from_a_caption_table(tmp_path, stand_in):
     table.write_text("\n".join(lines) + "\n")
     out = tmp_path / "model"
     code = cli.main(["-q", "finetune", "--captions", str(table), "--csv-separator", "\t",
-                     "--out", str(out), "--recipe", "tiny", "--epochs", "1", "--cache",
-                     str(stand_in)])
+                     "--out", str(out), "--recipe", "tiny", "--epochs", "1",
+                     "--embedding-cache", str(stand_in)])
     assert code == 0
     assert (out / "heads.safetensors").is_file() and (out / "config.json").is_file()
 
@@ -112,7 +123,7 @@ def test_finetune_from_a_caption_table(tmp_path, stand_in):
 def test_finetune_needs_a_prompt_for_an_unknown_set(tmp_path, stand_in, capsys):
     data = make_set(tmp_path / "unknown_set", count=2)
     code = cli.main(["-q", "finetune", "--data", str(data), "--out", str(tmp_path / "m"),
-                     "--cache", str(stand_in)])
+                     "--embedding-cache", str(stand_in)])
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert "unknown_set" in error and "give --prompt" in error and "\n" not in error
@@ -121,7 +132,8 @@ def test_finetune_needs_a_prompt_for_an_unknown_set(tmp_path, stand_in, capsys):
 def test_finetune_rejects_an_unknown_recipe(tmp_path, stand_in, capsys):
     data = make_set(tmp_path / "discs", count=2)
     assert cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
-                     str(tmp_path / "m"), "--recipe", "fancy", "--cache", str(stand_in)]) == 2
+                     str(tmp_path / "m"), "--recipe", "fancy",
+                     "--embedding-cache", str(stand_in)]) == 2
     error = capsys.readouterr().err
     assert "recipe" in error and "fancy" in error and "builtin" in error
     assert not (tmp_path / "m").exists()
@@ -147,21 +159,22 @@ def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter
     Image.open(excluded.image_path).save(examples / "images" / excluded.image_path.name)
     calls = []
 
-    def fake_fit(samples, cache_dir, concepts, recipe, out_dir, **kwargs):
-        calls.append((samples, recipe, kwargs))
+    def fake_fit(samples, store, concepts, recipe, out_dir, **kwargs):
+        calls.append((samples, store, recipe, kwargs))
         return SimpleNamespace(presence=SimpleNamespace(threshold=0.5))
 
     monkeypatch.setattr("clipsam.train.fit.fit_from_samples", fake_fit)
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
                      str(tmp_path / "m"), "--part", "train", "--exclude", str(examples),
-                     "--lr", "0.5", "--cache", str(stand_in)])
+                     "--lr", "0.5", "--embedding-cache", str(stand_in)])
     assert code == 0
-    (used, recipe, kwargs), = calls
+    (used, store, recipe, kwargs), = calls
     expected = [s for s in samples if s.subject not in test_subjects | {train_subjects[0]}]
     assert used == expected and all(split_of(s) == "train" for s in used)
-    assert segmenter.encoded == len(expected)  # only what is trained on is encoded
     assert kwargs["metadata"]["part"] == "train"
     assert kwargs["metadata"]["excluded_subjects"] == [f"discs/{train_subjects[0]}"]
     # the default recipe is the shipped model's, with the option's override
     assert recipe.name == SHIPPED_RECIPE and recipe.train.learning_rate == 0.5
-    assert kwargs["segmenter"] is segmenter
+    # the segmenter, keeping its embeddings in the one store (fit encodes what it lacks)
+    assert kwargs["segmenter"].inner is segmenter and kwargs["segmenter"].store is store
+    assert store.folder == stand_in

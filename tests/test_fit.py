@@ -1,18 +1,17 @@
 """From labelled sets with cached embeddings to a saved, calibrated grounding model."""
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 
 from clipsam.errors import InputError
+from clipsam.eval.seen import SEEN_KEY
 from clipsam.io.labelled_sets import Sample, list_samples
 from clipsam.io.splits import calibration_of
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.model import MASK_SOURCES
+from clipsam.models.weights import sha256_of
 from clipsam.train.captions import Concept
-from clipsam.train.embedding_cache import cache_paths, encode_missing, is_cached
 from clipsam.train.fit import fit_from_samples, recipe_concepts
 from clipsam.train.negative_bank import BANK_FILE, load_bank
 from clipsam.train.recipes import RECIPES, Recipe, recipe_named
@@ -22,6 +21,7 @@ from synthetic_grounding import (
     NAMES,
     SMALL,
     one_torch_thread,  # noqa: F401  (autouse fixture)
+    synthetic_store,
     write_labelled_set,
 )
 from test_grounding import HashEncoder
@@ -53,14 +53,19 @@ def test_fit_trains_on_some_subjects_calibrates_on_the_others_and_saves(tmp_path
     samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
     concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i], f"synonym {i}")) for i in range(2)}
     out = tmp_path / "model"
-    model = fit_from_samples(samples, cache, concepts, TINY, out,
-                             segmenter=BoxFillingSegmenter(), encoder=HashEncoder(),
+    segmenter = BoxFillingSegmenter()
+    model = fit_from_samples(samples, synthetic_store(cache), concepts, TINY, out,
+                             segmenter=segmenter, encoder=HashEncoder(),
                              metadata={"data": "synthetic"}, progress=False)
+    assert segmenter.encoded == 0  # every embedding was in the store
     info = json.loads((out / "training.json").read_text())
     assert info["subjects"] == {
         "s0": {"train": sorted(kept[:3]), "calibration": [held[0]]},
         "s1": {"train": sorted(kept[1:4]), "calibration": sorted(held[:2])},
     }
+    # the content of every training and calibration image file, for eval --subset test
+    assert info[SEEN_KEY] == {name: sorted(sha256_of(s.image_path) for s in samples
+                                           if s.set_name == name) for name in ("s0", "s1")}
     assert info["train_images"] == 7 and info["calibration_images"] == 4
     assert info["recipe"] == "tiny" and info["data"] == "synthetic"
     assert info["concepts"] == list(NAMES[:2])
@@ -96,8 +101,9 @@ def test_fit_without_calibration_subjects_warns_and_keeps_the_default(tmp_path):
     cache = tmp_path / "cache"
     write_labelled_set(tmp_path, "s0", 0, kept, cache)
     samples = list_samples(tmp_path / "s0")
-    model = fit_from_samples(samples, cache, {"s0": Concept(NAMES[0], (NAMES[0],))}, TINY,
-                             None, encoder=HashEncoder(), progress=False)
+    model = fit_from_samples(samples, synthetic_store(cache),
+                             {"s0": Concept(NAMES[0], (NAMES[0],))}, TINY, None,
+                             encoder=HashEncoder(), progress=False)
     assert model.presence.threshold == 0.5 and not model.concept_thresholds
     assert any("no calibration subjects" in w for w in model.metadata["warnings"])
     assert model.metadata["subjects"] == {"s0": {"train": sorted(kept)}}
@@ -117,28 +123,3 @@ def test_recipes_are_named():
     assert RECIPES["builtin"].train.crop == 64
     with pytest.raises(InputError, match="builtin"):
         recipe_named("fancy")
-
-
-def test_encode_missing_copies_byte_identical_images(tmp_path):
-    cache = tmp_path / "cache"
-    write_labelled_set(tmp_path, "lungs", 0, ["a", "b"], tmp_path / "unused")
-    heart = tmp_path / "heart"
-    shutil.copytree(tmp_path / "lungs", heart)  # the same scans, another set
-    for path in (heart / "images").iterdir():
-        path.rename(path.with_name(path.name.replace("lungs", "heart")))
-    for path in (heart / "masks").iterdir():
-        path.rename(path.with_name(path.name.replace("lungs", "heart")))
-    samples = list_samples(tmp_path / "lungs") + list_samples(heart)
-    segmenter = BoxFillingSegmenter()
-    assert encode_missing(samples, cache, segmenter, progress=False) == 2
-    assert segmenter.encoded == 2 and all(is_cached(cache, s) for s in samples)
-    for lung, twin in zip(samples[:2], samples[2:], strict=True):
-        for a, b in zip(cache_paths(cache, lung), cache_paths(cache, twin), strict=True):
-            assert a.read_bytes() == b.read_bytes()
-    # cached already: nothing to do; a new copy of a cached image is copied, not encoded
-    assert encode_missing(samples, cache, segmenter, progress=False) == 0
-    cache_paths(cache, samples[3])[0].unlink()
-    assert encode_missing(samples, cache, segmenter, progress=False) == 0
-    assert segmenter.encoded == 2 and is_cached(cache, samples[3])
-    np.testing.assert_array_equal(np.load(cache_paths(cache, samples[3])[0]),
-                                  np.load(cache_paths(cache, samples[1])[0]))

@@ -28,11 +28,12 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 
 def grounding_copy(tmp_path, **metadata):
     """A copy of the shipped grounding model folder, its metadata updated with ``metadata``
-    (without ``subjects`` unless given)."""
+    (without ``subjects`` and ``image_sha256`` unless given)."""
     folder = tmp_path / "grounding"
     shutil.copytree(builtin_model_dir(), folder)
     config = json.loads((folder / "config.json").read_text())
     config["metadata"].pop("subjects", None)
+    config["metadata"].pop("image_sha256", None)
     config["metadata"].update(metadata)
     (folder / "config.json").write_text(json.dumps(config))
     return folder

@@ -19,7 +19,6 @@ from clipsam.train.captions import (
     concept_for,
     target_captions,
 )
-from clipsam.train.region_data import build_region_data
 from clipsam.train.trainer import (
     TrainConfig,
     contrastive_loss,
@@ -32,6 +31,7 @@ from synthetic_grounding import (
     SMALL,
     one_torch_thread,  # noqa: F401  (autouse fixture)
     region_data,
+    stored_region_data,
     write_labelled_set,
 )
 from test_grounding import HashEncoder
@@ -88,7 +88,7 @@ def test_region_data_has_a_channel_per_concept_and_marks_may_show_as_unknown(tmp
     concepts = {"s1": Concept("beta thing", ("beta thing",), may_show=("s0", "s9")),
                 "s0": Concept("alpha thing", ("alpha thing",), always_shows=("s2",)),
                 "s2": Concept("gamma thing", ("gamma thing",))}  # no image here
-    data = build_region_data(samples, cache, concepts)
+    data = stored_region_data(samples, cache, concepts)
     assert [c.target for c in data.concepts] == ["alpha thing", "beta thing", "gamma thing"]
     np.testing.assert_array_equal(data.concept_index, [1, 1, 1, 0, 0])
     np.testing.assert_array_equal(data.unknown, [[1, 0, 0]] * 3 + [[0, 0, 0]] * 2)
@@ -100,13 +100,14 @@ def test_region_data_has_a_channel_per_concept_and_marks_may_show_as_unknown(tmp
     np.testing.assert_array_equal(known, ~data.unknown)
     np.testing.assert_array_equal(data.unmapped(), data.unknown | data.shown)
     assert data.model_name == "synthetic" and data.features[0].shape == (16, 16, 16)
+    assert isinstance(data.features[0], np.memmap)  # read per access, not loaded up front
     assert data.embedding(0).features.dtype == np.float32
     # the same concepts give a part of the data set the same channels
-    part = build_region_data(samples[3:], cache, concepts)
+    part = stored_region_data(samples[3:], cache, concepts)
     assert part.concepts == data.concepts
     np.testing.assert_array_equal(part.concept_index, [0, 0])
     with pytest.raises(KeyError, match="s1"):
-        build_region_data(samples, cache, {"s0": concepts["s0"]})
+        stored_region_data(samples, cache, {"s0": concepts["s0"]})
 
 
 def test_sampling_weights_balance_sets():

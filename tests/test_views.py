@@ -10,9 +10,9 @@ from clipsam.errors import InputError
 from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
+from clipsam.models.embedding_store import store_images
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.train.captions import Concept
-from clipsam.train.embedding_cache import is_cached
 from clipsam.train.fit import VIEWS_DIR, fit_from_samples
 from clipsam.train.views import ViewConfig, augment, make_views, settings_tag
 from conftest import BoxFillingSegmenter
@@ -23,6 +23,7 @@ from synthetic_grounding import (
     SIZE,
     direction,
     one_torch_thread,  # noqa: F401  (autouse fixture)
+    synthetic_store,
     write_labelled_set,
 )
 from test_fit import TINY, _subjects
@@ -132,12 +133,13 @@ def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
     samples = list_samples(tmp_path / "s0")
     concepts = {"s0": Concept(NAMES[0], (NAMES[0],))}
     recipe = replace(TINY, views=ViewConfig(per_image=2))
+    store = synthetic_store(cache)
     with pytest.raises(InputError, match="needs segmentation sets and the segmenter"):
-        fit_from_samples(samples, cache, concepts, recipe, None, encoder=HashEncoder(),
+        fit_from_samples(samples, store, concepts, recipe, None, encoder=HashEncoder(),
                          progress=False)
     segmenter = BrightCellSegmenter()
     out = tmp_path / "model"
-    fit_from_samples(samples, cache, concepts, recipe, out, segmenter=segmenter,
+    fit_from_samples(samples, store, concepts, recipe, out, segmenter=segmenter,
                      encoder=HashEncoder(), progress=False)
     info = json.loads((out / "training.json").read_text())
     assert info["train_images"] == 4 and info["views"] == 8
@@ -145,5 +147,5 @@ def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
     views = list_samples(cache / VIEWS_DIR / "s0")
     assert sorted({v.image_id.split("~")[0] for v in views}) == sorted(
         s.image_id for s in samples if s.subject in kept)
-    assert all(is_cached(cache, v) for v in views)
+    assert len(set(store_images([v.image_path for v in views], store))) == 8  # all stored
     assert segmenter.encoded == 8

@@ -47,10 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--subset", choices=("all", "test", "train"), default="all",
                         help="only the 'test' or 'train' subjects of clipsam's subject-hash "
                              "split; 'test' is refused when the text model was trained or "
-                             "calibrated on any of these subjects (or does not say which)")
+                             "calibrated on any of these images (by content, whatever the "
+                             "folder is called) or does not record which")
     parser.add_argument("--allow-seen", action="store_true",
-                        help="with --subset test: score images whose subjects the text model "
-                             "saw anyway (summary.json says how many)")
+                        help="with --subset test: score images the text model saw anyway "
+                             "(summary.json says how many)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in OUT_DIR, dropping the results already there")
     parser.add_argument("--save-intermediates", action="store_true",
@@ -86,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
     seen = seen_by_text_model(config, scope)
     if args.subset == "test" and seen:
+        from clipsam.eval.seen import SEEN_KEY
         from clipsam.pipelines.registry import grounding_metadata
 
-        message = (f"the text model was trained on {seen} of these {len(scope)} images' "
-                   "subjects")
-        if "subjects" not in (grounding_metadata(config.models) or {}):
-            message += " (it does not list its training subjects, so all count as seen)"
+        message = (f"the text model was trained or calibrated on {seen} of these {len(scope)} "
+                   "images")
+        if SEEN_KEY not in (grounding_metadata(config.models) or {}):
+            message += " (it does not record the images it was trained on, so all count as seen)"
         if not args.allow_seen:
             raise InputError(f"{message}; use --allow-seen to score them anyway")
         print(f"warning: {message}; they are scored anyway (--allow-seen)", file=sys.stderr)
@@ -115,15 +117,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def seen_by_text_model(config: RunConfig, dataset: EvalDataset) -> int | None:
-    """How many of ``dataset``'s images have a subject the method's grounding text model was
-    trained or calibrated on (all when it does not list its subjects); None for a method that
+    """How many of ``dataset``'s image files the method's grounding text model was trained or
+    calibrated on, by content (all when it does not record which); None for a method that
     reads no text or a CLIP-family text model (not knowable)."""
-    from clipsam.eval.dataset import count_seen
+    from clipsam.eval.seen import count_seen
     from clipsam.pipelines.registry import PIPELINES, grounding_metadata
 
     spec = PIPELINES.get(config.method)
     metadata = grounding_metadata(config.models) if spec and spec.reads_text else None
-    return None if metadata is None else count_seen(dataset, metadata)
+    return None if metadata is None else count_seen([c.image_path for c in dataset], metadata)
 
 
 def _summary_line(summary: dict) -> str:

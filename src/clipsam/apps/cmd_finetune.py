@@ -20,8 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "on segmentation sets (DIR/images, DIR/masks, optional DIR/meta.csv) or a "
                     "caption table, calibrate 'not found' and mask sources on held-back "
                     "subjects, and save a model folder usable as --text-model. Images are "
-                    "encoded once into --cache; a checkpoint per epoch in OUT lets an "
-                    "interrupted run resume.")
+                    "encoded once into --embedding-cache (the store clipsam eval uses too); "
+                    "a checkpoint per epoch in OUT lets an interrupted run resume.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, nargs="+", metavar="DIR",
                         help="segmentation set folders")
@@ -49,8 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="embedding cache (default: <clipsam cache>/embeddings)")
+    parser.add_argument("--embedding-cache", type=Path, default=None, metavar="DIR",
+                        help="keep image embeddings in DIR, keyed by content and segmenter "
+                             "(the store of clipsam eval --embedding-cache; default: "
+                             "<clipsam cache>/embeddings)")
     parser.set_defaults(func=run)
     return parser
 
@@ -65,14 +67,14 @@ def _excluded_ids(folders: list[Path]) -> set[str]:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from clipsam.config import ModelConfig
     from clipsam.errors import InputError
     from clipsam.io.labelled_sets import list_samples
     from clipsam.io.splits import split_of
-    from clipsam.models.sam import load_litemedsam
     from clipsam.models.weights import cache_dir
+    from clipsam.pipelines.registry import HEADS_SEGMENTER, load_segmenter
     from clipsam.train.caption_table import caption_samples
     from clipsam.train.captions import builtin_concepts, concept_for
-    from clipsam.train.embedding_cache import encode_missing
     from clipsam.train.fit import fit_from_samples
     from clipsam.train.recipes import SHIPPED_RECIPE, recipe_named
 
@@ -84,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--epochs and --batch-size must be at least 1")
     if overrides:
         recipe = replace(recipe, train=replace(recipe.train, **overrides))
-    cache = args.cache or cache_dir() / "embeddings"
     captions = None
     if args.captions is not None:
         rows = caption_samples(args.captions, args.csv_separator)
@@ -111,14 +112,16 @@ def run(args: argparse.Namespace) -> int:
     samples = [samples[i] for i in keep]
     captions = [captions[i] for i in keep] if captions is not None else None
     progress = not args.quiet
-    segmenter = load_litemedsam()
-    encode_missing(samples, cache, segmenter, progress)
+    models = ModelConfig(segmenter=HEADS_SEGMENTER,
+                         embedding_cache=args.embedding_cache or cache_dir() / "embeddings")
+    segmenter = load_segmenter(models)
     source = str(args.captions) if args.captions else [str(d) for d in args.data]
     metadata = {"data": source, "part": args.part,
                 "excluded_subjects": sorted(f"{a}/{b}" for a, b in excluded),
-                "segmenter": "litemedsam"}
-    model = fit_from_samples(samples, cache, concepts, recipe, args.out, segmenter=segmenter,
-                             captions=captions, metadata=metadata, progress=progress)
+                "segmenter": models.segmenter}
+    model = fit_from_samples(samples, segmenter.store, concepts, recipe, args.out,
+                             segmenter=segmenter, captions=captions, metadata=metadata,
+                             progress=progress)
     print(f"saved {args.out} (model-wide presence threshold {model.presence.threshold:.3f}); "
           f"use it with --text-model {args.out}")
     return 0

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -117,28 +116,3 @@ def subject_subset(dataset: EvalDataset, part: str) -> EvalDataset:
     parts = {sample.image_id: split_of(sample) for sample in list_samples(dataset.root)}
     return dataclasses.replace(
         dataset, cases=tuple(case for case in dataset.cases if parts.get(case.id) == part))
-
-
-def seen_subjects(metadata: Mapping[str, Any], set_name: str) -> frozenset[str] | None:
-    """The subjects of set ``set_name`` a grounding model was trained or calibrated on.
-
-    Read from its metadata's ``subjects``: ``{set: {"train": [ids], "calibration": [ids]}}``
-    (a set it does not list, it never saw). None when the metadata has no ``subjects``: the
-    model may have seen every subject.
-    """
-    subjects = metadata.get("subjects")
-    if not isinstance(subjects, Mapping):
-        return None
-    parts = subjects.get(set_name) or {}
-    return frozenset(str(s) for part in ("train", "calibration") for s in parts.get(part, []))
-
-
-def count_seen(dataset: EvalDataset, metadata: Mapping[str, Any]) -> int:
-    """How many of ``dataset``'s cases show a subject (:func:`clipsam.io.labelled_sets.
-    list_samples`; an image without one is its own subject) that the grounding model with
-    ``metadata`` was trained or calibrated on: every case when its metadata does not say."""
-    seen = seen_subjects(metadata, dataset.name)
-    if seen is None:
-        return len(dataset.cases)
-    subjects = {sample.image_id: sample.subject for sample in list_samples(dataset.root)}
-    return sum(subjects.get(case.id, case.id) in seen for case in dataset.cases)

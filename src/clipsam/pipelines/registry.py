@@ -34,7 +34,9 @@ class Models:
 
 
 def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
-    """The configured segmenter, in the resolved runtime, on the resolved device."""
+    """The configured segmenter, in the resolved runtime, on the resolved device; with
+    ``config.embedding_cache`` a :class:`~clipsam.models.embedding_store.StoredEmbeddings`
+    over it (the one place a segmenter's store identity is made)."""
     from clipsam.models.device import resolve_device
     from clipsam.models.sam import load_litemedsam, load_sam
 
@@ -53,13 +55,12 @@ def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
                              runtime=config.runtime, device=device, threads=config.threads)
     if config.embedding_cache is None:
         return segmenter
-    from clipsam.models.embedding_store import StoredEmbeddings
+    from clipsam.models.embedding_store import EmbeddingStore, StoredEmbeddings, segmenter_identity
     from clipsam.models.sam.factory import segmenter_checkpoint
-    from clipsam.models.weights import sha256_of
 
-    checkpoint = segmenter_checkpoint(config.segmenter, config.weights_dir)
-    identity = f"{segmenter!r}|{sha256_of(checkpoint)}"
-    return StoredEmbeddings(segmenter, config.embedding_cache, identity)
+    identity = segmenter_identity(segmenter,
+                                  segmenter_checkpoint(config.segmenter, config.weights_dir))
+    return StoredEmbeddings(segmenter, EmbeddingStore(config.embedding_cache, identity))
 
 
 def grounding_dir(config: ModelConfig) -> Path | None:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from clipsam.config import MedClipSamConfig
 from clipsam.errors import InputError
+from clipsam.eval.seen import add_seen
 from clipsam.io.image import segmenter_input
 from clipsam.io.labelled_sets import IMAGE_SUFFIXES, Sample, list_samples
 from clipsam.io.masks import read_mask
@@ -329,7 +330,9 @@ def adapt_from_folder(
     config: AdaptConfig | None = None,
 ) -> tuple[GroundingModel, list[Sample], AdaptReport]:
     """Encode ``shots`` labelled images of a set folder (and every image of ``negatives_dir``)
-    and learn ``prompt`` from them."""
+    and learn ``prompt`` from them. The adapted model's metadata adds the shots (under the
+    folder's name) and the negatives (under "negatives") to the images it has seen
+    (:func:`clipsam.eval.seen.add_seen`)."""
     chosen = pick_shots(list_samples(Path(folder)), shots, seed)
     labelled = []
     for sample in chosen:
@@ -343,6 +346,10 @@ def adapt_from_folder(
             raise InputError(f"--negatives {negatives_dir} holds no image")
         negatives = [_encode(model, p)[0] for p in files]
     adapted, report = adapt(model, labelled, prompt, model.segmenter, negatives, config)
+    seen = add_seen(adapted.metadata, Path(folder).name, [s.image_path for s in chosen])
+    if negatives_dir is not None:
+        seen = add_seen(seen, "negatives", files)
+    adapted.metadata = seen
     return adapted, chosen, report
 
 

@@ -1,10 +1,12 @@
-"""From labelled samples with cached embeddings to a saved, calibrated grounding model folder.
+"""From labelled samples to a saved, calibrated grounding model folder.
 
+Each image is read once to find (or make) its embedding in the embedding store
+(:mod:`clipsam.models.embedding_store`); training then memory-maps the stored features.
 Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads,
 the rest (never used for gradient steps) give the validation curve and calibrate presence and
 mask sources. The model's metadata records the training and calibration subjects per set, the
-recipe, the curve and the calibration figures, so that evaluation can tell which subjects a
-model has seen.
+SHA-256 of their image files (:mod:`clipsam.eval.seen`, so that evaluation can tell which
+images a model has seen under any name), the recipe, the curve and the calibration figures.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from clipsam.errors import InputError
+from clipsam.eval.seen import SEEN_KEY, image_digests
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.splits import calibration_of
+from clipsam.models.embedding_store import EmbeddingStore, store_images
 from clipsam.models.grounding.model import GroundingModel, PresenceRule
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import PromptableSegmenter
@@ -28,7 +32,6 @@ from clipsam.train.calibrate import (
     concept_phrases,
 )
 from clipsam.train.captions import Concept
-from clipsam.train.embedding_cache import encode_missing
 from clipsam.train.negative_bank import BANK_FILE, build_bank
 from clipsam.train.recipes import Recipe
 from clipsam.train.region_data import build_region_data
@@ -46,19 +49,19 @@ def subjects_by_set(samples: Sequence) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def _training_views(samples: Sequence, cache_dir: Path, recipe: Recipe,
+def _training_views(samples: Sequence, store: EmbeddingStore, recipe: Recipe,
                     segmenter: PromptableSegmenter | None, captions: Sequence[str] | None,
-                    progress: bool) -> list:
+                    progress: bool) -> tuple[list, list[str]]:
     """The recipe's augmented views of the training samples, written under
-    ``<cache_dir>/views`` and encoded into the cache (none when the recipe has no views)."""
+    ``<store folder>/views``, and their keys in ``store`` (encoded when missing); none when the
+    recipe has no views."""
     if recipe.views is None:
-        return []
+        return [], []
     if captions is not None or segmenter is None:
         raise InputError(f"recipe {recipe.name!r} adds re-encoded views: it needs segmentation "
                          "sets and the segmenter")
-    views = make_views(samples, Path(cache_dir) / VIEWS_DIR, recipe.views)
-    encode_missing(views, cache_dir, segmenter, progress)
-    return views
+    views = make_views(samples, store.folder / VIEWS_DIR, recipe.views)
+    return views, store_images([v.image_path for v in views], store, segmenter, progress)
 
 
 def recipe_concepts(concepts: dict[str, Concept], recipe: Recipe) -> dict[str, Concept]:
@@ -72,7 +75,7 @@ def recipe_concepts(concepts: dict[str, Concept], recipe: Recipe) -> dict[str, C
 
 def fit_from_samples(
     samples: Sequence,
-    cache_dir: Path,
+    store: EmbeddingStore,
     concepts: dict[str, Concept],
     recipe: Recipe,
     out_dir: Path | None,
@@ -84,8 +87,10 @@ def fit_from_samples(
 ) -> GroundingModel:
     """Train on most subjects, validate and calibrate on the rest, save to ``out_dir``.
 
-    Mask sources are calibrated only with a ``segmenter`` (and not for caption tables, which
-    have no masks). Every calibration step that cannot be done is a recorded warning.
+    Every image's embedding is taken from ``store``; those missing are encoded by ``segmenter``
+    (without one, a missing embedding is an InputError). Mask sources are calibrated only with
+    a ``segmenter`` (and not for caption tables, which have no masks). Every calibration step
+    that cannot be done is a recorded warning.
     """
     warnings: list[str] = []
     concepts = recipe_concepts(concepts, recipe)
@@ -96,11 +101,14 @@ def fit_from_samples(
         held = [False] * len(samples)
     pick = [i for i, h in enumerate(held) if not h]
     cal = [i for i, h in enumerate(held) if h]
-    views = _training_views([samples[i] for i in pick], cache_dir, recipe, segmenter, captions,
-                            progress)
-    train = build_region_data([samples[i] for i in pick] + views, cache_dir, concepts,
+    keys = store_images([s.image_path for s in samples], store, segmenter, progress)
+    views, view_keys = _training_views([samples[i] for i in pick], store, recipe, segmenter,
+                                       captions, progress)
+    train = build_region_data([samples[i] for i in pick] + views,
+                              [keys[i] for i in pick] + view_keys, store, concepts,
                               [captions[i] for i in pick] if captions is not None else None)
-    calibration = (build_region_data([samples[i] for i in cal], cache_dir, concepts,
+    calibration = (build_region_data([samples[i] for i in cal], [keys[i] for i in cal], store,
+                                     concepts,
                                      [captions[i] for i in cal] if captions is not None else None)
                    if cal else None)
     if calibration is not None and calibration.concepts != train.concepts:
@@ -144,6 +152,8 @@ def fit_from_samples(
         "calibration_images": calibration_info["images"],
         "subjects": {name: {"train": subs} for name, subs in
                      subjects_by_set([samples[i] for i in pick]).items()},
+        SEEN_KEY: image_digests((samples[i].set_name, samples[i].image_path)
+                                for i in pick + cal),
         "curve": curve, "calibration": calibration_info, "warnings": warnings,
         **(metadata or {}),
     }

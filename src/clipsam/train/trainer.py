@@ -217,7 +217,7 @@ def validation_scores(heads: GroundingHeads, data: RegionData, texts: torch.Tens
     per_set: dict[str, dict[str, list[float]]] = {}
     present, known = data.labels()
     for i in range(len(data)):
-        feats = torch.from_numpy(np.asarray(data.features[i], np.float32))[None]
+        feats = torch.from_numpy(np.array(data.features[i], np.float32))[None]
         valid = torch.from_numpy(data.valid[i])[None]
         logits = heads.logits(heads.patch(feats), projected)
         scores = presence_logits(logits, valid, top_k)[0]
