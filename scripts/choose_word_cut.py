@@ -15,12 +15,13 @@ import json
 import time
 from pathlib import Path
 
+from clipsam.eval.paraphrases import load_paraphrases, paraphrase_path
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.record import software_versions
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.model import CONFIG_FILE
 from clipsam.models.weights import sha256_of
-from clipsam.train.word_cut import load_paraphrases, paraphrase_path, word_cut_report
+from clipsam.train.word_cut import word_cut_report
 
 
 def main() -> None:

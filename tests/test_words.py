@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from clipsam.errors import InputError
+from clipsam.eval.paraphrases import Paraphrase, half_of, load_paraphrases, paraphrase_path
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.words import (
     WordRule,
@@ -21,16 +22,7 @@ from clipsam.models.grounding.words import (
     untrained_note,
 )
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
-from clipsam.train.word_cut import (
-    Paraphrase,
-    check_list,
-    choose_rule,
-    half_of,
-    is_correct,
-    load_paraphrases,
-    paraphrase_path,
-    word_cut_report,
-)
+from clipsam.train.word_cut import check_list, choose_rule, is_correct, word_cut_report
 from word_fakes import THRESHOLDS, FeatureSegmenter, word_model, word_segmenter
 
 REPO = Path(__file__).resolve().parents[1]

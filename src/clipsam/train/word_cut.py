@@ -4,7 +4,8 @@ The list (``clipsam/data/paraphrases.json``, written before any tuning) gives us
 the trained targets with the concepts they may mean: one concept (a plural, an article, a
 spelling variant, a synonym), several (ambiguous words, which the image decides) or none
 (targets that were never trained). It is split in two halves by a hash of each phrase
-(:func:`half_of`): the ``choose`` half picks the rule, the ``report`` half is only scored.
+(:func:`clipsam.eval.paraphrases.half_of`): the ``choose`` half picks the rule, the ``report``
+half is only scored.
 
 A decision (:func:`clipsam.models.grounding.words.decide`) is correct when an untrained target
 reaches no concept, a one-concept wording reaches exactly its concept without ambiguity, and an
@@ -15,62 +16,19 @@ the middle of the tied cuts (a cut with room on both sides).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from importlib import resources
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from clipsam.errors import InputError
-from clipsam.models.grounding.model import GroundingModel, concept_key
+from clipsam.eval.paraphrases import HALVES, Paraphrase
+from clipsam.models.grounding.model import GroundingModel
 from clipsam.models.grounding.words import WordRule, decide
 
-HALVES = ("choose", "report")
 CUTS = tuple(round(float(c), 2) for c in np.arange(0.30, 0.951, 0.01))
 MARGINS = tuple(round(float(m), 2) for m in np.arange(0.0, 0.201, 0.01))
-
-
-@dataclass(frozen=True)
-class Paraphrase:
-    """A user's wording and the concepts it may mean (none: an untrained target)."""
-
-    phrase: str
-    concepts: tuple[str, ...]
-    kind: str
-
-    @property
-    def half(self) -> str:
-        return half_of(self.phrase)
-
-
-def paraphrase_path() -> Path:
-    """The paraphrase list shipped with clipsam."""
-    return Path(str(resources.files("clipsam").joinpath("data/paraphrases.json")))
-
-
-def load_paraphrases(path: Path | None = None) -> list[Paraphrase]:
-    """The entries of a paraphrase list (default: the shipped one), phrases lower-cased."""
-    path = Path(path) if path is not None else paraphrase_path()
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["entries"]
-        out = [Paraphrase(concept_key(e["phrase"]), tuple(concept_key(c) for c in e["concepts"]),
-                          str(e["kind"])) for e in entries]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path} is not a paraphrase list: {exc}") from None
-    phrases = [p.phrase for p in out]
-    if len(set(phrases)) != len(phrases):
-        raise InputError(f"{path} lists a phrase twice")
-    return out
-
-
-def half_of(phrase: str) -> str:
-    """``choose`` or ``report``, by the parity of the SHA-256 of the lower-cased phrase."""
-    digest = hashlib.sha256(concept_key(phrase).encode()).digest()
-    return HALVES[digest[0] % 2]
 
 
 def check_list(model: GroundingModel, entries: Sequence[Paraphrase]) -> None:
