@@ -125,7 +125,7 @@ def test_every_trained_target_from_one_encoder_pass_and_the_untrained_note(qtbot
     assert not widget.targets.isEnabled()
     run_widget(qtbot, widget, "scan", "", "medclipsam")
     status = widget.status.text()
-    assert status.startswith("found: ") and "breast tumour (" in status and "lungs (" in status
+    assert status.startswith("found ") and "breast tumour (" in status and "lungs (" in status
     api = segmenter.segment_all(image)
     assert {r.prompt for r in api} == {"breast tumour", "lungs"}
     for result in api:

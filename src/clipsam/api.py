@@ -289,6 +289,15 @@ class Segmenter:
                              provenance={**self.provenance, "timings": timings})
 
 
+def found_line(results: Sequence[SegmentResult]) -> str:
+    """What "every trained target" found, in one line: ``found lungs (0.93), heart (0.71)``
+    (presence scores, when recorded) or ``no trained target found``."""
+    found = [f"{r.prompt} ({r.decisions['presence']:.2f})"
+             if r.decisions.get("presence") is not None else r.prompt
+             for r in results if r.found]
+    return f"found {', '.join(found)}" if found else "no trained target found"
+
+
 def _stack(results: list[SegmentResult]) -> SegmentResult:
     """Join per-slice results of one prompt into a volume result (intermediate maps of the
     slices' size stacked; others dropped)."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from clipsam.api import Segmenter, SegmentResult
+from clipsam.api import Segmenter, SegmentResult, found_line
 from clipsam.errors import ClipsamError, InputError
 from clipsam.io.overlap import BackgroundWriter, prefetch
 
@@ -372,11 +372,7 @@ def result_notes(item: InputImage, job: SegmentJob,
     ``all_concepts`` job, the concepts found in the image (presence scores)."""
     notes = [r.concept_note for r in results if r.concept_note]
     if job.all_concepts:
-        found = [f"{r.prompt} ({r.decisions['presence']:.2f})"
-                 if r.decisions.get("presence") is not None else r.prompt
-                 for r in results if r.found]
-        notes.append(f"{item.path}: " + (f"found {', '.join(found)}" if found
-                                         else "no trained target found"))
+        notes.append(f"{item.path}: {found_line(results)}")
     return tuple(notes)
 
 

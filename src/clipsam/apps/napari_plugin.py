@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (  # noqa: E402
     QWidget,
 )
 
-from clipsam.api import Segmenter, SegmentResult  # noqa: E402
+from clipsam.api import Segmenter, SegmentResult, found_line  # noqa: E402
 from clipsam.errors import ClipsamError, InputError  # noqa: E402
 from clipsam.pipelines.prompts import validate_prompt  # noqa: E402
 from clipsam.pipelines.registry import SERVED_METHODS  # noqa: E402
@@ -196,9 +196,7 @@ def found_text(results: list[SegmentResult], every: bool) -> str:
     """The status line: each target found or not (with every trained target: those found and
     their presence scores), then the note of any target that is not a trained one."""
     if every:
-        found = [f"{r.prompt} ({r.decisions['presence']:.2f})"
-                 if r.decisions.get("presence") is not None else r.prompt for r in results]
-        return f"found: {', '.join(found)}" if found else "no trained target found"
+        return found_line(results)
     found = ", ".join(f"{r.prompt}: {'found' if r.found else 'not found'}" for r in results)
     return "; ".join([found, *(r.concept_note for r in results if r.concept_note)])
 
