@@ -14,6 +14,7 @@ from clipsam.apps import cli
 from clipsam.errors import InputError, WeightsError
 from clipsam.eval.seen import SEEN_KEY, count_seen
 from clipsam.models.grounding import GroundingModel, PresenceRule, load_grounding_model
+from clipsam.models.grounding.words import WordRule
 from clipsam.models.weights import sha256_of
 from clipsam.train.adapt import (
     AdaptConfig,
@@ -187,6 +188,11 @@ def test_adapting_keeps_the_trained_concepts(base):
     assert adapted.mask_source_for(NAMES[1]) == "map"
     assert NEW not in base.concepts and NEW not in base.concept_thresholds  # base untouched
     assert adapted.heads is base.heads
+    # the adapted concept is one more concept that words reach, by the base model's rule
+    base.word_rule = WordRule(0.5, 0.01)
+    again, _ = adapt(base, _shots(2), NEW, BoxFillingSegmenter(), config=CONFIG)
+    assert again.word_rule == WordRule(0.5, 0.01) and NEW in again.concept_names
+    assert again.match(NEW.upper()).concept == NEW
 
 
 def test_an_adapted_model_saves_with_its_bank_and_adapts_again(base, base_dir, tmp_path):

@@ -227,3 +227,40 @@ def test_fetal_head_example_end_to_end(browser, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_page_shows_the_concept_reached_and_finds_every_trained_target(browser, tmp_path):
+    """The tiny grounding model of word_fakes through the library's pipeline: the page says
+    which trained target the words reached (or that they reached none), and the "every
+    target" option lists what the image holds."""
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    encoder = FeatureSegmenter()
+    model = word_model({"breast tumour": 0.0, "lungs": 0.0, "brain tumour": 1.0})
+    segmenter = word_segmenter(RunConfig(keep_intermediates=True), model, encoder)
+    image = tmp_path / "scan.png"
+    Image.fromarray(sample_image(64, 64)).save(image)
+    with threaded_server(create_app(lambda method: segmenter, ServerLimits())) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#method option", state="attached")
+        assert run_in_page(page, image, "Breast tumours", "medclipsam", 60) == "done"
+        line = page.inner_text("#concept-0")
+        assert line.startswith("trained target: breast tumour (similarity 0.95)")
+        assert run_in_page(page, image, "liver", "medclipsam", 60) == "done"
+        assert page.inner_text("#concept-0") == ("'liver' is not a trained target; nearest: "
+                                                 "lungs (0.45); teach it with clipsam adapt")
+        assert page.get_attribute("#concept-0", "data-untrained") == "true"
+
+        page.check("#all")
+        assert page.is_disabled("#prompt")
+        page.click("#run")
+        page.wait_for_selector('#status:is([data-state="done"], [data-state="error"])',
+                               timeout=60_000)
+        assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+        summary = page.inner_text("#found-summary")
+        assert summary.startswith("found 2 of 3 trained targets: ")
+        assert {page.inner_text(f"#result section[data-index='{i}'] h2") for i in (0, 1)} == {
+            "breast tumour: found", "lungs: found"}
+        assert "presence" in page.inner_text("#concept-0")
+        assert encoder.encoded == 1

@@ -175,8 +175,12 @@ def test_a_prompt_uses_its_concepts_threshold_and_mask_source():
         assert model.threshold_for(prompt) == 0.5
         assert model.mask_source_for(prompt) == "segmenter"
     emb = _embedding()
-    score = model.presence_score(emb, "fetal skull")
-    assert model.is_present(emb, "fetal skull") == (score >= 0.8)
+    # a phrase is grounded as its concept: the concept name's score against its threshold
+    score = model.presence_score(emb, "fetal head")
+    assert score != pytest.approx(model.presence_score(emb, "fetal skull"))
+    for threshold in (score - 1e-4, score + 1e-4):
+        model.concept_thresholds["fetal head"] = threshold
+        assert model.is_present(emb, "fetal skull") == (score >= threshold)
     # a concept calibrated without phrases is still known by its name
     bare = _model(concept_thresholds={"lungs": 0.7}, mask_sources={"heart": "union"})
     assert bare.concept_of("Lungs") == "lungs" and bare.threshold_for("Lungs") == 0.7

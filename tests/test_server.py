@@ -253,3 +253,53 @@ def test_bad_boxes_are_one_line_400(tmp_path, boxes, fields, words):
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert words in error and "\n" not in error
+
+
+def word_client() -> tuple[TestClient, object]:
+    """The app over the tiny grounding model of word_fakes (breast tumour and lungs present on
+    every image, brain tumour never), through the library's MedCLIP-SAM pipeline."""
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    encoder = FeatureSegmenter()
+    model = word_model({"breast tumour": 0.0, "lungs": 0.0, "brain tumour": 1.0})
+    segmenter = word_segmenter(RunConfig(keep_intermediates=True), model, encoder)
+    return TestClient(create_app(lambda method: segmenter, ServerLimits())), encoder
+
+
+def test_all_concepts_answers_what_is_in_the_image_from_one_encoder_pass():
+    client, encoder = word_client()
+    image = png_bytes(sample_image(64, 64))
+    answer = post(client, image, prompts=(), all_concepts="true")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["all_concepts"] == ["brain tumour", "breast tumour", "lungs"]
+    found = {r["prompt"]: r for r in body["results"]}
+    assert set(found) == {"breast tumour", "lungs"} and encoder.encoded == 1
+    for result in found.values():
+        assert result["found"] and decode_png(result["mask"]).any()
+        assert result["record"]["decisions"]["presence"] > 0
+        assert result["concept_note"] is None
+    for fields, words in (({"prompts": ("lungs",)}, "without prompts"),
+                          ({"boxes": "[[1, 1, 9, 9]]"}, "without prompts or boxes")):
+        refused = post(client, image, prompts=fields.get("prompts", ()), all_concepts="true",
+                       **{k: v for k, v in fields.items() if k != "prompts"})
+        assert refused.status_code == 400 and words in refused.json()["error"]
+
+
+def test_an_answer_names_the_concept_reached_or_notes_an_untrained_target():
+    client, _ = word_client()
+    answer = post(client, png_bytes(sample_image(64, 64)), ("tumours", "liver"))
+    assert answer.status_code == 200, answer.text
+    tumours, liver = answer.json()["results"]
+    assert tumours["record"]["decisions"]["concept"] == "breast tumour"
+    assert len(tumours["record"]["decisions"]["concept_candidates"]) == 2
+    assert tumours["concept_note"] is None
+    assert liver["record"]["decisions"]["concept"] is None
+    assert liver["concept_note"] == ("'liver' is not a trained target; nearest: lungs (0.45); "
+                                     "teach it with clipsam adapt")
+
+
+def test_all_concepts_with_a_model_without_concepts_is_a_one_line_400(client):
+    answer = post(client, png_bytes(sample_image()), prompts=(), all_concepts="true")
+    assert answer.status_code == 400 and "no text model with trained concepts" in (
+        answer.json()["error"])

@@ -23,17 +23,25 @@ OUTPUT_FORMATS = ("mask", "dicom-seg")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "segment", help="segment images for text prompts",
-        description="Segment every image in INPUT (files, folders, globs) for each prompt and "
-                    "write <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to "
-                    "OUT_DIR. A folder holding the slices of one DICOM series is read as one "
-                    "volume. --method weak (and weak-box) also writes <name>_uncertainty.tif "
-                    "(.nii.gz for volumes), the network's per-pixel predictive entropy in bits. "
-                    "Images already done with the same settings (method, models and their files, "
-                    "configuration, clipsam version) are skipped unless --overwrite; images "
-                    "done with other settings are redone.")
+        description="Segment every image in INPUT (files, folders, globs) for each prompt and write"
+                    " <name>_mask.png (or .nii.gz), <name>_overlay.png and <name>.json to OUT_DIR. "
+                    "A prompt reaches the model's trained concept it means (plurals, synonyms...; "
+                    "the record says which, with its similarity); one that reaches none is "
+                    "segmented by its own words, with a note. --all looks for every trained and "
+                    "adapted concept (what is in this image?) and writes the masks of those found. "
+                    "A folder holding the slices of one DICOM series is read as one volume. "
+                    "--method weak (and weak-box) also writes <name>_uncertainty.tif (.nii.gz for "
+                    "volumes), the network's per-pixel predictive entropy in bits. Images already "
+                    "done with the same settings (method, models and their files, configuration, "
+                    "clipsam version) are skipped unless --overwrite; images done with other "
+                    "settings are redone.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
-    parser.add_argument("-p", "--prompt", dest="prompts", action="append", required=True,
-                        metavar="TEXT", help="what to segment; repeat for several targets")
+    targets = parser.add_mutually_exclusive_group(required=True)
+    targets.add_argument("-p", "--prompt", dest="prompts", action="append", metavar="TEXT",
+                         help="what to segment; repeat for several targets")
+    targets.add_argument("--all", dest="all_concepts", action="store_true",
+                         help="every trained and adapted concept of the text model, from one "
+                              "encoder pass per image: those found, with their presence scores")
     parser.add_argument("-o", "--out", dest="out_dir", type=Path, required=True,
                         metavar="OUT_DIR")
     parser.add_argument("--method", choices=sorted(PIPELINES), default="medclipsam")
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.pipelines.registry import method_spec
 
     try:
-        prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts))
+        prompts = tuple(dict.fromkeys(validate_prompt(p) for p in args.prompts or ()))
         # a trained network's uncertainty map is written beside the mask
         weak = method_spec(args.method).own_model
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
@@ -83,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         if args.engine == "ray":
             require("ray", "--engine ray")
         dicom_seg = args.output_format == "dicom-seg"
+        if dicom_seg and args.all_concepts:
+            raise InputError("--output-format dicom-seg needs the prompts to segment; --all "
+                             "finds a different set of targets in each image")
         if dicom_seg:
             require("dicom", "--output-format dicom-seg")
         settings = run_identity(config).key
@@ -94,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     job = SegmentJob(prompts=prompts, out_dir=args.out_dir, settings=settings,
-                     overwrite=args.overwrite, dicom_seg=dicom_seg, uncertainty=weak)
+                     overwrite=args.overwrite, dicom_seg=dicom_seg, uncertainty=weak,
+                     all_concepts=args.all_concepts)
     try:
         if args.engine == "ray":
             from clipsam.apps.ray_engine import run_ray

@@ -1,13 +1,15 @@
 """The napari plugin (extra ``clipsam[napari]``): a dock widget that segments an image layer for
 text targets.
 
-Pick an image layer, type the targets (one per line) and a method; clipsam segments the plane the
-viewer shows (a 2-D or RGB layer is one plane; for a stack, the last two axes at the current
-position of the others) in a worker thread, with progress, and puts each target's mask into a
-Labels layer named after the target (only that plane changes, so several planes can be
-segmented in turn) and the method's saliency map, when it has one, into a hidden image layer.
-Encodings are kept per image plane (:class:`clipsam.api.Segmenter` caches them by content), so
-asking for other targets on a plane already seen costs no encoder pass.
+Pick an image layer, type the targets (one per line) or tick "every trained target" (what is in
+this image?), and a method; clipsam segments the plane the viewer shows (a 2-D or RGB layer is
+one plane; for a stack, the last two axes at the current position of the others) in a worker
+thread, with progress, and puts each target's mask into a Labels layer named after the target
+(only that plane changes, so several planes can be segmented in turn) and the method's saliency
+map, when it has one, into a hidden image layer. The status line says which targets were found
+(with every trained target: which, with their presence scores) and notes a target that is not a
+trained one. Encodings are kept per image plane (:class:`clipsam.api.Segmenter` caches them by
+content), so asking for other targets on a plane already seen costs no encoder pass.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402  (after the extra check: napari brings Qt)
 from napari.qt.threading import thread_worker  # noqa: E402
 from qtpy.QtCore import Signal  # noqa: E402
 from qtpy.QtWidgets import (  # noqa: E402
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QLabel,
@@ -33,7 +36,7 @@ from qtpy.QtWidgets import (  # noqa: E402
     QWidget,
 )
 
-from clipsam.api import Segmenter, SegmentResult  # noqa: E402
+from clipsam.api import Segmenter, SegmentResult, found_line  # noqa: E402
 from clipsam.errors import ClipsamError, InputError  # noqa: E402
 from clipsam.pipelines.prompts import validate_prompt  # noqa: E402
 from clipsam.pipelines.registry import SERVED_METHODS  # noqa: E402
@@ -75,6 +78,8 @@ class SegmentWidget(QWidget):
         self.targets = QPlainTextEdit()
         self.targets.setPlaceholderText("one target per line, e.g.\nleft and right lungs")
         self.targets.setMaximumHeight(6 * self.targets.fontMetrics().lineSpacing())
+        self.every_target = QCheckBox("every trained target (what is in this image?)")
+        self.every_target.toggled.connect(lambda on: self.targets.setEnabled(not on))
         self.method = QComboBox()
         self.method.addItems(SERVED_METHODS)
         self.run_button = QPushButton("Segment")
@@ -84,6 +89,7 @@ class SegmentWidget(QWidget):
         form = QFormLayout()
         form.addRow("image", self.layer_box)
         form.addRow("targets", self.targets)
+        form.addRow(self.every_target)
         form.addRow("method", self.method)
         form.addRow(self.run_button)
         form.addRow(self.progress)
@@ -109,9 +115,10 @@ class SegmentWidget(QWidget):
     def run(self) -> None:
         """Segment the shown plane of the chosen layer in a worker thread."""
         lines = self.targets.toPlainText().splitlines()
+        every = self.every_target.isChecked()
         try:
-            prompts = [validate_prompt(line) for line in lines if line.strip()]
-            if not prompts:
+            prompts = [] if every else [validate_prompt(line) for line in lines if line.strip()]
+            if not prompts and not every:
                 raise InputError("no target: type what to segment, one target per line")
             if self.layer_box.currentText() not in self.viewer.layers:
                 raise InputError("no image layer: open an image first")
@@ -123,14 +130,15 @@ class SegmentWidget(QWidget):
         if self.segmenter_for is None:
             self.segmenter_for = default_segmenters()
         self.run_button.setEnabled(False)
-        self.progress.setRange(0, len(prompts))
+        self.progress.setRange(0, len(prompts) or 1)
         self.progress.setValue(0)
         self.status.setText("segmenting…")
         _segment(self.segmenter_for, self.method.currentText(), plane, prompts,
                  _connect={"yielded": self.progress.setValue, "errored": self._failed,
-                           "returned": lambda results: self._show(layer, index, results)})
+                           "returned": lambda results: self._show(layer, index, results, every)})
 
-    def _show(self, layer: Any, index: tuple[int, ...], results: list[SegmentResult]) -> None:
+    def _show(self, layer: Any, index: tuple[int, ...], results: list[SegmentResult],
+              every: bool = False) -> None:
         shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
         for result in results:
             labels = self._layer(result.prompt, shape, np.uint8, "labels", layer)
@@ -142,8 +150,7 @@ class SegmentWidget(QWidget):
                 view.data[index] = _resized(saliency, result.mask.shape)
                 view.visible = False
                 view.refresh()
-        found = ", ".join(f"{r.prompt}: {'found' if r.found else 'not found'}" for r in results)
-        self.status.setText(found)
+        self.status.setText(found_text(results, every))
         self._done()
 
     def _layer(self, name: str, shape: tuple[int, ...], dtype: type, kind: str,
@@ -171,13 +178,27 @@ class SegmentWidget(QWidget):
 @thread_worker
 def _segment(segmenter_for: SegmenterFor, method: str, plane: np.ndarray,
              prompts: list[str]) -> Iterator[int]:
-    """Each prompt in turn (one encoder pass, cached), yielding how many are done."""
+    """Each prompt in turn (one encoder pass, cached), yielding how many are done; no prompt:
+    every trained concept (:meth:`clipsam.api.Segmenter.segment_all`)."""
     segmenter = segmenter_for(method)
+    if not prompts:
+        results = segmenter.segment_all(plane)
+        yield 1
+        return results
     results = []
     for done, prompt in enumerate(prompts, start=1):
         results.extend(segmenter.segment(plane, [prompt]))
         yield done
     return results
+
+
+def found_text(results: list[SegmentResult], every: bool) -> str:
+    """The status line: each target found or not (with every trained target: those found and
+    their presence scores), then the note of any target that is not a trained one."""
+    if every:
+        return found_line(results)
+    found = ", ".join(f"{r.prompt}: {'found' if r.found else 'not found'}" for r in results)
+    return "; ".join([found, *(r.concept_note for r in results if r.concept_note)])
 
 
 def _resized(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -3,15 +3,18 @@
 ``GET /`` is the page, ``GET /health`` says the server is up and lists its methods (the page
 builds its method menu from that list), ``POST /segment`` takes a multipart form (file
 ``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and returns each
-prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
-record. With ``boxes`` (JSON ``[[x1, y1, x2, y2], ...]`` in image pixels, far corner exclusive)
-and one prompt, the request skips the method and decodes those boxes instead (the page's box
-correction), from the embedding the server cached for that image: no second encoder pass.
-Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
-``{"error": ...}`` (missing model weights, a server-side problem, give 503); the server keeps
-serving. A request over the time limit also stops its work at the next stage boundary
-(:func:`clipsam.pipelines.timing.checkpoint`), so the requests after it are not queued behind
-it.
+prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay, the record (with
+the trained concept the prompt reached) and, for a prompt that reached none, a one-line
+``concept_note``. ``all_concepts=true`` instead of prompts answers "what is in this image?":
+every trained and adapted concept is looked for (one encoder pass) and those found are
+returned, most present first. With ``boxes`` (JSON ``[[x1, y1, x2, y2], ...]`` in image
+pixels, far corner exclusive) and one prompt, the request skips the method and decodes those
+boxes instead (the page's box correction), from the embedding the server cached for that
+image: no second encoder pass. Every limit in :class:`ServerLimits` answers with a 4xx status
+and a one-line ``{"error": ...}`` (missing model weights, a server-side problem, give 503); the
+server keeps serving. A request over the time limit also stops its work at the next stage
+boundary (:func:`clipsam.pipelines.timing.checkpoint`), so the requests after it are not queued
+behind it.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ def describe(result: SegmentResult, image: Any, workdir: Path, views: bool) -> d
         "mask": base64.b64encode(mask_path.read_bytes()).decode("ascii"),
         "overlay_png": base64.b64encode(overlay_path.read_bytes()).decode("ascii"),
         "record": result.to_record(),
+        "concept_note": result.concept_note,
     }
     if views:
         answer["views"] = view_pictures(result.intermediates, mask.shape)
@@ -239,14 +243,21 @@ def create_app(
     @app.post("/segment")
     def segment(
         image: Annotated[UploadFile, File()],
-        prompt: Annotated[list[str], Form()],
+        prompt: Annotated[list[str] | None, Form()] = None,
         method: Annotated[str, Form()] = methods[0],
         views: Annotated[bool, Form()] = False,
         boxes: Annotated[str | None, Form()] = None,
+        all_concepts: Annotated[bool, Form()] = False,
     ) -> dict[str, Any]:
         if method not in methods:
             raise ServerError(400, f"unknown method {method!r}: use one of {', '.join(methods)}")
-        prompts = check_prompts(prompt, limits)
+        if all_concepts:
+            if any(p.strip() for p in prompt or ()) or boxes is not None:
+                raise ServerError(400, "all_concepts looks for every trained target: send it "
+                                       "without prompts or boxes")
+            prompts: list[str] = []
+        else:
+            prompts = check_prompts(prompt or [], limits)
         given_boxes = parse_boxes(boxes, prompts, limits)
         data = image.file.read(limits.max_upload_bytes + 1)
         suffix = check_upload(image.filename or "", data, limits)
@@ -285,7 +296,9 @@ def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
             image = read_image(upload, max_pixels=limits.max_side ** 2 * limits.max_slices)
             check_dimensions(image, limits)
             segmenter = segmenter_for(method)
-            if boxes is None:
+            if not prompts:
+                results = segmenter.segment_all(image)
+            elif boxes is None:
                 results = segmenter.segment(image, prompts)
             else:
                 results = [segmenter.segment_boxes(image, boxes, prompts[0])]
@@ -305,6 +318,8 @@ def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
             raise ServerError(status, message) from None
     answer = {"method": method, "width": width, "height": height,
               "slices": image.num_slices, "results": answers}
+    if not prompts:
+        answer["all_concepts"] = segmenter.concepts()
     if picture is not None:
         answer["image_png"] = picture  # what the page draws the boxes on
     return answer

@@ -1,9 +1,13 @@
-"""Steps shared by the text-prompted cascades: encoding once, decoding boxes, empty results."""
+"""Steps shared by the text-prompted cascades: encoding once, grounding the prompt, decoding
+boxes, empty results."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from clipsam.models.image_text import DenseGrounding
 from clipsam.models.segmenter import ImageEmbedding, MaskPrediction, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.timing import StageTimer
@@ -23,6 +27,23 @@ def embed_once(
         return embedding
     with timer("encode"):
         return segmenter.encode(image)
+
+
+def ground_prompt(
+    text_model: DenseGrounding, embedding: ImageEmbedding, prompt: str
+) -> tuple[str, bool, dict[str, Any]]:
+    """(text to ground, whether its target is present, what the result records about it).
+
+    A model that maps prompts to its trained concepts (``reach``, the built-in model) grounds
+    the concept the prompt reaches on this image, so the concept's calibration follows, and
+    records the concept, its similarity, the candidates of an ambiguous prompt and the presence
+    score; any other dense model grounds the prompt as given.
+    """
+    reach = getattr(text_model, "reach", None)
+    if reach is None:
+        return prompt, bool(text_model.is_present(embedding, prompt)), {}
+    match = reach(embedding, prompt)
+    return match.text, bool(match.present), match.decisions()
 
 
 def segment_boxes(

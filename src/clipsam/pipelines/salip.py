@@ -16,6 +16,7 @@ average embedding of the prompt ensemble, and keep the top k (the paper's retrie
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from clipsam.models.grounding.grid import agreement, boxes_to_grid, mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, not_found, segment_boxes
+from clipsam.pipelines.common import embed_once, ground_prompt, not_found, segment_boxes
 from clipsam.pipelines.crops import crop_proposal
 from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
@@ -137,13 +138,15 @@ class SalipPipeline:
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
         prob, relevant = None, None
+        text, reached = prompt, {}  # what is grounded: the concept the prompt reaches
         if isinstance(self.text_model, DenseGrounding):
             with timer("presence"):
-                present = self.text_model.is_present(embedding, prompt)
+                text, present, reached = ground_prompt(self.text_model, embedding, prompt)
             if not present:
-                return not_found(image.shape, prompt, self.name, timer)
+                return replace(not_found(image.shape, prompt, self.name, timer),
+                               decisions=reached)
             with timer("retrieval"):
-                prob = self.text_map(embedding, prompt)
+                prob = self.text_map(embedding, text)
             if self.config.min_map_share > 0:
                 relevant = self.relevant_boxes(embedding, prob)
         with timer("proposals"):
@@ -151,9 +154,9 @@ class SalipPipeline:
                 generate_proposals(self.segmenter, embedding, self.proposal_config, relevant),
                 self.config.max_area_fraction, self.config.min_area_fraction)
         if len(proposals) == 0:
-            return not_found(image.shape, prompt, self.name, timer)
+            return replace(not_found(image.shape, prompt, self.name, timer), decisions=reached)
         with timer("retrieval"):
-            scores, chosen = self.retrieve(image, embedding, proposals, prompt, prob)
+            scores, chosen = self.retrieve(image, embedding, proposals, text, prob)
         boxes = proposals.boxes[chosen]
         mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer, cleanup=False)
         views = ({"proposals": proposals, "proposal_scores": scores, "chosen": chosen,
@@ -161,4 +164,5 @@ class SalipPipeline:
         return PipelineResult(
             mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores[chosen],
             prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
+            decisions=reached,
         )

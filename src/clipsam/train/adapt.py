@@ -220,7 +220,7 @@ def with_concept(model: GroundingModel, prompt: str, learned: LearnedConcept,
                           thresholds, model._text_encoder, model._segmenter,
                           {**model.metadata, "adapted": adapted}, model.concept_phrases,
                           sources, concept_probes=probes, map_levels=levels,
-                          box_margins=margins)
+                          box_margins=margins, word_rule=model.word_rule)
     copy.source_dir = model.source_dir
     return copy
 

@@ -8,16 +8,20 @@ pipeline); texts through the locked sentence encoder. A model folder holds
 sources and map levels, the phrases that name each trained concept, adapted concept names, and
 metadata on how it was trained: data, subjects, calibration).
 
-A prompt is matched to a trained or adapted concept by its words (:func:`concept_key`); a
-matched prompt uses that concept's calibrated "not found" threshold, mask source and map level,
-any other prompt the model-wide threshold and the segmenter.
+A prompt reaches a trained or adapted concept by meaning (:mod:`.words`: its nearest phrase
+through the sentence encoder, above a similarity cut; an ambiguous prompt is decided by the
+image, :meth:`GroundingModel.reach`). A prompt that reached a concept is grounded as that concept
+(its name's text vector, or its adapted vector and probe) with the concept's calibrated "not
+found" threshold, mask source, map level and box margin; any other prompt by its own words with
+the model-wide threshold and the segmenter. The map and score methods (``logit_map``,
+``similarity_map``, ``presence_score``) ground the literal text they are given.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +33,13 @@ from clipsam.io.atomic import write_atomic, write_text_atomic
 from clipsam.models.grounding.engine import HeadsEngine, TorchHeads, onnx_heads
 from clipsam.models.grounding.grid import agreement, mask_to_grid, valid_mask
 from clipsam.models.grounding.text_encoder import SentenceEncoder
+from clipsam.models.grounding.words import (
+    Candidate,
+    ConceptMatch,
+    WordRule,
+    match_words,
+    nearest_phrases,
+)
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 
 if TYPE_CHECKING:  # the ONNX engine runs without torch
@@ -53,7 +64,7 @@ class PresenceRule:
 
 
 def concept_key(text: str) -> str:
-    """How prompts are matched to adapted concepts: lower case, single spaces."""
+    """How prompts and concept names are compared: lower case, single spaces."""
     return " ".join(text.lower().split())
 
 
@@ -83,6 +94,7 @@ class GroundingModel:
         concept_probes: dict[str, np.ndarray] | None = None,
         map_levels: dict[str, float] | None = None,
         box_margins: dict[str, float] | None = None,
+        word_rule: WordRule | None = None,
     ) -> None:
         if heads is None and engine is None:
             raise ValueError("a grounding model needs its heads or an engine")
@@ -120,6 +132,7 @@ class GroundingModel:
         self.box_margins = {concept_key(k): float(v) for k, v in (box_margins or {}).items()}
         if any(not 0 <= v < 1 for v in self.box_margins.values()):
             raise WeightsError("box margins must lie in [0, 1)")
+        self.word_rule = word_rule or WordRule()
         self.source_dir: Path | None = None  # the folder it was loaded from, if any
         self._text_encoder = text_encoder
         self._segmenter = segmenter
@@ -220,19 +233,64 @@ class GroundingModel:
         return presence_from_logits(logits, valid_mask(embedding.geometry, logits.shape[-1]),
                                     self.presence.top_k)
 
-    def concept_of(self, text: str) -> str | None:
-        """The adapted or trained concept a prompt names (by its words), or None. A concept
-        with its own threshold or mask source is known by its name even without phrases."""
+    @property
+    def concept_names(self) -> list[str]:
+        """Every trained and adapted concept, sorted: those with phrases, an adapted vector
+        or any calibrated setting (a concept is known by its name even without phrases)."""
+        return sorted({*self.concept_phrases, *self.concepts, *self.concept_thresholds,
+                       *self.mask_sources, *self.map_levels, *self.box_margins})
+
+    def concept_similarities(self, text: str) -> dict[str, tuple[float, str]]:
+        """Per concept, (similarity, phrase) of its phrase (its name included) nearest to the
+        prompt in the sentence encoder's space."""
+        phrases = {c: sorted({c, *self.concept_phrases.get(c, ())}) for c in self.concept_names}
+        every = sorted({p for names in phrases.values() for p in names})
+        if not every:
+            return {}
         key = concept_key(text)
-        if (key in self.concepts or key in self.concept_phrases
-                or key in self.concept_thresholds or key in self.mask_sources):
-            return key
-        return self._phrase_index.get(key)
+        vectors = self.text_encoder([key, *every])
+        return nearest_phrases(vectors[0], phrases, dict(zip(every, vectors[1:], strict=True)))
+
+    def match(self, text: str) -> ConceptMatch:
+        """Where the prompt lands by its words alone (:mod:`.words`); an ambiguous prompt's
+        ``concept`` is its most similar candidate until the image decides (:meth:`reach`)."""
+        key = concept_key(text)
+        if not key:
+            raise InputError("the text prompt is empty")
+        exact = key if key in self.concept_names else self._phrase_index.get(key)
+        if exact is not None:
+            return ConceptMatch(key, exact, 1.0, exact, key)
+        return match_words(key, self.concept_similarities(key), self.word_rule)
+
+    def reach(self, embedding: ImageEmbedding, text: str) -> ConceptMatch:
+        """The prompt's match decided on this image, with the presence score and threshold of
+        what will be grounded. An ambiguous prompt takes the candidate the image supports most
+        (presence score furthest above that concept's own threshold, in logits; ties: the more
+        similar); every candidate's score is kept."""
+        match = self.match(text)
+        if match.ambiguous:
+            scored = tuple(Candidate(c.concept, c.similarity, c.phrase,
+                                     self.presence_score(embedding, c.concept),
+                                     self._threshold_of(c.concept))
+                           for c in match.candidates)
+            best = max(scored, key=lambda c: (c.support, c.similarity))
+            return replace(match, concept=best.concept, similarity=best.similarity,
+                           phrase=best.phrase, candidates=scored, presence=best.presence,
+                           threshold=best.threshold)
+        return replace(match, presence=self.presence_score(embedding, match.text),
+                       threshold=self._threshold_of(match.concept))
+
+    def concept_of(self, text: str) -> str | None:
+        """The trained or adapted concept a prompt reaches by its words (:meth:`match`), or
+        None."""
+        return self.match(text).concept
+
+    def _threshold_of(self, concept: str | None) -> float:
+        return self.concept_thresholds.get(concept or "", self.presence.threshold)
 
     def threshold_for(self, text: str) -> float:
         """The prompt's concept's calibrated threshold, else the model-wide one."""
-        concept = self.concept_of(text)
-        return self.concept_thresholds.get(concept or "", self.presence.threshold)
+        return self._threshold_of(self.concept_of(text))
 
     def mask_source_for(self, text: str) -> str:
         """Where the final mask comes from for this prompt: ``segmenter``, ``map`` or ``union``."""
@@ -249,7 +307,9 @@ class GroundingModel:
         return self.box_margins.get(self.concept_of(text) or "")
 
     def is_present(self, embedding: ImageEmbedding, text: str) -> bool:
-        return self.presence_score(embedding, text) >= self.threshold_for(text)
+        """Whether the concept the prompt reaches on this image (or the prompt's own target)
+        is there (:meth:`reach`)."""
+        return bool(self.reach(embedding, text).present)
 
     def region_scores(
         self, embedding: ImageEmbedding, masks: np.ndarray, texts: Sequence[str]
@@ -289,7 +349,7 @@ class GroundingModel:
             "concept_thresholds": self.concept_thresholds,
             "concept_phrases": self.concept_phrases, "mask_sources": self.mask_sources,
             "map_levels": self.map_levels, "box_margins": self.box_margins,
-            "metadata": self.metadata,
+            "word_rule": asdict(self.word_rule), "metadata": self.metadata,
         }
         write_text_atomic(model_dir / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
         for name in (HEADS_FILE, CONFIG_FILE):
@@ -343,7 +403,8 @@ def load_grounding_model(
                            config.get("mask_sources", {}), engine=engine,
                            heads_config=config["heads"], concept_probes=probes,
                            map_levels=config.get("map_levels", {}),
-                           box_margins=config.get("box_margins", {}))
+                           box_margins=config.get("box_margins", {}),
+                           word_rule=WordRule(**config.get("word_rule", {})))
     model.source_dir = folder
     return model
 
