@@ -1,7 +1,9 @@
 """``clipsam finetune``: train the grounding heads from segmentation sets or a caption table.
 
 The one training front-end of the grounding model: the shipped model is rebuilt by
-``clipsam finetune`` (its default recipe) with the command in its model card.
+``clipsam finetune`` (its default recipe) with the command in its model card. With
+``--text-model NAME`` the chosen samples fine-tune an image-text model instead
+(:mod:`clipsam.apps.cmd_finetune_clip`).
 """
 
 from __future__ import annotations
@@ -9,19 +11,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clipsam.apps import cmd_finetune_clip
+
 LOSS_CHOICES = ("dhn-nce", "info-nce")
 PARTS = ("all", "train")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "finetune", help="train the built-in grounding model's heads on your data",
+        "finetune", help="train the built-in grounding model's heads, or fine-tune an "
+                         "image-text model, on your data",
         description="Train the grounding heads (the text encoder and LiteMedSAM stay frozen) "
                     "on segmentation sets (DIR/images, DIR/masks, optional DIR/meta.csv) or a "
                     "caption table, calibrate 'not found' and mask sources on held-back "
                     "subjects, and save a model folder usable as --text-model. Images are "
                     "encoded once into --embedding-cache (the store clipsam eval uses too); "
-                    "a checkpoint per epoch in OUT lets an interrupted run resume.")
+                    "a checkpoint per epoch in OUT lets an interrupted run resume. With "
+                    "--text-model NAME (biomedclip, clip-vit-b16...) it fine-tunes that "
+                    "image-text model instead, as MedCLIP-SAM does (DHN-NCE on image-caption "
+                    "pairs).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, nargs="+", metavar="DIR",
                         help="segmentation set folders")
@@ -53,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="keep image embeddings in DIR, keyed by content and segmenter "
                              "(the store of clipsam eval --embedding-cache; default: "
                              "<clipsam cache>/embeddings)")
+    cmd_finetune_clip.add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -78,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.train.fit import fit_from_samples
     from clipsam.train.recipes import SHIPPED_RECIPE, recipe_named
 
+    image_text = cmd_finetune_clip.image_text_requested(args)
     recipe = recipe_named(args.recipe or SHIPPED_RECIPE)
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                    "learning_rate": args.lr, "loss": args.loss,
@@ -111,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no image left to train on after --part and --exclude")
     samples = [samples[i] for i in keep]
     captions = [captions[i] for i in keep] if captions is not None else None
+    if image_text:
+        return cmd_finetune_clip.run_image_text(args, samples, captions, concepts)
     progress = not args.quiet
     models = ModelConfig(segmenter=HEADS_SEGMENTER,
                          embedding_cache=args.embedding_cache or cache_dir() / "embeddings")
