@@ -1,10 +1,17 @@
-"""Regenerate the tables of docs/BENCHMARKS.md from the result files under docs/results/.
+"""Regenerate the tables and figures of the documents from the result files under docs/results/.
 
     .venv/bin/python scripts/make_tables.py [--check]
 
+Documents (``DOCS``): docs/BENCHMARKS.md, docs/EXPERIMENTS.md, README.md and the grounding
+model card.
 Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers and is
-rewritten from its source files; nothing in a table is typed by hand. ``--check`` exits 1 when
-the document is not what the result files give (for CI).
+rewritten from its source files; nothing in a table is typed by hand. A figure in prose is a
+number right after a ``<!-- fig:FAMILY ARG ... [FORMAT] -->`` marker (shell-style arguments,
+FORMAT such as ``.2f`` or ``+.3f``; floats default to ``.3f``): the number is rewritten from
+``FIGURES[FAMILY](*ARGS)``, so the marker hides in the rendered page and the number is all a
+reader sees. A decimal number outside a table, a figure, code or an ``ALLOWED`` phrase is
+reported as unmarked. ``--check`` exits 1 when a document is not what the result files give or
+holds an unmarked decimal (for CI).
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
+import shlex
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,7 +34,8 @@ from clipsam.train.calibrate import threshold_at_recall
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
-DOC = ROOT / "docs" / "BENCHMARKS.md"
+DOCS = (ROOT / "docs" / "BENCHMARKS.md", ROOT / "docs" / "EXPERIMENTS.md", ROOT / "README.md",
+        ROOT / "src" / "clipsam" / "data" / "grounding" / "MODEL_CARD.md")
 SETS = ("hc18", "cxr_lungs", "jsrt_heart", "isic_skin", "kvasir_polyp", "busi", "ddti_thyroid",
         "dsb_nuclei", "lgg_flair", "ddsm_pectoral", "jsrt_clavicles")
 
@@ -498,6 +508,11 @@ def _paired_difference(set_name: str, method: str, reference: str) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def _weak_model(name: str) -> dict:
+    """A weak-supervision model's config.json (weak/<name>.json, e.g. busi or busi-head)."""
+    return json.loads((RESULTS / "weak" / f"{name}.json").read_text())
+
+
 WEAK_FAMILIES = {"U-Net": ("weak", "weak-box"), "head": ("weak-head", "weak-head-box"),
                  "self-trained U-Net": ("weak-self", "weak-self-box")}
 
@@ -512,9 +527,9 @@ def table_weak() -> str:
         teacher, weak = _eval_stats(name, "weak-teacher"), _eval_stats(name, "weak")
         if not path.is_file() or teacher is None or weak is None:
             continue
-        model = json.loads(path.read_text())
+        model = _weak_model(name)
         head_path = RESULTS / "weak" / f"{name}-head.json"
-        head_minutes = (json.loads(head_path.read_text())["train_seconds"] / 60
+        head_minutes = (_weak_model(f"{name}-head")["train_seconds"] / 60
                         if head_path.is_file() else None)
         stats = {m: _eval_stats(name, m) for family in WEAK_FAMILIES.values() for m in family}
         bound = _eval_stats(name, "gt-box")
@@ -570,7 +585,7 @@ def table_weak_rules() -> str:
             stats = {m: _eval_stats(name, m) for m in (method, f"{method}-box")}
             if not path.is_file() or None in stats.values():
                 continue
-            data = json.loads(path.read_text())["data"]
+            data = _weak_model(f"{name}{suffix}")["data"]
             body.append([name, rule, f"{sum(d.get('used', True) for d in data)} / {len(data)}",
                          *[f"{_fmt(v['dice'])} ({v['n']})" for v in stats.values()]])
     return _table(["set", "not-found rule, disagreement weight", "train images used",
@@ -590,29 +605,356 @@ TABLES: dict[str, Callable[[], str]] = {
 }
 
 
+# Figures in prose: ``<!-- fig:FAMILY ARG ... [FORMAT] -->NUMBER``. Each family reads the
+# result files through the same helpers as the tables and returns one number.
+Figure = Callable[..., float | int | None]
+FIGURES: dict[str, Figure] = {}
+
+
+def figure(name: str) -> Callable[[Figure], Figure]:
+    def register(function: Figure) -> Figure:
+        FIGURES[name] = function
+        return function
+    return register
+
+
+@figure("eval")
+def _fig_eval(set_name: str, method: str, stat: str = "dice") -> float | int | None:
+    """A held-out statistic of ``clipsam eval`` (``_eval_stats``): dice, median, n, missed,
+    empty, empty_not_found, not_found_empty (a share), n_failed."""
+    stats = _eval_stats(set_name, method)
+    return stats[stat] if stats else None
+
+
+@figure("dice-on")
+def _fig_dice_on(set_name: str, method: str, reference: str) -> float | None:
+    """Mean Dice of ``method`` on the images ``reference`` scored."""
+    return _dice_on(set_name, method, {r["id"] for r in _per_image(set_name, reference)})
+
+
+@figure("mean-dice")
+def _fig_mean_dice(method: str) -> float:
+    """Mean over the sets of ``method``'s held-out Dice."""
+    dices = [s["dice"] for name in SETS if (s := _eval_stats(name, method))]
+    return float(np.mean(dices))
+
+
+figure("bar")(_bar)
+
+
+@figure("bar-margin")
+def _fig_bar_margin(set_name: str) -> float:
+    """The margin below the box bound, or the absolute Dice, of a set's quality bar."""
+    return BARS[set_name][1]
+
+
+@figure("issue-bar")
+def _fig_issue_bar(name: str) -> float | int:
+    return ISSUE_BARS[name]
+
+
+@figure("bars-met")
+def _fig_bars_met() -> int:
+    return sum(_bar_met(name) for name in SETS)
+
+
+@figure("candidate")
+def _fig_candidate(which: str, candidate: str, column: str = "mean") -> float:
+    """A cell of the candidates tables (``which``: grounding or salip): a set, mean, seconds."""
+    return _candidate_means(which)[candidate][column]
+
+
+@figure("recipe")
+def _fig_recipe(name: str, column: str = "mean") -> float | int:
+    """A recipe's last epoch: a set's validation grid Dice, mean, loss, epochs."""
+    return _recipe_last(name)[column]
+
+
+@figure("curve-best")
+def _fig_curve_best() -> int:
+    """The epoch of the shipped model's highest mean validation grid Dice."""
+    curve = _shipped_metadata()["curve"]
+    means = [np.mean([v["dice"] for v in p["validation"].values() if v.get("dice") is not None])
+             for p in curve]
+    return int(curve[int(np.argmax(means))]["epoch"])
+
+
+def _dig(value: dict, keys: tuple[str, ...]) -> float | int | None:
+    for key in keys:
+        value = value[key]
+    return value
+
+
+@figure("calib")
+def _fig_calib(kind: str, concept: str, *keys: str) -> float | int | None:
+    """A number of the shipped model's calibration: ``metadata.calibration[kind][concept]``
+    followed down ``keys``, e.g. ``calib box_margin "brain tumour" chosen``."""
+    return _dig(_shipped_metadata()["calibration"], (kind, concept, *keys))
+
+
+@figure("recipe-calib")
+def _fig_recipe_calib(name: str, kind: str, concept: str, *keys: str) -> float | int | None:
+    """``calib`` of a recipe's run (grounding/curves/<name>.json)."""
+    return _dig(_recipe_runs()[name]["calibration"], (kind, concept, *keys))
+
+
+@figure("presence")
+def _fig_presence(set_name: str, key: str) -> float | None:
+    """A presence statistic of a set (``_presence``): recall, not_found_empty, best,
+    not_found_others, threshold."""
+    return _presence(set_name)[key]
+
+
+@figure("presence-score")
+def _fig_presence_score(set_name: str, images: str, stat: str) -> float:
+    """min, median or max presence score of a set's held-out images with a target
+    (``present``) or without (``empty``)."""
+    return float(getattr(np, stat)(_presence(set_name)[images]))
+
+
+def _loso_draw_rows(folder: str, set_name: str, shots: str, draw: str | None) -> list[dict]:
+    return [r for r in _with_target(_loso_rows(folder), set_name)
+            if r["kind"] == "adapted" and r["shots"] == shots
+            and (draw is None or r["draw"] == draw)]
+
+
+@figure("loso")
+def _fig_loso(folder: str, set_name: str, shots: str) -> float:
+    """Mean over draws of a left-out set's ``shots``-shot mean Dice."""
+    return float(np.mean(_draw_means(_with_target(_loso_rows(folder), set_name), int(shots))))
+
+
+@figure("loso-text")
+def _fig_loso_text(folder: str, set_name: str) -> float:
+    rows = _with_target(_loso_rows(folder), set_name)
+    return float(np.mean([float(r["dice"]) for r in rows if r["kind"] == "text"]))
+
+
+@figure("loso-mean")
+def _fig_loso_mean(folder: str, shots: str) -> float:
+    """Mean over the left-out sets of ``loso``."""
+    return float(np.mean([_fig_loso(folder, name, shots) for name in SETS
+                          if _with_target(_loso_rows(folder), name)]))
+
+
+@figure("loso-met")
+def _fig_loso_met(folder: str) -> int:
+    return len(_loso_met(folder))
+
+
+@figure("loso-not-found")
+def _fig_loso_not_found(folder: str, set_name: str, shots: str, draw: str | None = None) -> float:
+    """Percent of a left-out set's images with a target answered "not found" (all draws, or
+    one: 0, 1, 2)."""
+    rows = _loso_draw_rows(folder, set_name, shots, draw)
+    return 100 * float(np.mean([r["found"] == "False" for r in rows]))
+
+
+@figure("loso-empty-not-found")
+def _fig_loso_empty_not_found(folder: str, set_name: str, shots: str) -> float:
+    """Percent of a left-out set's images without a target answered "not found" (all
+    draws)."""
+    rows = [r for r in _loso_rows(folder) if r["set"] == set_name and _true(r["gt_empty"])
+            and r["kind"] == "adapted" and r["shots"] == shots]
+    return 100 * float(np.mean([r["found"] == "False" for r in rows]))
+
+
+@figure("loso-found-dice")
+def _fig_loso_found_dice(folder: str, set_name: str, shots: str,
+                         draw: str | None = None) -> float:
+    """Mean Dice on a left-out set's images with a target that were found."""
+    rows = _loso_draw_rows(folder, set_name, shots, draw)
+    return float(np.mean([float(r["dice"]) for r in rows if r["found"] == "True"]))
+
+
+def _speed_run(label: str) -> dict:
+    return next(r for r in _speed_runs() if r["label"] == label)
+
+
+@figure("speed")
+def _fig_speed(label: str, path: str) -> float:
+    """A number of a speed run (speed/<label>.json) by its dotted key path."""
+    value = _speed_run(label)
+    for key in path.split("."):
+        value = value[key]
+    return value
+
+
+@figure("speed-ratio")
+def _fig_speed_ratio(label: str, kind: str) -> float:
+    """One of ``_speed_ratios``: segment, eval, fresh, salip."""
+    return _speed_ratios(_speed_run(label))[kind]
+
+
+@figure("weak-minutes")
+def _fig_weak_minutes(name: str) -> float:
+    """Training minutes of a weak-supervision model."""
+    return _weak_model(name)["train_seconds"] / 60
+
+
+@figure("weak-images")
+def _fig_weak_images(name: str) -> int:
+    """Training images a weak-supervision model learned from."""
+    return sum(item.get("used", True) for item in _weak_model(name)["data"])
+
+
+@figure("summary-over")
+def _fig_summary_over(method: str, key: str, stat: str) -> float:
+    """min, max, mean or median over the sets of a number of ``method``'s summary.json."""
+    values = [s[key] for name in SETS if (s := _summary(name, method))]
+    return float(getattr(np, stat)(values))
+
+
+@figure("weak-speedup")
+def _fig_weak_speedup(stat: str) -> float:
+    """min or max over the sets of the teacher's time per image over the U-Net's."""
+    ratios = [t["seconds_per_image"] / w["seconds_per_image"] for name in SETS
+              if (t := _summary(name, "weak-teacher")) and (w := _summary(name, "weak"))]
+    return float(getattr(np, stat)(ratios))
+
+
+@figure("paired")
+def _fig_paired(set_name: str, method: str, reference: str, part: str = "mean") -> float | None:
+    """Paired Dice difference ``method`` - ``reference`` (mean, low or high of its 95 %
+    bootstrap interval)."""
+    paired = _paired(set_name, method, reference)
+    return paired[("mean", "low", "high").index(part)] if paired else None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@figure("weak-teacher-shipped")
+def _fig_weak_teacher_shipped() -> int:
+    """How many sets' weak-supervision teacher runs used the shipped grounding heads (by the
+    heads' SHA-256 in the run's run.json)."""
+    shipped = _sha256(ROOT / "src" / "clipsam" / "data" / "grounding" / "heads.safetensors")
+    runs = [RESULTS / "eval" / name / "weak-teacher" / "run.json" for name in SETS]
+    return sum(json.loads(p.read_text())["settings"].get("file.text_model.heads.safetensors")
+               == shipped for p in runs if p.is_file())
+
+
+@figure("encoder")
+def _fig_encoder(option: str, value: str, column: str) -> float:
+    """A cell of encoder/options.csv (the row of ``option`` and ``value``)."""
+    row = next(r for r in _rows(RESULTS / "encoder" / "options.csv")
+               if r["option"] == option and r["value"] == value)
+    return float(row[column])
+
+
+@figure("int8")
+def _fig_int8(rank: str, column: str) -> float:
+    """A cell of encoder/sensitivity.csv, rows ranked by mean cosine (1 = lowest)."""
+    rows = sorted(_rows(RESULTS / "encoder" / "sensitivity.csv"),
+                  key=lambda r: float(r["cosine_mean"]))
+    return float(rows[int(rank) - 1][column])
+
+
+FIGURE = re.compile(r"<!-- fig:(?P<key>[\w-][^\n]*?) -->(?P<value>[+-]?\d+(?:\.\d+)?)?")
+FORMAT = re.compile(r"\+?\.\d+f")
+
+
+def figure_value(key: str) -> str:
+    """The text of the figure ``key`` (``FAMILY ARG ... [FORMAT]``)."""
+    tokens = shlex.split(key)
+    spec = tokens.pop() if len(tokens) > 1 and FORMAT.fullmatch(tokens[-1]) else None
+    family, *args = tokens
+    if family not in FIGURES:
+        raise ValueError(f"<!-- fig:{key} -->: no figure family {family!r} "
+                         f"(known: {', '.join(sorted(FIGURES))})")
+    try:
+        value = FIGURES[family](*args)
+    except (KeyError, IndexError, StopIteration, TypeError, OSError) as error:
+        raise ValueError(f"<!-- fig:{key} -->: {type(error).__name__}: {error}") from error
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise ValueError(f"<!-- fig:{key} -->: the result files give no value")
+    if isinstance(value, (bool, int, np.integer)):
+        return format(int(value), spec or "d")
+    return format(float(value), spec or ".3f")
+
+
 def render(text: str) -> str:
+    """``text`` with every table and figure rewritten from the result files."""
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table:{name} -->)",
                              re.S)
         if pattern.search(text):
             table = make()
             text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
-    return text
+    return FIGURE.sub(lambda m: f"<!-- fig:{m['key']} -->{figure_value(m['key'])}", text)
+
+
+# Decimal numbers allowed in prose without a figure marker: what is not a measurement of this
+# project. Each entry is a regular expression and why; keep it short (tests check that every
+# entry is still used).
+ALLOWED: tuple[tuple[str, str], ...] = (
+    (r"\b\d+\.\d+\.\d+\b", "a version number (torch 2.13.0)"),
+    (r"Python 3\.\d+", "a Python version"),
+    (r"arXiv \d{4}\.\d{5}", "an arXiv identifier"),
+    (r"Apache-2\.0|CC BY 4\.0", "a licence's name"),
+    (r"MedCLIP-SAMv2 0\.76-0\.78 and SaLIP 0\.44-0\.63", "published figures, cited"),
+)
+DECIMAL = re.compile(r"(?<![\w.])(?:\d*\.\d+(?:e-?\d+)?|\d+e-\d+)")
+
+
+def _blank(pattern: re.Pattern | str, text: str, flags: int = 0) -> str:
+    """``text`` with every match of ``pattern`` replaced by its newlines (lines keep their
+    numbers)."""
+    return re.sub(pattern, lambda m: "\n" * m.group(0).count("\n"), text, flags=flags)
+
+
+def _blank_indented_code(text: str) -> str:
+    """``text`` without Markdown's indented code blocks (4 spaces, after a blank line)."""
+    lines, code = text.split("\n"), False
+    for i, line in enumerate(lines):
+        code = line.startswith("    ") and (code or i == 0 or not lines[i - 1].strip())
+        if code:
+            lines[i] = ""
+    return "\n".join(lines)
+
+
+def unmarked_decimals(text: str) -> list[tuple[int, str, str]]:
+    """(line number, number, line) of every decimal number in ``text`` that is not in a
+    generated table, a figure, code (commands, options and names, as typed) or an ``ALLOWED``
+    phrase."""
+    rest = _blank(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", text, re.S)
+    rest = _blank(r"```.*?```", rest, re.S)
+    rest = _blank_indented_code(rest)
+    rest = _blank(r"`[^`]+`", rest)
+    rest = _blank(FIGURE, rest)
+    rest = _blank(r"<!--.*?-->", rest, re.S)
+    for pattern, _ in ALLOWED:
+        rest = _blank(pattern, rest)
+    lines = text.split("\n")
+    return [(i + 1, m.group(0), lines[i]) for i, line in enumerate(rest.split("\n"))
+            for m in DECIMAL.finditer(line)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if a document differs from the result "
+                             "files or holds an unmarked decimal")
     args = parser.parse_args()
-    current = DOC.read_text()
-    new = render(current)
-    if args.check:
+    status = 0
+    for doc in DOCS:
+        name = os.path.relpath(doc, ROOT)
+        current = doc.read_text()
+        new = render(current)
         if new != current:
-            print("docs/BENCHMARKS.md differs from docs/results: run scripts/make_tables.py")
-            return 1
-        return 0
-    DOC.write_text(new)
-    return 0
+            if args.check:
+                print(f"{name} differs from docs/results: run scripts/make_tables.py")
+                status = 1
+            else:
+                doc.write_text(new)
+        for line, number, _ in unmarked_decimals(new):
+            print(f"{name}:{line}: unmarked decimal {number}: mark it as a figure "
+                  "(<!-- fig:... -->), remove it, or add its phrase to ALLOWED with the reason")
+            status = 1
+    return status
 
 
 if __name__ == "__main__":
