@@ -155,7 +155,7 @@ class MapBoxRule:
     ``keep_fraction`` of the heaviest one's saliency mass are targets; with ``peak_fraction``
     > 0 each is tightened to the cells reaching that fraction of its own peak; at most
     ``max_boxes``, heaviest first. The defaults (every component, no tightening) measured best
-    on the held-out split among the candidates in docs/BENCHMARKS.md, section 2."""
+    on the held-out split among the candidates in docs/BENCHMARKS.md ("Map -> boxes")."""
 
     keep_fraction: float = 0.0
     peak_fraction: float = 0.0
@@ -226,7 +226,7 @@ class WeakTrainConfig:
     (negatives) and always train as background. ``uncertain_weight``: the loss weight of pixels
     where the teacher's own map and its mask disagree (1 = no down-weighting). The defaults
     (256 px, 40 epochs in 4 cosine cycles = 4 ensemble members, batch 8) train 200 images in
-    about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, section 5).
+    about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, "Weak supervision").
 
     ``network``: ``unet`` learns from the image itself, resized to ``size`` x ``size``, with
     a residual U-Net of ``features`` channels per level (needs no segmenter at inference);

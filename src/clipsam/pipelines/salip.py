@@ -88,7 +88,7 @@ class SalipPipeline:
         """(h, w) map of the prompt (dense grounding only). The descriptive sentences of the
         prompt library are not averaged in: they are what CLIP crops are scored against, while
         the built-in model's map is calibrated on the prompt (mean over the ensemble measured
-        worse on training images, docs/BENCHMARKS.md section 2)."""
+        worse on training images, docs/BENCHMARKS.md "SaLIP rules")."""
         return self.text_model.similarity_map(embedding, prompt)
 
     def relevant_boxes(
