@@ -10,7 +10,6 @@ package data. Lookup follows :mod:`clipsam.models.weights` (``--weights-dir``,
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,17 +92,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     entries = catalogue()
-    try:
-        if args.action == "list":
-            print_table(entries, args.weights_dir)
-            return 0
-        entry = entry_named(args.name, entries)
-        download = args.action == "fetch" and entry.downloadable
-        print(entry.locate(args.weights_dir, download))
+    if args.action == "list":
+        print_table(entries, args.weights_dir)
         return 0
-    except ClipsamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    entry = entry_named(args.name, entries)
+    download = args.action == "fetch" and entry.downloadable
+    print(entry.locate(args.weights_dir, download))
+    return 0
 
 
 def print_table(entries: list[ModelEntry], weights_dir: Path | None) -> None:
