@@ -134,7 +134,7 @@ def _with_subjects(root, subjects):
     return root
 
 
-def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
+def test_subset_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
                                                    monkeypatch):
     data = _with_subjects(tmp_path / "discs", [f"p{i // 2}" for i in range(16)])
     samples = list_samples(data)
@@ -153,7 +153,7 @@ def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter
 
     monkeypatch.setattr("clipsam.train.fit.fit_from_samples", fake_fit)
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
-                     str(tmp_path / "m"), "--part", "train", "--exclude", str(examples),
+                     str(tmp_path / "m"), "--subset", "train", "--exclude", str(examples),
                      "--lr", "0.5", "--cache", str(stand_in)])
     assert code == 0
     (used, recipe, kwargs), = calls
