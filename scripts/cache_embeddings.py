@@ -30,13 +30,13 @@ def main() -> None:
     parser.add_argument("sets", nargs="+", type=Path, help="set folders (images/, masks/)")
     parser.add_argument("--cache", type=Path, default=Path("runs/emb_cache"))
     parser.add_argument("--runtime", default="auto", help="auto, torch or onnx")
-    parser.add_argument("--part", choices=("all", "train", "test"), default="all",
+    parser.add_argument("--subset", choices=("all", "train", "test"), default="all",
                         help="only this part of the subject split (clipsam.io.splits)")
     args = parser.parse_args()
     per_set = [sorted(list_samples(folder), key=_shuffle_key)
                for folder in args.sets if (folder / "images").is_dir()]
     order = [s for row in itertools.zip_longest(*per_set) for s in row
-             if s is not None and args.part in ("all", split_of(s))]
+             if s is not None and args.subset in ("all", split_of(s))]
     encoded = encode_missing(order, args.cache, load_litemedsam(runtime=args.runtime))
     print(f"{len(order)} images, {encoded} encoded -> {args.cache}")
 
