@@ -96,19 +96,14 @@ def ordered_sets(folders: Sequence[Path], prompts: Sequence[str] | None = None
                  ) -> list[tuple[Path, str | None]]:
     """The ``--data`` folders with their prompts, in training order whatever order they were
     given in: the sets clipsam knows in the order of its ``concepts.json`` (the order the
-    shipped model was trained and recorded in), then any others by folder name. Refuses an
-    argument that is not a set folder, two sets of one name, and a prompt count that does not
-    match."""
+    shipped model was trained and recorded in), then any others by folder name. Refuses two
+    sets of one name and a prompt count that does not match."""
     from clipsam.errors import InputError
     from clipsam.train.captions import builtin_concepts
 
     if prompts is not None and len(prompts) != len(folders):
         raise InputError(f"give one --prompt per --data folder ({len(folders)}), "
                          f"got {len(prompts)}")
-    for folder in folders:
-        if not ((folder / "images").is_dir() and (folder / "masks").is_dir()):
-            raise InputError(f"--data {folder} is not a labelled set folder (it needs images/ "
-                             "and masks/)")
     names = [folder.name for folder in folders]
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
@@ -146,10 +141,11 @@ def run(args: argparse.Namespace) -> int:
         sets = ordered_sets(args.data, args.prompt)
         concepts, samples = {}, []
         for folder, prompt in sets:
+            set_samples = list_samples(folder)  # refuses a folder that is not a labelled set
             if prompt is None and folder.name not in known:
                 raise InputError(f"clipsam does not know the target of {folder}: give --prompt")
             concepts[folder.name] = concept_for(folder.name, prompt)
-            samples.extend(list_samples(folder))
+            samples.extend(set_samples)
         source = [str(folder) for folder, _ in sets]
     excluded_ids = _excluded_ids(args.exclude)
     excluded = {(s.set_name, s.subject) for s in samples if s.image_id in excluded_ids}
