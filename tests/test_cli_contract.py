@@ -145,7 +145,9 @@ def test_the_installed_entry_point_prints_no_traceback(paths):
 
 
 def every_action(parser: argparse.ArgumentParser, path: str = "clipsam"):
-    """(command path, action) for every action of the parser tree except -h."""
+    """(command path, action) for every action of the parser tree except -h; checks on the way
+    that each parser's --help renders (a stray % in a help text would break it)."""
+    assert parser.format_help()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():

@@ -48,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         metavar="OUT_DIR", help="folder for the masks, overlays and records "
                                                 "(files inside it are never taken as input)")
     parser.add_argument("--method", choices=sorted(PIPELINES), default="medclipsam",
-                        help="default %(default)s")
+                        help="method to run (default %(default)s; the README's 'What you get' "
+                             "says what each does)")
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
                         help="with --method weak or weak-box: the folder written by clipsam "
                              "weak-train")
