@@ -5,14 +5,14 @@
         --shots 1 5 10 --draws 3
 
 For every set S: the ``loso`` recipe is trained (``clipsam.train.fit.fit_from_samples``, what
-``clipsam finetune --recipe loso --part train`` runs) on ``--per-set`` images of the train part
+``clipsam finetune --recipe loso --subset train`` runs) on ``--per-set`` images of the train part
 of each *other* set;
 S's held-out images are then segmented from S's prompt alone ("text"), and after
 ``clipsam.train.adapt.adapt`` (what ``clipsam adapt`` runs) from k labelled images of S's train
 part, for several random draws of the k images (``--vector-only``: the concept vector without
 its feature probe; ``--bank-weight 0``: the negative bank only calibrates, as before
 2026-12-01; ``--views N``: N re-encoded augmented views of every shot learned from beside it).
-``--score-part train`` scores, to choose settings without held-out images, ``--limit`` images of
+``--subset train`` scores, to choose settings without held-out images, ``--limit`` images of
 S's train part that are not the draw's shots instead. Segmentation is the MedCLIP-SAM pipeline
 on the stored embeddings (``--embedding-cache``, the store ``clipsam eval`` and ``clipsam
 finetune`` use; missing ones are encoded), gated by presence (a "not found" on a present
@@ -91,11 +91,11 @@ def main() -> None:
                              "bank only calibrates, the adaptation before 2026-12-01)")
     parser.add_argument("--views", type=int, default=AdaptConfig.views,
                         help="re-encoded augmented views of every shot learned from beside it")
-    parser.add_argument("--score-part", choices=("test", "train"), default="test",
+    parser.add_argument("--subset", choices=("test", "train"), default="test",
                         help="score held-out images (test) or, to choose settings, train-part "
                              "images that are not the draw's shots")
     parser.add_argument("--limit", type=int, default=20,
-                        help="train-part images scored with --score-part train (a fixed hash "
+                        help="train-part images scored with --subset train (a fixed hash "
                              "order)")
     args = parser.parse_args()
     adapt_config = AdaptConfig(probe=not args.vector_only, bank_weight=args.bank_weight,
@@ -119,8 +119,8 @@ def main() -> None:
         prompt = concepts[left_out].target
         pool = [s for s in samples[left_out] if split_of(s) == "train"]
         scored = ([s for s in samples[left_out] if split_of(s) == "test"]
-                  if args.score_part == "test" else sorted(pool, key=_order))
-        limit = args.limit if args.score_part == "train" else None
+                  if args.subset == "test" else sorted(pool, key=_order))
+        limit = args.limit if args.subset == "train" else None
         runs = [("text", 0, 0, base, set())]
         for k in args.shots:
             for draw in range(args.draws):
@@ -145,7 +145,7 @@ def main() -> None:
         run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "recipe": args.recipe, "train_images_per_set": args.per_set,
                "shots": args.shots, "draws": args.draws, "left_out": left_out,
-               "scored": args.score_part if args.score_part == "test"
+               "scored": args.subset if args.subset == "test"
                else f"train part, {args.limit} images that are not shots",
                "adapt": asdict(adapt_config)}
         write_text_atomic(args.out / f"run_{left_out}.json", json.dumps(run, indent=1) + "\n")

@@ -32,15 +32,17 @@ def main() -> None:
     parser.add_argument("sets", nargs="+", type=Path, help="set folders (images/, masks/)")
     parser.add_argument("--embedding-cache", type=Path, default=Path("runs/emb_cache"),
                         metavar="DIR", help="the embedding store (default: %(default)s)")
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--part", choices=("all", "train", "test"), default="all",
+    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam",
+                        help="promptable segmenter whose embeddings are stored")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="engine of the segmenter (default: auto)")
+    parser.add_argument("--subset", choices=("all", "train", "test"), default="all",
                         help="only this part of the subject split (clipsam.io.splits)")
     args = parser.parse_args()
     per_set = [sorted(list_samples(folder), key=_shuffle_key)
                for folder in args.sets if (folder / "images").is_dir()]
     order = [s for row in itertools.zip_longest(*per_set) for s in row
-             if s is not None and args.part in ("all", split_of(s))]
+             if s is not None and args.subset in ("all", split_of(s))]
     segmenter = load_segmenter(ModelConfig(segmenter=args.segmenter, runtime=args.runtime,
                                            embedding_cache=args.embedding_cache))
     keys = store_images([s.image_path for s in order], segmenter.store, segmenter,

@@ -6,6 +6,11 @@ test fast."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -146,7 +151,7 @@ def _with_subjects(root, subjects):
     return root
 
 
-def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
+def test_subset_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
                                                    monkeypatch):
     data = _with_subjects(tmp_path / "discs", [f"p{i // 2}" for i in range(16)])
     samples = list_samples(data)
@@ -165,7 +170,7 @@ def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter
 
     monkeypatch.setattr("clipsam.train.fit.fit_from_samples", fake_fit)
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
-                     str(tmp_path / "m"), "--part", "train", "--exclude", str(examples),
+                     str(tmp_path / "m"), "--subset", "train", "--exclude", str(examples),
                      "--lr", "0.5", "--embedding-cache", str(stand_in)])
     assert code == 0
     (used, store, recipe, kwargs), = calls
@@ -178,3 +183,71 @@ def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter
     # the segmenter, keeping its embeddings in the one store (fit encodes what it lacks)
     assert kwargs["segmenter"].inner is segmenter and kwargs["segmenter"].store is store
     assert store.folder == stand_in
+
+
+def test_data_sets_train_in_one_order_whatever_the_command_line_order(tmp_path):
+    from clipsam.apps.cmd_finetune import ordered_sets
+    from clipsam.errors import InputError
+
+    folders = [make_set(tmp_path / name, count=1)
+               for name in ("zeta", "busi", "alpha", "hc18")]
+    expected = [tmp_path / n for n in ("hc18", "busi", "alpha", "zeta")]  # concepts.json first
+    assert [f for f, _ in ordered_sets(folders)] == expected
+    assert [f for f, _ in ordered_sets(folders[::-1])] == expected
+    # each prompt stays with its set
+    assert dict(ordered_sets(folders, ["z", "b", "a", "h"]))[tmp_path / "alpha"] == "a"
+    twin = make_set(tmp_path / "other" / "busi", count=1)
+    with pytest.raises(InputError, match="two --data sets are named busi"):
+        ordered_sets([*folders, twin])
+
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "src" / "clipsam" / "data" / "grounding" / "MODEL_CARD.md"
+
+
+def rebuild_command(document: Path) -> str:
+    """The ``clipsam finetune --recipe ...`` command of a document, its continued lines joined
+    and indentation dropped."""
+    lines = document.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.strip().startswith(".venv/bin/clipsam finetune --recipe"))
+    command = []
+    for line in lines[start:]:
+        command.append(line.strip().removesuffix("\\").strip())
+        if not line.rstrip().endswith("\\"):
+            return " ".join(command)
+    raise AssertionError(f"the command in {document} does not end")
+
+
+def brace_expand(word: str) -> list[str]:
+    """Bash's expansion of one ``prefix{a,b,c}suffix`` group (no nesting)."""
+    match = re.fullmatch(r"([^{}]*)\{([^{}]*)\}([^{}]*)", word)
+    if match is None:
+        assert "{" not in word and "}" not in word, word
+        return [word]
+    head, items, tail = match.groups()
+    return [head + item + tail for item in items.split(",")]
+
+
+def test_the_rebuild_command_reproduces_the_recorded_set_list(shared_data):
+    from clipsam.apps.cmd_finetune import _excluded_ids, ordered_sets
+    from clipsam.models.grounding import builtin_model_dir
+
+    readme, card = rebuild_command(REPO / "README.md"), rebuild_command(CARD)
+    assert readme == card
+    words = [w for word in shlex.split(card) for w in brace_expand(word)]
+    start = words.index("--data") + 1
+    end = next(i for i in range(start, len(words)) if words[i].startswith("-"))
+    given = [REPO / word for word in words[start:end]]
+    assert all(path.resolve().parent == shared_data.resolve() for path in given)
+    recorded = json.loads((builtin_model_dir() / "config.json").read_text())["metadata"]
+    for order in (given, given[::-1], sorted(given)):  # any command-line order
+        sets = [folder for folder, _ in ordered_sets(order)]
+        assert [os.path.relpath(f, REPO) for f in sets] == recorded["data"]
+    assert words[words.index("--recipe") + 1] == recorded["recipe"]
+    assert words[words.index("--subset") + 1] == recorded["part"]
+    examples = REPO / words[words.index("--exclude") + 1]
+    ids = _excluded_ids([examples])
+    hc18 = list_samples(shared_data / "hc18")
+    assert sorted(f"hc18/{s.subject}" for s in hc18 if s.image_id in ids) == \
+        recorded["excluded_subjects"]

@@ -8,8 +8,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsam.apps.options import add_threads
-from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
+from clipsam.apps.options import (
+    add_device,
+    add_runtime,
+    add_segmenter,
+    add_subset,
+    add_text_model,
+    add_threads,
+    add_weights_dir,
+    check_model_option,
+    positive_int,
+)
+from clipsam.config import ModelConfig, RunConfig
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
 
@@ -25,30 +35,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "OUT_DIR resumes a run made with the same settings (method, configuration, "
                     "model files, clipsam version) and refuses any other. Exit code 1 if any "
                     "image failed.")
-    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-    parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--prompt", default="", help="text prompt for text-prompted methods")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR",
+                        help="labelled set: images/, masks/ and optional meta.csv (subjects, "
+                             "pixel spacing)")
+    parser.add_argument("--method", required=True, choices=sorted(METHODS),
+                        help="method to score (gt-box: boxes around the expert mask, the "
+                             "upper bound of box prompts)")
+    parser.add_argument("-p", "--prompt", default="", metavar="TEXT",
+                        help="what to segment, for the methods that read text")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="only the first N images in sorted order")
     parser.add_argument("--out", type=Path, default=None, metavar="OUT_DIR",
                         help="output folder (default: runs/eval/<set>-<method>)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
+    add_runtime(parser)
+    add_segmenter(parser)
     parser.add_argument("--embedding-cache", type=Path, default=None, metavar="DIR",
                         help="keep image embeddings in DIR across runs (exact: a second method "
                              "or text model on the same images skips the encoder)")
-    parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    add_text_model(parser)
+    add_device(parser)
     add_threads(parser)
-    parser.add_argument("--weights-dir", type=Path, default=None)
+    add_weights_dir(parser)
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
                         help="with --method weak or weak-box: the folder written by clipsam "
                              "weak-train")
-    parser.add_argument("--subset", choices=("all", "test", "train"), default="all",
-                        help="only the 'test' or 'train' subjects of clipsam's subject-hash "
-                             "split; 'test' is refused when the text model was trained or "
-                             "calibrated on any of these images (by content, whatever the "
-                             "folder is called) or does not record which")
+    add_subset(parser, help="only the 'test' or 'train' subjects of clipsam's subject-hash "
+                            "split; 'test' is refused when the text model was trained or "
+                            "calibrated on any of these images (by content, whatever the "
+                            "folder is called) or does not record which")
     parser.add_argument("--allow-seen", action="store_true",
                         help="with --subset test: score images the text model saw anyway "
                              "(summary.json says how many)")
@@ -69,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.eval.harness import evaluate
     from clipsam.eval.methods import build_method
 
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    check_model_option(args.method, args.model)
     if args.allow_seen and args.subset != "test":
         raise InputError("--allow-seen only applies to --subset test")
     dataset = open_dataset(args.data_dir)
