@@ -148,35 +148,46 @@ def _per_image_dice(folder: Path) -> list[float]:
 
 def test_choose_scores_every_candidate_picks_the_best_and_records_what_it_used(tmp_path):
     data = tmp_path / "data"
-    write_set(data, "one")
-    write_set(data, "two", empty=(PARTS["calibration"][2],))
+    write_set(data, "hc18")
+    write_set(data, "busi", empty=(PARTS["calibration"][2],))
     setting = SETTINGS["map_box_rule"]
     by_rule = {"every-component": "half", "keep-0.3": "none", "largest-only": "half",
                "core-0.6": "full"}
     names = {v: k for k, v in setting.values.items()}
     method_for, built = scripted(lambda c: by_rule[names[c.medclipsam.box_rule]])
     out = tmp_path / "choices" / setting.name
-    record = choose(setting, data, {"one": "thing one", "two": "thing two", "three": "x"},
+    record = choose(setting, data, {"hc18": "thing one", "busi": "thing two", "isic_skin": "x"},
                     "calibration", out, progress=False, method_for=method_for)
 
     assert [c.medclipsam.box_rule for c in built] == list(setting.values.values())
     assert record["chosen"] == "core-0.6" and record["default"] == "every-component"
     assert record["chosen_value"] == dataclasses.asdict(setting.values["core-0.6"])
     assert record["subset"] == "calibration" and record["min_gain"] == setting.min_gain
-    assert record["images"] == {"one": sorted(PARTS["calibration"]),
-                                "two": sorted(PARTS["calibration"][:2])}
-    assert record["sets_left_out"] == ["three"]
+    assert record["images"] == {"hc18": sorted(PARTS["calibration"]),
+                                "busi": sorted(PARTS["calibration"][:2])}
+    assert record["sets_left_out"] == ["isic_skin"]
     assert record["model_files"]["segmenter/lite_medsam.pth"] == (
         run_identity(RunConfig()).files[0].sha256)
     for name, expected in {"every-component": 2 / 3, "keep-0.3": 0.0, "core-0.6": 1.0}.items():
         candidate = record["candidates"][name]
         assert candidate["mean_dice"] == pytest.approx(expected)
-        assert candidate["settings"] and candidate["by_set"]["two"]["n"] == 2
-        for set_name in ("one", "two"):
+        assert candidate["settings"] and candidate["by_set"]["busi"]["n"] == 2
+        for set_name in ("hc18", "busi"):
             folder = out / "calibration" / name / set_name
             assert np.mean(_per_image_dice(folder)) == pytest.approx(expected)
     written = json.loads((out / "choice.json").read_text())
     assert written.pop("versions")["clipsam"] and written == json.loads(json.dumps(record))
+
+    tables = _load("make_tables")
+    tables.RESULTS = tmp_path
+    lines = tables.table_choices().splitlines()
+    assert lines[0].startswith("| setting | candidate | hc18 | busi | mean over sets |")
+    assert "| `map_box_rule` | core-0.6 | 1.000 | 1.000 | 1.000 |" in lines[5]
+    assert lines[5].endswith("| **chosen** |") and lines[2].endswith("| default |")
+    assert "| `refine` | not chosen yet |" in lines[6]
+    assert ("`map_box_rule` (`MedClipSamConfig.box_rule`): chosen on calibration subjects "
+            "(never used for the grounding model's gradient steps), 5 images with a target in "
+            "2 sets") in lines[-1]
 
 
 def test_a_failed_image_counts_zero_and_a_small_gain_keeps_the_default(tmp_path):
@@ -211,9 +222,8 @@ def test_choose_refuses_held_out_images_before_running_anything(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("choose_settings",
-                                                  ROOT / "scripts" / "choose_settings.py")
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -225,7 +235,7 @@ def _script():
     (["--sets", "nowhere"], "no benchmark prompt for nowhere"),
 ])
 def test_the_script_ends_a_refused_choice_in_one_line(tmp_path, capsys, argv, message):
-    assert _script().main(["--data", str(tmp_path), "--out", str(tmp_path / "out"),
+    assert _load("choose_settings").main(["--data", str(tmp_path), "--out", str(tmp_path / "out"),
                            *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("choose_settings.py: error: ")
