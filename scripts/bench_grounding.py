@@ -10,6 +10,9 @@ embedding taken from ``--embedding-cache``, the store ``clipsam eval`` uses) and
 Writes ``candidates.csv`` (one row per candidate and image), ``presence.csv`` (the presence
 score of every test image for every built-in concept) and ``run.json``;
 ``scripts/make_tables.py`` turns them into the tables of docs/BENCHMARKS.md.
+
+This measures on held-out images; it chooses nothing. The map -> boxes rule and ``refine`` are
+chosen on calibration subjects by ``scripts/choose_settings.py`` (``clipsam.train.choices``).
 """
 
 from __future__ import annotations

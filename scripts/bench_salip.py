@@ -13,6 +13,10 @@ retrieved boxes. Candidates, each adding one change to the one before:
 cut), ``grown-boxes`` (each box also decoded grown by 20 % per side), ``prompt-map`` (the map of
 the prompt alone) and ``default`` (what the library does: the same, masks not cut). Writes
 ``candidates.csv`` (one row per candidate and image) and ``run.json``.
+
+The rules compared here that the library keeps as settings (the number of feature boxes, the
+grown boxes) are chosen by ``scripts/choose_settings.py`` (``clipsam.train.choices``) on
+calibration subjects; this script keeps the history of the other rules.
 """
 
 from __future__ import annotations

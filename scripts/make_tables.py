@@ -592,6 +592,46 @@ def table_weak_rules() -> str:
                    "weak Dice (n)", "weak-box Dice (n)"], body)
 
 
+CHOICE_SUBSETS = {"calibration": "calibration subjects (never used for the grounding model's "
+                                  "gradient steps)",
+                  "train": "train-part images (the grounding model trained on most of them)"}
+
+
+def table_choices() -> str:
+    """The settings chosen for every concept (scripts/choose_settings.py): each candidate's
+    mean Dice per set and over sets, its time, the default and the choice, from
+    ``choices/<setting>/choice.json``; a sentence per setting says on which images."""
+    from clipsam.train.choices import CHOICE_FILE, SETTINGS
+
+    records = {name: json.loads(path.read_text()) for name in SETTINGS
+               if (path := RESULTS / "choices" / name / CHOICE_FILE).is_file()}
+    sets = [s for s in SETS if any(s in r["images"] for r in records.values())]
+    body, notes = [], []
+    for name, setting in SETTINGS.items():
+        record = records.get(name)
+        if record is None:
+            body.append([f"`{name}`", "not chosen yet", *["-"] * (len(sets) + 3)])
+            continue
+        for candidate, c in record["candidates"].items():
+            mark = " / ".join(m for m, on in (("default", candidate == record["default"]),
+                                              ("**chosen**", candidate == record["chosen"]))
+                              if on)
+            body.append([f"`{name}`", candidate,
+                         *[_fmt(c["by_set"][s]["dice"]) if s in c["by_set"] else "-"
+                           for s in sets],
+                         _fmt(c["mean_dice"]), _fmt(c["seconds_per_image"], 2), mark or ""])
+        images = sum(len(ids) for ids in record["images"].values())
+        check = (f"; a check on at most {record['limit']} images per set, not a choice"
+                 if record["limit"] is not None else "")
+        notes.append(f"`{name}` (`{setting.field}`): chosen on "
+                     f"{CHOICE_SUBSETS[record['subset']]}, {images} images with a target in "
+                     f"{len(record['images'])} sets, on {record['date'][:10]}; default "
+                     f"`{record['default']}`, minimum gain {record['min_gain']:g}{check}.")
+    table = _table(["setting", "candidate", *sets, "mean over sets",
+                    "s/image (stored embeddings)", ""], body)
+    return "\n\n".join([table, *notes]) if notes else table
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -602,6 +642,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loso_select": table_loso_select,
     "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
+    "choices": table_choices,
 }
 
 
