@@ -123,3 +123,4 @@ def test_recipes_are_named():
     assert RECIPES["builtin"].train.crop == 64
     with pytest.raises(InputError, match="builtin"):
         recipe_named("fancy")
+

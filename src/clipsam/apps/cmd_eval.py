@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsam.apps.options import add_threads
+from clipsam.apps.options import add_presence, add_threads
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="keep image embeddings in DIR across runs (exact: a second method "
                              "or text model on the same images skips the encoder)")
     parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
+    add_presence(parser)
     parser.add_argument("--device", choices=DEVICES, default="auto")
     add_threads(parser)
     parser.add_argument("--weights-dir", type=Path, default=None)
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         segmenter=args.segmenter, runtime=args.runtime, device=args.device, threads=args.threads,
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
-        weak_model=args.model, keep_intermediates=args.save_intermediates)
+        weak_model=args.model, keep_intermediates=args.save_intermediates,
+        presence=args.presence)
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
     seen = seen_by_text_model(config, scope)
     if args.subset == "test" and seen:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsam.apps.options import add_threads
+from clipsam.apps.options import add_presence, add_threads
 from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
 from clipsam.errors import ClipsamError, InputError, require
 from clipsam.pipelines.registry import PIPELINES
@@ -51,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
     parser.add_argument("--text-model", default="builtin", metavar="DIR",
                         help="'builtin', a fine-tuned/adapted model folder or a CLIP name")
+    add_presence(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     add_threads(parser)
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         weak = method_spec(args.method).own_model
         config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                             runtime=args.runtime, device=args.device, threads=args.threads,
-                            keep_intermediates=weak,
+                            keep_intermediates=weak, presence=args.presence,
                             weights_dir=args.weights_dir, weak_model=args.model)
         if args.engine == "ray":
             require("ray", "--engine ray")
