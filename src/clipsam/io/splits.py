@@ -34,6 +34,12 @@ def calibration_of(sample: Sample, fraction: float = 0.15) -> bool:
     return _unit_hash(f"calibration/{sample.subject}") < fraction
 
 
+def fold_of(sample: Sample, folds: int) -> int:
+    """The cross-fitting fold (0 .. folds - 1) of the sample's subject: a third salted hash of
+    the subject alone, so every image of a subject, in every set, is in one fold."""
+    return min(int(_unit_hash(f"fold/{sample.subject}") * folds), folds - 1)
+
+
 def write_split(samples: Iterable[Sample], path: Path, test_fraction: float = 0.2) -> Path:
     """Write the split of ``samples`` as JSON."""
     split: dict[str, dict[str, list[str]]] = {}

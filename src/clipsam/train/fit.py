@@ -2,10 +2,11 @@
 
 Each image is read once to find (or make) its embedding in the embedding store
 (:mod:`clipsam.models.embedding_store`); training then memory-maps the stored features.
-Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads,
+Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads
+(and, when the recipe asks, the image-level presence heads, :mod:`clipsam.train.presence_head`),
 the rest (never used for gradient steps) give the validation curve and calibrate presence
-(every operating point) and mask sources. The model's metadata records the training and
-calibration subjects per set, the SHA-256 of their image files
+(the statistic and every operating point) and mask sources. The model's metadata records the
+training and calibration subjects per set, the SHA-256 of their image files
 (:mod:`clipsam.eval.seen`, so that evaluation can tell which images a model has seen under any
 name), the recipe, the curve and the calibration figures.
 """
@@ -35,6 +36,7 @@ from clipsam.train.calibrate import (
 )
 from clipsam.train.captions import Concept
 from clipsam.train.negative_bank import BANK_FILE, build_bank
+from clipsam.train.presence_head import fit_presence_heads
 from clipsam.train.recipes import Recipe
 from clipsam.train.region_data import build_region_data
 from clipsam.train.trainer import train_heads
@@ -122,6 +124,10 @@ def fit_from_samples(
                                validation=calibration)
     calibration_info: dict = {"images": len(calibration) if calibration is not None else 0}
     presence: dict = {"presence": PresenceRule(top_k=recipe.train.top_k)}
+    if recipe.presence_head is not None and calibration is not None:
+        presence["presence_heads"], calibration_info["presence_head"] = fit_presence_heads(
+            GroundingModel(heads, **presence, text_encoder=encoder), train,
+            recipe.presence_head)
     model = GroundingModel(heads, **presence, text_encoder=encoder,
                            concept_phrases=concept_phrases(train.concepts))
     sources: dict[str, str] = {}
