@@ -395,6 +395,15 @@ class GroundingModel:
         None."""
         return self.match(text).concept
 
+    def operating_points(self, concept: str | None) -> dict[str, float]:
+        """The threshold of every operating point this model has for ``concept`` (None: a
+        prompt that reached no concept): ``recall`` always, the others where calibrated."""
+        key = concept or ""
+        has_others = self.presence.balanced is not None and (
+            key in self.concept_points or key not in self.concept_thresholds)
+        return {p: self.threshold_at(concept, p) for p in PRESENCE_POINTS
+                if p == "recall" or has_others}
+
     def threshold_for(self, text: str, point: str = "recall") -> float:
         """The prompt's concept's calibrated threshold at ``point``, else the model-wide one."""
         return self.threshold_at(self.concept_of(text), point)
