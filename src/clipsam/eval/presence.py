@@ -125,13 +125,14 @@ def presence_curves(rows: Sequence[dict[str, Any]], concepts: Mapping[str, Any],
             "sets": sorted(own), "left_out_sets": sorted(excluded),
             "n_present": int(positives.size), "n_empty": int(groups[0].size),
             "n_other_sets": int(groups[1].size),
-            "auc_empty": _round(auc(positives, groups[0])),
-            "auc_other_sets": _round(auc(positives, groups[1])),
-            "auc": _round(group_auc(positives, groups)),
-            "points": {p: {k: _round(v) for k, v in line.items() if k != "point"}
+            "auc_empty": rounded(auc(positives, groups[0])),
+            "auc_other_sets": rounded(auc(positives, groups[1])),
+            "auc": rounded(group_auc(positives, groups)),
+            "points": {p: {k: rounded(v) for k, v in line.items() if k != "point"}
                        for p in mine for line in lines if line["threshold"] == mine[p]}}
     return curve, summary
 
 
-def _round(value: float | None) -> float | None:
+def rounded(value: float | None) -> float | None:
+    """A figure as reports keep it: 4 decimals (None stays None)."""
     return None if value is None else round(float(value), 4)

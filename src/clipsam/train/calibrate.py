@@ -37,7 +37,7 @@ import numpy as np
 
 from clipsam.config import PRESENCE_POINTS, MedClipSamConfig
 from clipsam.eval.metrics import dice
-from clipsam.eval.presence import group_auc, not_found_rate, recall_at
+from clipsam.eval.presence import group_auc, not_found_rate, recall_at, rounded
 from clipsam.io.image import segmenter_input
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
@@ -103,6 +103,12 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
+def _midpoint(low: float, high: float) -> float:
+    """The point half-way between two scores in logits, in ``(low, high]``."""
+    middle = float(1 / (1 + np.exp(-0.5 * (_logit(low) + _logit(high)))))
+    return middle if low < middle <= high else high
+
+
 def place_threshold(positives: np.ndarray, negatives: np.ndarray, recall: float,
                     negative_quantile: float) -> tuple[float, str | None]:
     """The "not found" threshold from presence scores of images with and without the target.
@@ -120,13 +126,7 @@ def place_threshold(positives: np.ndarray, negatives: np.ndarray, recall: float,
     if q >= point:
         return point, (f"images without the target overlap the targets ({negative_quantile:.0%} "
                        f"of them score below {q:.3f}, above the recall point {point:.3f})")
-    return float(1 / (1 + np.exp(-0.5 * (_logit(q) + _logit(point))))), None
-
-
-def _midpoint(low: float, high: float) -> float:
-    """The point half-way between two scores in logits, in ``(low, high]``."""
-    middle = float(1 / (1 + np.exp(-0.5 * (_logit(low) + _logit(high)))))
-    return middle if low < middle <= high else high
+    return _midpoint(q, point), None
 
 
 def balanced_threshold(positives: np.ndarray, negatives: Sequence[np.ndarray]) -> float:
@@ -185,9 +185,9 @@ def separation(positives: np.ndarray, negatives: Sequence[np.ndarray]) -> float 
 def point_report(points: dict[str, float], positives: np.ndarray,
                  negatives: Sequence[np.ndarray]) -> dict[str, dict]:
     """Per operating point: its threshold, the recall and each group's "not found" rate."""
-    return {point: {"threshold": round(t, 4), "recall": _round(recall_at(positives, t)),
-                    "not_found_empty": _round(not_found_rate(negatives[:1], t)),
-                    "not_found_other_sets": _round(not_found_rate(negatives[1:], t))}
+    return {point: {"threshold": round(t, 4), "recall": rounded(recall_at(positives, t)),
+                    "not_found_empty": rounded(not_found_rate(negatives[:1], t)),
+                    "not_found_other_sets": rounded(not_found_rate(negatives[1:], t))}
             for point, t in points.items()}
 
 
@@ -270,7 +270,7 @@ def calibrate_presence(model: GroundingModel, data: RegionData,
                                 "(no calibration image with or without the target): map used")
             statistics[name] = statistic
         positives, *negatives = (scores[statistic][r, c] for r in rows)
-        entry = {"statistic": statistic, "auc": {s: _round(v) for s, v in aucs.items()},
+        entry = {"statistic": statistic, "auc": {s: rounded(v) for s, v in aucs.items()},
                  "n_present": int(positives.size), "n_empty": int(negatives[0].size),
                  "n_other_sets": int(negatives[1].size)}
         if positives.size:
@@ -286,9 +286,6 @@ def calibrate_presence(model: GroundingModel, data: RegionData,
     return PresenceCalibration(overall, points, statistics, report,
                                point_report(overall, scores["map"][present], pooled), warnings)
 
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
 
 
 def _cases_with_target(

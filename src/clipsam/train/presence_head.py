@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from clipsam.eval.presence import group_auc
+from clipsam.eval.presence import group_auc, rounded
 from clipsam.io.splits import fold_of
 from clipsam.models.grounding.grid import valid_mask
 from clipsam.models.grounding.model import GroundingModel
@@ -160,10 +160,7 @@ def fit_presence_heads(model: GroundingModel, data: RegionData,
         scored = ~np.isnan(oof)
         entry.update(penalty=penalty,
                      oof_log_loss={str(p): round(v, 4) for p, v in losses.items()},
-                     oof_auc=_round(group_auc(oof[y & scored],
+                     oof_auc=rounded(group_auc(oof[y & scored],
                                               [oof[empty & scored], oof[others & scored]])))
     return heads, report
 
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
