@@ -124,3 +124,41 @@ def test_recipes_are_named():
         assert recipe_named(name) is recipe and recipe.name == name
     with pytest.raises(InputError, match="builtin"):
         recipe_named("fancy")
+
+
+def test_a_recipe_with_presence_heads_fits_them_and_calibrates_every_point(tmp_path):
+    from dataclasses import replace
+
+    from clipsam.train.presence_head import PresenceHeadConfig
+
+    held, kept = _subjects(2, 6, TINY.calibration_fraction)
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, [held[0], *kept[:5], held[1]], cache, empty=(3, 6))
+    write_labelled_set(tmp_path, "s1", 1, [held[1], *kept[2:6]], cache, seed=1)
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
+    recipe = replace(TINY, presence_head=PresenceHeadConfig(folds=2))
+    out = tmp_path / "model"
+    model = fit_from_samples(samples, synthetic_store(cache), concepts, recipe, out,
+                             encoder=HashEncoder(), progress=False)
+    info = model.metadata["calibration"]
+    # fitted on the training part: 5 + 4 images, s0's image 3 without its target
+    head = info["presence_head"]
+    assert head[NAMES[0]]["n_present"] == 4 and head[NAMES[0]]["n_empty"] == 1
+    assert head[NAMES[0]]["n_other_sets"] == 4 and "penalty" in head[NAMES[1]]
+    # each concept's statistic is chosen and recorded; only chosen heads are kept
+    for name in NAMES[:2]:
+        assert info["presence"][name]["statistic"] == model.statistic_of(name)
+        assert set(info["presence"][name]["auc"]) == {"map", "head"}
+    assert set(model.presence_heads) == set(model.presence_statistics)
+    assert set(model.presence_statistics.values()) <= {"head"}
+    # every operating point, per concept and model-wide, ordered
+    assert set(model.concept_points) == set(model.concept_thresholds) == set(NAMES[:2])
+    for name, points in model.concept_points.items():
+        assert model.concept_thresholds[name] <= points["balanced"] <= points["precision"]
+    assert model.presence.balanced is not None and model.presence.precision is not None
+    assert info["presence_model_wide"]["recall"]["threshold"] == pytest.approx(
+        model.presence.threshold, abs=1e-4)
+    loaded = load_grounding_model(out, text_encoder=HashEncoder())
+    assert loaded.concept_points == model.concept_points
+    assert loaded.presence_statistics == model.presence_statistics

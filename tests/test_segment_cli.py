@@ -288,3 +288,47 @@ def test_all_finds_every_trained_concept_and_writes_the_masks_of_those_found(wor
     with pytest.raises(SystemExit) as exit_code:
         word_cli(str(image), "--all", "-p", "lungs", "-o", str(out))
     assert exit_code.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+@pytest.fixture
+def points_cli(monkeypatch):
+    """``clipsam segment`` on the tiny grounding model of word_fakes with every operating
+    point: every concept found at recall (threshold 0), none at precision (threshold 1)."""
+    from word_fakes import word_model, word_segmenter
+
+    thresholds = dict.fromkeys(("breast tumour", "lungs", "brain tumour"), 0.0)
+    points = {name: {"balanced": 0.0, "precision": 1.0} for name in thresholds}
+    monkeypatch.setattr(clipsam.api, "Segmenter",
+                        lambda config: word_segmenter(config, word_model(thresholds,
+                                                                         points=points)))
+    return lambda *argv: main(["segment", "-q", *argv])
+
+
+def test_the_presence_operating_point_decides_not_found_and_is_recorded(points_cli, tmp_path,
+                                                                        capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    out = tmp_path / "out"
+    assert points_cli(str(image), "-p", "lungs", "-o", str(out)) == 0
+    lungs = json.loads((out / "scan.json").read_text())["results"][0]
+    assert lungs["found"] and lungs["decisions"]["presence_point"] == "recall"
+    assert lungs["decisions"]["threshold"] == 0.0
+    assert lungs["provenance"]["config"]["presence"] == "recall"
+    # another operating point is another setting: the image is redone, and not found
+    assert points_cli(str(image), "-p", "lungs", "-o", str(out), "--presence", "precision") == 0
+    assert "1 made with other settings, redone" in capsys.readouterr().out
+    lungs = json.loads((out / "scan.json").read_text())["results"][0]
+    assert not lungs["found"] and lungs["decisions"]["presence_point"] == "precision"
+    assert lungs["decisions"]["threshold"] == 1.0
+    assert lungs["decisions"]["presence"] < 1.0
+    assert points_cli(str(image), "--all", "-o", str(tmp_path / "all"),
+                      "--presence", "precision") == 0
+    assert "no trained target found" in capsys.readouterr().out
+
+
+def test_a_model_without_operating_points_refuses_them_in_one_line(word_cli, tmp_path, capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    assert word_cli(str(image), "-p", "lungs", "-o", str(tmp_path / "out"),
+                    "--presence", "balanced") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no 'balanced' presence point" in err
+    assert "--presence recall" in err

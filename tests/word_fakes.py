@@ -70,12 +70,17 @@ class TableEncoder:
         return np.asarray(out, np.float32).reshape(len(texts), DIM)
 
 
-def word_model(thresholds: dict[str, float] | None = None, seed: int = 0) -> GroundingModel:
+def word_model(thresholds: dict[str, float] | None = None, seed: int = 0,
+               points: dict[str, dict[str, float]] | None = None) -> GroundingModel:
     """Tiny random heads; three concepts with phrases, calibrated thresholds, lungs answered
-    from the map, a box margin for brain tumour; a model-wide threshold of 0.99."""
+    from the map, a box margin for brain tumour; a model-wide threshold of 0.99. With
+    ``points`` (per concept: its balanced and precision thresholds) the model has every
+    operating point (model-wide: 0.995 and 0.999)."""
     torch.manual_seed(seed)
+    rule = PresenceRule(2, 0.99, 0.995, 0.999) if points else PresenceRule(2, 0.99)
     return GroundingModel(
-        GroundingHeads(HEADS), PresenceRule(2, 0.99), concept_thresholds=thresholds or THRESHOLDS,
+        GroundingHeads(HEADS), rule, concept_points=points,
+        concept_thresholds=thresholds or THRESHOLDS,
         text_encoder=TableEncoder(),
         concept_phrases={"breast tumour": ["breast tumour", "breast mass"],
                          "brain tumour": ["brain tumour", "glioma"],
@@ -103,5 +108,6 @@ def word_segmenter(config: RunConfig | None = None, model: GroundingModel | None
     config = config or RunConfig()
     model = model or word_model()
     encoder = encoder or FeatureSegmenter()
-    return Segmenter(config, pipeline=MedClipSamPipeline(encoder, model, config.medclipsam),
+    return Segmenter(config, pipeline=MedClipSamPipeline(encoder, model, config.medclipsam,
+                                                         config.presence),
                      encoder=encoder, text=model)

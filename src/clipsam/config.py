@@ -197,11 +197,18 @@ class MedClipSamConfig:
     map_level: float | None = None
 
 
+PRESENCE_POINTS = ("recall", "balanced", "precision")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One way to run clipsam: the method, its models and its parameters.
 
     ``weak_model`` is the folder written by ``clipsam weak-train``, used by ``method="weak"``.
+    ``presence``: the operating point of "not found" (the grounding model's thresholds, each
+    calibrated per concept on held-out subjects): ``recall`` keeps 95 % of present targets,
+    ``balanced`` maximises balanced accuracy, ``precision`` answers "not found" on at least
+    90 % of the images without the target (:mod:`clipsam.train.calibrate`).
     """
 
     method: str = "medclipsam"
@@ -210,6 +217,12 @@ class RunConfig:
     medclipsam: MedClipSamConfig = field(default_factory=MedClipSamConfig)
     weak_model: Path | None = None
     keep_intermediates: bool = False
+    presence: str = "recall"
+
+    def __post_init__(self) -> None:
+        if self.presence not in PRESENCE_POINTS:
+            raise InputError(f"unknown presence operating point {self.presence!r}; use "
+                             f"{', '.join(PRESENCE_POINTS)}")
 
 
 NOT_FOUND_RULES = ("skip", "background")

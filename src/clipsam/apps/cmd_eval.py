@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from clipsam.apps.options import (
     add_device,
+    add_presence,
     add_runtime,
     add_segmenter,
     add_subset,
@@ -53,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="keep image embeddings in DIR across runs (exact: a second method "
                              "or text model on the same images skips the encoder)")
     add_text_model(parser)
+    add_presence(parser)
     add_device(parser)
     add_threads(parser)
     add_weights_dir(parser)
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         segmenter=args.segmenter, runtime=args.runtime, device=args.device, threads=args.threads,
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
-        weak_model=args.model, keep_intermediates=args.save_intermediates)
+        weak_model=args.model, keep_intermediates=args.save_intermediates,
+        presence=args.presence)
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
     seen = seen_by_text_model(config, scope)
     if args.subset == "test" and seen:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from clipsam.apps.options import (
     add_device,
+    add_presence,
     add_runtime,
     add_segmenter,
     add_text_model,
@@ -63,6 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "weak-train")
     add_segmenter(parser)
     add_text_model(parser)
+    add_presence(parser)
     add_runtime(parser)
     add_device(parser)
     add_threads(parser)
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     weak = method_spec(args.method).own_model
     config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
                         runtime=args.runtime, device=args.device, threads=args.threads,
-                        keep_intermediates=weak,
+                        keep_intermediates=weak, presence=args.presence,
                         weights_dir=args.weights_dir, weak_model=args.model)
     if args.engine == "ray":
         require("ray", "--engine ray")

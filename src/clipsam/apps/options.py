@@ -73,6 +73,18 @@ def add_device(parser: argparse.ArgumentParser, trains: bool = False) -> None:
                              + (TRAINED_NOTE if trains else ""))
 
 
+def add_presence(parser: argparse.ArgumentParser) -> None:
+    """``--presence recall|balanced|precision``: the "not found" operating point
+    (RunConfig.presence)."""
+    from clipsam.config import PRESENCE_POINTS
+
+    parser.add_argument("--presence", choices=PRESENCE_POINTS, default="recall",
+                        help="operating point of 'not found', calibrated per trained target on "
+                             "held-out subjects: recall (default) keeps 95%% of present "
+                             "targets; balanced maximises balanced accuracy; precision answers "
+                             "'not found' on at least 90%% of images without the target")
+
+
 def add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: the models' intra-op threads (ModelConfig.threads)."""
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",

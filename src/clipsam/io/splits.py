@@ -27,3 +27,10 @@ def calibration_of(sample: Sample, fraction: float = 0.15) -> bool:
     """Whether the sample's subject is held out of gradient steps to calibrate "not found"
     (the same subject-only hash as :func:`split_of`, salted so the two are independent)."""
     return _unit_hash(f"calibration/{sample.subject}") < fraction
+
+
+def fold_of(sample: Sample, folds: int) -> int:
+    """The cross-fitting fold (0 .. folds - 1) of the sample's subject: a third salted hash of
+    the subject alone, so every image of a subject, in every set, is in one fold."""
+    return min(int(_unit_hash(f"fold/{sample.subject}") * folds), folds - 1)
+

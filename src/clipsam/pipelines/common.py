@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from clipsam.errors import InputError
 from clipsam.models.image_text import DenseGrounding
 from clipsam.models.segmenter import ImageEmbedding, MaskPrediction, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
@@ -29,20 +30,34 @@ def embed_once(
         return segmenter.encode(image)
 
 
+def check_presence_point(text_model: object, point: str) -> None:
+    """Refuse a "not found" operating point other than ``recall`` for a text model that does
+    not calibrate them (it would change nothing), or one the model lacks."""
+    require = getattr(text_model, "require_point", None)
+    if require is not None:
+        require(point)
+    elif point != "recall":
+        raise InputError(f"the text model {getattr(text_model, 'name', text_model)!r} has no "
+                         f"presence operating points; '{point}' needs the built-in grounding "
+                         "model or one from clipsam finetune: use --presence recall")
+
+
 def ground_prompt(
-    text_model: DenseGrounding, embedding: ImageEmbedding, prompt: str
+    text_model: DenseGrounding, embedding: ImageEmbedding, prompt: str, point: str = "recall"
 ) -> tuple[str, bool, dict[str, Any]]:
     """(text to ground, whether its target is present, what the result records about it).
 
     A model that maps prompts to its trained concepts (``reach``, the built-in model) grounds
     the concept the prompt reaches on this image, so the concept's calibration follows, and
-    records the concept, its similarity, the candidates of an ambiguous prompt and the presence
-    score; any other dense model grounds the prompt as given.
+    records the concept, its similarity, the candidates of an ambiguous prompt, the presence
+    score and the threshold of the "not found" operating ``point``; any other dense model
+    grounds the prompt as given (``recall`` only, :func:`check_presence_point`).
     """
     reach = getattr(text_model, "reach", None)
     if reach is None:
+        check_presence_point(text_model, point)
         return prompt, bool(text_model.is_present(embedding, prompt)), {}
-    match = reach(embedding, prompt)
+    match = reach(embedding, prompt, point)
     return match.text, bool(match.present), match.decisions()
 
 

@@ -23,7 +23,13 @@ from clipsam.config import MedClipSamConfig
 from clipsam.models.image_text import DenseGrounding, ImageTextModel, SaliencyCapable
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, ground_prompt, not_found, segment_boxes
+from clipsam.pipelines.common import (
+    check_presence_point,
+    embed_once,
+    ground_prompt,
+    not_found,
+    segment_boxes,
+)
 from clipsam.pipelines.prompts import prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
 from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
@@ -46,11 +52,14 @@ class MedClipSamPipeline:
         segmenter: PromptableSegmenter,
         text_model: ImageTextModel,
         config: MedClipSamConfig | None = None,
+        presence: str = "recall",
     ) -> None:
         self.segmenter = segmenter
         self.text_model = text_model
         self.config = config or MedClipSamConfig()
         self.saliency_method = self._saliency_method()
+        check_presence_point(text_model, presence)
+        self.presence = presence
 
     def _saliency_method(self) -> str:
         wanted = self.config.saliency
@@ -147,7 +156,8 @@ class MedClipSamPipeline:
         text, reached = prompt, {}  # what is grounded: the concept the prompt reaches
         if self.saliency_method == "native":
             with timer("presence"):
-                text, present, reached = ground_prompt(self.text_model, embedding, prompt)
+                text, present, reached = ground_prompt(self.text_model, embedding, prompt,
+                                                       self.presence)
             if not present:
                 return replace(not_found(image.shape, prompt, self.name, timer, views),
                                decisions=reached)

@@ -161,13 +161,15 @@ class MethodSpec:
 def _medclipsam(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.medclipsam import MedClipSamPipeline
 
-    return MedClipSamPipeline(_need(models).segmenter, _need_text(models), config.medclipsam)
+    return MedClipSamPipeline(_need(models).segmenter, _need_text(models), config.medclipsam,
+                              config.presence)
 
 
 def _salip(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.salip import SalipPipeline
 
-    return SalipPipeline(_need(models).segmenter, _need_text(models), config.salip)
+    return SalipPipeline(_need(models).segmenter, _need_text(models), config.salip,
+                         config.presence)
 
 
 def _unprompted(config: RunConfig, models: Models | None) -> Pipeline:
@@ -263,5 +265,10 @@ def weak_model_reads_embedding(model_dir: Path) -> bool:
 
 def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:
     """The pipeline ``config.method`` names, on already loaded models (None for a method that
-    runs its own model folder)."""
-    return method_spec(config.method).build(config, models)
+    runs its own model folder). A "not found" operating point other than ``recall`` is refused
+    for a method that reads no text (it never decides presence)."""
+    spec = method_spec(config.method)
+    if config.presence != "recall" and not spec.reads_text:
+        raise InputError(f"method {config.method!r} reads no text and never answers 'not "
+                         f"found': --presence {config.presence} does not apply")
+    return spec.build(config, models)

@@ -25,7 +25,13 @@ from clipsam.models.grounding.grid import agreement, boxes_to_grid, mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, ground_prompt, not_found, segment_boxes
+from clipsam.pipelines.common import (
+    check_presence_point,
+    embed_once,
+    ground_prompt,
+    not_found,
+    segment_boxes,
+)
 from clipsam.pipelines.crops import crop_proposal
 from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
@@ -68,10 +74,13 @@ class SalipPipeline:
         segmenter: PromptableSegmenter,
         text_model: ImageTextModel,
         config: SalipConfig | None = None,
+        presence: str = "recall",
     ) -> None:
         self.segmenter = segmenter
         self.text_model = text_model
         self.config = config or SalipConfig()
+        check_presence_point(text_model, presence)
+        self.presence = presence
         self.proposal_config = self.config.proposals or default_config(segmenter)
 
     def crop_scores(self, image: np.ndarray, proposals: Proposals, texts: list[str]) -> np.ndarray:
@@ -141,7 +150,8 @@ class SalipPipeline:
         text, reached = prompt, {}  # what is grounded: the concept the prompt reaches
         if isinstance(self.text_model, DenseGrounding):
             with timer("presence"):
-                text, present, reached = ground_prompt(self.text_model, embedding, prompt)
+                text, present, reached = ground_prompt(self.text_model, embedding, prompt,
+                                                       self.presence)
             if not present:
                 return replace(not_found(image.shape, prompt, self.name, timer),
                                decisions=reached)

@@ -216,11 +216,17 @@ def with_concept(model: GroundingModel, prompt: str, learned: LearnedConcept,
     # a level or margin calibrated for the base model's map of this name does not carry over
     levels = {k: v for k, v in model.map_levels.items() if k != key}
     margins = {k: v for k, v in model.box_margins.items() if k != key}
+    # nor do its other operating points, presence head and statistic
+    points = {k: v for k, v in model.concept_points.items() if k != key}
+    presence_heads = {k: v for k, v in model.presence_heads.items() if k != key}
+    statistics = {k: v for k, v in model.presence_statistics.items() if k != key}
     copy = GroundingModel(model.heads, model.presence, {**model.concepts, key: learned.vector},
                           thresholds, model._text_encoder, model._segmenter,
                           {**model.metadata, "adapted": adapted}, model.concept_phrases,
                           sources, concept_probes=probes, map_levels=levels,
-                          box_margins=margins, word_rule=model.word_rule)
+                          box_margins=margins, word_rule=model.word_rule,
+                          concept_points=points, presence_heads=presence_heads,
+                          presence_statistics=statistics)
     copy.source_dir = model.source_dir
     return copy
 

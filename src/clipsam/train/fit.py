@@ -2,11 +2,13 @@
 
 Each image is read once to find (or make) its embedding in the embedding store
 (:mod:`clipsam.models.embedding_store`); training then memory-maps the stored features.
-Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads,
-the rest (never used for gradient steps) give the validation curve and calibrate presence and
-mask sources. The model's metadata records the training and calibration subjects per set, the
-SHA-256 of their image files (:mod:`clipsam.eval.seen`, so that evaluation can tell which
-images a model has seen under any name), the recipe, the curve and the calibration figures.
+Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads
+(and, when the recipe asks, the image-level presence heads, :mod:`clipsam.train.presence_head`),
+the rest (never used for gradient steps) give the validation curve and calibrate presence
+(the statistic and every operating point) and mask sources. The model's metadata records the
+training and calibration subjects per set, the SHA-256 of their image files
+(:mod:`clipsam.eval.seen`, so that evaluation can tell which images a model has seen under any
+name), the recipe, the curve and the calibration figures.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from clipsam.train.calibrate import (
     calibrate_mask_sources,
     calibrate_presence,
     concept_phrases,
+    presence_settings,
 )
 from clipsam.train.captions import Concept
 from clipsam.train.negative_bank import BANK_FILE, build_bank
+from clipsam.train.presence_head import fit_presence_heads
 from clipsam.train.recipes import Recipe
 from clipsam.train.region_data import build_region_data
 from clipsam.train.trainer import train_heads
@@ -118,20 +122,24 @@ def fit_from_samples(
     encoder = encoder or SentenceEncoder()
     heads, curve = train_heads(train, recipe.train, out_dir, encoder, recipe.heads, progress,
                                validation=calibration)
-    model = GroundingModel(heads, PresenceRule(top_k=recipe.train.top_k), text_encoder=encoder,
-                           concept_phrases=concept_phrases(train.concepts))
     calibration_info: dict = {"images": len(calibration) if calibration is not None else 0}
-    thresholds: dict[str, float] = {}
+    presence: dict = {"presence": PresenceRule(top_k=recipe.train.top_k)}
+    if recipe.presence_head is not None and calibration is not None:
+        presence["presence_heads"], calibration_info["presence_head"] = fit_presence_heads(
+            GroundingModel(heads, **presence, text_encoder=encoder), train,
+            recipe.presence_head)
+    model = GroundingModel(heads, **presence, text_encoder=encoder,
+                           concept_phrases=concept_phrases(train.concepts))
     sources: dict[str, str] = {}
     levels: dict[str, float] = {}
     margins: dict[str, float] = {}
-    overall = 0.5
     if calibration is not None and calibration.has_target().any():
-        overall, thresholds, calibration_info["presence"], more = calibrate_presence(
-            model, calibration, recipe.calibrate)
-        warnings += more
-        model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
-                               concept_thresholds=thresholds, text_encoder=encoder,
+        result = calibrate_presence(model, calibration, recipe.calibrate)
+        calibration_info["presence"] = result.report
+        calibration_info["presence_model_wide"] = result.overall_report
+        warnings += result.warnings
+        presence = presence_settings(result, model)
+        model = GroundingModel(heads, **presence, text_encoder=encoder,
                                concept_phrases=concept_phrases(train.concepts))
         if segmenter is not None and captions is None:
             sources, calibration_info["mask_source"], more = calibrate_mask_sources(
@@ -161,8 +169,7 @@ def fit_from_samples(
         info["subjects"].setdefault(name, {"train": []})["calibration"] = subs
     for warning in warnings:
         print(f"warning: {warning}", flush=True)
-    model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
-                           concept_thresholds=thresholds, text_encoder=encoder, metadata=info,
+    model = GroundingModel(heads, **presence, text_encoder=encoder, metadata=info,
                            concept_phrases=concept_phrases(train.concepts), mask_sources=sources,
                            map_levels=levels, box_margins=margins)
     if out_dir is not None:

@@ -67,7 +67,9 @@ class ConceptMatch:
     untrained and is grounded by its own words), ``similarity`` that concept's similarity (or
     the nearest one's when none is reached), ``nearest`` the most similar concept and
     ``phrase`` its nearest phrase. ``candidates`` lists the concepts of an ambiguous prompt.
-    ``presence`` and ``threshold`` are set once the image was scored (:meth:`scored`)."""
+    ``presence`` and ``threshold`` are set once the image was scored
+    (:meth:`GroundingModel.reach`), with the operating ``point`` the threshold belongs to and
+    the ``statistic`` the score is (``map`` or ``head``)."""
 
     prompt: str
     concept: str | None
@@ -77,6 +79,8 @@ class ConceptMatch:
     candidates: tuple[Candidate, ...] = ()
     presence: float | None = None
     threshold: float | None = None
+    point: str | None = None
+    statistic: str | None = None
 
     @property
     def ambiguous(self) -> bool:
@@ -103,7 +107,8 @@ class ConceptMatch:
         """What a result records about the concept: ``concept`` (None when untrained) and
         ``concept_similarity``; the nearest concept and ``untrained`` when none was reached;
         the ``concept_candidates`` of an ambiguous prompt; the presence score and threshold
-        used."""
+        used, the operating point (``presence_point``) and the statistic scored
+        (``presence_statistic``)."""
         out: dict[str, Any] = {"concept": self.concept,
                                "concept_similarity": round(self.similarity, 4),
                                "concept_phrase": self.phrase if self.concept else None}
@@ -112,7 +117,8 @@ class ConceptMatch:
         if self.ambiguous:
             out["concept_candidates"] = [c.record() for c in self.candidates]
         if self.presence is not None:
-            out.update(presence=_rounded(self.presence), threshold=_rounded(self.threshold))
+            out.update(presence=_rounded(self.presence), threshold=_rounded(self.threshold),
+                       presence_point=self.point, presence_statistic=self.statistic)
         return out
 
 
