@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from clipsam.api import Segmenter, run_config
-from clipsam.eval.dataset import count_seen
+from clipsam.eval.seen import count_seen
 from clipsam.eval.word_measures import confusion_table, held_out, presence_rows, write_rows
 from clipsam.io.record import write_record_json
 from clipsam.train.captions import builtin_concepts
@@ -49,8 +49,9 @@ def main() -> None:
     table = confusion_table(rows)
     write_record_json(args.out / "table.json", {
         **table, "subset": "test", "limit": args.limit,
-        "seen_by_text_model": {d.name: count_seen(d, segmenter.text.metadata)
-                               for d in datasets},
+        "seen_by_text_model": {
+            d.name: count_seen([c.image_path for c in d], segmenter.text.metadata)
+            for d in datasets},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["scripts/bench_presence_confusion.py", *sys.argv[1:]]),
         "provenance": segmenter.provenance})

@@ -23,8 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from clipsam.api import Segmenter, run_config
-from clipsam.eval.dataset import count_seen
 from clipsam.eval.paraphrases import load_paraphrases
+from clipsam.eval.seen import count_seen
 from clipsam.eval.word_measures import (
     held_out,
     paraphrase_cases,
@@ -58,7 +58,7 @@ def main() -> None:
         dataset = datasets.get(set_of[concept])
         if dataset is None:
             continue
-        seen[dataset.name] = count_seen(dataset, segmenter.text.metadata)
+        seen[dataset.name] = count_seen([c.image_path for c in dataset], segmenter.text.metadata)
         rows += paraphrase_dice_rows(segmenter, dataset, concept, cases, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     write_rows(args.out / "rows.csv", rows)
