@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from clipsam.config import ModelConfig, RunConfig, VolumeConfig
-from clipsam.eval.dataset import count_seen, open_dataset, subject_subset
+from clipsam.eval.dataset import open_dataset, subject_subset
 from clipsam.eval.methods import build_method
+from clipsam.eval.seen import count_seen_volumes
 from clipsam.eval.stats import paired_difference
 from clipsam.eval.volumes import evaluate_volumes
 from clipsam.io.atomic import write_text_atomic
@@ -56,7 +57,7 @@ def main() -> None:
 
     dataset = subject_subset(open_dataset(args.data), "test")
     models = ModelConfig(text_model=args.text_model, runtime=args.runtime)
-    seen = count_seen(dataset, grounding_metadata(models) or {}, any_set=True)
+    seen = count_seen_volumes(dataset, grounding_metadata(models) or {})
     if seen:
         sys.exit(f"the text model was trained or calibrated on {seen} of these patients")
     with tempfile.TemporaryDirectory() as scratch:

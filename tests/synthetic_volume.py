@@ -8,7 +8,8 @@ NIfTI (written by :func:`write_example`).
 :class:`BrightSegmenter` encodes a plane as its brightness on a 16 x 16 grid (4 pixels a cell)
 and decodes a box as the pixels inside it brighter than ``DECODE_LEVEL`` (largest component);
 :class:`BrightGrounding` reads the same grid as the target's probability map, with presence the
-map's peak against threshold 0.5, and may carry a calibrated ``volume`` block.
+map's peak against threshold 0.5 (recorded in each answer's decisions, as the built-in model's
+concept match is), and may carry a calibrated ``volume`` block.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from clipsam.api import Segmenter
+from clipsam.models.grounding.words import ConceptMatch
 from clipsam.models.segmenter import Geometry, ImageEmbedding, MaskPrediction
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
 
@@ -116,6 +118,12 @@ class BrightGrounding:
 
     def is_present(self, embedding: ImageEmbedding, text: str) -> bool:
         return self.presence_score(embedding, text) >= self.threshold_for(text)
+
+    def reach(self, embedding: ImageEmbedding, text: str, point: str = "recall") -> ConceptMatch:
+        """The prompt as its own concept, scored on this image (presence and threshold)."""
+        return ConceptMatch(text, text, 1.0, text, text,
+                            presence=self.presence_score(embedding, text),
+                            threshold=self.threshold_for(text), point=point, statistic="map")
 
 
 CALIBRATED = {"smoothing": 1.0, "hold": 0.0, "reach": 2, "margin": 0.1, "cleanup": True}

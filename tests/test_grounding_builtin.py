@@ -50,7 +50,7 @@ def test_sentence_embeddings_are_reused_across_processes_without_the_transformer
     assert len(list((tmp_path / "text").rglob("*.npy"))) == 3
 
 
-def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
+def test_builtin_concepts_are_eleven_sets_whose_may_show_and_always_shows_name_others():
     concepts = builtin_concepts()
     assert len(concepts) == 11
     assert {"hc18", "busi", "cxr_lungs", "lgg_flair", "kvasir_polyp", "jsrt_heart",
@@ -60,9 +60,12 @@ def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
     for name, concept in concepts.items():
         assert set(concept.may_show) <= set(concepts) - {name}
         assert concept.target in concept.phrases
-    # sets labelling the same scans say so in both directions
-    assert "jsrt_heart" in concepts["cxr_lungs"].may_show
-    assert "cxr_lungs" in concepts["jsrt_heart"].may_show
+        assert set(concept.always_shows) <= set(concepts) - {name}
+        assert not set(concept.always_shows) & set(concept.may_show)
+    # every chest X-ray shows the lungs, the heart and the clavicles, whichever set it is from
+    chest = {"cxr_lungs", "jsrt_heart", "jsrt_clavicles"}
+    for name in chest:
+        assert set(concepts[name].always_shows) == chest - {name}
 
 
 def test_shipped_model_is_small_and_knows_its_training(encoder):

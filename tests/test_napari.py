@@ -138,6 +138,38 @@ def test_widget_reports_bad_input_on_one_line(qtbot):
     assert widget.run_button.isEnabled() and "lungs" not in viewer.layers
 
 
+def test_every_trained_target_from_one_encoder_pass_and_the_untrained_note(qtbot):
+    """The tiny grounding model of word_fakes through the library's pipeline: ticking "every
+    trained target" fills a Labels layer per concept found; a target that is not trained is
+    noted in the status line."""
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    viewer = ViewerModel()
+    image = sample_image(64, 64)
+    viewer.add_image(image, name="scan")
+    encoder = FeatureSegmenter()
+    segmenter = word_segmenter(RunConfig(keep_intermediates=True),
+                               word_model({"breast tumour": 0.0, "lungs": 0.0,
+                                           "brain tumour": 1.0}), encoder)
+    widget = SegmentWidget(viewer, segmenter_for=lambda method: segmenter)
+    qtbot.addWidget(widget)
+    widget.every_target.setChecked(True)
+    assert not widget.targets.isEnabled()
+    run_widget(qtbot, widget, "scan", "", "medclipsam")
+    status = widget.status.text()
+    assert status.startswith("found ") and "breast tumour (" in status and "lungs (" in status
+    api = segmenter.segment_all(image)
+    assert {r.prompt for r in api} == {"breast tumour", "lungs"}
+    for result in api:
+        assert np.array_equal(viewer.layers[result.prompt].data == 1, result.mask)
+    assert "brain tumour" not in viewer.layers and encoder.encoded == 1
+
+    widget.every_target.setChecked(False)
+    run_widget(qtbot, widget, "scan", "liver", "medclipsam")
+    assert widget.status.text() == ("liver: not found; 'liver' is not a trained target; "
+                                    "nearest: lungs (0.45); teach it with clipsam adapt")
+
+
 def test_manifest_names_the_widget():
     manifest = PluginManifest.from_file(MANIFEST)
     (widget,) = manifest.contributions.widgets

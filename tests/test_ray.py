@@ -13,13 +13,14 @@ from PIL import Image
 from clipsam.apps.batch import SegmentJob, collect_inputs, run_local
 from clipsam.config import RunConfig
 from clipsam.pipelines.provenance import run_identity
+from real_resources import import_or_skip
 from test_api import fake_segmenter, sample_image
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    ray = import_or_skip("ray", "pip install 'clipsam[ray]'")
+    import_or_skip("ray.data", "pip install 'clipsam[ray]'")
     tests_dir = str(Path(__file__).parent)
     path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -238,7 +240,7 @@ def test_the_volume_mode_is_a_run_option_and_part_of_the_settings_key():
         run_config("medclipsam", volume_mode="both")
 
 
-def test_the_evidence_is_what_the_slice_recorded_else_the_presence_method_else_found():
+def test_the_evidence_is_what_the_slice_recorded_else_whether_it_was_found():
     from clipsam.pipelines.volume import slice_evidence
 
     mask = np.ones((4, 4), bool)
@@ -247,25 +249,22 @@ def test_the_evidence_is_what_the_slice_recorded_else_the_presence_method_else_f
                                                                  "threshold": 0.4})
     plain = PipelineResult(mask=mask, found=True, boxes=np.zeros((0, 4)), scores=np.zeros(0),
                            prompt="p", method="m")
-
-    class Scoring:
-        def presence(self, embedding, prompt):
-            return 0.2, 0.3
-
-    assert slice_evidence(Scoring(), "e", "p", recorded) == SliceEvidence(0.7, 0.4, "score")
-    assert slice_evidence(Scoring(), "e", "p", plain) == SliceEvidence(0.2, 0.3, "score")
-    assert slice_evidence(object(), "e", "p", plain) == SliceEvidence(1.0, 0.5, "found")
-    assert slice_evidence(Scoring(), None, "p", plain).kind == "found"  # nothing to score
+    assert slice_evidence(recorded) == SliceEvidence(0.7, 0.4, "score")
+    assert slice_evidence(plain) == SliceEvidence(1.0, 0.5, "found")
+    assert slice_evidence(replace(plain, found=False)) == SliceEvidence(0.0, 0.5, "found")
 
 
-def test_salip_offers_the_same_presence_and_decodes_propagated_boxes_whole():
+def test_salip_records_the_presence_and_decodes_propagated_boxes_whole():
     from clipsam.pipelines.salip import SalipPipeline
     from synthetic_volume import BrightGrounding
 
     segmenter = BrightSegmenter()
     salip = SalipPipeline(segmenter, BrightGrounding())
-    embedding = segmenter.encode(volume_pixels()[3])
-    assert salip.presence(embedding, PROMPT) == (pytest.approx(230 / 255), 0.5)
+    plane = volume_pixels()[3]
+    embedding = segmenter.encode(plane)
+    decisions = salip.run(plane, PROMPT, embedding=embedding).decisions
+    assert decisions["presence"] == pytest.approx(230 / 255, abs=1e-3)
+    assert decisions["threshold"] == 0.5
     from clipsam.pipelines.timing import StageTimer
 
     mask, scores = salip.box_decoder(PROMPT)(embedding, np.array([[10, 10, 50, 50]]),

@@ -186,3 +186,44 @@ def test_clipsam_eval_scores_the_example_volume(tmp_path, monkeypatch, capsys):
     assert cli.main(["-q", "eval", str(EXAMPLE.parent), "--method", "bright",
                      "--voxel-units"]) == 2
     assert "--voxel-units only applies to a set of volumes" in capsys.readouterr().err
+
+
+def test_a_volume_counts_as_seen_by_its_patient_in_any_of_the_models_sets(tmp_path):
+    """A model trains on 2-D slices, so no volume file's digest is ever recorded: a volume is
+    seen when its patient is among the subjects the model lists for any set."""
+    from clipsam.apps.cmd_eval import seen_by_text_model
+    from clipsam.config import ModelConfig, RunConfig
+    from clipsam.eval.seen import count_seen, count_seen_volumes
+
+    root = tmp_path / "volumes"
+    shutil.copytree(EXAMPLE, root)
+    for folder in ("images", "masks"):
+        shutil.copy(root / folder / "phantom.nii.gz", root / folder / "other.nii.gz")
+    (root / "meta.csv").write_text("id,subject\nphantom,patient_a\nother,patient_b\n")
+    data = open_dataset(root)
+    metadata = {"subjects": {"flair_slices": {"train": ["patient_a"], "calibration": []}},
+                "image_sha256": {"flair_slices": []}}
+    assert count_seen([c.image_path for c in data], metadata) == 0  # content never matches
+    assert count_seen_volumes(data, metadata) == 1
+    assert count_seen_volumes(data, {"image_sha256": {}}) == 2  # no subjects: all may be seen
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"metadata": metadata}))
+    config = RunConfig(method="medclipsam", models=ModelConfig(text_model=str(model)))
+    assert seen_by_text_model(config, data, volumes=True) == 1
+    assert seen_by_text_model(config, data) == 0
+
+
+def test_the_builtin_model_saw_the_train_part_patients_of_lgg_volumes(shared_data):
+    """lgg_volumes holds lgg_flair's patients: the 10 of the train part count as seen, the 6 of
+    the test part (the volume benchmark's) do not."""
+    from clipsam.config import ModelConfig
+    from clipsam.eval.dataset import subject_subset
+    from clipsam.eval.seen import count_seen_volumes
+    from clipsam.pipelines.registry import grounding_metadata
+
+    metadata = grounding_metadata(ModelConfig())
+    data = open_dataset(shared_data / "lgg_volumes")
+    train, test = subject_subset(data, "train"), subject_subset(data, "test")
+    assert (len(train.cases), count_seen_volumes(train, metadata)) == (10, 10)
+    assert (len(test.cases), count_seen_volumes(test, metadata)) == (6, 0)

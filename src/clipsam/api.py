@@ -39,10 +39,13 @@ class SegmentResult:
     xyxy segmenter prompts in original pixels; for a volume they are (K, 5) rows
     ``(slice, x0, y0, x1, y1)``. ``provenance`` records the models, runtime, package versions,
     configuration and per-stage timings (seconds) that produced the mask; ``decisions`` the
-    settings the pipeline resolved for this prompt (calibrated mask source, map level, box
-    margin), which the configuration leaves to the model; a volume's also say, under
-    ``volume``, how it was made consistent along the slice axis (settings and where each came
-    from, runs of slices, propagated slices, dropped components).
+    settings the pipeline resolved for this prompt, which the configuration leaves to the
+    model: with the built-in model, the trained concept the prompt reached (``concept``, None
+    when untrained, and ``concept_similarity``; ``concept_candidates`` when the image decided
+    between several), its presence score and threshold, and the concept's calibrated mask
+    source, map level and box margin; a volume's also say, under ``volume``, how it was made
+    consistent along the slice axis (settings and where each came from, runs of slices,
+    propagated slices, dropped components).
     """
 
     mask: np.ndarray
@@ -55,6 +58,17 @@ class SegmentResult:
     provenance: dict[str, Any]
     intermediates: dict[str, Any] = field(default_factory=dict)
     decisions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def concept_note(self) -> str | None:
+        """``'X' is not a trained target; nearest: Y (0.41); teach it with clipsam adapt``
+        when the prompt reached no trained concept of the model (else None)."""
+        from clipsam.models.grounding.words import untrained_note
+
+        if not self.decisions.get("untrained"):
+            return None
+        return untrained_note(self.prompt, self.decisions.get("nearest_concept"),
+                              float(self.decisions.get("concept_similarity", 0.0)))
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-serialisable summary (everything but the mask pixels and intermediates)."""
@@ -270,6 +284,32 @@ class Segmenter:
                 decisions=dict(raw.decisions)))
         return results
 
+    def concepts(self) -> list[str]:
+        """Every trained and adapted concept of the text model (what :meth:`segment_all`
+        looks for)."""
+        names = list(getattr(self.text, "concept_names", None) or [])
+        if not names:
+            raise InputError(f"method {self.config.method!r} has no text model with trained "
+                             "concepts: finding every target needs the built-in grounding "
+                             "model or a fine-tuned or adapted one")
+        return names
+
+    def segment_all(self, image: Any, found_only: bool = True,
+                    progress: Callable[[int, int], None] | None = None) -> list[SegmentResult]:
+        """What is in this image: every trained and adapted concept (:meth:`concepts`), each
+        image plane encoded once; a volume is segmented as :meth:`segment` does it (every
+        concept decided along the slice axis, ``progress`` after each slice). The results of
+        the concepts found (every concept's with ``found_only=False``), those furthest above
+        their own "not found" threshold first (``decisions["presence"]`` and
+        ``decisions["threshold"]``; a volume, whose slices' scores differ, keeps the concepts'
+        order)."""
+        from clipsam.models.grounding.words import presence_support
+
+        results = self.segment(image, self.concepts(), progress=progress)
+        results = sorted(results, reverse=True, key=lambda r: presence_support(
+            r.decisions.get("presence"), r.decisions.get("threshold")))
+        return [r for r in results if r.found or not found_only]
+
     def segment_boxes(self, image: Any, boxes: Any, prompt: str = "boxes") -> SegmentResult:
         """The segmenter's mask for boxes a person drew on a 2-D image, labelled ``prompt``.
 
@@ -306,6 +346,15 @@ class Segmenter:
                              prompt=validate_prompt(prompt), method="boxes",
                              geometry=embedding.geometry,
                              provenance={**self.provenance, "timings": timings})
+
+
+def found_line(results: Sequence[SegmentResult]) -> str:
+    """What "every trained target" found, in one line: ``found lungs (0.93), heart (0.71)``
+    (presence scores, when recorded) or ``no trained target found``."""
+    found = [f"{r.prompt} ({r.decisions['presence']:.2f})"
+             if r.decisions.get("presence") is not None else r.prompt
+             for r in results if r.found]
+    return f"found {', '.join(found)}" if found else "no trained target found"
 
 
 def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:

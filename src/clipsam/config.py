@@ -155,7 +155,7 @@ class MapBoxRule:
     ``keep_fraction`` of the heaviest one's saliency mass are targets; with ``peak_fraction``
     > 0 each is tightened to the cells reaching that fraction of its own peak; at most
     ``max_boxes``, heaviest first. The defaults (every component, no tightening) measured best
-    on the held-out split among the candidates in docs/BENCHMARKS.md, section 2."""
+    on the held-out split among the candidates in docs/BENCHMARKS.md ("Map -> boxes")."""
 
     keep_fraction: float = 0.0
     peak_fraction: float = 0.0
@@ -237,12 +237,19 @@ class VolumeConfig:
             raise InputError(f"volume reach is a whole number of slices, got {self.reach}")
 
 
+PRESENCE_POINTS = ("recall", "balanced", "precision")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One way to run clipsam: the method, its models and its parameters.
 
     ``weak_model`` is the folder written by ``clipsam weak-train``, used by ``method="weak"``.
     ``volume`` says how volumes are segmented (slice by slice or consistently in 3-D).
+    ``presence``: the operating point of "not found" (the grounding model's thresholds, each
+    calibrated per concept on held-out subjects): ``recall`` keeps 95 % of present targets,
+    ``balanced`` maximises balanced accuracy, ``precision`` answers "not found" on at least
+    90 % of the images without the target (:mod:`clipsam.train.calibrate`).
     """
 
     method: str = "medclipsam"
@@ -252,6 +259,12 @@ class RunConfig:
     weak_model: Path | None = None
     keep_intermediates: bool = False
     volume: VolumeConfig = field(default_factory=VolumeConfig)
+    presence: str = "recall"
+
+    def __post_init__(self) -> None:
+        if self.presence not in PRESENCE_POINTS:
+            raise InputError(f"unknown presence operating point {self.presence!r}; use "
+                             f"{', '.join(PRESENCE_POINTS)}")
 
 
 NOT_FOUND_RULES = ("skip", "background")
@@ -268,7 +281,7 @@ class WeakTrainConfig:
     (negatives) and always train as background. ``uncertain_weight``: the loss weight of pixels
     where the teacher's own map and its mask disagree (1 = no down-weighting). The defaults
     (256 px, 40 epochs in 4 cosine cycles = 4 ensemble members, batch 8) train 200 images in
-    about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, section 5).
+    about 10 minutes on a 2-core CPU (docs/BENCHMARKS.md, "Weak supervision").
 
     ``network``: ``unet`` learns from the image itself, resized to ``size`` x ``size``, with
     a residual U-Net of ``features`` channels per level (needs no segmenter at inference);

@@ -8,16 +8,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsam.apps.options import add_threads
-from clipsam.config import (
-    DEVICES,
-    RUNTIMES,
-    SEGMENTERS,
-    VOLUME_MODES,
-    ModelConfig,
-    RunConfig,
-    VolumeConfig,
+from clipsam.apps.options import (
+    add_device,
+    add_presence,
+    add_runtime,
+    add_segmenter,
+    add_subset,
+    add_text_model,
+    add_threads,
+    add_weights_dir,
+    check_model_option,
+    positive_int,
 )
+from clipsam.config import VOLUME_MODES, ModelConfig, RunConfig, VolumeConfig
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
 
@@ -36,32 +39,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "same OUT_DIR resumes a run made with the same settings (method, "
                     "configuration, model files, clipsam version) and refuses any other. Exit "
                     "code 1 if any image failed.")
-    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-    parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--prompt", default="", help="text prompt for text-prompted methods")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR",
+                        help="labelled set: images/, masks/ and optional meta.csv (subjects, "
+                             "pixel spacing); or a set of volumes")
+    parser.add_argument("--method", required=True, choices=sorted(METHODS),
+                        help="method to score (gt-box: boxes around the expert mask, the "
+                             "upper bound of box prompts)")
+    parser.add_argument("-p", "--prompt", default="", metavar="TEXT",
+                        help="what to segment, for the methods that read text")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="only the first N images in sorted order")
     parser.add_argument("--out", type=Path, default=None, metavar="OUT_DIR",
                         help="output folder (default: runs/eval/<set>-<method>)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
+    add_runtime(parser)
+    add_segmenter(parser)
     parser.add_argument("--embedding-cache", type=Path, default=None, metavar="DIR",
                         help="keep image embeddings in DIR across runs (exact: a second method "
                              "or text model on the same images skips the encoder)")
-    parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    add_text_model(parser)
+    add_presence(parser)
+    add_device(parser)
     add_threads(parser)
-    parser.add_argument("--weights-dir", type=Path, default=None)
+    add_weights_dir(parser)
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL_DIR",
                         help="with --method weak or weak-box: the folder written by clipsam "
                              "weak-train")
-    parser.add_argument("--subset", choices=("all", "test", "train"), default="all",
-                        help="only the 'test' or 'train' subjects of clipsam's subject-hash "
-                             "split; 'test' is refused when the text model was trained or "
-                             "calibrated on any of these subjects (or does not say which)")
+    add_subset(parser, help="only the 'test' or 'train' subjects of clipsam's subject-hash "
+                            "split; 'test' is refused when the text model was trained or "
+                            "calibrated on any of these images (by content, whatever the "
+                            "folder is called; volumes by patient, in any of its sets) or "
+                            "does not record which")
     parser.add_argument("--allow-seen", action="store_true",
-                        help="with --subset test: score images whose subjects the text model "
-                             "saw anyway (summary.json says how many)")
+                        help="with --subset test: score images the text model saw anyway "
+                             "(summary.json says how many)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in OUT_DIR, dropping the results already there")
     parser.add_argument("--save-intermediates", action="store_true",
@@ -86,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.eval.harness import evaluate
     from clipsam.eval.methods import build_method
 
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    check_model_option(args.method, args.model)
     if args.allow_seen and args.subset != "test":
         raise InputError("--allow-seen only applies to --subset test")
     dataset = open_dataset(args.data_dir)
@@ -104,16 +113,19 @@ def run(args: argparse.Namespace) -> int:
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
         weak_model=args.model, keep_intermediates=args.save_intermediates,
-        volume=VolumeConfig(mode=args.volume_mode))
+        presence=args.presence, volume=VolumeConfig(mode=args.volume_mode))
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
-    seen = seen_by_text_model(config, scope, any_set=volumes)
+    seen = seen_by_text_model(config, scope, volumes)
     if args.subset == "test" and seen:
+        from clipsam.eval.seen import SEEN_KEY, SUBJECTS_KEY
         from clipsam.pipelines.registry import grounding_metadata
 
-        message = (f"the text model was trained on {seen} of these {len(scope)} images' "
-                   "subjects")
-        if "subjects" not in (grounding_metadata(config.models) or {}):
-            message += " (it does not list its training subjects, so all count as seen)"
+        key, kind = (SUBJECTS_KEY, "volumes' patients") if volumes else (SEEN_KEY, "images")
+        message = (f"the text model was trained or calibrated on {seen} of these {len(scope)} "
+                   f"{kind}")
+        if key not in (grounding_metadata(config.models) or {}):
+            message += (f" (it does not record the {'patients' if volumes else 'images'} it "
+                        "was trained on, so all count as seen)")
         if not args.allow_seen:
             raise InputError(f"{message}; use --allow-seen to score them anyway")
         print(f"warning: {message}; they are scored anyway (--allow-seen)", file=sys.stderr)
@@ -145,17 +157,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def seen_by_text_model(config: RunConfig, dataset: EvalDataset,
-                       any_set: bool = False) -> int | None:
-    """How many of ``dataset``'s images have a subject the method's grounding text model was
-    trained or calibrated on (all when it does not list its subjects; in any of its sets with
-    ``any_set``: a set of volumes holds 2-D sets' patients); None for a method that reads no
-    text or a CLIP-family text model (not knowable)."""
-    from clipsam.eval.dataset import count_seen
+                       volumes: bool = False) -> int | None:
+    """How many of ``dataset``'s images the method's grounding text model was trained or
+    calibrated on: 2-D image files by content, volumes by patient in any of its sets
+    (:mod:`clipsam.eval.seen`); all when it does not record which. None for a method that
+    reads no text or a CLIP-family text model (not knowable)."""
+    from clipsam.eval.seen import count_seen, count_seen_volumes
     from clipsam.pipelines.registry import PIPELINES, grounding_metadata
 
     spec = PIPELINES.get(config.method)
     metadata = grounding_metadata(config.models) if spec and spec.reads_text else None
-    return None if metadata is None else count_seen(dataset, metadata, any_set)
+    if metadata is None:
+        return None
+    if volumes:
+        return count_seen_volumes(dataset, metadata)
+    return count_seen([c.image_path for c in dataset], metadata)
 
 
 def _summary_line(summary: dict) -> str:

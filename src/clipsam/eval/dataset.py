@@ -12,10 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -162,31 +161,3 @@ def subject_subset(dataset: EvalDataset, part: str) -> EvalDataset:
         case for case in dataset.cases
         if split_of(Sample(dataset.name, case.id, subjects[case.id], case.image_path,
                            case.mask_path)) == part))
-
-
-def seen_subjects(metadata: Mapping[str, Any], set_name: str | None) -> frozenset[str] | None:
-    """The subjects of set ``set_name`` (of every set for None) a grounding model was trained
-    or calibrated on.
-
-    Read from its metadata's ``subjects``: ``{set: {"train": [ids], "calibration": [ids]}}``
-    (a set it does not list, it never saw). None when the metadata has no ``subjects``: the
-    model may have seen every subject.
-    """
-    subjects = metadata.get("subjects")
-    if not isinstance(subjects, Mapping):
-        return None
-    sets = subjects.values() if set_name is None else [subjects.get(set_name) or {}]
-    return frozenset(str(s) for parts in sets for part in ("train", "calibration")
-                     for s in parts.get(part, []))
-
-
-def count_seen(dataset: EvalDataset, metadata: Mapping[str, Any], any_set: bool = False) -> int:
-    """How many of ``dataset``'s cases show a subject (:func:`subjects_of`) that the grounding
-    model with ``metadata`` was trained or calibrated on: every case when its metadata does not
-    say. With ``any_set`` a subject seen in any of its sets counts (a set of volumes holds the
-    patients of 2-D sets: lgg_volumes those of lgg_flair)."""
-    seen = seen_subjects(metadata, None if any_set else dataset.name)
-    if seen is None:
-        return len(dataset.cases)
-    subjects = subjects_of(dataset)
-    return sum(subjects[case.id] in seen for case in dataset.cases)

@@ -26,8 +26,9 @@ from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.common import (
     BoxDecoder,
     box_decoder,
+    check_presence_point,
     embed_once,
-    grounding_presence,
+    ground_prompt,
     not_found,
     segment_boxes,
 )
@@ -53,11 +54,14 @@ class MedClipSamPipeline:
         segmenter: PromptableSegmenter,
         text_model: ImageTextModel,
         config: MedClipSamConfig | None = None,
+        presence: str = "recall",
     ) -> None:
         self.segmenter = segmenter
         self.text_model = text_model
         self.config = config or MedClipSamConfig()
         self.saliency_method = self._saliency_method()
+        check_presence_point(text_model, presence)
+        self.presence = presence
 
     def _saliency_method(self) -> str:
         wanted = self.config.saliency
@@ -140,13 +144,6 @@ class MedClipSamPipeline:
         return (coarse_mask(saliency, image, config=config),
                 level if method == "threshold" else None)
 
-    def presence(self, embedding: ImageEmbedding, prompt: str) -> tuple[float, float] | None:
-        """The presence score and "not found" threshold behind :meth:`run`'s presence check
-        (the built-in model's own map only; None otherwise). For volumes."""
-        if self.saliency_method != "native":
-            return None
-        return grounding_presence(self.text_model, embedding, prompt)
-
     def box_decoder(self, prompt: str) -> BoxDecoder | None:
         """How box prompts from another slice of a volume are decoded for ``prompt``: as the
         segmenter decodes this pipeline's own boxes; None when the concept's mask comes from the
@@ -166,25 +163,29 @@ class MedClipSamPipeline:
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
         views: dict = {}
+        text, reached = prompt, {}  # what is grounded: the concept the prompt reaches
         if self.saliency_method == "native":
             with timer("presence"):
-                present = self.text_model.is_present(embedding, prompt)
+                text, present, reached = ground_prompt(self.text_model, embedding, prompt,
+                                                       self.presence)
             if not present:
-                return not_found(image.shape, prompt, self.name, timer, views)
+                return replace(not_found(image.shape, prompt, self.name, timer, views),
+                               decisions=reached)
         with timer("saliency"):
-            saliency = self._saliency(image, embedding, prompt)
+            saliency = self._saliency(image, embedding, text)
         with timer("coarse_mask"):
-            coarse, level = self._coarse(saliency, image, prompt)
+            coarse, level = self._coarse(saliency, image, text)
             if coarse.shape != saliency.shape:
                 from skimage.transform import resize
 
                 saliency = resize(saliency, coarse.shape, order=1, anti_aliasing=False)
             targets, boxes = map_boxes(coarse, saliency, self.config.box_rule)
-        source = self._mask_source(prompt)
-        margin = self._box_margin(prompt) if source != "map" else 0.0
+        source = self._mask_source(text)
+        margin = self._box_margin(text) if source != "map" else 0.0
         if margin:
             boxes = expand_boxes(boxes, coarse.shape, fraction=margin)
-        decisions = {"mask_source": source, "coarse_level": level, "box_margin": margin}
+        decisions = {**reached, "mask_source": source, "coarse_level": level,
+                     "box_margin": margin}
         if keep_intermediates:
             views = {"saliency": saliency, "coarse_mask": coarse, "map_mask": targets,
                      "boxes": boxes, **decisions}

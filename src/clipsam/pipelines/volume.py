@@ -20,11 +20,12 @@ The rules (``consistent``), per prompt, with ``t`` the prompt's "not found" thre
   embedding (box propagation);
 * clean-up: 3-D components of the volume's mask with no voxel on a confident slice are dropped.
 
-A pipeline offers what this needs through two optional methods: ``presence(embedding, prompt)``
-(the score and threshold, or None; see :func:`slice_evidence`) and ``box_decoder(prompt)``
-(a :data:`~clipsam.pipelines.common.BoxDecoder` for boxes given from outside, or None when it
-decodes no boxes for the prompt). Without ``presence``, a slice's score is whether it was
-found; without a decoder, nothing is propagated.
+A slice's presence score and threshold are those its answer records in ``decisions``
+(``presence``, ``threshold``: the concept the prompt reached, at the run's presence operating
+point; see :func:`slice_evidence`); a pipeline that records none is scored by whether the slice
+was found. A pipeline decodes propagated boxes through an optional ``box_decoder(prompt)``
+method (a :data:`~clipsam.pipelines.common.BoxDecoder` for boxes given from outside, or None
+when it decodes no boxes for the prompt); without one, nothing is propagated.
 """
 
 from __future__ import annotations
@@ -125,22 +126,13 @@ class SliceEvidence:
     kind: str
 
 
-def slice_evidence(pipeline: Pipeline, embedding: ImageEmbedding | None, prompt: str,
-                   result: PipelineResult) -> SliceEvidence:
+def slice_evidence(result: PipelineResult) -> SliceEvidence:
     """The presence score and threshold the slice's answer recorded in its ``decisions``
-    (``presence``, ``threshold``), else the pipeline's ``presence`` method's, else whether the
-    slice's own answer found the target."""
+    (``presence``, ``threshold``), else whether the slice's own answer found the target."""
     recorded = result.decisions
     if recorded.get("presence") is not None and recorded.get("threshold") is not None:
         return SliceEvidence(float(recorded["presence"]), float(recorded["threshold"]), "score")
-    presence = getattr(pipeline, "presence", None)
-    answer = None
-    if presence is not None and embedding is not None:
-        answer = presence(embedding, prompt)
-    if answer is None:
-        return SliceEvidence(1.0 if result.found else 0.0, 0.5, "found")
-    score, threshold = answer
-    return SliceEvidence(float(score), float(threshold), "score")
+    return SliceEvidence(1.0 if result.found else 0.0, 0.5, "found")
 
 
 def decoder_for(pipeline: Pipeline, prompt: str) -> BoxDecoder | None:
@@ -379,7 +371,7 @@ def segment_volume(
             checkpoint()
             result = pipeline.run(plane, prompt, embedding=embedding,
                                   keep_intermediates=keep_intermediates)
-            tracker.add(embedding, result, slice_evidence(pipeline, embedding, prompt, result))
+            tracker.add(embedding, result, slice_evidence(result))
         yield index + 1
     outcomes = [tracker.finish() for tracker in per_prompt]
     first = outcomes[0]

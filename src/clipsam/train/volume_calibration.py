@@ -113,7 +113,7 @@ def volume_dice(
         plane = segmenter_input(image.slice(index))
         embedding = segmenter.encode(plane)
         result = pipeline.run(plane, prompt, embedding=embedding)
-        evidence = slice_evidence(pipeline, embedding, prompt, result)
+        evidence = slice_evidence(result)
         for tracker in trackers.values():
             tracker.add(embedding, result, evidence)
     return {key: dice(tracker.finish().mask, reference) for key, tracker in trackers.items()}
