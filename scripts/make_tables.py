@@ -629,6 +629,36 @@ def table_choices() -> str:
     return "\n\n".join([table, *notes]) if notes else table
 
 
+def table_cross_source() -> str:
+    """Found rates of the targets that other sources' images always show (and of the same
+    prompts on sets that cannot show them), per text model, from
+    ``cross_source/<model>/<target set>/<image set>/`` (``scripts/bench_cross_source.py``):
+    found / images, and the mean Dice of what was found against the image set's *own* target
+    (a shape check: the lungs overlap a JSRT heart mask little)."""
+    from clipsam.train.captions import builtin_concepts, cross_source_pairs
+
+    shown = {(t, i): s for t, i, s in cross_source_pairs(builtin_concepts())}
+    prompts = json.loads((ROOT / "scripts" / "benchmark_prompts.json").read_text())
+    body = []
+    for model in sorted(p.name for p in (RESULTS / "cross_source").iterdir() if p.is_dir()):
+        for folder in sorted((RESULTS / "cross_source" / model).glob("*/*/")):
+            target, image_set = folder.parent.name, folder.name
+            rows = _rows(folder / "per_image.csv")
+            found = [r for r in rows if _true(r["found"])]
+            overlap = np.mean([float(r["dice"] or 0) for r in found]) if found else None
+            expect = shown[(target, image_set)]
+            rate = len(found) / len(rows)
+            bar = (rate >= 0.95) if expect else (1 - rate >= 0.99)
+            body.append([model, f'"{prompts[target]}"', image_set,
+                         "always" if expect else "never", str(len(rows)),
+                         f"{len(found)} ({_fmt(rate, 2)})", _fmt(overlap),
+                         ("found >= 0.95: " if expect else "not found >= 0.99: ")
+                         + ("met" if bar else "not met")])
+    return _table(["text model", "prompt", "held-out images of", "shows the target",
+                   "images", "found (rate)", "Dice of found vs the set's own target", "bar"],
+                  body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -639,7 +669,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loso_select": table_loso_select,
     "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
-    "choices": table_choices,
+    "choices": table_choices, "cross_source": table_cross_source,
 }
 
 

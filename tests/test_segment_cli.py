@@ -328,7 +328,8 @@ def test_the_presence_operating_point_decides_not_found_and_is_recorded(points_c
 def test_a_model_without_operating_points_refuses_them_in_one_line(word_cli, tmp_path, capsys):
     image = write_png(tmp_path / "scan.png", sample_image(64, 64))
     assert word_cli(str(image), "-p", "lungs", "-o", str(tmp_path / "out"),
-                    "--presence", "balanced") == 1
+                    "--presence", "balanced") == 2  # a user error: the one error policy
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no 'balanced' presence point" in err
+    assert err.startswith("clipsam: error:")
     assert "--presence recall" in err
