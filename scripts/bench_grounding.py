@@ -1,15 +1,18 @@
 """Compare map -> boxes rules, box refinement and mask sources, and measure presence, on the
 held-out split, through the library's MedCLIP-SAM pipeline.
 
-    .venv/bin/python scripts/bench_grounding.py --data ../shared/data --cache runs/emb_cache \\
-        --out docs/results/grounding
+    .venv/bin/python scripts/bench_grounding.py --data ../shared/data \\
+        --embedding-cache runs/emb_cache --out docs/results/grounding
 
-Every test-split image (``clipsam.io.splits.split_of``) with a cached LiteMedSAM embedding is run
-through ``MedClipSamPipeline`` once per candidate configuration, with the cached embedding
-passed in (float16 on disk, so figures can differ from ``clipsam eval``'s in the third
-decimal). Writes ``candidates.csv`` (one row per candidate and image), ``presence.csv`` (the
-presence score of every test image for every built-in concept) and ``run.json``;
+Every test-split image (``clipsam.io.splits.split_of``) is encoded once by LiteMedSAM (or its
+embedding taken from ``--embedding-cache``, the store ``clipsam eval`` uses) and run through
+``MedClipSamPipeline`` once per candidate configuration, with that embedding passed in.
+Writes ``candidates.csv`` (one row per candidate and image), ``presence.csv`` (the presence
+score of every test image for every built-in concept) and ``run.json``;
 ``scripts/make_tables.py`` turns them into the tables of docs/BENCHMARKS.md.
+
+This measures on held-out images; it chooses nothing. The map -> boxes rule and ``refine`` are
+chosen on calibration subjects by ``scripts/choose_settings.py`` (``clipsam.train.choices``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clipsam.config import MapBoxRule, MedClipSamConfig
+from clipsam.config import MapBoxRule, MedClipSamConfig, ModelConfig
 from clipsam.eval.metrics import dice
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.image import segmenter_input
@@ -31,10 +34,9 @@ from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
 from clipsam.io.splits import split_of
 from clipsam.models.grounding import load_grounding_model
-from clipsam.models.sam import load_litemedsam
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
+from clipsam.pipelines.registry import load_segmenter
 from clipsam.train.captions import builtin_concepts
-from clipsam.train.embedding_cache import is_cached, load_embedding
 
 BASE = MedClipSamConfig()
 CANDIDATES: dict[str, MedClipSamConfig] = {
@@ -53,23 +55,24 @@ CANDIDATES: dict[str, MedClipSamConfig] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, default=Path("runs/emb_cache"))
+    parser.add_argument("--embedding-cache", type=Path, default=Path("runs/emb_cache"),
+                        metavar="DIR")
     parser.add_argument("--model", type=Path, default=None, help="default: the built-in model")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     args = parser.parse_args()
     concepts = builtin_concepts()
-    segmenter = load_litemedsam()
+    segmenter = load_segmenter(ModelConfig(embedding_cache=args.embedding_cache))
     model = load_grounding_model(args.model, segmenter=segmenter)
     pipelines = {name: MedClipSamPipeline(segmenter, model, CANDIDATES[name])
                  for name in args.candidates}
     samples = [s for name in sorted(concepts) if (args.data / name).is_dir()
                for s in list_samples(args.data / name)
-               if split_of(s) == "test" and is_cached(args.cache, s)]
+               if split_of(s) == "test"]
     rows, presence = [], []
     for sample in tqdm(samples, desc="held-out images"):
-        embedding = load_embedding(args.cache, sample)
         image = segmenter_input(read_image(sample.image_path))
+        embedding = segmenter.encode(image)
         reference = read_mask(sample.mask_path)
         prompt = concepts[sample.set_name].target
         for name, pipeline in pipelines.items():
@@ -95,7 +98,8 @@ def main() -> None:
            "model": str(args.model or "builtin"), "images": len(samples),
            "candidates": {n: repr(CANDIDATES[n]) for n in args.candidates},
            "command": "scripts/bench_grounding.py " + " ".join(
-               f"--{k} {v}" for k, v in (("data", args.data), ("cache", args.cache),
+               f"--{k} {v}" for k, v in (("data", args.data),
+                                          ("embedding-cache", args.embedding_cache),
                                           ("out", args.out)))}
     write_text_atomic(args.out / "run.json", json.dumps(run, indent=1) + "\n")
     print(f"wrote {args.out}: {len(samples)} images x {len(pipelines)} candidates")

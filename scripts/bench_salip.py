@@ -2,8 +2,8 @@
 then scored on held-out subjects by `scripts/bench_quality.sh`), through the library's
 SalipPipeline.
 
-    .venv/bin/python scripts/bench_salip.py --data ../shared/data --cache runs/train_emb \\
-        --out docs/results/salip
+    .venv/bin/python scripts/bench_salip.py --data ../shared/data \\
+        --embedding-cache runs/emb_cache --out docs/results/salip
 
 Per set, ``--per-set`` images with a target from the train part of the subject split (a seeded
 shuffle) are run once per proposal / map candidate; each run also scores the rule it replaced
@@ -13,6 +13,10 @@ retrieved boxes. Candidates, each adding one change to the one before:
 cut), ``grown-boxes`` (each box also decoded grown by 20 % per side), ``prompt-map`` (the map of
 the prompt alone) and ``default`` (what the library does: the same, masks not cut). Writes
 ``candidates.csv`` (one row per candidate and image) and ``run.json``.
+
+The rules compared here that the library keeps as settings (the number of feature boxes, the
+grown boxes) are chosen by ``scripts/choose_settings.py`` (``clipsam.train.choices``) on
+calibration subjects; this script keeps the history of the other rules.
 """
 
 from __future__ import annotations
@@ -57,12 +61,13 @@ class LibraryMap(SalipPipeline):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, default=Path("runs/train_emb"))
+    parser.add_argument("--embedding-cache", type=Path, default=Path("runs/emb_cache"),
+                        metavar="DIR")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per-set", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    models = load_models(ModelConfig(embedding_cache=args.cache, threads=1))
+    models = load_models(ModelConfig(embedding_cache=args.embedding_cache, threads=1))
     as_is = SalipConfig(proposals=replace(BOX_PROMPT_DEFAULTS, box_margins=(0.0,)))
     runs = {"as-is": LibraryMap(models.segmenter, models.text, as_is),
             "grown": LibraryMap(models.segmenter, models.text),

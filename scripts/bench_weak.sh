@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Weak supervision (issue #12) through the documented commands, as reported in
-# docs/BENCHMARKS.md section 5: for each set, `clipsam weak-train` labels the TRAIN part of the
-# subject split with the shipped text model (the teacher; expert masks are never read) and
-# trains the network; `clipsam eval --subset test` then scores the network alone (`weak`) and
-# its mask as box prompts for LiteMedSAM (`weak-box`) on held-out subjects, beside the teacher
-# itself (`medclipsam`, into weak-teacher/), all without stored embeddings so that the times
-# per image are what a user waits for, in one run on one machine.
+# docs/BENCHMARKS.md ("Weak supervision"): for each set, `clipsam weak-train` labels the TRAIN
+# part of the subject split with the shipped text model (the teacher; expert masks are never
+# read) and trains the network; `clipsam eval --subset test` then scores the network alone
+# (`weak`) and its mask as box prompts for LiteMedSAM (`weak-box`) on held-out subjects, beside
+# the teacher itself (`medclipsam`, into weak-teacher/), all without stored embeddings so that
+# the times per image are what a user waits for, in one run on one machine.
 #   bash scripts/bench_weak.sh DATA_ROOT [SET ...]
 #   bash scripts/bench_weak.sh DATA_ROOT --self-train SET ...
 #   bash scripts/bench_weak.sh DATA_ROOT --head [SET ...]

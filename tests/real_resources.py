@@ -1,5 +1,5 @@
-"""Real resources (model weights, evaluation data, the test browser): missing ones are a skip on
-a laptop and a failure in CI.
+"""Real resources (model weights, evaluation data, optional libraries, the test browser): missing
+ones are a skip on a laptop and a failure in CI.
 
 A test that needs such a resource gets it from a fixture here or calls :func:`skip_missing`
 when it is absent. Locally that is a skip, listed by ``pytest -rs``; with ``CI=true`` the hook
@@ -9,8 +9,10 @@ real-data tests. ``tests/conftest.py`` loads this module as a pytest plugin.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -22,6 +24,15 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def skip_missing(what: str) -> NoReturn:
     """Skip the current test because ``what`` (a model, a data set...) is not available."""
     pytest.skip(f"{MISSING}: {what}")
+
+
+def import_or_skip(module: str, install: str) -> ModuleType:
+    """``module`` imported, or :func:`skip_missing` naming how to ``install`` it (unlike
+    ``pytest.importorskip``, a failure in CI). Call it inside a test or fixture."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_missing(f"{module} not importable ({exc}): {install}")
 
 
 def in_ci() -> bool:

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from clipsam.io.labelled_sets import Sample
+from clipsam.models.embedding_store import EmbeddingStore, store_images
 from clipsam.models.grounding import HeadsConfig
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.train.captions import Concept
-from clipsam.train.region_data import RegionData
+from clipsam.train.region_data import RegionData, build_region_data
 from conftest import BoxFillingSegmenter
 
 FEATURES, GRID, SIZE = 16, 16, 64
@@ -92,19 +93,34 @@ def region_data(seed: int = 0, n: int = 24, count: int = 2, empty_every: int = 4
     if unknown is None:
         unknown = np.zeros((n, count), bool)
     return RegionData(features, np.stack(targets), np.ones((n, GRID, GRID), bool),
-                      np.asarray(index), unknown, concepts(count), tuple(samples),
+                      np.asarray(index), unknown, np.zeros_like(unknown), concepts(count),
+                      tuple(samples),
                       (GEOMETRY,) * n, "synthetic")
 
 
+def synthetic_store(folder: Path) -> EmbeddingStore:
+    """The embedding store in ``folder`` that :func:`write_labelled_set` fills."""
+    return EmbeddingStore(folder, "synthetic-features")
+
+
+def stored_region_data(samples: Sequence[Sample], folder: Path, concepts: dict[str, Concept],
+                       captions: Sequence[str] | None = None) -> RegionData:
+    """Region data of ``samples`` from their stored embeddings in ``folder``."""
+    store = synthetic_store(folder)
+    keys = store_images([s.image_path for s in samples], store)
+    return build_region_data(samples, keys, store, concepts, captions)
+
+
 def write_labelled_set(root: Path, set_name: str, concept: int, subjects: Sequence[str],
-                       cache_dir: Path, seed: int = 0, empty: Sequence[int] = ()) -> Path:
+                       store_dir: Path, seed: int = 0, empty: Sequence[int] = ()) -> Path:
     """A set folder ``root/set_name`` (images/, masks/, meta.csv with subjects; image i of
-    subject ``subjects[i]``) and the cached embeddings of its images, as
-    ``clipsam.train.embedding_cache`` stores them. Images listed in ``empty`` have no target."""
+    subject ``subjects[i]``) and the embeddings of its images in :func:`synthetic_store`
+    (``store_dir``). Images listed in ``empty`` have no target."""
     from PIL import Image
 
+    from clipsam.io.image import segmenter_input
     from clipsam.io.labelled_sets import list_samples
-    from clipsam.train.embedding_cache import save_embedding
+    from clipsam.io.read import read_image
 
     folder = Path(root) / set_name
     (folder / "images").mkdir(parents=True)
@@ -122,8 +138,10 @@ def write_labelled_set(root: Path, set_name: str, concept: int, subjects: Sequen
         targets.append(t)
     rows = "\n".join(f"{set_name}_{i:02d},{s}" for i, s in enumerate(subjects))
     (folder / "meta.csv").write_text(f"id,subject\n{rows}\n")
+    store = synthetic_store(store_dir)
     for sample, t in zip(list_samples(folder), targets, strict=True):
-        save_embedding(cache_dir, sample, embedding(features_with(t, concept, rng)))
+        key = store.key(segmenter_input(read_image(sample.image_path)))
+        store.save(key, embedding(features_with(t, concept, rng)))
     return folder
 
 

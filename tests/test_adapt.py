@@ -12,8 +12,18 @@ import torch
 
 from clipsam.apps import cli
 from clipsam.errors import InputError, WeightsError
+from clipsam.eval.seen import SEEN_KEY, count_seen
 from clipsam.models.grounding import GroundingModel, PresenceRule, load_grounding_model
-from clipsam.train.adapt import AdaptConfig, Shot, adapt, save_adapted, shot_views
+from clipsam.models.grounding.words import WordRule
+from clipsam.models.weights import sha256_of
+from clipsam.train.adapt import (
+    AdaptConfig,
+    Shot,
+    adapt,
+    adapt_from_folder,
+    save_adapted,
+    shot_views,
+)
 from clipsam.train.negative_bank import BANK_FILE, build_bank, load_bank
 from clipsam.train.trainer import TrainConfig, train_heads
 from conftest import BoxFillingSegmenter
@@ -178,6 +188,11 @@ def test_adapting_keeps_the_trained_concepts(base):
     assert adapted.mask_source_for(NAMES[1]) == "map"
     assert NEW not in base.concepts and NEW not in base.concept_thresholds  # base untouched
     assert adapted.heads is base.heads
+    # the adapted concept is one more concept that words reach, by the base model's rule
+    base.word_rule = WordRule(0.5, 0.01)
+    again, _ = adapt(base, _shots(2), NEW, BoxFillingSegmenter(), config=CONFIG)
+    assert again.word_rule == WordRule(0.5, 0.01) and NEW in again.concept_names
+    assert again.match(NEW.upper()).concept == NEW
 
 
 def test_an_adapted_model_saves_with_its_bank_and_adapts_again(base, base_dir, tmp_path):
@@ -219,6 +234,7 @@ def test_the_adapt_command_uses_negatives_and_writes_a_model(base_dir, tmp_path,
     assert entry["negatives"]["given"]["n"] == 3 and "bank" in entry["negatives"]
     assert model.threshold_for(NEW) == pytest.approx(entry["threshold"], abs=1e-4)
     assert (out / BANK_FILE).is_file()
+    assert SEEN_KEY not in model.metadata  # the base records no images: it may have seen any
     empty = tmp_path / "empty"
     empty.mkdir()
     code = cli.main(["-q", "adapt", str(labelled), "--prompt", NEW, "--shots", "3", "--base",
@@ -229,6 +245,28 @@ def test_the_adapt_command_uses_negatives_and_writes_a_model(base_dir, tmp_path,
                      "--views", "-1", "--out", str(tmp_path / "y")])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "views must be 0 or more" in error and "\n" not in error
+
+
+def test_an_adapted_model_adds_its_shots_and_negatives_to_the_images_it_saw(
+        base_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("clipsam.models.grounding.model.SentenceEncoder", HashEncoder)
+    labelled = write_labelled_set(tmp_path, "new", 2, ["a", "b", "c", "d"], tmp_path / "c")
+    negatives = write_labelled_set(tmp_path, "neg", 2, ["e", "f"], tmp_path / "c",
+                                   empty=(0, 1)) / "images"
+    base = load_grounding_model(base_dir, text_encoder=HashEncoder(),
+                                segmenter=ImageSegmenter(2))
+    base.metadata = {**base.metadata, SEEN_KEY: {"new": ["0" * 64], "old": ["1" * 64]}}
+    adapted, chosen, _ = adapt_from_folder(base, labelled, NEW, shots=2, negatives_dir=negatives,
+                                           config=replace(CONFIG, steps=5))
+    assert len(chosen) == 2
+    assert adapted.metadata[SEEN_KEY] == {
+        "new": sorted({"0" * 64, *(sha256_of(s.image_path) for s in chosen)}),
+        "negatives": sorted(sha256_of(p) for p in negatives.iterdir()),
+        "old": ["1" * 64]}
+    # what eval --subset test counts: the shots (not the other labelled images) and negatives
+    files = sorted((labelled / "images").iterdir())
+    assert count_seen(files, adapted.metadata) == 2
+    assert count_seen(negatives.iterdir(), adapted.metadata) == 2
 
 
 def _blind(model):

@@ -43,13 +43,13 @@ def test_list_shows_installed_and_missing(tmp_path, capsys):
 
 
 def test_path_and_fetch_errors_are_one_line(capsys):
-    assert main(["models", "path", "sam-vit-l"]) == 1
+    assert main(["models", "path", "sam-vit-l"]) == 2
     assert "sam_vit_l_0b3195.pth" in capsys.readouterr().err
-    assert main(["models", "fetch", "sam-vit-h"]) == 1
+    assert main(["models", "fetch", "sam-vit-h"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
+    assert len(err.splitlines()) == 1 and err.startswith("clipsam: error: ")
     assert "download failed" in err and "dl.fbaipublicfiles.com" in err
-    assert main(["models", "fetch", "no-such-model"]) == 1
+    assert main(["models", "fetch", "no-such-model"]) == 2
     assert "known models are" in capsys.readouterr().err
 
 

@@ -1,30 +1,110 @@
-"""docs/BENCHMARKS.md's tables are what scripts/make_tables.py makes of docs/results/."""
+"""The documents' tables and figures are what scripts/make_tables.py makes of docs/results/, and
+their prose holds no measured decimal that is not generated."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _make_tables():
+@pytest.fixture(scope="module")
+def tables():
     spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts/make_tables.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_every_table_is_generated_from_the_committed_results():
-    tables = _make_tables()
-    text = tables.DOC.read_text()
+def test_every_table_and_figure_is_generated_from_the_committed_results(tables):
+    texts = {doc.name: doc.read_text() for doc in tables.DOCS}
     for name in tables.TABLES:
-        assert f"<!-- table:{name} -->" in text, f"table {name} is not in the document"
-    assert tables.render(text) == text, "run scripts/make_tables.py"
+        holders = [d for d, text in texts.items() if f"<!-- table:{name} -->" in text]
+        assert len(holders) == 1, f"table {name} is in {holders or 'no document'}"
+    for doc, text in texts.items():
+        assert tables.render(text) == text, f"{doc}: run scripts/make_tables.py"
 
 
-def test_a_changed_table_is_written_between_its_markers(monkeypatch):
-    tables = _make_tables()
-    text = tables.DOC.read_text()
+def test_a_changed_table_is_written_between_its_markers(tables, monkeypatch):
+    text = tables.DOCS[0].read_text()
     monkeypatch.setitem(tables.TABLES, "quality", lambda: "| edited |")
     assert "| edited |" in tables.render(text)
+
+
+def test_a_figure_that_disagrees_with_the_files_is_rewritten(tables):
+    text = (ROOT / "README.md").read_text()
+    marker = tables.FIGURE.search(text)
+    assert marker and marker["value"], "the README has no marked figure"
+    edited = text[:marker.start("value")] + "0.12345" + text[marker.end("value"):]
+    assert tables.render(edited) == text
+
+
+def test_a_figure_is_formatted_as_its_marker_asks(tables):
+    text = "<!-- fig:issue-bar loso .1f -->9 and <!-- fig:issue-bar loso_sets -->"
+    assert tables.render(text) == ("<!-- fig:issue-bar loso .1f -->0.8 and "
+                                   "<!-- fig:issue-bar loso_sets -->6")
+
+
+def test_an_unknown_figure_is_an_error_that_names_it(tables):
+    with pytest.raises(ValueError, match="no-such-family"):
+        tables.render("<!-- fig:no-such-family hc18 -->0.5")
+    with pytest.raises(ValueError, match="issue-bar no_such_bar"):
+        tables.render("<!-- fig:issue-bar no_such_bar -->0.5")
+
+
+def test_no_document_holds_an_unmarked_decimal(tables):
+    found = [f"{doc.name}:{line}: {number} in {text.strip()!r}" for doc in tables.DOCS
+             for line, number, text in tables.unmarked_decimals(doc.read_text())]
+    assert not found, "mark these figures or remove them:\n" + "\n".join(found)
+
+
+def test_unmarked_decimals_are_found_outside_tables_code_figures_and_allowed_phrases(tables):
+    text = "\n".join([
+        "Dice 0.93 here,",                                       # 1: unmarked
+        "<!-- table:quality -->", "| 0.5 |", "<!-- /table:quality -->",
+        "`--uncertain-weight 0.25` and torch 2.13.0,",           # code and a version
+        "figure <!-- fig:issue-bar loso .2f -->0.75 and 1e-6.",  # 6: scientific notation
+        "", "    clipsam eval --limit 0.5", "",                  # indented code
+        "```", "0.7", "```",
+        "last 3.4x"])                                            # 13
+    assert [(line, number) for line, number, _ in tables.unmarked_decimals(text)] == [
+        (1, "0.93"), (6, "1e-6"), (13, "3.4")]
+
+
+def test_every_figure_family_is_used(tables):
+    texts = "\n".join(doc.read_text() for doc in tables.DOCS)
+    used = {m["key"].split()[0] for m in tables.FIGURE.finditer(texts)}
+    assert set(tables.FIGURES) == used, f"no figure uses {set(tables.FIGURES) - used}"
+
+
+def test_every_allowed_phrase_is_still_used(tables):
+    texts = "\n".join(doc.read_text() for doc in tables.DOCS)
+    for pattern, reason in tables.ALLOWED:
+        assert re.search(pattern, texts), f"ALLOWED {pattern!r} ({reason}) matches nothing"
+
+
+def test_check_fails_on_a_figure_the_files_do_not_give(tables, tmp_path, monkeypatch, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("loso sets <!-- fig:issue-bar loso_sets -->7\n")
+    monkeypatch.setattr(tables, "DOCS", (doc,))
+    monkeypatch.setattr(sys, "argv", ["make_tables.py", "--check"])
+    assert tables.main() == 1
+    assert "differs from docs/results" in capsys.readouterr().out
+    assert doc.read_text().endswith("-->7\n")  # --check changes nothing
+    monkeypatch.setattr(sys, "argv", ["make_tables.py"])
+    assert tables.main() == 0
+    assert doc.read_text().endswith("-->6\n")
+
+
+def test_check_fails_on_an_unmarked_decimal(tables, tmp_path, monkeypatch, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("Dice 0.93\n")
+    monkeypatch.setattr(tables, "DOCS", (doc,))
+    monkeypatch.setattr(sys, "argv", ["make_tables.py", "--check"])
+    assert tables.main() == 1
+    assert "doc.md:1: unmarked decimal 0.93" in capsys.readouterr().out

@@ -115,8 +115,8 @@ def run_in_page(page, image: Path, prompt: str, method: str, seconds: float) -> 
 def test_page_with_stand_in_models(browser, tmp_path):
     segmenters: dict[str, Segmenter] = {}
 
-    def segmenter_for(method: str) -> Segmenter:
-        config = RunConfig(method=method, keep_intermediates=True)
+    def segmenter_for(method: str, presence: str) -> Segmenter:
+        config = RunConfig(method=method, keep_intermediates=True, presence=presence)
         return segmenters.setdefault(method, Segmenter(config, pipeline=FakePipeline(),
                                                        encoder=FakeEncoder()))
 
@@ -153,7 +153,8 @@ def test_box_correction_redecodes_from_the_cached_encoding(browser, tmp_path):
                           encoder=encoder, cache_images=2)
     image = tmp_path / "scan.png"
     Image.fromarray(sample_image()).save(image)  # 60x40, the bright square is (20, 10)-(45, 25)
-    with threaded_server(create_app(lambda method: segmenter, ServerLimits())) as url:
+    app = create_app(lambda method, presence: segmenter, ServerLimits())
+    with threaded_server(app) as url:
         page = browser.new_page()
         page.goto(url)
         page.wait_for_selector("#method option", state="attached")
@@ -227,3 +228,57 @@ def test_fetal_head_example_end_to_end(browser, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_page_shows_the_concept_reached_and_finds_every_trained_target(browser, tmp_path):
+    """The tiny grounding model of word_fakes through the library's pipeline: the page says
+    which trained target the words reached (or that they reached none), and the "every
+    target" option lists what the image holds."""
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    encoder = FeatureSegmenter()
+    model = word_model({"breast tumour": 0.0, "lungs": 0.0, "brain tumour": 1.0})
+    built = {}
+
+    def segmenter_for(method: str, presence: str):
+        if presence not in built:
+            config = RunConfig(keep_intermediates=True, presence=presence)
+            built[presence] = word_segmenter(config, model, encoder)
+        return built[presence]
+
+    image = tmp_path / "scan.png"
+    Image.fromarray(sample_image(64, 64)).save(image)
+    app = create_app(segmenter_for, ServerLimits())
+    with threaded_server(app) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#method option", state="attached")
+        assert run_in_page(page, image, "Breast tumours", "medclipsam", 60) == "done"
+        line = page.inner_text("#concept-0")
+        assert line.startswith("trained target: breast tumour (similarity 0.95)")
+        assert "(recall threshold 0.00)" in line
+        # the "not found" menu comes from the server, recall first; this model has no other
+        points = page.eval_on_selector_all("#presence option", "o => o.map(x => x.value)")
+        assert points == ["recall", "balanced", "precision"]
+        assert page.input_value("#presence") == "recall"
+        page.select_option("#presence", "balanced")
+        assert run_in_page(page, image, "lungs", "medclipsam", 60) == "error"
+        assert "no 'balanced' presence point" in page.inner_text("#status")
+        page.select_option("#presence", "recall")
+        assert run_in_page(page, image, "liver", "medclipsam", 60) == "done"
+        assert page.inner_text("#concept-0") == ("'liver' is not a trained target; nearest: "
+                                                 "lungs (0.45); teach it with clipsam adapt")
+        assert page.get_attribute("#concept-0", "data-untrained") == "true"
+
+        page.check("#all")
+        assert page.is_disabled("#prompt")
+        page.click("#run")
+        page.wait_for_selector('#status:is([data-state="done"], [data-state="error"])',
+                               timeout=60_000)
+        assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+        summary = page.inner_text("#found-summary")
+        assert summary.startswith("found 2 of 3 trained targets: ")
+        assert {page.inner_text(f"#result section[data-index='{i}'] h2") for i in (0, 1)} == {
+            "breast tumour: found", "lungs: found"}
+        assert "presence" in page.inner_text("#concept-0")
+        assert encoder.encoded == 1

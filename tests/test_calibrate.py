@@ -9,14 +9,17 @@ import pytest
 from clipsam.io.labelled_sets import list_samples
 from clipsam.train.calibrate import (
     CalibrationConfig,
+    balanced_threshold,
     calibrate_box_margins,
     calibrate_map_levels,
     calibrate_mask_sources,
     calibrate_presence,
+    operating_points,
+    place_threshold,
+    precision_threshold,
     threshold_at_recall,
 )
 from clipsam.train.captions import Concept
-from clipsam.train.region_data import build_region_data
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import (
     NAMES,
@@ -24,6 +27,7 @@ from synthetic_grounding import (
     ShiftingSegmenter,
     one_torch_thread,  # noqa: F401  (autouse fixture)
     region_data,
+    stored_region_data,
     write_labelled_set,
 )
 
@@ -51,13 +55,17 @@ def test_threshold_at_recall_matches_a_brute_force_search(n, recall):
 
 class ScoreTable:
     """A model whose presence score is read from a table: row = the image (its features'
-    first value), column = the concept."""
+    first value), column = the concept; with ``heads`` (a table of the same shape) the concepts
+    named in ``with_heads`` have a presence head scoring from it."""
 
-    def __init__(self, table: np.ndarray) -> None:
-        self.table = table
+    def __init__(self, table: np.ndarray, heads: np.ndarray | None = None,
+                 with_heads: tuple[str, ...] = ()) -> None:
+        self.tables = {"map": table, "head": heads}
+        self.presence_heads = dict.fromkeys(with_heads, np.zeros(1))
 
-    def presence_score(self, embedding, text: str) -> float:
-        return float(self.table[int(embedding.features[0, 0, 0, 0]), NAMES.index(text)])
+    def presence_score(self, embedding, text: str, statistic: str | None = None) -> float:
+        table = self.tables[statistic or "map"]
+        return float(table[int(embedding.features[0, 0, 0, 0]), NAMES.index(text)])
 
 
 def _scored_data():
@@ -86,8 +94,9 @@ SCORES = np.array([
 
 def test_calibrate_presence_keeps_the_recall_and_leaves_may_show_sets_out():
     data = _scored_data()
-    overall, thresholds, report, warnings = calibrate_presence(
-        ScoreTable(SCORES), data, CalibrationConfig(recall=0.8))
+    result = calibrate_presence(ScoreTable(SCORES), data, CalibrationConfig(recall=0.8))
+    overall, thresholds = result.overall["recall"], result.thresholds
+    report, warnings = result.report, result.warnings
     # recall points 0.6 (alpha) and 0.7 (beta); beta's negatives (alpha's 6, gamma's 2 images:
     # 90 % score below 0.2) pull its threshold half-way there in logits, alpha's overlap (0.5,
     # 0.65 against 0.6) so it stays at its recall point
@@ -110,7 +119,10 @@ def test_calibrate_presence_keeps_the_recall_and_leaves_may_show_sets_out():
     assert overall == pytest.approx(0.6)  # 8 of the 9 present targets kept
     assert "gamma thing" not in thresholds
     assert report["gamma thing"]["threshold"] == 0.6 and report["gamma thing"]["recall"] is None
+    assert {k: v["threshold"] for k, v in report["gamma thing"]["points"].items()} == {
+        k: v["threshold"] for k, v in result.overall_report.items()}
     assert len(warnings) == 1 and "gamma thing" in warnings[0]
+    assert not result.statistics and report["alpha thing"]["statistic"] == "map"
     for concept, threshold in thresholds.items():
         c = NAMES.index(concept)
         positives = SCORES[(data.concept_index == c) & data.has_target(), c].astype(np.float32)
@@ -132,7 +144,7 @@ def _two_sets(tmp_path, empty=()):
     write_labelled_set(tmp_path, "s1", 1, ["d", "e"], cache, seed=1, empty=empty)
     samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
     concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
-    return build_region_data(samples, cache, concepts)
+    return stored_region_data(samples, cache, concepts)
 
 
 def test_mask_sources_are_chosen_by_dice_through_the_pipeline(tmp_path):
@@ -208,3 +220,102 @@ def test_box_margins_are_calibrated_for_concepts_the_segmenter_decodes(tmp_path)
     margins, report = calibrate_box_margins(DirectionGrounding(), BoxFillingSegmenter(), data,
                                             {}, {}, config)
     assert margins == {} and report[NAMES[0]]["chosen"] == 0.0
+
+
+def _balanced_accuracy(positives, groups, t):
+    return 0.5 * (np.mean(positives >= t) + np.mean([np.mean(g < t) for g in groups]))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_balanced_threshold_is_as_good_as_any_on_a_fine_grid(seed):
+    rng = np.random.default_rng(seed)
+    positives = rng.beta(4, 2, size=int(rng.integers(3, 30)))
+    groups = [rng.beta(2, 4, size=int(rng.integers(1, 5))), rng.beta(1, 6, size=50)]
+    t = balanced_threshold(positives, groups)
+    grid = np.linspace(0, 1, 4001)
+    best = max(_balanced_accuracy(positives, groups, g) for g in grid)
+    assert _balanced_accuracy(positives, groups, t) == pytest.approx(best)
+    # the lowest best threshold: every lower score of an image is a worse threshold
+    every = np.concatenate([positives, *groups])
+    assert all(_balanced_accuracy(positives, groups, s) < best - 1e-12 for s in every[every < t])
+
+
+def test_the_balanced_threshold_lies_half_way_below_the_best_positive():
+    # best: 0.7 (recall 2/3, both groups all "not found"); the next lower score is 0.4
+    t = balanced_threshold(np.array([0.3, 0.7, 0.9]), [np.array([0.4]), np.array([0.1, 0.2])])
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(t) == pytest.approx((logit(0.4) + logit(0.7)) / 2)
+    with pytest.raises(ValueError):
+        balanced_threshold(np.array([0.5]), [np.array([])])
+
+
+@pytest.mark.parametrize("share", [0.5, 0.8, 0.9, 1.0])
+def test_the_precision_threshold_is_the_lowest_reaching_the_share_in_every_group(share):
+    rng = np.random.default_rng(3)
+    groups = [rng.random(2), rng.random(37)]
+    t = precision_threshold(groups, share)
+    assert all(np.mean(g < t) >= share for g in groups)
+    # any lower threshold misses the share in some group
+    lower = np.nextafter(t, -np.inf)
+    assert any(np.mean(g < lower) < share for g in groups)
+    # 2 empty images at 90 %: both must be "not found"
+    assert precision_threshold([np.array([0.3, 0.6])], 0.9) > 0.6
+    assert precision_threshold([np.array([0.3, 0.6])], 0.5) == pytest.approx(0.3)
+
+
+def test_operating_points_are_ordered_and_equal_without_images_lacking_the_target():
+    positives = np.array([0.2, 0.6, 0.7, 0.8, 0.9])
+    groups = [np.array([0.5]), np.array([0.1, 0.65])]
+    points = operating_points(0.6, positives, groups, 0.9)
+    assert points["recall"] == 0.6
+    # balanced: 0.7 is best (recall 0.6, no image without the target found), moved half-way
+    # down to 0.65; precision's own rule (just above 0.65) is lower, so it takes balanced's
+    assert 0.65 < points["balanced"] < 0.7
+    assert points["precision"] == points["balanced"]
+    assert operating_points(0.6, positives, [np.array([])], 0.9) == dict.fromkeys(
+        ("recall", "balanced", "precision"), 0.6)
+    # an easy split: balanced and precision stay at least at the recall point
+    easy = operating_points(0.85, positives + 0.1, [np.array([0.05])], 0.9)
+    assert easy["recall"] == easy["balanced"] == easy["precision"] == 0.85
+
+
+def test_calibrate_presence_places_every_operating_point():
+    data = _scored_data()
+    result = calibrate_presence(ScoreTable(SCORES), data, CalibrationConfig(recall=0.8))
+    alpha = result.points["alpha thing"]
+    # alpha: targets 0.9 0.8 0.7 0.6 0.2; own empty 0.5; gamma's images 0.1, 0.65
+    assert alpha == pytest.approx(operating_points(
+        result.points["alpha thing"]["recall"], SCORES[:5, 0].astype(np.float32),
+        [np.float32([0.5]), np.float32([0.1, 0.65])], 0.9))
+    assert alpha["recall"] < alpha["balanced"] < 0.7
+    entry = result.report["alpha thing"]["points"]
+    assert entry["recall"]["recall"] == 0.8 and entry["recall"]["not_found_other_sets"] == 0.5
+    assert entry["balanced"]["recall"] == 0.6
+    assert entry["balanced"]["not_found_empty"] == entry["balanced"]["not_found_other_sets"] == 1
+    assert set(result.concept_points()["alpha thing"]) == {"balanced", "precision"}
+    # model-wide: the map statistic over every concept, recall at its recall point
+    assert result.overall["recall"] == pytest.approx(0.6)
+    assert result.overall["recall"] <= result.overall["balanced"] <= result.overall["precision"]
+
+
+def test_a_presence_head_replaces_the_map_where_it_separates_better():
+    data = _scored_data()
+    heads = SCORES.copy()
+    heads[:5, 0] = [0.9, 0.85, 0.8, 0.75, 0.7]  # alpha's targets all above its empty images
+    heads[6:10, 1] = 0.15  # beta's head ranks its targets below gamma's images
+    model = ScoreTable(SCORES, heads, with_heads=("alpha thing", "beta thing"))
+    result = calibrate_presence(model, data, CalibrationConfig(recall=0.8))
+    assert result.statistics == {"alpha thing": "head", "beta thing": "map"}
+    alpha = result.report["alpha thing"]
+    assert alpha["statistic"] == "head" and alpha["auc"]["head"] > alpha["auc"]["map"] + 0.02
+    # alpha's points are placed on the head's scores: balanced separates perfectly
+    assert alpha["points"]["balanced"]["recall"] == 1.0
+    assert alpha["points"]["balanced"]["not_found_empty"] == 1.0
+    assert result.points["alpha thing"]["recall"] == pytest.approx(
+        place_threshold(heads[:5, 0], np.float32([0.5, 0.1, 0.65]), 0.8, 0.9)[0])
+    beta = result.report["beta thing"]
+    assert beta["statistic"] == "map" and beta["auc"]["map"] > beta["auc"]["head"]
+    # a smaller gain than min_statistic_gain keeps the map
+    strict = calibrate_presence(model, data, CalibrationConfig(recall=0.8,
+                                                               min_statistic_gain=1.0))
+    assert strict.statistics == {"alpha thing": "map", "beta thing": "map"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from clipsam.apps import cli
 from clipsam.eval import methods
 from clipsam.eval.gt_box import GtBoxOracle
 from clipsam.eval.methods import Method
+from clipsam.eval.seen import image_digests
 from clipsam.io.labelled_sets import Sample
 from clipsam.io.splits import split_of
 from clipsam.pipelines.base import PipelineResult
@@ -100,14 +102,16 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "eval" in capsys.readouterr().err
 
 
-def make_subject_set(root, subjects):
-    """One image per subject, ids 0..n-1, with a meta.csv subject column."""
+def make_subject_set(root, subjects, shade: int = 90):
+    """One image per subject, ids 0..n-1 (pixels ``shade + id``, so every file differs), with a
+    meta.csv subject column."""
     mask = np.zeros((30, 40), np.uint8)
     mask[5:20, 8:30] = 255
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for index in range(len(subjects)):
-        Image.fromarray(np.full((30, 40), 90, np.uint8)).save(root / "images" / f"{index}.png")
+        Image.fromarray(np.full((30, 40), shade + index, np.uint8)).save(
+            root / "images" / f"{index}.png")
         Image.fromarray(mask).save(root / "masks" / f"{index}.png")
     lines = ["id,subject"] + [f"{i},{s}" for i, s in enumerate(subjects)]
     (root / "meta.csv").write_text("\n".join(lines) + "\n")
@@ -128,43 +132,66 @@ def fake_text_method(monkeypatch):
     monkeypatch.setitem(methods.METHODS, "medclipsam", factory)
 
 
-def test_subset_test_refuses_subjects_the_text_model_saw(tmp_path, fake_text_method, capsys):
+def test_subset_test_refuses_images_the_text_model_saw_under_any_folder_name(
+        tmp_path, fake_text_method, capsys):
     candidates = [f"p{i}" for i in range(40)]
     held_out = [s for s in candidates if split_of(Sample("toy", s, s, Path(), Path())) == "test"]
     trained = [s for s in candidates if s not in held_out]
-    data = make_subject_set(tmp_path / "toy", held_out[:3] + trained[:2])
+    toy = make_subject_set(tmp_path / "toy", held_out[:3] + trained[:2])
+    images = sorted((toy / "images").iterdir())
+    # trained or calibrated on images 0, 1 (of two subjects it should not have seen) and 3
     model = grounding_copy(tmp_path, subjects={"toy": {"train": [held_out[0], trained[0]],
-                                                       "calibration": [held_out[1]]},
-                                               "other": {"train": [held_out[2]]}})
-    args = ["-q", "eval", str(data), "--method", "medclipsam", "--prompt", "target",
-            "--text-model", str(model), "--out", str(tmp_path / "out")]
-    assert cli.main([*args, "--subset", "test"]) == 2
+                                                       "calibration": [held_out[1]]}},
+                           image_sha256=image_digests(("toy", images[i]) for i in (0, 1, 3)))
+
+    def run(data, *extra):
+        return cli.main(["-q", "eval", str(data), "--method", "medclipsam", "--prompt",
+                         "target", "--text-model", str(model), *extra])
+
+    assert run(toy, "--subset", "test", "--out", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "trained on 2 of these 3 images' subjects; use --allow-seen" in err
+    assert "trained or calibrated on 2 of these 3 images; use --allow-seen" in err
     assert not (tmp_path / "out").exists()
+    # a renamed copy of the set, and a few of its images in a folder of another name, are
+    # recognised by content
+    renamed = shutil.copytree(toy, tmp_path / "another_name")
+    assert run(renamed, "--subset", "test", "--out", str(tmp_path / "renamed")) == 2
+    assert "on 2 of these 3 images" in capsys.readouterr().err
+    few = make_subject_set(tmp_path / "few", held_out[:2], shade=200)
+    for i in (0, 1):
+        shutil.copyfile(images[i], few / "images" / f"{i}.png")
+    assert run(few, "--subset", "test", "--out", str(tmp_path / "few_out")) == 2
+    assert "on 2 of these 2 images" in capsys.readouterr().err
+    # other images of the same subjects, in a set of the same name, are not what it saw
+    unseen = make_subject_set(tmp_path / "elsewhere" / "toy", held_out[:3] + trained[:2],
+                              shade=150)
+    assert run(unseen, "--subset", "test", "--out", str(tmp_path / "unseen")) == 0
+    summary = json.loads((tmp_path / "unseen" / "summary.json").read_text())
+    assert (summary["n_images"], summary["seen_by_text_model"]) == (3, 0)
 
-    assert cli.main([*args, "--subset", "test", "--allow-seen"]) == 0
-    assert "warning: the text model was trained on 2 of these 3" in capsys.readouterr().err
+    assert run(toy, "--subset", "test", "--allow-seen", "--out", str(tmp_path / "out")) == 0
+    assert "warning: the text model was trained or calibrated on 2 of these 3" in (
+        capsys.readouterr().err)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["subset"], summary["n_images"], summary["seen_by_text_model"]) == (
         "test", 3, 2)
 
-    assert cli.main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert run(toy, "--out", str(tmp_path / "all")) == 0
     summary = json.loads((tmp_path / "all" / "summary.json").read_text())
     assert (summary["subset"], summary["n_images"], summary["seen_by_text_model"]) == (
         "all", 5, 3)
 
 
-def test_a_model_that_lists_no_subjects_may_have_seen_them_all(tmp_path, fake_text_method,
+def test_a_model_that_records_no_images_may_have_seen_them_all(tmp_path, fake_text_method,
                                                                capsys):
     data = make_subject_set(tmp_path / "toy", [f"p{i}" for i in range(40)])
-    model = grounding_copy(tmp_path)
+    model = grounding_copy(tmp_path, subjects={"toy": {"train": ["p0"]}})
     code = cli.main(["eval", str(data), "--method", "medclipsam", "--prompt", "target",
                      "--text-model", str(model), "--subset", "test"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "does not list its training subjects" in err
-    seen, total = re.search(r"trained on (\d+) of these (\d+) images", err).groups()
+    assert code == 2 and err.count("\n") == 1 and "does not record the images" in err
+    seen, total = re.search(r"calibrated on (\d+) of these (\d+) images", err).groups()
     assert seen == total != "0"
 
 

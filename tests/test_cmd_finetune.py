@@ -6,6 +6,11 @@ test fast."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,12 +18,16 @@ import pytest
 from PIL import Image
 
 from clipsam.apps import cli
+from clipsam.config import ModelConfig
+from clipsam.io.image import segmenter_input
 from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
+from clipsam.io.read import read_image
 from clipsam.io.splits import split_of
 from clipsam.models.grounding import HeadsConfig, load_grounding_model
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.segmenter import Geometry, ImageEmbedding
+from clipsam.pipelines.registry import load_segmenter
 from clipsam.train.recipes import RECIPES, SHIPPED_RECIPE, Recipe
 from clipsam.train.trainer import TrainConfig
 from conftest import BoxFillingSegmenter
@@ -76,13 +85,20 @@ def stand_in(monkeypatch, tmp_path, segmenter):
     return tmp_path / "cache"
 
 
-def test_finetune_from_segmentation_sets_writes_a_loadable_model(tmp_path, stand_in):
+def test_finetune_from_segmentation_sets_writes_a_loadable_model(tmp_path, stand_in,
+                                                                 segmenter):
     data = make_set(tmp_path / "discs")
     out = tmp_path / "model"
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "bright disc",
-                     "--out", str(out), "--recipe", "tiny", "--epochs", "8", "--cache",
-                     str(stand_in)])
+                     "--out", str(out), "--recipe", "tiny", "--epochs", "8",
+                     "--embedding-cache", str(stand_in)])
     assert code == 0
+    assert segmenter.encoded == 6  # each image once
+    # the segmenter eval and segment load (same store, same identity) finds every one of them
+    stored = load_segmenter(ModelConfig(embedding_cache=stand_in))
+    for path in sorted((data / "images").iterdir()):
+        stored.encode(segmenter_input(read_image(path)))
+    assert (stored.hits, stored.misses, segmenter.encoded) == (6, 0, 6)
     model = load_grounding_model(out, text_encoder=HashEncoder())
     assert model.metadata["recipe"] == "tiny" and model.metadata["training"]["epochs"] == 8
     assert model.metadata["part"] == "all" and model.metadata["concepts"] == ["bright disc"]
@@ -103,8 +119,8 @@ def test_finetune_from_a_caption_table(tmp_path, stand_in):
     table.write_text("\n".join(lines) + "\n")
     out = tmp_path / "model"
     code = cli.main(["-q", "finetune", "--captions", str(table), "--csv-separator", "\t",
-                     "--out", str(out), "--recipe", "tiny", "--epochs", "1", "--cache",
-                     str(stand_in)])
+                     "--out", str(out), "--recipe", "tiny", "--epochs", "1",
+                     "--embedding-cache", str(stand_in)])
     assert code == 0
     assert (out / "heads.safetensors").is_file() and (out / "config.json").is_file()
 
@@ -112,7 +128,7 @@ def test_finetune_from_a_caption_table(tmp_path, stand_in):
 def test_finetune_needs_a_prompt_for_an_unknown_set(tmp_path, stand_in, capsys):
     data = make_set(tmp_path / "unknown_set", count=2)
     code = cli.main(["-q", "finetune", "--data", str(data), "--out", str(tmp_path / "m"),
-                     "--cache", str(stand_in)])
+                     "--embedding-cache", str(stand_in)])
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert "unknown_set" in error and "give --prompt" in error and "\n" not in error
@@ -121,7 +137,8 @@ def test_finetune_needs_a_prompt_for_an_unknown_set(tmp_path, stand_in, capsys):
 def test_finetune_rejects_an_unknown_recipe(tmp_path, stand_in, capsys):
     data = make_set(tmp_path / "discs", count=2)
     assert cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
-                     str(tmp_path / "m"), "--recipe", "fancy", "--cache", str(stand_in)]) == 2
+                     str(tmp_path / "m"), "--recipe", "fancy",
+                     "--embedding-cache", str(stand_in)]) == 2
     error = capsys.readouterr().err
     assert "recipe" in error and "fancy" in error and "builtin" in error
     assert not (tmp_path / "m").exists()
@@ -134,7 +151,7 @@ def _with_subjects(root, subjects):
     return root
 
 
-def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
+def test_subset_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter,
                                                    monkeypatch):
     data = _with_subjects(tmp_path / "discs", [f"p{i // 2}" for i in range(16)])
     samples = list_samples(data)
@@ -147,21 +164,90 @@ def test_part_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segmenter
     Image.open(excluded.image_path).save(examples / "images" / excluded.image_path.name)
     calls = []
 
-    def fake_fit(samples, cache_dir, concepts, recipe, out_dir, **kwargs):
-        calls.append((samples, recipe, kwargs))
+    def fake_fit(samples, store, concepts, recipe, out_dir, **kwargs):
+        calls.append((samples, store, recipe, kwargs))
         return SimpleNamespace(presence=SimpleNamespace(threshold=0.5))
 
     monkeypatch.setattr("clipsam.train.fit.fit_from_samples", fake_fit)
     code = cli.main(["-q", "finetune", "--data", str(data), "--prompt", "disc", "--out",
-                     str(tmp_path / "m"), "--part", "train", "--exclude", str(examples),
-                     "--lr", "0.5", "--cache", str(stand_in)])
+                     str(tmp_path / "m"), "--subset", "train", "--exclude", str(examples),
+                     "--lr", "0.5", "--embedding-cache", str(stand_in)])
     assert code == 0
-    (used, recipe, kwargs), = calls
+    (used, store, recipe, kwargs), = calls
     expected = [s for s in samples if s.subject not in test_subjects | {train_subjects[0]}]
     assert used == expected and all(split_of(s) == "train" for s in used)
-    assert segmenter.encoded == len(expected)  # only what is trained on is encoded
     assert kwargs["metadata"]["part"] == "train"
     assert kwargs["metadata"]["excluded_subjects"] == [f"discs/{train_subjects[0]}"]
     # the default recipe is the shipped model's, with the option's override
     assert recipe.name == SHIPPED_RECIPE and recipe.train.learning_rate == 0.5
-    assert kwargs["segmenter"] is segmenter
+    # the segmenter, keeping its embeddings in the one store (fit encodes what it lacks)
+    assert kwargs["segmenter"].inner is segmenter and kwargs["segmenter"].store is store
+    assert store.folder == stand_in
+
+
+def test_data_sets_train_in_one_order_whatever_the_command_line_order(tmp_path):
+    from clipsam.apps.cmd_finetune import ordered_sets
+    from clipsam.errors import InputError
+
+    folders = [make_set(tmp_path / name, count=1)
+               for name in ("zeta", "busi", "alpha", "hc18")]
+    expected = [tmp_path / n for n in ("hc18", "busi", "alpha", "zeta")]  # concepts.json first
+    assert [f for f, _ in ordered_sets(folders)] == expected
+    assert [f for f, _ in ordered_sets(folders[::-1])] == expected
+    # each prompt stays with its set
+    assert dict(ordered_sets(folders, ["z", "b", "a", "h"]))[tmp_path / "alpha"] == "a"
+    twin = make_set(tmp_path / "other" / "busi", count=1)
+    with pytest.raises(InputError, match="two --data sets are named busi"):
+        ordered_sets([*folders, twin])
+
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "src" / "clipsam" / "data" / "grounding" / "MODEL_CARD.md"
+
+
+def rebuild_command(document: Path) -> str:
+    """The ``clipsam finetune --recipe ...`` command of a document, its continued lines joined
+    and indentation dropped."""
+    lines = document.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.strip().startswith(".venv/bin/clipsam finetune --recipe"))
+    command = []
+    for line in lines[start:]:
+        command.append(line.strip().removesuffix("\\").strip())
+        if not line.rstrip().endswith("\\"):
+            return " ".join(command)
+    raise AssertionError(f"the command in {document} does not end")
+
+
+def brace_expand(word: str) -> list[str]:
+    """Bash's expansion of one ``prefix{a,b,c}suffix`` group (no nesting)."""
+    match = re.fullmatch(r"([^{}]*)\{([^{}]*)\}([^{}]*)", word)
+    if match is None:
+        assert "{" not in word and "}" not in word, word
+        return [word]
+    head, items, tail = match.groups()
+    return [head + item + tail for item in items.split(",")]
+
+
+def test_the_rebuild_command_reproduces_the_recorded_set_list(shared_data):
+    from clipsam.apps.cmd_finetune import _excluded_ids, ordered_sets
+    from clipsam.models.grounding import builtin_model_dir
+
+    readme, card = rebuild_command(REPO / "README.md"), rebuild_command(CARD)
+    assert readme == card
+    words = [w for word in shlex.split(card) for w in brace_expand(word)]
+    start = words.index("--data") + 1
+    end = next(i for i in range(start, len(words)) if words[i].startswith("-"))
+    given = [REPO / word for word in words[start:end]]
+    assert all(path.resolve().parent == shared_data.resolve() for path in given)
+    recorded = json.loads((builtin_model_dir() / "config.json").read_text())["metadata"]
+    for order in (given, given[::-1], sorted(given)):  # any command-line order
+        sets = [folder for folder, _ in ordered_sets(order)]
+        assert [os.path.relpath(f, REPO) for f in sets] == recorded["data"]
+    assert words[words.index("--recipe") + 1] == recorded["recipe"]
+    assert words[words.index("--subset") + 1] == recorded["part"]
+    examples = REPO / words[words.index("--exclude") + 1]
+    ids = _excluded_ids([examples])
+    hc18 = list_samples(shared_data / "hc18")
+    assert sorted(f"hc18/{s.subject}" for s in hc18 if s.image_id in ids) == \
+        recorded["excluded_subjects"]

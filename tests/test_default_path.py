@@ -4,9 +4,11 @@ the shipped model never saw."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,31 @@ from clipsam.eval.metrics import dice
 from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
 from clipsam.models.grounding import builtin_model_dir
+from clipsam.models.weights import sha256_of
+
+SHIPPED_RESULT = Path(__file__).resolve().parents[1] / "docs/results/eval/hc18/medclipsam"
+"""The committed ``clipsam eval`` of the default method on held-out HC18 images."""
+
+
+def test_the_committed_hc18_result_is_of_the_shipped_model():
+    summary = json.loads((SHIPPED_RESULT / "summary.json").read_text())
+    assert (summary["method"], summary["subset"], summary["prompt"]) == (
+        "medclipsam", "test", "fetal head")
+    recorded = {f["file"]: f["sha256"]
+                for f in summary["provenance"]["models"]["text_model"]["files"]}
+    # the trained weights; config.json also holds records that change no answer (the
+    # training images' hashes, added after this run), so its hash is not compared
+    assert recorded["heads.safetensors"] == sha256_of(builtin_model_dir() / "heads.safetensors"), (
+        f"{SHIPPED_RESULT} was made with another grounding model than the shipped one: "
+        "rerun its `clipsam eval` (docs/BENCHMARKS.md, section 1)")
+
+
+def shipped_dice_floor() -> float:
+    """The Dice that 95 % of the held-out HC18 images reached with the shipped model (the
+    committed result above; a failed or not-found image counts as 0)."""
+    with (SHIPPED_RESULT / "per_image.csv").open(newline="") as handle:
+        scores = [float(row["dice"] or 0.0) for row in csv.DictReader(handle)]
+    return float(np.percentile(scores, 5, method="lower"))
 
 
 def test_the_shipped_model_never_saw_the_examples(examples_dir):
@@ -37,9 +64,9 @@ def test_segment_command_finds_the_fetal_head_of_an_unseen_example(examples_dir,
     reference = read_mask(examples_dir / "masks" / f"{image_id}.png")
     record = json.loads((tmp_path / f"{image_id}.json").read_text())
     assert json.dumps(record).count('"found": true') >= 1
-    # measured 2026-11-30: 0.74 (002_HC) and 0.82 (008_HC), early-pregnancy scans harder than
-    # the held-out mean (0.91); a broken default path scores near 0
-    assert dice(mask, reference) > 0.7
+    # early-pregnancy scans, harder than most held-out images, yet not among the worst
+    # twentieth of them; a broken default path scores near 0
+    assert dice(mask, reference) >= shipped_dice_floor()
     assert np.asarray(mask).shape == reference.shape
 
 

@@ -18,10 +18,17 @@ from clipsam.api import Segmenter
 from clipsam.apps.batch import prompt_slug
 from clipsam.apps.cli import main
 from clipsam.apps.dicom_output import segment_codes
-from dicom_series import phantom, write_ct_series
+from clipsam.errors import InputError
+from clipsam.io import read_image
+from clipsam.io.dicom_seg import Algorithm, CodedTerm, Segment, write_dicom_seg
+from dicom_series import phantom, write_ct_series, write_image
 from test_api import FakeEncoder, FakePipeline
 
 PROMPTS = ("left and right lungs", "absent thing")
+TISSUE = CodedTerm("85756007", "SCT", "Tissue")
+ALGORITHM = Algorithm("clipsam", "0.0", {"method": "test"})
+KINDS = ("dx", "cr", "us", "us-cine", "sc", "es")
+CINE_FRAMES = 4
 
 
 @pytest.fixture
@@ -130,3 +137,142 @@ def test_prompts_get_the_codes_of_their_target(prompt, category, kind, region):
     assert (got_category.value, got_type.value) == (category, kind)
     assert (got_region.value if got_region else None) == region
     assert got_type.scheme == "SCT" and got_type.meaning
+
+
+def kind_pixels(kind: str) -> np.ndarray:
+    """Stored values for a :func:`write_image` of ``kind``: a bright block on a dim background
+    ((H, W), (F, H, W) frames for ``us-cine`` with the block moving, (H, W, 3) for photos)."""
+    top = {"dx": 12000, "cr": 3000}.get(kind, 220)
+    frames = CINE_FRAMES if kind == "us-cine" else 1
+    values = np.full((frames, 40, 60), top // 10)
+    for k in range(frames):
+        values[k, 10:25, 10 + 5 * k:30 + 5 * k] = top
+    if kind in ("sc", "es"):
+        return np.stack([values[0], values[0] // 2, values[0] // 3], axis=-1)
+    return values if kind == "us-cine" else values[0]
+
+
+def block_masks(image) -> tuple[np.ndarray, np.ndarray]:
+    """(F, H, W) masks: a block that moves from frame to frame and is absent from frame 2 (of
+    a multi-frame image), and an empty one."""
+    target = np.zeros((image.num_slices, *image.size), bool)
+    for k in range(image.num_slices):
+        target[k, 5 + k:20, 8 + 3 * k:33] = k != 1
+    return target, np.zeros_like(target)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_of_2d_dicom_gets_a_seg_of_its_masks_on_its_frames(kind, tmp_path):
+    path = write_image(tmp_path / f"{kind}.dcm", kind, kind_pixels(kind))
+    image = read_image(path)
+    target, absent = block_masks(image)
+    segments = [Segment("target", TISSUE, TISSUE, target if image.is_volume else target[0]),
+                Segment("absent", TISSUE, TISSUE, absent if image.is_volume else absent[0])]
+    write_dicom_seg(tmp_path / "seg.dcm", image, segments, ALGORITHM)
+
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    (referenced,) = seg.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == source.SeriesInstanceUID
+    assert [(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID)
+            for i in referenced.ReferencedInstanceSequence] == [
+        (source.SOPClassUID, source.SOPInstanceUID)]
+    assert seg.StudyInstanceUID == source.StudyInstanceUID and seg.number_of_segments == 2
+    if image.is_volume:  # one SEG frame per source frame (and segment) with something in it
+        assert image.num_slices == CINE_FRAMES
+        pixels = seg.get_pixels_by_source_frame(
+            source.SOPInstanceUID, source_frame_numbers=range(1, CINE_FRAMES + 1),
+            assert_missing_frames_are_empty=True)
+    else:
+        pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID],
+                                                   assert_missing_frames_are_empty=True)
+    assert np.array_equal(pixels.astype(bool), np.stack([target, absent], axis=-1))
+    frames = list(seg.PerFrameFunctionalGroupsSequence)
+    assert seg.NumberOfFrames == len(frames) == (CINE_FRAMES - 1 if image.is_volume else 1)
+    used = []
+    for item in frames:
+        (reference,) = item.DerivationImageSequence[0].SourceImageSequence
+        assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert reference.ReferencedSOPClassUID == source.SOPClassUID
+        used.append(int(reference.get("ReferencedFrameNumber", 1)))
+    assert used == ([1, 3, 4] if image.is_volume else [1])
+    indices = [tuple(item.FrameContentSequence[0].DimensionIndexValues) if image.is_volume
+               else item.FrameContentSequence[0].DimensionIndexValues for item in frames]
+    assert len(set(indices)) == len(frames)  # the dimensions tell every frame apart
+
+    # what the source does not say is not said: these SEGs are aligned with their source by
+    # reference, with no plane position or orientation (the PatientOrientation they need
+    # instead is the source's, or empty); a frame of reference only when the source has one,
+    # and then no pixel measures without a slice thickness (DICOM asks for both)
+    assert seg.get("FrameOfReferenceUID") == source.get("FrameOfReferenceUID")
+    assert seg.PatientOrientation == source.get("PatientOrientation", "")
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert "PlanePositionSequence" not in frames[0] and "PlaneOrientationSequence" not in shared
+    measures = shared.get("PixelMeasuresSequence")
+    assert measures is None or "SliceThickness" in measures[0] or "FrameOfReferenceUID" not in seg
+
+
+def test_a_ct_slice_without_slice_thickness_keeps_its_frame_of_reference(tmp_path):
+    (path,) = write_ct_series(tmp_path, phantom(1), names=["one.dcm"])
+    ds = pydicom.dcmread(path)
+    del ds.SliceThickness
+    ds.save_as(path)
+    image = read_image(path)
+    mask = image.pixels > 0
+    write_dicom_seg(tmp_path / "seg.dcm", image, [Segment("bone", TISSUE, TISSUE, mask)],
+                    ALGORITHM)
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert seg.FrameOfReferenceUID == ds.FrameOfReferenceUID
+    assert "PixelMeasuresSequence" not in seg.SharedFunctionalGroupsSequence[0]
+    got = seg.get_pixels_by_source_instance([ds.SOPInstanceUID])[0, ..., 0]
+    assert mask.any() and np.array_equal(got.astype(bool), mask)
+
+
+@pytest.mark.parametrize("kind", ["dx", "us-cine"])
+def test_cli_writes_the_seg_of_a_radiograph_and_of_a_cine(kind, cli, tmp_path):
+    path = write_image(tmp_path / f"{kind}.dcm", kind, kind_pixels(kind))
+    out = tmp_path / "out"
+    assert run_seg(cli, [path], out) == 0
+    seg = hd.seg.segread(out / f"{kind}_seg.dcm")
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    if kind == "dx":
+        png = np.asarray(Image.open(out / f"{kind}_{prompt_slug(PROMPTS[0])}_mask.png")) == 255
+        masks = png[None]
+        pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID])
+    else:
+        nifti = nib.load(out / f"{kind}_{prompt_slug(PROMPTS[0])}_mask.nii.gz")
+        masks = np.transpose(np.asarray(nifti.dataobj), (2, 1, 0)).astype(bool)  # (F, H, W)
+        pixels = seg.get_pixels_by_source_frame(
+            source.SOPInstanceUID, source_frame_numbers=range(1, CINE_FRAMES + 1))
+    assert masks.any() and np.array_equal(pixels[..., 0].astype(bool), masks)
+    assert not pixels[..., 1].any()
+    assert seg.NumberOfFrames == len(masks)  # the target is in every frame, the other nowhere
+
+
+def test_bad_inputs_get_one_line_errors(cli, tmp_path, capsys):
+    path = write_image(tmp_path / "us.dcm", "us", kind_pixels("us"))
+    image = read_image(path)
+    wrong = np.zeros((image.size[0] + 1, image.size[1]), bool)
+    with pytest.raises(InputError, match=r"mask of 'target' has shape \(41, 60\), the image "
+                                         r"\(1, 40, 60\)"):
+        write_dicom_seg(tmp_path / "seg.dcm", image, [Segment("target", TISSUE, TISSUE, wrong)],
+                        ALGORITHM)
+    assert not (tmp_path / "seg.dcm").exists()
+
+    files = write_ct_series(tmp_path / "ct", phantom(2))
+    for file in files:  # a series whose slices say no thickness cannot be placed
+        ds = pydicom.dcmread(file)
+        del ds.SliceThickness
+        ds.save_as(file)
+    series = read_image(tmp_path / "ct")
+    with pytest.raises(InputError, match="its slices lack SliceThickness, which a SEG of a "
+                                         "series needs"):
+        write_dicom_seg(tmp_path / "seg.dcm", series,
+                        [Segment("bone", TISSUE, TISSUE, series.pixels > 0)], ALGORITHM)
+
+    report = pydicom.dcmread(path)  # a DICOM object without an image (e.g. a report)
+    del report.PixelData
+    report.save_as(tmp_path / "report.dcm")
+    assert run_seg(cli, [tmp_path / "report.dcm"], tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no pixel data" in err and "Traceback" not in err

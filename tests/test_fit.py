@@ -1,19 +1,18 @@
 """From labelled sets with cached embeddings to a saved, calibrated grounding model."""
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 
 from clipsam.errors import InputError
+from clipsam.eval.seen import SEEN_KEY
 from clipsam.io.labelled_sets import Sample, list_samples
 from clipsam.io.splits import calibration_of
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.model import MASK_SOURCES
+from clipsam.models.weights import sha256_of
 from clipsam.train.captions import Concept
-from clipsam.train.embedding_cache import cache_paths, encode_missing, is_cached
-from clipsam.train.fit import fit_from_samples
+from clipsam.train.fit import fit_from_samples, recipe_concepts
 from clipsam.train.negative_bank import BANK_FILE, load_bank
 from clipsam.train.recipes import RECIPES, Recipe, recipe_named
 from clipsam.train.trainer import TrainConfig
@@ -22,6 +21,7 @@ from synthetic_grounding import (
     NAMES,
     SMALL,
     one_torch_thread,  # noqa: F401  (autouse fixture)
+    synthetic_store,
     write_labelled_set,
 )
 from test_grounding import HashEncoder
@@ -53,14 +53,19 @@ def test_fit_trains_on_some_subjects_calibrates_on_the_others_and_saves(tmp_path
     samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
     concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i], f"synonym {i}")) for i in range(2)}
     out = tmp_path / "model"
-    model = fit_from_samples(samples, cache, concepts, TINY, out,
-                             segmenter=BoxFillingSegmenter(), encoder=HashEncoder(),
+    segmenter = BoxFillingSegmenter()
+    model = fit_from_samples(samples, synthetic_store(cache), concepts, TINY, out,
+                             segmenter=segmenter, encoder=HashEncoder(),
                              metadata={"data": "synthetic"}, progress=False)
+    assert segmenter.encoded == 0  # every embedding was in the store
     info = json.loads((out / "training.json").read_text())
     assert info["subjects"] == {
         "s0": {"train": sorted(kept[:3]), "calibration": [held[0]]},
         "s1": {"train": sorted(kept[1:4]), "calibration": sorted(held[:2])},
     }
+    # the content of every training and calibration image file, for eval --subset test
+    assert info[SEEN_KEY] == {name: sorted(sha256_of(s.image_path) for s in samples
+                                           if s.set_name == name) for name in ("s0", "s1")}
     assert info["train_images"] == 7 and info["calibration_images"] == 4
     assert info["recipe"] == "tiny" and info["data"] == "synthetic"
     assert info["concepts"] == list(NAMES[:2])
@@ -96,40 +101,64 @@ def test_fit_without_calibration_subjects_warns_and_keeps_the_default(tmp_path):
     cache = tmp_path / "cache"
     write_labelled_set(tmp_path, "s0", 0, kept, cache)
     samples = list_samples(tmp_path / "s0")
-    model = fit_from_samples(samples, cache, {"s0": Concept(NAMES[0], (NAMES[0],))}, TINY,
-                             None, encoder=HashEncoder(), progress=False)
+    model = fit_from_samples(samples, synthetic_store(cache),
+                             {"s0": Concept(NAMES[0], (NAMES[0],))}, TINY, None,
+                             encoder=HashEncoder(), progress=False)
     assert model.presence.threshold == 0.5 and not model.concept_thresholds
     assert any("no calibration subjects" in w for w in model.metadata["warnings"])
     assert model.metadata["subjects"] == {"s0": {"train": sorted(kept)}}
 
 
+def test_only_covisible_recipes_train_always_shown_targets_as_present():
+    concepts = {"s0": Concept("alpha thing", ("alpha thing",), may_show=("s2",),
+                              always_shows=("s1",)),
+                "s1": Concept("beta thing", ("beta thing",))}
+    earlier = recipe_concepts(concepts, RECIPES["builtin-xlong"])
+    assert earlier["s0"].may_show == ("s2", "s1") and earlier["s0"].always_shows == ()
+    assert recipe_concepts(concepts, RECIPES["anatomy"]) == concepts
+
+
 def test_recipes_are_named():
-    assert recipe_named("builtin") is RECIPES["builtin"]
-    assert RECIPES["builtin"].train.crop == 64
+    # the name a model records (metadata "recipe") finds the recipe that made it
+    for name, recipe in RECIPES.items():
+        assert recipe_named(name) is recipe and recipe.name == name
     with pytest.raises(InputError, match="builtin"):
         recipe_named("fancy")
 
 
-def test_encode_missing_copies_byte_identical_images(tmp_path):
+def test_a_recipe_with_presence_heads_fits_them_and_calibrates_every_point(tmp_path):
+    from dataclasses import replace
+
+    from clipsam.train.presence_head import PresenceHeadConfig
+
+    held, kept = _subjects(2, 6, TINY.calibration_fraction)
     cache = tmp_path / "cache"
-    write_labelled_set(tmp_path, "lungs", 0, ["a", "b"], tmp_path / "unused")
-    heart = tmp_path / "heart"
-    shutil.copytree(tmp_path / "lungs", heart)  # the same scans, another set
-    for path in (heart / "images").iterdir():
-        path.rename(path.with_name(path.name.replace("lungs", "heart")))
-    for path in (heart / "masks").iterdir():
-        path.rename(path.with_name(path.name.replace("lungs", "heart")))
-    samples = list_samples(tmp_path / "lungs") + list_samples(heart)
-    segmenter = BoxFillingSegmenter()
-    assert encode_missing(samples, cache, segmenter, progress=False) == 2
-    assert segmenter.encoded == 2 and all(is_cached(cache, s) for s in samples)
-    for lung, twin in zip(samples[:2], samples[2:], strict=True):
-        for a, b in zip(cache_paths(cache, lung), cache_paths(cache, twin), strict=True):
-            assert a.read_bytes() == b.read_bytes()
-    # cached already: nothing to do; a new copy of a cached image is copied, not encoded
-    assert encode_missing(samples, cache, segmenter, progress=False) == 0
-    cache_paths(cache, samples[3])[0].unlink()
-    assert encode_missing(samples, cache, segmenter, progress=False) == 0
-    assert segmenter.encoded == 2 and is_cached(cache, samples[3])
-    np.testing.assert_array_equal(np.load(cache_paths(cache, samples[3])[0]),
-                                  np.load(cache_paths(cache, samples[1])[0]))
+    write_labelled_set(tmp_path, "s0", 0, [held[0], *kept[:5], held[1]], cache, empty=(3, 6))
+    write_labelled_set(tmp_path, "s1", 1, [held[1], *kept[2:6]], cache, seed=1)
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    concepts = {f"s{i}": Concept(NAMES[i], (NAMES[i],)) for i in range(2)}
+    recipe = replace(TINY, presence_head=PresenceHeadConfig(folds=2))
+    out = tmp_path / "model"
+    model = fit_from_samples(samples, synthetic_store(cache), concepts, recipe, out,
+                             encoder=HashEncoder(), progress=False)
+    info = model.metadata["calibration"]
+    # fitted on the training part: 5 + 4 images, s0's image 3 without its target
+    head = info["presence_head"]
+    assert head[NAMES[0]]["n_present"] == 4 and head[NAMES[0]]["n_empty"] == 1
+    assert head[NAMES[0]]["n_other_sets"] == 4 and "penalty" in head[NAMES[1]]
+    # each concept's statistic is chosen and recorded; only chosen heads are kept
+    for name in NAMES[:2]:
+        assert info["presence"][name]["statistic"] == model.statistic_of(name)
+        assert set(info["presence"][name]["auc"]) == {"map", "head"}
+    assert set(model.presence_heads) == set(model.presence_statistics)
+    assert set(model.presence_statistics.values()) <= {"head"}
+    # every operating point, per concept and model-wide, ordered
+    assert set(model.concept_points) == set(model.concept_thresholds) == set(NAMES[:2])
+    for name, points in model.concept_points.items():
+        assert model.concept_thresholds[name] <= points["balanced"] <= points["precision"]
+    assert model.presence.balanced is not None and model.presence.precision is not None
+    assert info["presence_model_wide"]["recall"]["threshold"] == pytest.approx(
+        model.presence.threshold, abs=1e-4)
+    loaded = load_grounding_model(out, text_encoder=HashEncoder())
+    assert loaded.concept_points == model.concept_points
+    assert loaded.presence_statistics == model.presence_statistics

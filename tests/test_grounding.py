@@ -175,8 +175,12 @@ def test_a_prompt_uses_its_concepts_threshold_and_mask_source():
         assert model.threshold_for(prompt) == 0.5
         assert model.mask_source_for(prompt) == "segmenter"
     emb = _embedding()
-    score = model.presence_score(emb, "fetal skull")
-    assert model.is_present(emb, "fetal skull") == (score >= 0.8)
+    # a phrase is grounded as its concept: the concept name's score against its threshold
+    score = model.presence_score(emb, "fetal head")
+    assert score != pytest.approx(model.presence_score(emb, "fetal skull"))
+    for threshold in (score - 1e-4, score + 1e-4):
+        model.concept_thresholds["fetal head"] = threshold
+        assert model.is_present(emb, "fetal skull") == (score >= threshold)
     # a concept calibrated without phrases is still known by its name
     bare = _model(concept_thresholds={"lungs": 0.7}, mask_sources={"heart": "union"})
     assert bare.concept_of("Lungs") == "lungs" and bare.threshold_for("Lungs") == 0.7
@@ -243,3 +247,82 @@ def test_a_dense_head_mixes_channels_and_round_trips_through_torch_and_onnx(tmp_
         assert HeadsConfig.from_dict(loaded.heads_config).depthwise is False
         np.testing.assert_allclose(loaded.similarity_map(emb, "fetal head"),
                                    model.similarity_map(emb, "fetal head"), atol=1e-4)
+
+
+def _with_points(**kwargs):
+    """A model calibrated at every operating point: 'fetal head' has its own points."""
+    return _model(presence=PresenceRule(2, 0.5, 0.6, 0.7),
+                  concept_thresholds={"fetal head": 0.8, "adapted thing": 0.3},
+                  concept_points={"fetal head": {"balanced": 0.85, "precision": 0.9}},
+                  concept_phrases={"fetal head": ["fetal skull"]}, **kwargs)
+
+
+def test_each_operating_point_has_its_threshold_and_results_record_it():
+    model = _with_points()
+    assert [model.threshold_for("fetal skull", p) for p in ("recall", "balanced", "precision")] \
+        == [0.8, 0.85, 0.9]
+    # a prompt reaching no concept: the model-wide points
+    assert [model.threshold_for("liver", p) for p in ("recall", "balanced", "precision")] \
+        == [0.5, 0.6, 0.7]
+    # a concept with only its own recall threshold (adapted) refuses the other points
+    with pytest.raises(InputError, match=r"'adapted thing'.*no 'balanced'.*--presence recall"):
+        model.threshold_for("adapted thing", "balanced")
+    with pytest.raises(InputError, match="unknown presence operating point 'strict'"):
+        model.reach(_embedding(), "fetal head", "strict")
+    emb = _embedding()
+    score = model.presence_score(emb, "fetal head")
+    for point, threshold in (("recall", 0.8), ("precision", 0.9)):
+        match = model.reach(emb, "fetal skull", point)
+        decisions = match.decisions()
+        assert decisions["presence_point"] == point and decisions["threshold"] == threshold
+        assert decisions["presence_statistic"] == "map"
+        assert match.present == (score >= threshold)
+
+
+def test_a_model_without_operating_points_refuses_them_naming_the_model(tmp_path):
+    old = _calibrated()
+    old.save(tmp_path / "old")
+    loaded = load_grounding_model(tmp_path / "old", text_encoder=HashEncoder())
+    assert loaded.threshold_for("fetal head", "recall") == 0.8  # today's behaviour
+    for point in ("balanced", "precision"):
+        with pytest.raises(InputError, match=f"{tmp_path / 'old'}.*no '{point}' presence point"):
+            loaded.reach(_embedding(), "fetal head", point)
+    with pytest.raises(WeightsError, match="both or none"):
+        _model(presence=PresenceRule(2, 0.5, 0.6, None))
+    with pytest.raises(WeightsError, match="model-wide"):
+        _model(concept_points={"fetal head": {"balanced": 0.85, "precision": 0.9}})
+
+
+def test_a_presence_head_scores_pooled_features_and_round_trips(tmp_path):
+    from clipsam.models.grounding.presence_head import (
+        head_input,
+        input_size,
+        map_features,
+        pooled_features,
+    )
+
+    size = input_size(16)
+    head = np.random.default_rng(0).normal(scale=0.05, size=size + 1)
+    model = _with_points(presence_heads={"Fetal Head": head},
+                         presence_statistics={"fetal head": "head"})
+    emb = _embedding(2)
+    valid = valid_mask(emb.geometry, 16)
+    features = emb.features[0]
+    x = head_input(pooled_features(features, valid),
+                   map_features(features, model.logit_map(emb, "fetal head"), valid))
+    assert x.shape == (size,)
+    expected = 1 / (1 + np.exp(-(x @ head[:-1] + head[-1])))
+    assert model.presence_score(emb, "fetal head") == pytest.approx(expected)
+    assert model.presence_score(emb, "fetal head", "map") == pytest.approx(presence_from_logits(
+        model.logit_map(emb, "fetal head"), valid, 2))
+    assert model.reach(emb, "fetal skull").decisions()["presence_statistic"] == "head"
+    model.save(tmp_path / "m")
+    loaded = load_grounding_model(tmp_path / "m", text_encoder=HashEncoder())
+    assert loaded.presence == PresenceRule(2, 0.5, 0.6, 0.7)
+    assert loaded.concept_points == {"fetal head": {"balanced": 0.85, "precision": 0.9}}
+    assert loaded.presence_statistics == {"fetal head": "head"}
+    assert loaded.presence_score(emb, "fetal head") == pytest.approx(expected)
+    with pytest.raises(WeightsError, match="presence head chosen but missing"):
+        _with_points(presence_statistics={"fetal head": "head"})
+    with pytest.raises(WeightsError, match="presence head must hold"):
+        _with_points(presence_heads={"fetal head": head[:-1]})

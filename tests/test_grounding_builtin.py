@@ -13,7 +13,7 @@ from clipsam.models.grounding import HeadsConfig, builtin_model_dir, load_ground
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.postprocess.map_boxes import map_boxes
-from clipsam.train.captions import builtin_concepts
+from clipsam.train.captions import builtin_concepts, cross_source_pairs
 from clipsam.train.recipes import RECIPES, SHIPPED_RECIPE
 
 
@@ -50,7 +50,7 @@ def test_sentence_embeddings_are_reused_across_processes_without_the_transformer
     assert len(list((tmp_path / "text").rglob("*.npy"))) == 3
 
 
-def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
+def test_builtin_concepts_are_eleven_sets_whose_may_show_and_always_shows_name_others():
     concepts = builtin_concepts()
     assert len(concepts) == 11
     assert {"hc18", "busi", "cxr_lungs", "lgg_flair", "kvasir_polyp", "jsrt_heart",
@@ -60,9 +60,26 @@ def test_builtin_concepts_are_eleven_sets_whose_may_show_names_other_sets():
     for name, concept in concepts.items():
         assert set(concept.may_show) <= set(concepts) - {name}
         assert concept.target in concept.phrases
-    # sets labelling the same scans say so in both directions
-    assert "jsrt_heart" in concepts["cxr_lungs"].may_show
-    assert "cxr_lungs" in concepts["jsrt_heart"].may_show
+        assert set(concept.always_shows) <= set(concepts) - {name}
+        assert not set(concept.always_shows) & set(concept.may_show)
+    # every chest X-ray shows the lungs, the heart and the clavicles, whichever set it is from
+    chest = {"cxr_lungs", "jsrt_heart", "jsrt_clavicles"}
+    for name in chest:
+        assert set(concepts[name].always_shows) == chest - {name}
+
+
+def test_cross_source_pairs_prompt_each_covisible_target_where_it_shows_and_where_it_cannot():
+    concepts = builtin_concepts()
+    pairs = cross_source_pairs(concepts)
+    shown = {(t, i) for t, i, s in pairs if s}
+    assert ("cxr_lungs", "jsrt_heart") in shown and ("jsrt_heart", "cxr_lungs") in shown
+    assert ("jsrt_clavicles", "cxr_lungs") in shown
+    never = {(t, i) for t, i, s in pairs if not s}
+    assert ("cxr_lungs", "hc18") in never and ("jsrt_heart", "kvasir_polyp") in never
+    assert not any(t == i for t, i, _ in pairs)
+    # only targets that some set always shows are measured, and never on a set that may show it
+    assert {t for t, _, _ in pairs} == {"cxr_lungs", "jsrt_heart", "jsrt_clavicles"}
+    assert not any(t in concepts[i].may_show for t, i, _ in pairs)
 
 
 def test_shipped_model_is_small_and_knows_its_training(encoder):

@@ -43,15 +43,18 @@ def test_eval_offers_the_registry_plus_the_oracles():
 def test_the_server_lists_the_methods_that_need_no_model_folder():
     assert tuple(n for n, spec in PIPELINES.items() if not spec.own_model) == SERVED_METHODS
     assert "weak" not in SERVED_METHODS and {"medclipsam", "salip"} <= set(SERVED_METHODS)
-    client = TestClient(create_app(lambda method: pytest.fail("no segmentation expected")))
-    assert client.get("/health").json()["methods"] == list(SERVED_METHODS)
+    app = create_app(lambda method, presence: pytest.fail("no segmentation expected"))
+    client = TestClient(app)
+    health = client.get("/health").json()
+    assert health["methods"] == list(SERVED_METHODS)
+    assert health["presence_points"] == ["recall", "balanced", "precision"]
     refused = client.post("/segment", files={"image": ("a.png", b"x", "image/png")},
                           data={"prompt": "fetal head", "method": "weak"})
     assert refused.status_code == 400 and "unknown method 'weak'" in refused.json()["error"]
 
 
 def test_the_page_takes_its_method_menu_from_the_server():
-    page = TestClient(create_app(lambda method: None)).get("/").text
+    page = TestClient(create_app(lambda method, presence: None)).get("/").text
     assert '<select id="method" name="method"></select>' in page
     assert "<option" not in page and 'fetch("health")' in page
 

@@ -114,4 +114,38 @@ def test_empty_masks_give_nan_and_bad_inputs_raise():
         with pytest.raises(InputError):
             nsd(blob, blob, tolerance_mm=tolerance)
     with pytest.raises(InputError):
-        hd95(np.ones((3, 3, 3), bool), np.ones((3, 3, 3), bool))
+        hd95(np.ones((2, 3, 3, 3), bool), np.ones((2, 3, 3, 3), bool))
+    with pytest.raises(InputError, match="3 spacing values"):
+        hd95(np.ones((3, 3, 3), bool), np.ones((3, 3, 3), bool), (1.0, 1.0))
+
+
+@pytest.mark.parametrize("spacing", [None, (3.0, 0.7, 0.5), (1.0, 1.0, 1.0)])
+def test_volumes_equal_monai_and_brute_force_bitwise(spacing):
+    """3-D masks: face-neighbour boundaries, voxel spacing, MONAI's own figures."""
+    rng = np.random.default_rng(7)
+    for case in range(12):
+        shape = tuple(int(n) for n in rng.integers(3, 14, 3))
+        smooth = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+        reference = smooth > 0
+        prediction = (np.roll(reference, tuple(rng.integers(-2, 3, 3)), (0, 1, 2))
+                      if case % 2 else ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) > 0)
+        if not prediction.any() or not reference.any():
+            continue
+        union = np.argwhere(prediction | reference)
+        scale = np.asarray(spacing or (1.0, 1.0, 1.0))
+        points = [(np.argwhere(m & ~ndimage.binary_erosion(m)) - union.min(0) + 1) * scale
+                  for m in (prediction, reference)]
+        distances = [np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).min(1).astype(np.float32)
+                     for a, b in (points, points[::-1])]
+        expected = (brute_hd95(distances), brute_nsd(distances, 2.0))
+        batched = [torch.from_numpy(m.astype(np.float32))[None, None]
+                   for m in (prediction, reference)]
+        options = {"include_background": True, "spacing": list(spacing or (1.0, 1.0, 1.0))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            monai = (float(compute_hausdorff_distance(*batched, percentile=95, **options).item()),
+                     float(compute_surface_dice(*batched, class_thresholds=[2.0],
+                                                **options).item()))
+        assert monai == expected, case
+        scores = score_mask(prediction, reference, spacing, 2.0)
+        assert (scores.hd95, scores.nsd) == expected, case

@@ -83,6 +83,38 @@ def test_widget_labels_equal_the_api_masks_and_planes_are_encoded_once(qtbot):
     assert labels.data[0].any() and np.array_equal(labels.data[1] == 1, api.mask)
 
 
+def test_whole_stack_is_segmented_as_a_volume_with_progress_per_slice(qtbot):
+    from clipsam.io.image import MedicalImage
+
+    viewer = ViewerModel()
+    stack = np.stack([sample_image(), np.zeros((40, 60), np.uint8),
+                      np.roll(sample_image(), 5, axis=1)]).astype(np.float32)
+    viewer.add_image(stack, name="scan", scale=(3.0, 0.5, 0.5))
+    encoder, segmenter_for = fake_segmenters()
+    widget = SegmentWidget(viewer, segmenter_for=segmenter_for)
+    qtbot.addWidget(widget)
+    widget.whole_stack.setChecked(True)
+    run_widget(qtbot, widget, "scan", "bright square\nabsent thing", "salip")
+    assert widget.progress.maximum() == 3 and widget.progress.value() == 3
+    assert encoder.encoded == 3  # every slice once, for both targets
+    api = Segmenter(RunConfig(method="salip"), pipeline=FakePipeline(),
+                    encoder=BoxFillingSegmenter()).segment(
+        MedicalImage(stack, (0.5, 0.5), "napari", is_volume=True), ["bright square"])[0]
+    labels = viewer.layers["bright square"]
+    assert np.array_equal(labels.data == 1, api.mask) and api.mask.shape == stack.shape
+    assert labels.data[0].any() and labels.data[2].any() and not labels.data[1].any()
+    assert not viewer.layers["absent thing"].data.any()
+    assert widget.status.text() == "bright square: found, absent thing: not found"
+
+    flat = ViewerModel()
+    flat.add_image(sample_image(), name="plane")
+    widget = SegmentWidget(flat, segmenter_for=segmenter_for)
+    qtbot.addWidget(widget)
+    widget.whole_stack.setChecked(True)
+    run_widget(qtbot, widget, "plane", "bright square", "salip")
+    assert widget.status.text().startswith("error: layer 'plane' is not a stack")
+
+
 def test_widget_reports_bad_input_on_one_line(qtbot):
     viewer = ViewerModel()
     viewer.add_image(sample_image(), name="scan")
@@ -104,6 +136,38 @@ def test_widget_reports_bad_input_on_one_line(qtbot):
     assert widget.status.text() == ("error: weights for sam-vit-b not found in "
                                     "~/.cache/clipsam/weights")
     assert widget.run_button.isEnabled() and "lungs" not in viewer.layers
+
+
+def test_every_trained_target_from_one_encoder_pass_and_the_untrained_note(qtbot):
+    """The tiny grounding model of word_fakes through the library's pipeline: ticking "every
+    trained target" fills a Labels layer per concept found; a target that is not trained is
+    noted in the status line."""
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    viewer = ViewerModel()
+    image = sample_image(64, 64)
+    viewer.add_image(image, name="scan")
+    encoder = FeatureSegmenter()
+    segmenter = word_segmenter(RunConfig(keep_intermediates=True),
+                               word_model({"breast tumour": 0.0, "lungs": 0.0,
+                                           "brain tumour": 1.0}), encoder)
+    widget = SegmentWidget(viewer, segmenter_for=lambda method: segmenter)
+    qtbot.addWidget(widget)
+    widget.every_target.setChecked(True)
+    assert not widget.targets.isEnabled()
+    run_widget(qtbot, widget, "scan", "", "medclipsam")
+    status = widget.status.text()
+    assert status.startswith("found ") and "breast tumour (" in status and "lungs (" in status
+    api = segmenter.segment_all(image)
+    assert {r.prompt for r in api} == {"breast tumour", "lungs"}
+    for result in api:
+        assert np.array_equal(viewer.layers[result.prompt].data == 1, result.mask)
+    assert "brain tumour" not in viewer.layers and encoder.encoded == 1
+
+    widget.every_target.setChecked(False)
+    run_widget(qtbot, widget, "scan", "liver", "medclipsam")
+    assert widget.status.text() == ("liver: not found; 'liver' is not a trained target; "
+                                    "nearest: lungs (0.45); teach it with clipsam adapt")
 
 
 def test_manifest_names_the_widget():

@@ -508,4 +508,6 @@ def test_the_record_says_what_the_pipeline_decided_for_the_prompt(box_segmenter)
                     encoder=box_segmenter)
     volume = MedicalImage(np.stack([IMAGE, IMAGE + 1]), None, "nifti", is_volume=True)
     result = seg.segment(volume, "lesion")[0]
-    assert result.found and result.decisions == {"mask_source": "segmenter", "box_margin": 0.25}
+    decisions = dict(result.decisions)
+    assert decisions.pop("volume")["mode"] == "consistent"
+    assert result.found and decisions == {"mask_source": "segmenter", "box_margin": 0.25}

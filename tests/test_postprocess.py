@@ -10,7 +10,6 @@ from clipsam.errors import InputError
 from clipsam.postprocess.boxes import (
     box_areas,
     box_iou,
-    boxes_from_mask,
     clip_boxes,
     component_boxes,
     expand_boxes,
@@ -156,16 +155,11 @@ def test_masks_to_boxes_agrees_with_single_mask_boxes():
         assert box.tolist() == ([0, 0, 0, 0] if single is None else single.tolist())
 
 
-def test_component_boxes_and_modes():
+def test_component_boxes_largest_first():
     mask = three_squares()
     assert component_boxes(mask).tolist() == [[2, 2, 12, 12], [20, 20, 26, 26], [40, 40, 42, 42]]
-    assert boxes_from_mask(mask, "largest").tolist() == [[2, 2, 12, 12]]
-    assert boxes_from_mask(mask, "all").tolist() == [[2, 2, 42, 42]]
-    assert len(boxes_from_mask(mask, "each")) == 3
-    for mode in ("largest", "all", "each"):
-        assert boxes_from_mask(np.zeros((5, 5), bool), mode).shape == (0, 4)
-    with pytest.raises(InputError):
-        boxes_from_mask(mask, "biggest")
+    assert mask_to_box(mask).tolist() == [2, 2, 42, 42]
+    assert component_boxes(np.zeros((5, 5), bool)).shape == (0, 4)
 
 
 def test_speck_threshold_and_label_boxes():

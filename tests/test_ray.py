@@ -13,13 +13,14 @@ from PIL import Image
 from clipsam.apps.batch import SegmentJob, collect_inputs, run_local
 from clipsam.config import RunConfig
 from clipsam.pipelines.provenance import run_identity
+from real_resources import import_or_skip
 from test_api import fake_segmenter, sample_image
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    ray = import_or_skip("ray", "pip install 'clipsam[ray]'")
+    import_or_skip("ray.data", "pip install 'clipsam[ray]'")
     tests_dir = str(Path(__file__).parent)
     path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
@@ -64,3 +65,36 @@ def test_ray_outputs_equal_local_outputs(local_ray, tmp_path):
     (folder / "zz_broken.png").unlink()
     again = run_ray(collect_inputs([str(folder)]), job, fake_segmenter, workers=2)
     assert (again.done, again.skipped, len(again.failed)) == (0, 5, 0)
+
+
+def test_ray_spreads_volumes_and_gives_the_local_masks(local_ray, tmp_path):
+    """One task per volume (two volumes and an image), consistent mode: the same NIfTI masks
+    and records as the local engine."""
+    import nibabel as nib
+
+    from clipsam.apps.ray_engine import run_ray
+    from clipsam.io.nifti import slices_to_nifti
+    from synthetic_volume import PROMPT, bright_segmenter, volume_pixels
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(2):
+        pixels = np.roll(volume_pixels(), 3 * index, axis=2)
+        nib.save(nib.Nifti1Image(slices_to_nifti(pixels), np.diag([1.0, 1.0, 3.0, 1.0])),
+                 folder / f"vol{index}.nii.gz")
+    Image.fromarray(volume_pixels()[4]).save(folder / "plane.png")
+    items = collect_inputs([str(folder)])
+    settings = run_identity(RunConfig()).key
+    plain = run_local(items, SegmentJob((PROMPT,), tmp_path / "plain", settings),
+                      bright_segmenter)
+    distributed = run_ray(items, SegmentJob((PROMPT,), tmp_path / "ray", settings),
+                          bright_segmenter, workers=2)
+    assert plain.done == distributed.done == 3 and not distributed.failed
+    for name in ("vol0", "vol1"):
+        local = np.asarray(nib.load(tmp_path / "plain" / f"{name}_mask.nii.gz").dataobj)
+        remote = np.asarray(nib.load(tmp_path / "ray" / f"{name}_mask.nii.gz").dataobj)
+        assert local.any() and np.array_equal(local, remote), name
+        records = [json.loads((tmp_path / run / f"{name}.json").read_text())["results"][0]
+                   for run in ("plain", "ray")]
+        assert records[0]["decisions"] == records[1]["decisions"]
+        assert records[0]["decisions"]["volume"]["propagated_slices"] == [5]

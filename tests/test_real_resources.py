@@ -1,4 +1,5 @@
-"""A missing real model or data set is a skip on a laptop and a failure when ``CI=true``."""
+"""A missing real model, data set or optional library is a skip on a laptop and a failure when
+``CI=true``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 PROBE = '''
 import pytest
-from real_resources import skip_missing
+from real_resources import import_or_skip, skip_missing
 
 
 @pytest.fixture()
@@ -25,6 +26,10 @@ def test_needs_weights(weights):
 
 def test_needs_data():
     skip_missing("stand-in data set not found")
+
+
+def test_needs_library():
+    import_or_skip("clipsam_no_such_library", "pip install clipsam-no-such-library")
 
 
 def test_other_skip():
@@ -48,13 +53,14 @@ def run_probe(folder: Path, ci: str | None) -> subprocess.CompletedProcess:
 def test_missing_resources_skip_outside_ci(tmp_path, ci):
     result = run_probe(tmp_path, ci)
     assert result.returncode == 0, result.stdout
-    assert "3 skipped" in result.stdout
+    assert "4 skipped" in result.stdout
     assert "real resource missing: stand-in weights not available" in result.stdout
+    assert "clipsam_no_such_library not importable" in result.stdout
 
 
 def test_missing_resources_fail_in_ci(tmp_path):
     result = run_probe(tmp_path, "true")
     assert result.returncode == 1, result.stdout
-    assert "1 failed" in result.stdout and "1 error" in result.stdout
+    assert "2 failed" in result.stdout and "1 error" in result.stdout
     assert "1 skipped" in result.stdout  # a skip for another reason stays a skip
     assert "CI=true, so this is a failure: Skipped: real resource missing" in result.stdout

@@ -230,3 +230,106 @@ def test_overlapped_folder_run_writes_what_a_serial_run_writes(folder, tmp_path)
                     == _without_timings(json.loads(other.read_text())))
         else:
             assert serial.read_bytes() == other.read_bytes(), name
+
+
+@pytest.fixture
+def word_cli(monkeypatch):
+    """``clipsam segment`` on the tiny grounding model of word_fakes (real pipeline): breast
+    tumour and lungs present on every image, brain tumour never."""
+    from word_fakes import word_model, word_segmenter
+
+    thresholds = {"breast tumour": 0.0, "lungs": 0.0, "brain tumour": 1.0}
+    monkeypatch.setattr(clipsam.api, "Segmenter",
+                        lambda config: word_segmenter(config, word_model(thresholds)))
+    return lambda *argv: main(["segment", "-q", *argv])
+
+
+def test_the_record_says_which_concept_each_prompt_reached(word_cli, tmp_path, capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    out = tmp_path / "out"
+    assert word_cli(str(image), "-p", "tumours", "-p", "liver", "-p", "Breast tumours",
+                    "-o", str(out)) == 0
+    tumours, liver, breast = json.loads((out / "scan.json").read_text())["results"]
+    assert tumours["decisions"]["concept"] == "breast tumour"  # the one the image supports
+    assert {c["concept"] for c in tumours["decisions"]["concept_candidates"]} == {
+        "breast tumour", "brain tumour"}
+    assert breast["decisions"]["concept"] == "breast tumour"
+    assert breast["decisions"]["concept_similarity"] == pytest.approx(0.95, abs=0.01)
+    assert liver["decisions"]["concept"] is None and liver["decisions"]["untrained"]
+    assert liver["decisions"]["threshold"] == 0.99
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("'liver' is not a trained target; nearest: lungs (0.45); teach it with "
+                        "clipsam adapt")
+    assert sum("not a trained target" in line for line in lines) == 1
+
+
+def test_all_finds_every_trained_concept_and_writes_the_masks_of_those_found(word_cli, tmp_path,
+                                                                              capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    out = tmp_path / "out"
+    assert word_cli(str(image), "--all", "-o", str(out)) == 0
+    record = json.loads((out / "scan.json").read_text())
+    assert record["all_concepts"] is True
+    results = {r["prompt"]: r for r in record["results"]}
+    assert set(results) == {"breast tumour", "brain tumour", "lungs"}
+    assert not results["brain tumour"]["found"] and "mask_file" not in results["brain tumour"]
+    for name in ("breast tumour", "lungs"):
+        assert results[name]["found"] and results[name]["decisions"]["presence"] > 0
+        mask = read_png(out / results[name]["mask_file"])
+        assert mask.any() and results[name]["mask_file"] == f"scan_{prompt_slug(name)}_mask.png"
+    assert not (out / "scan_brain-tumour_mask.png").exists()
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"{image}: found ") and "breast tumour (" in line and "lungs (" in line
+    assert word_cli(str(image), "--all", "-o", str(out)) == 0  # done: skipped
+    assert "1 done with the same settings, skipped" in capsys.readouterr().out
+    # a prompt job's record does not count as an --all job's, nor the reverse
+    assert word_cli(str(image), "-p", "lungs", "-o", str(out)) == 0
+    assert "1 segmented" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_code:
+        word_cli(str(image), "--all", "-p", "lungs", "-o", str(out))
+    assert exit_code.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+@pytest.fixture
+def points_cli(monkeypatch):
+    """``clipsam segment`` on the tiny grounding model of word_fakes with every operating
+    point: every concept found at recall (threshold 0), none at precision (threshold 1)."""
+    from word_fakes import word_model, word_segmenter
+
+    thresholds = dict.fromkeys(("breast tumour", "lungs", "brain tumour"), 0.0)
+    points = {name: {"balanced": 0.0, "precision": 1.0} for name in thresholds}
+    monkeypatch.setattr(clipsam.api, "Segmenter",
+                        lambda config: word_segmenter(config, word_model(thresholds,
+                                                                         points=points)))
+    return lambda *argv: main(["segment", "-q", *argv])
+
+
+def test_the_presence_operating_point_decides_not_found_and_is_recorded(points_cli, tmp_path,
+                                                                        capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    out = tmp_path / "out"
+    assert points_cli(str(image), "-p", "lungs", "-o", str(out)) == 0
+    lungs = json.loads((out / "scan.json").read_text())["results"][0]
+    assert lungs["found"] and lungs["decisions"]["presence_point"] == "recall"
+    assert lungs["decisions"]["threshold"] == 0.0
+    assert lungs["provenance"]["config"]["presence"] == "recall"
+    # another operating point is another setting: the image is redone, and not found
+    assert points_cli(str(image), "-p", "lungs", "-o", str(out), "--presence", "precision") == 0
+    assert "1 made with other settings, redone" in capsys.readouterr().out
+    lungs = json.loads((out / "scan.json").read_text())["results"][0]
+    assert not lungs["found"] and lungs["decisions"]["presence_point"] == "precision"
+    assert lungs["decisions"]["threshold"] == 1.0
+    assert lungs["decisions"]["presence"] < 1.0
+    assert points_cli(str(image), "--all", "-o", str(tmp_path / "all"),
+                      "--presence", "precision") == 0
+    assert "no trained target found" in capsys.readouterr().out
+
+
+def test_a_model_without_operating_points_refuses_them_in_one_line(word_cli, tmp_path, capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    assert word_cli(str(image), "-p", "lungs", "-o", str(tmp_path / "out"),
+                    "--presence", "balanced") == 2  # a user error: the one error policy
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no 'balanced' presence point" in err
+    assert err.startswith("clipsam: error:")
+    assert "--presence recall" in err

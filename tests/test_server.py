@@ -45,13 +45,14 @@ class StagedPipeline(FakePipeline):
 
 
 def make_client(limits: ServerLimits, pipeline=SlowPipeline) -> TestClient:
-    pool: dict[str, Segmenter] = {}
+    pool: dict[tuple[str, str], Segmenter] = {}
 
-    def segmenter_for(method: str) -> Segmenter:
-        if method not in pool:
-            config = RunConfig(method=method, keep_intermediates=True)
-            pool[method] = Segmenter(config, pipeline=pipeline(), encoder=FakeEncoder())
-        return pool[method]
+    def segmenter_for(method: str, presence: str) -> Segmenter:
+        if (method, presence) not in pool:
+            config = RunConfig(method=method, keep_intermediates=True, presence=presence)
+            pool[method, presence] = Segmenter(config, pipeline=pipeline(),
+                                               encoder=FakeEncoder())
+        return pool[method, presence]
 
     return TestClient(create_app(segmenter_for, limits))
 
@@ -184,7 +185,7 @@ def test_views_show_maps_and_proposals_at_image_size():
 def test_missing_weights_is_a_server_side_503_and_serving_continues():
     from clipsam.errors import WeightsError
 
-    def segmenter_for(method: str) -> Segmenter:
+    def segmenter_for(method: str, presence: str) -> Segmenter:
         if method == "salip":
             raise WeightsError("weights for sam-vit-b not found")
         return Segmenter(RunConfig(method=method), pipeline=FakePipeline(), encoder=FakeEncoder())
@@ -200,7 +201,8 @@ def box_client(cache_images: int) -> tuple[TestClient, BoxFillingSegmenter]:
     encoder = BoxFillingSegmenter()
     segmenter = Segmenter(RunConfig(keep_intermediates=True), pipeline=FakePipeline(),
                           encoder=encoder, cache_images=cache_images)
-    return TestClient(create_app(lambda method: segmenter, ServerLimits(max_boxes=3))), encoder
+    app = create_app(lambda method, presence: segmenter, ServerLimits(max_boxes=3))
+    return TestClient(app), encoder
 
 
 def test_boxes_are_decoded_from_the_cached_embedding_without_encoding_again():
@@ -253,3 +255,81 @@ def test_bad_boxes_are_one_line_400(tmp_path, boxes, fields, words):
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert words in error and "\n" not in error
+
+
+def word_client() -> tuple[TestClient, object]:
+    """The app over the tiny grounding model of word_fakes (breast tumour and lungs present on
+    every image, brain tumour never), through the library's MedCLIP-SAM pipeline."""
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    encoder = FeatureSegmenter()
+    model = word_model({"breast tumour": 0.0, "lungs": 0.0, "brain tumour": 1.0})
+    segmenter = word_segmenter(RunConfig(keep_intermediates=True), model, encoder)
+    app = create_app(lambda method, presence: segmenter, ServerLimits())
+    return TestClient(app), encoder
+
+
+def test_all_concepts_answers_what_is_in_the_image_from_one_encoder_pass():
+    client, encoder = word_client()
+    image = png_bytes(sample_image(64, 64))
+    answer = post(client, image, prompts=(), all_concepts="true")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["all_concepts"] == ["brain tumour", "breast tumour", "lungs"]
+    found = {r["prompt"]: r for r in body["results"]}
+    assert set(found) == {"breast tumour", "lungs"} and encoder.encoded == 1
+    for result in found.values():
+        assert result["found"] and decode_png(result["mask"]).any()
+        assert result["record"]["decisions"]["presence"] > 0
+        assert result["concept_note"] is None
+    for fields, words in (({"prompts": ("lungs",)}, "without prompts"),
+                          ({"boxes": "[[1, 1, 9, 9]]"}, "without prompts or boxes")):
+        refused = post(client, image, prompts=fields.get("prompts", ()), all_concepts="true",
+                       **{k: v for k, v in fields.items() if k != "prompts"})
+        assert refused.status_code == 400 and words in refused.json()["error"]
+
+
+def test_an_answer_names_the_concept_reached_or_notes_an_untrained_target():
+    client, _ = word_client()
+    answer = post(client, png_bytes(sample_image(64, 64)), ("tumours", "liver"))
+    assert answer.status_code == 200, answer.text
+    tumours, liver = answer.json()["results"]
+    assert tumours["record"]["decisions"]["concept"] == "breast tumour"
+    assert len(tumours["record"]["decisions"]["concept_candidates"]) == 2
+    assert tumours["concept_note"] is None
+    assert liver["record"]["decisions"]["concept"] is None
+    assert liver["concept_note"] == ("'liver' is not a trained target; nearest: lungs (0.45); "
+                                     "teach it with clipsam adapt")
+
+
+def test_all_concepts_with_a_model_without_concepts_is_a_one_line_400(client):
+    answer = post(client, png_bytes(sample_image()), prompts=(), all_concepts="true")
+    assert answer.status_code == 400 and "no text model with trained concepts" in (
+        answer.json()["error"])
+
+
+def test_the_presence_operating_point_is_a_form_field():
+    from word_fakes import FeatureSegmenter, word_model, word_segmenter
+
+    thresholds = dict.fromkeys(("breast tumour", "lungs", "brain tumour"), 0.0)
+    model = word_model(thresholds, points={name: {"balanced": 0.0, "precision": 1.0}
+                                           for name in thresholds})
+    encoder, built = FeatureSegmenter(), {}
+
+    def segmenter_for(method: str, presence: str) -> Segmenter:
+        config = RunConfig(keep_intermediates=True, presence=presence)
+        return built.setdefault(presence, word_segmenter(config, model, encoder))
+
+    client = TestClient(create_app(segmenter_for, ServerLimits()))
+    image = png_bytes(sample_image(64, 64))
+    for presence, found in (("recall", True), ("precision", False)):
+        answer = post(client, image, ("lungs",), presence=presence)
+        assert answer.status_code == 200, answer.text
+        result = answer.json()["results"][0]
+        assert result["found"] == found
+        assert result["record"]["decisions"]["presence_point"] == presence
+    assert post(client, image, ("lungs",)).json()["results"][0]["record"]["decisions"][
+        "presence_point"] == "recall"  # the default
+    refused = post(client, image, ("lungs",), presence="strict")
+    assert refused.status_code == 400 and "unknown presence operating point" in (
+        refused.json()["error"])

@@ -10,7 +10,7 @@ from PIL import Image
 
 import clipsam.train.trainer as trainer
 from clipsam.io.labelled_sets import list_samples
-from clipsam.io.splits import calibration_of, read_split, select, split_of, write_split
+from clipsam.io.splits import calibration_of, split_of
 from clipsam.models.grounding import GroundingHeads, GroundingModel, PresenceRule
 from clipsam.train.captions import (
     Concept,
@@ -19,7 +19,6 @@ from clipsam.train.captions import (
     concept_for,
     target_captions,
 )
-from clipsam.train.region_data import build_region_data
 from clipsam.train.trainer import (
     TrainConfig,
     contrastive_loss,
@@ -32,6 +31,7 @@ from synthetic_grounding import (
     SMALL,
     one_torch_thread,  # noqa: F401  (autouse fixture)
     region_data,
+    stored_region_data,
     write_labelled_set,
 )
 from test_grounding import HashEncoder
@@ -73,11 +73,6 @@ def test_split_is_by_subject_and_stable(tmp_path):
         parts.setdefault(s.subject, set()).add((split_of(s), calibration_of(s)))
     assert all(len(p) == 1 for p in parts.values())
     assert {next(iter(p))[0] for p in parts.values()} == {"train", "test"}
-    write_split(samples, tmp_path / "split.json")
-    split = read_split(tmp_path / "split.json")
-    test = select(samples, split, "test")
-    assert test and all(split_of(s) == "test" for s in test)
-    assert len(test) + len(select(samples, split, "train")) == 40
 
 
 def test_region_data_has_a_channel_per_concept_and_marks_may_show_as_unknown(tmp_path):
@@ -86,24 +81,28 @@ def test_region_data_has_a_channel_per_concept_and_marks_may_show_as_unknown(tmp
     write_labelled_set(tmp_path, "s0", 0, ["d", "e"], cache, seed=1)
     samples = list_samples(tmp_path / "s1") + list_samples(tmp_path / "s0")
     concepts = {"s1": Concept("beta thing", ("beta thing",), may_show=("s0", "s9")),
-                "s0": Concept("alpha thing", ("alpha thing",)),
+                "s0": Concept("alpha thing", ("alpha thing",), always_shows=("s2",)),
                 "s2": Concept("gamma thing", ("gamma thing",))}  # no image here
-    data = build_region_data(samples, cache, concepts)
+    data = stored_region_data(samples, cache, concepts)
     assert [c.target for c in data.concepts] == ["alpha thing", "beta thing", "gamma thing"]
     np.testing.assert_array_equal(data.concept_index, [1, 1, 1, 0, 0])
     np.testing.assert_array_equal(data.unknown, [[1, 0, 0]] * 3 + [[0, 0, 0]] * 2)
+    np.testing.assert_array_equal(data.shown, [[0, 0, 0]] * 3 + [[0, 0, 1]] * 2)
     present, known = data.labels()
-    np.testing.assert_array_equal(present, [[0, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0],
-                                            [1, 0, 0]])
+    # s0's images show gamma (always_shows): present there, but with no map target
+    np.testing.assert_array_equal(present, [[0, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 1],
+                                            [1, 0, 1]])
     np.testing.assert_array_equal(known, ~data.unknown)
+    np.testing.assert_array_equal(data.unmapped(), data.unknown | data.shown)
     assert data.model_name == "synthetic" and data.features[0].shape == (16, 16, 16)
+    assert isinstance(data.features[0], np.memmap)  # read per access, not loaded up front
     assert data.embedding(0).features.dtype == np.float32
     # the same concepts give a part of the data set the same channels
-    part = build_region_data(samples[3:], cache, concepts)
+    part = stored_region_data(samples[3:], cache, concepts)
     assert part.concepts == data.concepts
     np.testing.assert_array_equal(part.concept_index, [0, 0])
     with pytest.raises(KeyError, match="s1"):
-        build_region_data(samples, cache, {"s0": concepts["s0"]})
+        stored_region_data(samples, cache, {"s0": concepts["s0"]})
 
 
 def test_sampling_weights_balance_sets():
@@ -130,7 +129,7 @@ def _caption_vectors(data):
                                      for t in (target[0], background[0])]))
 
 
-def _text_gradient(data, index):
+def _text_gradient(data, index, config=FAST):
     torch.manual_seed(0)
     heads = GroundingHeads(SMALL)
     texts = _caption_vectors(data).requires_grad_(True)
@@ -138,8 +137,8 @@ def _text_gradient(data, index):
                                        for i in index]))
     loss = trainer._step_loss(heads, data, np.asarray(index), feats,
                               torch.from_numpy(data.targets[index]),
-                              torch.from_numpy(data.valid[index]), texts, FAST,
-                              np.random.default_rng(0), contrastive_loss(FAST))
+                              torch.from_numpy(data.valid[index]), texts, config,
+                              np.random.default_rng(0), contrastive_loss(config))
     loss.backward()
     return texts.grad
 
@@ -157,6 +156,20 @@ def test_may_show_concepts_are_left_out_of_the_loss():
     # known absent, the same images do train concept 0 (so the test can fail)
     grad = _text_gradient(replace(data, unknown=np.zeros_like(unknown)), batch)
     assert grad[0].abs().max() > 0
+
+
+def test_always_shown_concepts_train_presence_but_no_map():
+    """Images of set s1 that certainly show concept 0 without a mask: concept 0's captions are
+    pulled only through the presence term (present), never as a map target or as absent."""
+    shown = np.zeros((12, 3), bool)
+    shown[1::3, 0] = True  # the images of concept 1
+    data = region_data(n=12, count=3)
+    data = replace(data, shown=shown)
+    batch = [1, 4, 7, 10]  # concept 1 only
+    assert _text_gradient(data, batch)[0].abs().max() > 0  # presence pulls the target caption
+    assert _text_gradient(data, batch)[1].abs().max() == 0  # no background map for concept 0
+    quiet = replace(FAST, presence_weight=0.0)
+    assert _text_gradient(data, batch, quiet)[0:2].abs().max() == 0  # no dense, no contrastive
 
 
 def test_batches_crop_and_flip_features_and_targets_together():

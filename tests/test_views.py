@@ -10,9 +10,9 @@ from clipsam.errors import InputError
 from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
+from clipsam.models.embedding_store import store_images
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.train.captions import Concept
-from clipsam.train.embedding_cache import is_cached
 from clipsam.train.fit import VIEWS_DIR, fit_from_samples
 from clipsam.train.views import ViewConfig, augment, make_views, settings_tag
 from conftest import BoxFillingSegmenter
@@ -23,6 +23,7 @@ from synthetic_grounding import (
     SIZE,
     direction,
     one_torch_thread,  # noqa: F401  (autouse fixture)
+    synthetic_store,
     write_labelled_set,
 )
 from test_fit import TINY, _subjects
@@ -45,6 +46,42 @@ def test_a_view_cuts_image_and_mask_alike_and_keeps_bright_target_bright():
     rgb = np.stack([pixels] * 3, axis=-1)
     out, cut = augment(rgb, mask, ViewConfig(), rng)
     assert out.shape == (*cut.shape, 3)
+
+
+def test_source_cue_views_keep_the_target_where_the_mask_says():
+    """Resolution, blur, contrast and a frame change the look, not where the target is."""
+    mask = np.zeros((90, 120), bool)
+    mask[30:60, 50:100] = True
+    pixels = np.where(mask, 200.0, 30.0)
+    look = ViewConfig(noise=0.0, log_gamma=0.0, min_scale=0.4, blur=1.5, log_contrast=0.3)
+    for seed in range(20):
+        out, cut = augment(pixels, mask, look, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == cut.shape
+        if cut.sum() > 200 and (~cut).sum() > 200:
+            # blurred edges aside, the target stays the bright part
+            assert np.median(out[cut]) > np.percentile(out[~cut], 75)
+    framed = 0
+    for seed in range(20):
+        out, cut = augment(pixels, mask, replace(look, border=0.2),
+                           np.random.default_rng(seed))
+        assert out.shape == cut.shape
+        assert out.shape[0] <= 90 + 2 * 18 and out.shape[1] <= 120 + 2 * 24
+        if out.shape[0] > 90:  # taller than any crop: a frame above or below
+            framed += 1
+            row = 0 if np.ptp(out[0]) == 0 else -1
+            assert np.ptp(out[row]) == 0 and not cut[row].any()  # one grey, no target
+    assert framed > 5
+    # the defaults draw a crop, gamma and noise only: the earlier views' tag is kept
+    assert settings_tag(ViewConfig()) != settings_tag(look)
+    assert settings_tag(ViewConfig(sets=("s0",))) == settings_tag(ViewConfig())
+
+
+def test_views_are_drawn_only_for_the_sets_named(tmp_path):
+    write_labelled_set(tmp_path, "s0", 0, ["a"], tmp_path / "cache")
+    write_labelled_set(tmp_path, "s1", 1, ["b"], tmp_path / "cache")
+    samples = list_samples(tmp_path / "s0") + list_samples(tmp_path / "s1")
+    views = make_views(samples, tmp_path / "views", ViewConfig(sets=("s1",)))
+    assert [v.set_name for v in views] == ["s1"]
 
 
 def test_views_are_written_once_and_drawn_the_same_way_again(tmp_path):
@@ -96,12 +133,13 @@ def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
     samples = list_samples(tmp_path / "s0")
     concepts = {"s0": Concept(NAMES[0], (NAMES[0],))}
     recipe = replace(TINY, views=ViewConfig(per_image=2))
+    store = synthetic_store(cache)
     with pytest.raises(InputError, match="needs segmentation sets and the segmenter"):
-        fit_from_samples(samples, cache, concepts, recipe, None, encoder=HashEncoder(),
+        fit_from_samples(samples, store, concepts, recipe, None, encoder=HashEncoder(),
                          progress=False)
     segmenter = BrightCellSegmenter()
     out = tmp_path / "model"
-    fit_from_samples(samples, cache, concepts, recipe, out, segmenter=segmenter,
+    fit_from_samples(samples, store, concepts, recipe, out, segmenter=segmenter,
                      encoder=HashEncoder(), progress=False)
     info = json.loads((out / "training.json").read_text())
     assert info["train_images"] == 4 and info["views"] == 8
@@ -109,5 +147,5 @@ def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
     views = list_samples(cache / VIEWS_DIR / "s0")
     assert sorted({v.image_id.split("~")[0] for v in views}) == sorted(
         s.image_id for s in samples if s.subject in kept)
-    assert all(is_cached(cache, v) for v in views)
+    assert len(set(store_images([v.image_path for v in views], store))) == 8  # all stored
     assert segmenter.encoded == 8

@@ -15,14 +15,14 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipsam.config import ModelConfig, RunConfig
+from clipsam.config import ModelConfig, RunConfig, VolumeConfig
 from clipsam.errors import InputError
 from clipsam.models.image_text import ImageTextModel
 from clipsam.models.segmenter import Geometry, ImageEmbedding, PromptableSegmenter
@@ -39,8 +39,13 @@ class SegmentResult:
     xyxy segmenter prompts in original pixels; for a volume they are (K, 5) rows
     ``(slice, x0, y0, x1, y1)``. ``provenance`` records the models, runtime, package versions,
     configuration and per-stage timings (seconds) that produced the mask; ``decisions`` the
-    settings the pipeline resolved for this prompt (calibrated mask source, map level, box
-    margin), which the configuration leaves to the model.
+    settings the pipeline resolved for this prompt, which the configuration leaves to the
+    model: with the built-in model, the trained concept the prompt reached (``concept``, None
+    when untrained, and ``concept_similarity``; ``concept_candidates`` when the image decided
+    between several), its presence score and threshold, and the concept's calibrated mask
+    source, map level and box margin; a volume's also say, under ``volume``, how it was made
+    consistent along the slice axis (settings and where each came from, runs of slices,
+    propagated slices, dropped components).
     """
 
     mask: np.ndarray
@@ -53,6 +58,17 @@ class SegmentResult:
     provenance: dict[str, Any]
     intermediates: dict[str, Any] = field(default_factory=dict)
     decisions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def concept_note(self) -> str | None:
+        """``'X' is not a trained target; nearest: Y (0.41); teach it with clipsam adapt``
+        when the prompt reached no trained concept of the model (else None)."""
+        from clipsam.models.grounding.words import untrained_note
+
+        if not self.decisions.get("untrained"):
+            return None
+        return untrained_note(self.prompt, self.decisions.get("nearest_concept"),
+                              float(self.decisions.get("concept_similarity", 0.0)))
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-serialisable summary (everything but the mask pixels and intermediates)."""
@@ -83,6 +99,15 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def read_input(image_or_path: Any) -> Any:
+    """A path read as a :class:`~clipsam.io.image.MedicalImage`; anything else as given."""
+    if isinstance(image_or_path, (str, os.PathLike)):
+        from clipsam.io import read_image
+
+        return read_image(Path(image_or_path))
+    return image_or_path
+
+
 def load_planes(image_or_path: Any) -> list[np.ndarray]:
     """The 2-D planes to segment: one for an image, one per slice for a volume.
 
@@ -91,10 +116,7 @@ def load_planes(image_or_path: Any) -> list[np.ndarray]:
     """
     from clipsam.io.image import MedicalImage, segmenter_input
 
-    if isinstance(image_or_path, (str, os.PathLike)):
-        from clipsam.io import read_image
-
-        image_or_path = read_image(Path(image_or_path))
+    image_or_path = read_input(image_or_path)
     if isinstance(image_or_path, MedicalImage):
         return [segmenter_input(plane) for plane in image_or_path.slices()]
     array = np.asarray(image_or_path)
@@ -174,17 +196,65 @@ class Segmenter:
         weak = self.pipeline.model if "weak_model" in self.identity.roles else None
         return self.identity.describe(self.encoder, self.text, weak).record()
 
-    def segment(self, image: Any, prompts: str | Sequence[str]) -> list[SegmentResult]:
-        """One result per prompt; the image (each slice of a volume) is encoded only once."""
+    def segment(self, image: Any, prompts: str | Sequence[str],
+                progress: Callable[[int, int], None] | None = None) -> list[SegmentResult]:
+        """One result per prompt; the image (each slice of a volume) is encoded only once.
+
+        A volume is segmented as ``config.volume`` says (:mod:`clipsam.pipelines.volume`), its
+        slices streamed; ``progress(done, total)`` is called after each slice (once for a 2-D
+        image).
+        """
+        from clipsam.pipelines.volume import drain
+
+        return drain(self.segment_stream(image, prompts),
+                     None if progress is None else lambda step: progress(*step))
+
+    def segment_stream(self, image: Any, prompts: str | Sequence[str]
+                       ) -> Generator[tuple[int, int], None, list[SegmentResult]]:
+        """:meth:`segment` as a generator: yields ``(slices done, slices)`` after each slice of
+        a volume (once for a 2-D image) and returns the results."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise InputError("no prompt: say what to segment, e.g. 'fetal head'")
         prompts = [validate_prompt(p) for p in prompts]
-        planes = load_planes(image)
-        per_plane = [self._segment_plane(plane, prompts) for plane in planes]
-        if len(planes) == 1:
-            return per_plane[0]
-        return [_stack([results[i] for results in per_plane]) for i in range(len(prompts))]
+        image = read_input(image)
+        if getattr(image, "is_volume", False):
+            return (yield from self._segment_volume(image, prompts))
+        results = self._segment_plane(load_planes(image)[0], prompts)
+        yield 1, 1
+        return results
+
+    def _segment_volume(self, image: Any, prompts: list[str]
+                        ) -> Generator[tuple[int, int], None, list[SegmentResult]]:
+        """Every slice of a volume, streamed (:func:`clipsam.pipelines.volume.segment_volume`)."""
+        from clipsam.io.image import segmenter_input
+        from clipsam.pipelines.volume import segment_volume
+
+        total = image.num_slices
+        planes = (segmenter_input(image.slice(z)) for z in range(total))
+        geometry: list[Geometry] = []
+
+        def embed(plane: np.ndarray) -> tuple[ImageEmbedding | None, float]:
+            if self.encoder is None:
+                return None, 0.0
+            embedding, seconds = self.embedding(plane)
+            geometry[:] = geometry or [embedding.geometry]
+            return embedding, seconds
+
+        stream = segment_volume(self.pipeline, planes, prompts, self.config.volume, embed,
+                                self.config.keep_intermediates)
+        while True:
+            try:
+                done = next(stream)
+            except StopIteration as stop:
+                outcomes = stop.value
+                break
+            yield done, total
+        return [SegmentResult(
+            mask=o.mask, found=o.found, boxes=o.boxes, scores=o.scores, prompt=o.prompt,
+            method=o.method, geometry=geometry[0] if geometry else None,
+            provenance={**self.provenance, "timings": o.timings, "slices": total},
+            intermediates=o.intermediates, decisions=o.decisions) for o in outcomes]
 
     def _segment_plane(self, plane: np.ndarray, prompts: list[str]) -> list[SegmentResult]:
         """Each prompt on one plane; a :func:`~clipsam.pipelines.timing.checkpoint` before
@@ -213,6 +283,32 @@ class Segmenter:
                 provenance=provenance, intermediates=dict(raw.intermediates),
                 decisions=dict(raw.decisions)))
         return results
+
+    def concepts(self) -> list[str]:
+        """Every trained and adapted concept of the text model (what :meth:`segment_all`
+        looks for)."""
+        names = list(getattr(self.text, "concept_names", None) or [])
+        if not names:
+            raise InputError(f"method {self.config.method!r} has no text model with trained "
+                             "concepts: finding every target needs the built-in grounding "
+                             "model or a fine-tuned or adapted one")
+        return names
+
+    def segment_all(self, image: Any, found_only: bool = True,
+                    progress: Callable[[int, int], None] | None = None) -> list[SegmentResult]:
+        """What is in this image: every trained and adapted concept (:meth:`concepts`), each
+        image plane encoded once; a volume is segmented as :meth:`segment` does it (every
+        concept decided along the slice axis, ``progress`` after each slice). The results of
+        the concepts found (every concept's with ``found_only=False``), those furthest above
+        their own "not found" threshold first (``decisions["presence"]`` and
+        ``decisions["threshold"]``; a volume, whose slices' scores differ, keeps the concepts'
+        order)."""
+        from clipsam.models.grounding.words import presence_support
+
+        results = self.segment(image, self.concepts(), progress=progress)
+        results = sorted(results, reverse=True, key=lambda r: presence_support(
+            r.decisions.get("presence"), r.decisions.get("threshold")))
+        return [r for r in results if r.found or not found_only]
 
     def segment_boxes(self, image: Any, boxes: Any, prompt: str = "boxes") -> SegmentResult:
         """The segmenter's mask for boxes a person drew on a 2-D image, labelled ``prompt``.
@@ -252,40 +348,27 @@ class Segmenter:
                              provenance={**self.provenance, "timings": timings})
 
 
-def _stack(results: list[SegmentResult]) -> SegmentResult:
-    """Join per-slice results of one prompt into a volume result (intermediate maps of the
-    slices' size stacked; others dropped)."""
-    boxes = [np.column_stack([np.full(len(r.boxes), z, np.float32), r.boxes])
-             for z, r in enumerate(results)]
-    timings: dict[str, float] = {}
-    for result in results:
-        for stage, seconds in result.provenance["timings"].items():
-            timings[stage] = timings.get(stage, 0.0) + seconds
-    first = results[0]
-    shared = set.intersection(*(set(r.intermediates) for r in results))
-    views = {k: np.stack([r.intermediates[k] for r in results]) for k in sorted(shared)
-             if all(np.shape(r.intermediates[k]) == r.mask.shape for r in results)}
-    # a decision that differs between slices (e.g. the level used where a map stays low) is
-    # left out of the volume's record
-    decided = [r.decisions for r in results if r.decisions]
-    decisions = {k: v for k, v in decided[0].items()
-                 if all(d.get(k) == v for d in decided)} if decided else {}
-    return SegmentResult(
-        mask=np.stack([r.mask for r in results]), found=any(r.found for r in results),
-        boxes=np.concatenate(boxes).reshape(-1, 5),
-        scores=np.concatenate([r.scores for r in results]),
-        prompt=first.prompt, method=first.method, geometry=first.geometry,
-        provenance={**first.provenance, "timings": timings, "slices": len(results)},
-        intermediates=views, decisions=decisions)
+def found_line(results: Sequence[SegmentResult]) -> str:
+    """What "every trained target" found, in one line: ``found lungs (0.93), heart (0.71)``
+    (presence scores, when recorded) or ``no trained target found``."""
+    found = [f"{r.prompt} ({r.decisions['presence']:.2f})"
+             if r.decisions.get("presence") is not None else r.prompt
+             for r in results if r.found]
+    return f"found {', '.join(found)}" if found else "no trained target found"
 
 
 def run_config(method: str = "medclipsam", **options: Any) -> RunConfig:
     """A :class:`RunConfig` from flat options.
 
     Model options (``segmenter``, ``runtime``, ``device``, ``text_model``, ``weights_dir``) go to
-    :class:`~clipsam.config.ModelConfig`; ``keep_intermediates``, ``salip`` and ``medclipsam`` to
-    the run; any other name must be a parameter of the chosen method (e.g. ``top_k`` for salip).
+    :class:`~clipsam.config.ModelConfig`; ``keep_intermediates``, ``salip``, ``medclipsam`` and
+    ``volume`` to the run, ``volume_mode`` (``consistent`` or ``slices``) to its
+    :class:`~clipsam.config.VolumeConfig`; any other name must be a parameter of the chosen
+    method (e.g. ``top_k`` for salip).
     """
+    if "volume_mode" in options:
+        volume = options.pop("volume", None) or VolumeConfig()
+        options["volume"] = dataclasses.replace(volume, mode=options.pop("volume_mode"))
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"method", "models"}
     config = RunConfig(method=method)

@@ -155,7 +155,7 @@ class MapBoxRule:
     ``keep_fraction`` of the heaviest one's saliency mass are targets; with ``peak_fraction``
     > 0 each is tightened to the cells reaching that fraction of its own peak; at most
     ``max_boxes``, heaviest first. The defaults (every component, no tightening) measured best
-    on the held-out split among the candidates in docs/BENCHMARKS.md, section 2."""
+    on the held-out split among the candidates in docs/BENCHMARKS.md ("Map -> boxes")."""
 
     keep_fraction: float = 0.0
     peak_fraction: float = 0.0
@@ -197,11 +197,59 @@ class MedClipSamConfig:
     map_level: float | None = None
 
 
+VOLUME_MODES = ("consistent", "slices")
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    """How a volume (MRI, CT: a stack of slices) is segmented
+    (:mod:`clipsam.pipelines.volume`); a 2-D image ignores it.
+
+    ``mode="slices"`` segments each slice on its own. ``"consistent"`` decides along the slice
+    axis: each slice's presence score is smoothed with its neighbours' (a Gaussian of
+    ``smoothing`` slices, two-sided; 0: none), the slices whose smoothed score reaches the
+    prompt's "not found" threshold form runs, a run holds when its peak smoothed score is
+    ``hold`` logits above that threshold, and the volume is "not found" when no run holds; a
+    slice of a held run whose own answer is weak takes box prompts from the mask of the nearest
+    confident slice of its run at most ``reach`` slices away, each side grown by ``margin`` of
+    the box's size; with ``cleanup``, 3-D components that touch no confident slice are dropped.
+    A setting left None takes the text model's calibrated value (its ``volume`` block), else
+    the value that makes ``consistent`` equal ``slices`` (recorded with a warning).
+    """
+
+    mode: str = "consistent"
+    smoothing: float | None = None
+    hold: float | None = None
+    reach: int | None = None
+    margin: float | None = None
+    cleanup: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in VOLUME_MODES:
+            raise InputError(f"unknown volume mode {self.mode!r}; use "
+                             f"{' or '.join(VOLUME_MODES)}")
+        checks = {"smoothing": (self.smoothing, 0.0, 10.0), "hold": (self.hold, 0.0, 10.0),
+                  "reach": (self.reach, 0, 10), "margin": (self.margin, 0.0, 0.99)}
+        for name, (value, low, high) in checks.items():
+            if value is not None and not low <= value <= high:
+                raise InputError(f"volume {name} must lie in [{low}, {high}], got {value}")
+        if self.reach is not None and int(self.reach) != self.reach:
+            raise InputError(f"volume reach is a whole number of slices, got {self.reach}")
+
+
+PRESENCE_POINTS = ("recall", "balanced", "precision")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One way to run clipsam: the method, its models and its parameters.
 
     ``weak_model`` is the folder written by ``clipsam weak-train``, used by ``method="weak"``.
+    ``volume`` says how volumes are segmented (slice by slice or consistently in 3-D).
+    ``presence``: the operating point of "not found" (the grounding model's thresholds, each
+    calibrated per concept on held-out subjects): ``recall`` keeps 95 % of present targets,
+    ``balanced`` maximises balanced accuracy, ``precision`` answers "not found" on at least
+    90 % of the images without the target (:mod:`clipsam.train.calibrate`).
     """
 
     method: str = "medclipsam"
@@ -210,6 +258,13 @@ class RunConfig:
     medclipsam: MedClipSamConfig = field(default_factory=MedClipSamConfig)
     weak_model: Path | None = None
     keep_intermediates: bool = False
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    presence: str = "recall"
+
+    def __post_init__(self) -> None:
+        if self.presence not in PRESENCE_POINTS:
+            raise InputError(f"unknown presence operating point {self.presence!r}; use "
+                             f"{', '.join(PRESENCE_POINTS)}")
 
 
 NOT_FOUND_RULES = ("skip", "background")

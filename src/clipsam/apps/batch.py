@@ -7,10 +7,15 @@ of one DICOM series is one input, a volume. Per image ``<name>``: ``<name>_mask.
 (``<name>_mask.nii.gz`` for NIfTI input, same affine, and for volumes), ``<name>_overlay.png``
 and the record ``<name>.json``; with several prompts each mask and overlay carries the prompt's
 slug (``<name>_<slug>_mask.png``); a job with ``dicom_seg`` also writes ``<name>_seg.dcm``, one
-DICOM SEG with a segment per prompt. The record is written last, so an image counts as done when
-its record lists the job's prompts and every output exists; it is skipped when that record was
-also made with the job's settings (the key of :mod:`clipsam.pipelines.provenance`: method,
-configuration, model file hashes, clipsam version) and redone otherwise.
+DICOM SEG with a segment per prompt. A job for every trained concept (``all_concepts``, "what is
+in this image?") records every concept and writes the masks and overlays of those found, each
+with its concept's slug. A volume's target also gets ``<name>_slices.png`` when found, a grid of
+the slices that hold it with its outline, and its record the target's volume (voxels, and mL
+when the file gives the voxel size). The record is written last, so an image counts as done
+when its record lists the job's prompts (or every concept) and every output exists; it is
+skipped when that record was also made with the job's settings (the key of
+:mod:`clipsam.pipelines.provenance`: method, configuration, model file hashes, clipsam version)
+and redone otherwise.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from clipsam.api import Segmenter, SegmentResult
+from clipsam.api import Segmenter, SegmentResult, found_line
 from clipsam.errors import ClipsamError, InputError
 from clipsam.io.overlap import BackgroundWriter, prefetch
+from clipsam.io.progress import SliceBar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
-_OUTPUT_TAIL = re.compile(r"_(mask|overlay|seg)$")
+_OUTPUT_TAIL = re.compile(r"_(mask|overlay|seg|slices)$")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,8 @@ class SegmentJob:
     """What a folder run does to every image; ``settings`` is the run's settings key
     (:attr:`clipsam.pipelines.provenance.RunIdentity.key`). ``uncertainty``: also write each
     result's ``uncertainty`` map (``method="weak"``) as ``<tag>_uncertainty.tif`` (float32; a
-    volume's as ``.nii.gz``)."""
+    volume's as ``.nii.gz``). ``all_concepts``: look for every trained and adapted concept of
+    the text model instead of ``prompts`` (then empty)."""
 
     prompts: tuple[str, ...]
     out_dir: Path
@@ -57,17 +64,21 @@ class SegmentJob:
     overwrite: bool = False
     dicom_seg: bool = False
     uncertainty: bool = False
+    all_concepts: bool = False
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How one image went: ``status`` is ``done``, ``redone`` (its earlier result was made with
-    other settings), ``skipped`` (done before with the same settings) or ``failed``."""
+    other settings), ``skipped`` (done before with the same settings) or ``failed``. ``notes``
+    are lines for the user: a prompt that reached no trained concept, what an ``all_concepts``
+    job found."""
 
     path: str
     status: str
     error: str = ""
     found: tuple[bool, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -79,8 +90,10 @@ class Summary:
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
+        self.notes.extend(n for n in outcome.notes if n not in self.notes)
         if outcome.status == "failed":
             self.failed.append((outcome.path, outcome.error))
         elif outcome.status == "skipped":
@@ -91,7 +104,7 @@ class Summary:
             self.done += 1
 
     def lines(self) -> list[str]:
-        lines = [f"error: {path}: {error}" for path, error in self.failed]
+        lines = [f"error: {path}: {error}" for path, error in self.failed] + self.notes
         lines.append(f"{self.done} segmented; {self.skipped} done with the same settings, "
                      f"skipped; {self.redone} made with other settings, redone; "
                      f"{len(self.failed)} failed in {self.seconds:.1f} s")
@@ -176,18 +189,24 @@ def prompt_slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
 
 
-def output_paths(item: InputImage, job: SegmentJob, volume: bool) -> dict[str, dict[str, Path]]:
-    """Mask and overlay path per prompt; under ``"record"`` the record path (``"json"``) and,
-    for a ``dicom_seg`` job, the DICOM SEG path (``"seg"``)."""
+def output_paths(item: InputImage, job: SegmentJob, volume: bool,
+                 prompts: Sequence[str] | None = None) -> dict[str, dict[str, Path]]:
+    """Mask and overlay path per prompt (the job's, or ``prompts``: the concepts an
+    ``all_concepts`` job found); under ``"record"`` the record path (``"json"``) and, for a
+    ``dicom_seg`` job, the DICOM SEG path (``"seg"``)."""
+    prompts = job.prompts if prompts is None else prompts
     base = job.out_dir / item.stem
     mask_suffix = "_mask.nii.gz" if volume else "_mask.png"
     paths: dict[str, dict[str, Path]] = {"record": {"json": base.with_name(base.name + ".json")}}
     if job.dicom_seg:
         paths["record"]["seg"] = base.with_name(base.name + "_seg.dcm")
-    for prompt in job.prompts:
-        tag = base.name if len(job.prompts) == 1 else f"{base.name}_{prompt_slug(prompt)}"
+    for prompt in prompts:
+        alone = len(prompts) == 1 and not job.all_concepts
+        tag = base.name if alone else f"{base.name}_{prompt_slug(prompt)}"
         paths[prompt] = {"mask": base.with_name(tag + mask_suffix),
                          "overlay": base.with_name(tag + "_overlay.png")}
+        if volume:
+            paths[prompt]["slices"] = base.with_name(tag + "_slices.png")
         if job.uncertainty:
             map_suffix = "_uncertainty.nii.gz" if volume else "_uncertainty.tif"
             paths[prompt]["uncertainty"] = base.with_name(tag + map_suffix)
@@ -205,20 +224,29 @@ def has_volume_mask(path: Path) -> bool:
 
 def earlier_settings(item: InputImage, job: SegmentJob) -> str | None:
     """The settings key of this image's earlier result, if a previous run wrote its record for
-    the same prompts and every output (masks, DICOM SEG); else None (a record without a key
-    gives "")."""
-    paths = output_paths(item, job, volume=has_volume_mask(item.path))
+    the same prompts (an ``all_concepts`` job: for every concept) and every output (masks,
+    DICOM SEG); else None (a record without a key gives "")."""
+    volume = has_volume_mask(item.path)
+    record_path = output_paths(item, job, volume)["record"]["json"]
     try:
-        record = json.loads(paths["record"]["json"].read_text(encoding="utf-8"))
+        record = json.loads(record_path.read_text(encoding="utf-8"))
         results = record["results"]
         recorded = [r.get("prompt") for r in results]
+        found = [r["prompt"] for r in results if r.get("found")]
+        all_concepts = record.get("all_concepts", False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    outputs = [paths[p][kind] for p in job.prompts for kind in ("mask", "uncertainty")
+    if all_concepts != job.all_concepts or not results:
+        return None
+    if not job.all_concepts and recorded != list(job.prompts):
+        return None
+    paths = output_paths(item, job, volume, found if job.all_concepts else None)
+    # the slices grid is written only for a target found
+    outputs = [paths[p][kind] for p in paths if p != "record" for kind in ("mask", "uncertainty")
                if kind in paths[p]]
     if "seg" in paths["record"]:
         outputs.append(paths["record"]["seg"])
-    if recorded != list(job.prompts) or not all(path.exists() for path in outputs):
+    if not all(path.exists() for path in outputs):
         return None
     return str((results[0].get("provenance") or {}).get("settings") or "")
 
@@ -242,14 +270,19 @@ def overlay_plane(image: Any, result: SegmentResult) -> tuple[Any, np.ndarray, n
 
 def write_outputs(item: InputImage, job: SegmentJob, image: Any,
                   results: Sequence[SegmentResult]) -> None:
-    """Write masks and overlays, then the record (atomically, with the I/O layer's writers)."""
+    """Write masks and overlays, then the record (atomically, with the I/O layer's writers). An
+    ``all_concepts`` job records every concept and writes the outputs of those found."""
     from clipsam.io import write_mask_png, write_overlay_png, write_record_json
 
     volume = bool(image.is_volume) or has_volume_mask(item.path)
-    paths = output_paths(item, job, volume=volume)
+    written = [r for r in results if r.found or not job.all_concepts]
+    paths = output_paths(item, job, volume, [r.prompt for r in written])
     entries = []
     for result in results:
-        target = paths[result.prompt]
+        target = paths.get(result.prompt) if result.found or not job.all_concepts else None
+        if target is None:  # a concept an all_concepts job did not find: recorded only
+            entries.append(result.to_record())
+            continue
         if volume:
             from clipsam.io import write_mask_nifti  # nibabel loads only for volumes
 
@@ -259,16 +292,34 @@ def write_outputs(item: InputImage, job: SegmentJob, image: Any,
         plane, mask, boxes = overlay_plane(image, result)
         write_overlay_png(target["overlay"], plane, mask, boxes)
         files = {"mask_file": target["mask"].name, "overlay_file": target["overlay"].name}
+        if volume:
+            from clipsam.io.overlay import write_slice_grid_png
+
+            grid = write_slice_grid_png(target["slices"], image, result.mask)
+            files["slices_file"] = grid.name if grid is not None else None
+            files["volume"] = target_volume(image, result.mask)
         if "uncertainty" in target:
             files["uncertainty_file"] = write_uncertainty(target["uncertainty"], result,
                                                           image, volume).name
         entries.append({**result.to_record(), **files})
     record: dict[str, Any] = {"input": str(item.path), "results": entries}
+    if job.all_concepts:
+        record["all_concepts"] = True
     if job.dicom_seg:
         from clipsam.apps.dicom_output import write_seg
 
-        record["seg_file"] = write_seg(paths["record"]["seg"], image, results).name
+        record["seg_file"] = write_seg(paths["record"]["seg"], image, written).name
     write_record_json(paths["record"]["json"], record)
+
+
+def target_volume(image: Any, mask: np.ndarray) -> dict[str, Any]:
+    """How big a volume's mask is: voxels, and mL with the voxel size (slice, row, col in mm)
+    when the file gives it (None otherwise)."""
+    voxels = int(np.count_nonzero(mask))
+    spacing = image.voxel_spacing if image.is_volume else None
+    return {"voxels": voxels,
+            "ml": round(voxels * float(np.prod(spacing)) / 1000.0, 4) if spacing else None,
+            "voxel_mm": list(spacing) if spacing else None}
 
 
 def write_uncertainty(path: Path, result: SegmentResult, image: Any, volume: bool) -> Path:
@@ -285,12 +336,14 @@ def write_uncertainty(path: Path, result: SegmentResult, image: Any, volume: boo
     return write_map_tiff(path, values)
 
 
-def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob) -> Outcome:
-    """Segment one file for every prompt and write its outputs; errors become a failed outcome."""
+def process_image(segmenter: Segmenter, item: InputImage, job: SegmentJob,
+                  progress: Callable[[int, int], None] | None = None) -> Outcome:
+    """Segment one file for every prompt and write its outputs; errors become a failed outcome.
+    ``progress(done, total)`` follows the slices of a volume."""
     status = pending_status(item, job)
     if status is None:
         return Outcome(str(item.path), "skipped")
-    return segment_and_write(segmenter, item, job, status, read_input(item))
+    return segment_and_write(segmenter, item, job, status, read_input(item), progress=progress)
 
 
 def pending_status(item: InputImage, job: SegmentJob) -> str | None:
@@ -313,13 +366,17 @@ def read_input(item: InputImage) -> Any:
 
 
 def segment_and_write(segmenter: Segmenter, item: InputImage, job: SegmentJob, status: str,
-                      image: Any, writer: BackgroundWriter | None = None) -> Outcome | Future:
+                      image: Any, writer: BackgroundWriter | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Outcome | Future:
     """Segment a read image (or report its reading error) and write its outputs: here, or as a
-    job of ``writer`` (then the outcome is the job's future)."""
+    job of ``writer`` (then the outcome is the job's future). ``progress(done, total)`` follows
+    the slices of a volume."""
     try:
         if isinstance(image, Exception):
             raise image
-        results = segmenter.segment(image, list(job.prompts))
+        results = (segmenter.segment_all(image, found_only=False, progress=progress)
+                   if job.all_concepts
+                   else segmenter.segment(image, list(job.prompts), progress=progress))
     except Exception as exc:
         return failed_outcome(item, exc)
     if writer is not None:
@@ -333,7 +390,18 @@ def write_and_report(item: InputImage, job: SegmentJob, image: Any,
         write_outputs(item, job, image, results)
     except Exception as exc:
         return failed_outcome(item, exc)
-    return Outcome(str(item.path), status, found=tuple(r.found for r in results))
+    return Outcome(str(item.path), status, found=tuple(r.found for r in results),
+                   notes=result_notes(item, job, results))
+
+
+def result_notes(item: InputImage, job: SegmentJob,
+                 results: Sequence[SegmentResult]) -> tuple[str, ...]:
+    """Lines for the user: each prompt that reached no trained concept; for an
+    ``all_concepts`` job, the concepts found in the image (presence scores)."""
+    notes = [r.concept_note for r in results if r.concept_note]
+    if job.all_concepts:
+        notes.append(f"{item.path}: {found_line(results)}")
+    return tuple(notes)
 
 
 def failed_outcome(item: InputImage, exc: Exception) -> Outcome:
@@ -355,7 +423,8 @@ def run_local(
 
     The next images are read and the finished ones written in background threads while the
     models run (:mod:`clipsam.io.overlap`); outputs are those of :func:`process_image` on each
-    image in turn. ``progress(images, total)`` wraps the iterable of images to process."""
+    image in turn. ``progress(images, total)`` wraps the iterable of images to process; with it,
+    a volume's slices get a bar of their own."""
     start = time.perf_counter()
     summary = Summary()
     todo = []
@@ -372,7 +441,9 @@ def run_local(
         with BackgroundWriter() as writer:
             images = prefetch(todo, lambda t: read_input(t[0]))
             for (item, status), image in progress(images, len(todo)) if progress else images:
-                outcomes.append(segment_and_write(segmenter, item, job, status, image, writer))
+                slices = SliceBar(item.stem, enabled=progress is not None)
+                outcomes.append(segment_and_write(segmenter, item, job, status, image, writer,
+                                                  slices.update))
         for outcome in outcomes:
             summary.add(outcome.result() if isinstance(outcome, Future) else outcome)
     summary.seconds = time.perf_counter() - start

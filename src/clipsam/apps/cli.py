@@ -3,7 +3,15 @@
 A subcommand module exposes ``add_parser(subparsers) -> ArgumentParser`` (which calls
 ``parser.set_defaults(func=run)``) and ``run(args) -> int``; it is registered by adding its name to
 :data:`COMMANDS`. Modules should import heavy libraries inside ``run`` so ``clipsam --help`` stays
-fast. A :class:`~clipsam.errors.ClipsamError` escaping ``run`` is printed as one line, exit 2.
+fast.
+
+One error policy for every command, kept here and nowhere else: a command that cannot run (an
+unusable argument, a missing file, model or extra) ends with the one line ``clipsam: error:
+...`` on stderr and exit code 2, never a traceback. Usage errors come from the parsers
+(:class:`CommandParser`); a :class:`~clipsam.errors.ClipsamError` or an :class:`OSError` (a file
+that cannot be read or written) escaping ``run`` is printed by :func:`main` (its traceback is
+logged at debug level, ``-vv``). Exit code 1 is a finished batch in which some images failed
+(``segment``, ``eval``: each failure is listed); 130 an interrupted run.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import NoReturn
 
 from clipsam.errors import ClipsamError
 
@@ -27,6 +36,16 @@ COMMANDS = (
 )
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``clipsam`` and of each command (subparsers inherit the class): a usage
+    error is one line, ``clipsam: error: <command>: <message>``, and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("clipsam").strip()
+        self.exit(2, f"clipsam: error: {command + ': ' if command else ''}{message} "
+                     f"(see {self.prog} --help)\n")
+
+
 def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=default,
                         help="more log output (repeat for debug)")
@@ -35,7 +54,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="clipsam",
         description="Text-prompted medical image segmentation: SaLIP and MedCLIP-SAM "
                     "cascades, offline on a laptop CPU.")
@@ -64,11 +83,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ClipsamError as exc:
-        print(f"clipsam: error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(str(exc))
+    except OSError as exc:
+        return _refuse(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror
+                       else f"{exc.__class__.__name__}: {exc}")
     except KeyboardInterrupt:
         print("clipsam: interrupted", file=sys.stderr)
         return 130
+
+
+def _refuse(message: str) -> int:
+    """Report a command that cannot run: one line, exit code 2 (the traceback at debug level)."""
+    logging.getLogger("clipsam").debug("the error's traceback", exc_info=True)
+    print(f"clipsam: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

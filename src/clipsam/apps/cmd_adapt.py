@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from clipsam.apps.options import add_device, add_runtime, add_threads, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -17,10 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "'not found' threshold (left-out shots against images without the target: "
                     "--negatives and the bank's other half) and its mask source. Saves a model "
                     "folder usable as --text-model. Takes seconds to a minute.")
-    parser.add_argument("labeled_dir", type=Path, metavar="LABELED_DIR")
-    parser.add_argument("--prompt", "-p", required=True, metavar="TEXT")
-    parser.add_argument("--shots", type=int, default=5, metavar="N")
-    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    parser.add_argument("labeled_dir", type=Path, metavar="LABELED_DIR",
+                        help="labelled set of the new target: images/ and masks/")
+    parser.add_argument("-p", "--prompt", required=True, metavar="TEXT",
+                        help="the new target's name, e.g. 'liver tumour'")
+    parser.add_argument("--shots", type=positive_int, default=5, metavar="N",
+                        help="labelled images learned from, drawn among those with a "
+                             "non-empty mask (default %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR",
+                        help="folder for the adapted model (use it as --text-model)")
     parser.add_argument("--base", type=Path, default=None, metavar="MODEL_DIR",
                         help="grounding model to extend (default: the built-in one)")
     parser.add_argument("--negatives", type=Path, default=None, metavar="DIR",
@@ -31,19 +38,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="augmented copies of every labelled image (a crop, a gamma and "
                              "noise), encoded and learned from beside it (default: "
                              "AdaptConfig.views)")
+    add_runtime(parser, trains=True)
+    add_device(parser, trains=True)
+    add_threads(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipsam.errors import InputError
+    from clipsam.io.labelled_sets import list_samples
+
+    list_samples(args.labeled_dir)  # refuse an unusable folder before loading torch or models
+    from clipsam.config import ModelConfig
+    from clipsam.models.device import use_torch_threads
     from clipsam.models.grounding import load_grounding_model
+    from clipsam.pipelines.registry import load_segmenter
     from clipsam.train.adapt import AdaptConfig, adapt_from_folder, save_adapted
 
-    if args.shots < 1:
-        raise InputError(f"--shots must be at least 1, got {args.shots}")
     config = AdaptConfig() if args.views is None else AdaptConfig(views=args.views)
-    model = load_grounding_model(args.base)
+    segmenter = load_segmenter(ModelConfig(runtime=args.runtime, device=args.device,
+                                           threads=args.threads))
+    use_torch_threads(args.threads)  # the concept is learned in PyTorch, on the CPU
+    model = load_grounding_model(args.base, segmenter=segmenter)
     adapted, used, report = adapt_from_folder(model, args.labeled_dir, args.prompt, args.shots,
                                               args.seed, args.negatives, config)
     save_adapted(adapted, args.out)

@@ -10,11 +10,11 @@ package data. Lookup follows :mod:`clipsam.models.weights` (``--weights-dir``,
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipsam.apps.options import add_weights_dir
 from clipsam.errors import ClipsamError, WeightsError
 
 
@@ -79,31 +79,26 @@ def entry_named(name: str, entries: list[ModelEntry]) -> ModelEntry:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("models", help="list, locate or download model weights")
-    parser.add_argument("--weights-dir", type=Path, default=None,
-                        help="also look here (before $CLIPSAM_WEIGHTS_DIR and the cache)")
-    actions = parser.add_subparsers(dest="action", required=True)
+    add_weights_dir(parser)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every known model, whether it is installed and where")
     path = actions.add_parser("path", help="print where a model's weights are")
-    path.add_argument("name")
+    path.add_argument("name", metavar="NAME", help="a model name from clipsam models list")
     fetch = actions.add_parser("fetch", help="download a model's weights into the cache")
-    fetch.add_argument("name")
+    fetch.add_argument("name", metavar="NAME", help="a model name from clipsam models list")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     entries = catalogue()
-    try:
-        if args.action == "list":
-            print_table(entries, args.weights_dir)
-            return 0
-        entry = entry_named(args.name, entries)
-        download = args.action == "fetch" and entry.downloadable
-        print(entry.locate(args.weights_dir, download))
+    if args.action == "list":
+        print_table(entries, args.weights_dir)
         return 0
-    except ClipsamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    entry = entry_named(args.name, entries)
+    download = args.action == "fetch" and entry.downloadable
+    print(entry.locate(args.weights_dir, download))
+    return 0
 
 
 def print_table(entries: list[ModelEntry], weights_dir: Path | None) -> None:

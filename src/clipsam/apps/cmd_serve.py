@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from clipsam.apps.options import add_threads
-from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, ModelConfig, RunConfig
+from clipsam.apps.options import (
+    add_device,
+    add_runtime,
+    add_segmenter,
+    add_text_model,
+    add_threads,
+    add_weights_dir,
+    port_number,
+    positive_float,
+    positive_int,
+)
+from clipsam.config import ModelConfig, RunConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,18 +26,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "GET /health). Models load on the first request and stay loaded.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default loopback; 0.0.0.0 exposes it)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
-    parser.add_argument("--text-model", default="builtin", metavar="DIR")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--port", type=port_number, default=7860,
+                        help="port to listen on (default %(default)s)")
+    add_segmenter(parser)
+    add_text_model(parser)
+    add_runtime(parser)
+    add_device(parser)
     add_threads(parser)
-    parser.add_argument("--weights-dir", type=Path, default=None)
-    parser.add_argument("--max-upload-mb", type=float, default=64.0)
-    parser.add_argument("--max-side", type=int, default=4096,
-                        help="largest image side in pixels")
-    parser.add_argument("--request-seconds", type=float, default=300.0,
-                        help="time limit for one segmentation request")
+    add_weights_dir(parser)
+    parser.add_argument("--max-upload-mb", type=positive_float, default=64.0, metavar="MB",
+                        help="largest upload accepted, in MiB (default %(default)s)")
+    parser.add_argument("--max-side", type=positive_int, default=4096, metavar="PIXELS",
+                        help="largest image side in pixels (default %(default)s)")
+    parser.add_argument("--request-seconds", type=positive_float, default=300.0,
+                        metavar="SECONDS", help="time limit for one segmentation request "
+                                                "(default %(default)s)")
     parser.set_defaults(func=run)
     return parser
 

@@ -14,10 +14,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from clipsam.apps.options import (
+    add_device,
+    add_runtime,
+    add_segmenter,
+    add_subset,
+    add_text_model,
+    add_threads,
+    add_weights_dir,
+    check_model_option,
+    positive_int,
+)
 from clipsam.config import (
     NOT_FOUND_RULES,
-    RUNTIMES,
-    SEGMENTERS,
     WEAK_AGREEMENT_FLOOR,
     WEAK_NETWORKS,
     WeakTrainConfig,
@@ -58,17 +67,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="folder of unlabelled 2-D images (searched recursively)")
     parser.add_argument("-p", "--prompt", required=True, metavar="TEXT",
                         help="what to segment, e.g. 'fetal head'")
-    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR",
+                        help="folder for the trained network, its pseudo-masks and checkpoint "
+                             "(use it with --method weak or weak-box --model MODEL_DIR)")
     parser.add_argument("--method", choices=PSEUDO_METHODS, default="medclipsam",
                         help="cascade that makes the pseudo-masks (default %(default)s); "
                              "weak-box with --model: a trained network's boxes refined by the "
                              "segmenter (self-training)")
     parser.add_argument("--model", type=Path, default=None, metavar="TEACHER_DIR",
                         help="with --method weak or weak-box: the teacher network's folder")
-    parser.add_argument("--subset", choices=("all", "train", "test"), default="all",
-                        help="IMAGES_DIR as a labelled set (images/, meta.csv): only the images "
-                             "of this part of the subject split the built-in model was trained "
-                             "with (masks are never read; default %(default)s)")
+    add_subset(parser, help="IMAGES_DIR as a labelled set (images/, meta.csv): only the "
+                            "images of this part of the subject split the built-in model was "
+                            "trained with (masks are never read; default %(default)s)")
     parser.add_argument("--negatives", type=Path, default=None, metavar="DIR",
                         help="folder of images known not to show the target (background)")
     parser.add_argument("--not-found", choices=NOT_FOUND_RULES, default=defaults.not_found,
@@ -81,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="unet: learns from the image (no segmenter at inference); head: "
                              "learns on the segmenter's locked image embedding (default "
                              "%(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps, metavar="N",
                         help="optimisation steps (batches), whatever the number of images "
                              "(default %(default)s)")
     parser.add_argument("--validation-share", type=float, default=defaults.validation_share,
@@ -89,23 +99,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="share of the subjects held out to measure the student's "
                              "agreement with its teacher; 0 holds none out (default "
                              "%(default)s)")
-    parser.add_argument("--cycles", type=int, default=defaults.cycles,
+    parser.add_argument("--cycles", type=positive_int, default=defaults.cycles, metavar="N",
                         help="learning-rate cycles = ensemble members (default %(default)s)")
-    parser.add_argument("--size", type=int, default=defaults.size,
+    parser.add_argument("--size", type=positive_int, default=defaults.size, metavar="PIXELS",
                         help="network input side in pixels, a multiple of 16 "
                              "(default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help="default %(default)s")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        metavar="N", help="images per training step (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
     parser.add_argument("--resume", action="store_true",
                         help="continue from MODEL_DIR/checkpoint.pt (same settings and images)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for training (default: PyTorch's choice; 1 is "
-                             "often fastest on a busy machine)")
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam")
-    parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--weights-dir", type=Path, default=None)
+    add_segmenter(parser)
+    add_text_model(parser)
+    add_runtime(parser, trains=True)
+    add_device(parser, trains=True)
+    add_threads(parser)
+    add_weights_dir(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -131,15 +140,14 @@ def training_images(folder: Path, subset: str, out: Path) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from clipsam.api import run_config
     from clipsam.errors import InputError
+    from clipsam.models.device import use_torch_threads
     from clipsam.pipelines.prompts import validate_prompt
     from clipsam.pipelines.provenance import run_identity
     from clipsam.pipelines.registry import build_pipeline, load_method_models, load_segmenter
-    from clipsam.train.weak import train_weak
 
+    check_model_option(args.method, args.model)
     prompt = validate_prompt(args.prompt)
     train = WeakTrainConfig(size=args.size, steps=args.steps, cycles=args.cycles,
                             batch_size=args.batch_size, seed=args.seed,
@@ -151,15 +159,14 @@ def run(args: argparse.Namespace) -> int:
                          + (f" (subset {args.subset})" if args.subset != "all" else ""))
     negatives = (training_images(args.negatives, "all", args.out)
                  if args.negatives is not None else [])
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     if args.model is not None and args.model.resolve() == args.out.resolve():
         raise InputError("--model (the teacher) and --out must be different folders")
+    from clipsam.train.weak import train_weak  # loads MONAI: after the arguments are checked
+
+    use_torch_threads(args.threads)  # the network trains in PyTorch, on the CPU
     config = run_config(args.method, segmenter=args.segmenter, text_model=args.text_model,
-                        runtime=args.runtime, weights_dir=args.weights_dir,
-                        weak_model=args.model)
+                        runtime=args.runtime, device=args.device, threads=args.threads,
+                        weights_dir=args.weights_dir, weak_model=args.model)
     identity = run_identity(config)
     models = load_method_models(identity.config)
     pipeline = build_pipeline(identity.config, models)

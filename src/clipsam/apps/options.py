@@ -1,8 +1,17 @@
-"""Command-line options shared by several commands."""
+"""Command-line options shared by several commands: one definition (name, choices, default and
+help) per option, so that every command spells and explains it the same way. Each maps to a
+field of :class:`clipsam.config.ModelConfig` of the same name."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
+
+SUBSETS = ("all", "train", "test")
+"""The parts of clipsam's subject-hash split (:mod:`clipsam.io.splits`) that ``--subset``
+chooses from."""
 
 
 def positive_int(text: str) -> int:
@@ -12,8 +21,99 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 0 to 65535, got {value}")
+    return value
+
+
+def add_segmenter(parser: argparse.ArgumentParser) -> None:
+    """``--segmenter NAME`` (ModelConfig.segmenter)."""
+    parser.add_argument("--segmenter", choices=SEGMENTERS, default="litemedsam",
+                        help="promptable segmenter (default %(default)s, shipped; the SAM and "
+                             "MedSAM ViTs load their official weight files)")
+
+
+def add_text_model(parser: argparse.ArgumentParser) -> None:
+    """``--text-model NAME_OR_DIR`` (ModelConfig.text_model)."""
+    parser.add_argument("--text-model", default="builtin", metavar="NAME_OR_DIR",
+                        help="'builtin' (the shipped grounding model, default), a model folder "
+                             "written by clipsam finetune or adapt, or a CLIP-family name "
+                             "(clip-vit-b32, clip-vit-b16, clip-vit-l14, clip-vit-l14-336, "
+                             "biomedclip)")
+
+
+TRAINED_NOTE = "; what the command trains runs in PyTorch on the CPU"
+"""What ``--runtime`` and ``--device`` do not change in a command that trains (finetune, adapt,
+weak-train): its trainer has no other engine or device."""
+
+
+def add_runtime(parser: argparse.ArgumentParser, trains: bool = False) -> None:
+    """``--runtime`` (ModelConfig.runtime); ``trains``: the command trains (see TRAINED_NOTE)."""
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="engine of the segmenter and the grounding heads: onnx (ONNX "
+                             "Runtime), torch, or auto (default: ONNX Runtime for LiteMedSAM "
+                             "when it can run on the device, else PyTorch)"
+                             + (TRAINED_NOTE if trains else ""))
+
+
+def add_device(parser: argparse.ArgumentParser, trains: bool = False) -> None:
+    """``--device`` (ModelConfig.device); ``trains``: the command trains (see TRAINED_NOTE)."""
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the models run: auto (default: CUDA when torch sees a CUDA "
+                             "device, else the CPU), cpu, or cuda (an error without one)"
+                             + (TRAINED_NOTE if trains else ""))
+
+
+def add_presence(parser: argparse.ArgumentParser) -> None:
+    """``--presence recall|balanced|precision``: the "not found" operating point
+    (RunConfig.presence)."""
+    from clipsam.config import PRESENCE_POINTS
+
+    parser.add_argument("--presence", choices=PRESENCE_POINTS, default="recall",
+                        help="operating point of 'not found', calibrated per trained target on "
+                             "held-out subjects: recall (default) keeps 95%% of present "
+                             "targets; balanced maximises balanced accuracy; precision answers "
+                             "'not found' on at least 90%% of images without the target")
+
+
 def add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: the models' intra-op threads (ModelConfig.threads)."""
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="intra-op threads of the models (default: every core this process "
-                             "may use, or $CLIPSAM_THREADS)")
+                        help="intra-op threads of the models, and of training in the commands "
+                             "that train (default: ONNX Runtime $CLIPSAM_THREADS or every core "
+                             "this process may use, PyTorch its own default)")
+
+
+def add_weights_dir(parser: argparse.ArgumentParser) -> None:
+    """``--weights-dir DIR`` (ModelConfig.weights_dir)."""
+    parser.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
+                        help="look for model weight files here first (then "
+                             "$CLIPSAM_WEIGHTS_DIR, then the cache; see clipsam models list)")
+
+
+def add_subset(parser: argparse.ArgumentParser, help: str,
+               choices: tuple[str, ...] = SUBSETS) -> None:
+    """``--subset``: a part of the subject split (``help`` says what the command does with
+    it)."""
+    parser.add_argument("--subset", choices=choices, default="all", help=help)
+
+
+def check_model_option(method: str, model: Path | None) -> None:
+    """Refuse ``--model MODEL_DIR`` with a method that runs no model folder of its own (it
+    would be ignored)."""
+    from clipsam.errors import InputError
+    from clipsam.pipelines.registry import PIPELINES
+
+    spec = PIPELINES.get(method)
+    if model is not None and not (spec is not None and spec.own_model):
+        owners = " or ".join(name for name, s in PIPELINES.items() if s.own_model)
+        raise InputError(f"--model only applies to --method {owners}, not {method}")

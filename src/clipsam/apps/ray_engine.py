@@ -41,7 +41,8 @@ class SegmentActor:
                                   self.job)
                     for path, stem in zip(batch["path"], batch["stem"], strict=True)]
         return {"path": [o.path for o in outcomes], "status": [o.status for o in outcomes],
-                "error": [o.error for o in outcomes]}
+                "error": [o.error for o in outcomes],
+                "notes": ["\n".join(o.notes) for o in outcomes]}
 
 
 def run_ray(
@@ -82,7 +83,8 @@ def run_ray(
                 compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
                 batch_size=batch_size, num_cpus=1)
             for row in outcomes.iter_rows():
-                summary.add(Outcome(row["path"], row["status"], row["error"]))
+                summary.add(Outcome(row["path"], row["status"], row["error"],
+                                    notes=tuple(filter(None, row["notes"].split("\n")))))
         except ClipsamError:
             raise
         except Exception as exc:

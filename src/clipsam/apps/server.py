@@ -1,17 +1,21 @@
 """The clipsam web server: a page to try segmentation and a JSON API on the same port.
 
-``GET /`` is the page, ``GET /health`` says the server is up and lists its methods (the page
-builds its method menu from that list), ``POST /segment`` takes a multipart form (file
-``image``, one or more ``prompt`` fields, optional ``method`` and ``views``) and returns each
-prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an overlay and the
-record. With ``boxes`` (JSON ``[[x1, y1, x2, y2], ...]`` in image pixels, far corner exclusive)
-and one prompt, the request skips the method and decodes those boxes instead (the page's box
-correction), from the embedding the server cached for that image: no second encoder pass.
-Every limit in :class:`ServerLimits` answers with a 4xx status and a one-line
-``{"error": ...}`` (missing model weights, a server-side problem, give 503); the server keeps
-serving. A request over the time limit also stops its work at the next stage boundary
-(:func:`clipsam.pipelines.timing.checkpoint`), so the requests after it are not queued behind
-it.
+``GET /`` is the page, ``GET /health`` says the server is up and lists its methods and "not
+found" operating points (the page builds its menus from those lists), ``POST /segment`` takes a
+multipart form (file ``image``, one or more ``prompt`` fields, optional ``method``,
+``presence`` (the "not found" operating point: ``recall``, ``balanced`` or ``precision``) and
+``views``) and returns each prompt's mask as base64 (PNG for 2-D images, NIfTI for volumes), an
+overlay, the record (with the trained concept the prompt reached) and, for a prompt that
+reached none, a one-line ``concept_note``. ``all_concepts=true`` instead of prompts answers
+"what is in this image?": every trained and adapted concept is looked for (one encoder pass)
+and those found are returned, most present first. With ``boxes`` (JSON ``[[x1, y1, x2, y2],
+...]`` in image pixels, far corner exclusive) and one prompt, the request skips the method and
+decodes those boxes instead (the page's box correction), from the embedding the server cached
+for that image: no second encoder pass. Every limit in :class:`ServerLimits` answers with a 4xx
+status and a one-line ``{"error": ...}`` (missing model weights, a server-side problem, give
+503); the server keeps serving. A request over the time limit also stops its work at the next
+stage boundary (:func:`clipsam.pipelines.timing.checkpoint`), so the requests after it are not
+queued behind it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from starlette.exceptions import HTTPException
 
 from clipsam.api import Segmenter, SegmentResult
 from clipsam.apps.batch import is_nifti, overlay_plane
-from clipsam.config import ModelConfig, RunConfig
+from clipsam.config import PRESENCE_POINTS, ModelConfig, RunConfig
 from clipsam.errors import ClipsamError, WeightsError
 from clipsam.pipelines.registry import SERVED_METHODS
 from clipsam.pipelines.timing import checkpoint, stoppable
@@ -67,7 +71,8 @@ class ServerError(Exception):
 
 
 class SegmenterPool:
-    """Loads the models once and builds one :class:`Segmenter` per method on first use.
+    """Loads the models once and builds one :class:`Segmenter` per method and "not found"
+    operating point on first use.
 
     ``with_text=False`` loads no text model (only text-free methods such as ``unprompted`` work).
     Each segmenter keeps the embeddings of its last ``cache_images`` images, for box corrections.
@@ -82,20 +87,21 @@ class SegmenterPool:
         self._segmenters: dict[str, Segmenter] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, method: str) -> Segmenter:
+    def __call__(self, method: str, presence: str = "recall") -> Segmenter:
         with self._lock:
-            if method not in self._segmenters:
+            key = (method, presence)
+            if key not in self._segmenters:
                 from clipsam.pipelines.registry import build_pipeline, load_models
 
                 if self._models is None:
                     self._models = load_models(self.model_config, with_text=self.with_text)
                 config = RunConfig(method=method, models=self.model_config,
-                                   keep_intermediates=True)
-                self._segmenters[method] = Segmenter(
+                                   keep_intermediates=True, presence=presence)
+                self._segmenters[key] = Segmenter(
                     config, pipeline=build_pipeline(config, self._models),
                     encoder=self._models.segmenter, text=self._models.text,
                     cache_images=self.cache_images)
-            return self._segmenters[method]
+            return self._segmenters[key]
 
 
 def png_base64(pixels: np.ndarray) -> str:
@@ -131,6 +137,7 @@ def describe(result: SegmentResult, image: Any, workdir: Path, views: bool) -> d
         "mask": base64.b64encode(mask_path.read_bytes()).decode("ascii"),
         "overlay_png": base64.b64encode(overlay_path.read_bytes()).decode("ascii"),
         "record": result.to_record(),
+        "concept_note": result.concept_note,
     }
     if views:
         answer["views"] = view_pictures(result.intermediates, mask.shape)
@@ -194,11 +201,12 @@ def check_dimensions(image: Any, limits: ServerLimits) -> None:
 
 
 def create_app(
-    segmenter_for: Callable[[str], Segmenter],
+    segmenter_for: Callable[[str, str], Segmenter],
     limits: ServerLimits = ServerLimits(),
     methods: Sequence[str] = SERVED_METHODS,
 ) -> FastAPI:
-    """The web app; ``segmenter_for(method)`` returns the (loaded, reused) segmenter to use."""
+    """The web app; ``segmenter_for(method, presence)`` returns the (loaded, reused) segmenter
+    to use."""
     app = FastAPI(title="clipsam", docs_url=None, redoc_url=None, openapi_url=None)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                    thread_name_prefix="clipsam-segment")
@@ -234,25 +242,37 @@ def create_app(
         from clipsam.io.record import software_versions
 
         return {"status": "ok", "methods": list(methods),
+                "presence_points": list(PRESENCE_POINTS),
                 "version": software_versions().get("clipsam")}
 
     @app.post("/segment")
     def segment(
         image: Annotated[UploadFile, File()],
-        prompt: Annotated[list[str], Form()],
+        prompt: Annotated[list[str] | None, Form()] = None,
         method: Annotated[str, Form()] = methods[0],
         views: Annotated[bool, Form()] = False,
         boxes: Annotated[str | None, Form()] = None,
+        all_concepts: Annotated[bool, Form()] = False,
+        presence: Annotated[str, Form()] = "recall",
     ) -> dict[str, Any]:
         if method not in methods:
             raise ServerError(400, f"unknown method {method!r}: use one of {', '.join(methods)}")
-        prompts = check_prompts(prompt, limits)
+        if presence not in PRESENCE_POINTS:
+            raise ServerError(400, f"unknown presence operating point {presence!r}: use one of "
+                                   f"{', '.join(PRESENCE_POINTS)}")
+        if all_concepts:
+            if any(p.strip() for p in prompt or ()) or boxes is not None:
+                raise ServerError(400, "all_concepts looks for every trained target: send it "
+                                       "without prompts or boxes")
+            prompts: list[str] = []
+        else:
+            prompts = check_prompts(prompt or [], limits)
         given_boxes = parse_boxes(boxes, prompts, limits)
         data = image.file.read(limits.max_upload_bytes + 1)
         suffix = check_upload(image.filename or "", data, limits)
         stop = threading.Event()
         future = worker.submit(_until_stopped, stop, _segment_upload, segmenter_for, method,
-                               prompts, data, suffix, limits, views, given_boxes)
+                               presence, prompts, data, suffix, limits, views, given_boxes)
         try:
             return future.result(timeout=limits.request_seconds)
         except concurrent.futures.TimeoutError:
@@ -271,8 +291,9 @@ def _until_stopped(stop: threading.Event, work: Callable[..., Any], *args: Any) 
         return work(*args)
 
 
-def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
-                    prompts: list[str], data: bytes, suffix: str, limits: ServerLimits,
+def _segment_upload(segmenter_for: Callable[[str, str], Segmenter], method: str,
+                    presence: str, prompts: list[str], data: bytes, suffix: str,
+                    limits: ServerLimits,
                     views: bool, boxes: list | None) -> dict[str, Any]:
     from clipsam.io import read_image, segmenter_input
     from clipsam.io.overlay import to_display
@@ -284,8 +305,10 @@ def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
         try:
             image = read_image(upload, max_pixels=limits.max_side ** 2 * limits.max_slices)
             check_dimensions(image, limits)
-            segmenter = segmenter_for(method)
-            if boxes is None:
+            segmenter = segmenter_for(method, presence)
+            if not prompts:
+                results = segmenter.segment_all(image)
+            elif boxes is None:
                 results = segmenter.segment(image, prompts)
             else:
                 results = [segmenter.segment_boxes(image, boxes, prompts[0])]
@@ -305,6 +328,8 @@ def _segment_upload(segmenter_for: Callable[[str], Segmenter], method: str,
             raise ServerError(status, message) from None
     answer = {"method": method, "width": width, "height": height,
               "slices": image.num_slices, "results": answers}
+    if not prompts:
+        answer["all_concepts"] = segmenter.concepts()
     if picture is not None:
         answer["image_png"] = picture  # what the page draws the boxes on
     return answer

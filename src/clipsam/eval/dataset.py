@@ -3,26 +3,29 @@
 ``meta.csv`` (optional, read by :func:`clipsam.io.labelled_sets.read_meta`) lists the ids and
 may give each image's pixel spacing and subject. Without it the ids are the image file stems.
 Images may be in any format :func:`clipsam.io.read.read_image` reads; masks are non-zero where
-the target is.
+the target is. A set of volumes holds ``images/<id>.nii.gz`` (or ``images/<id>/``, the slices of
+one DICOM series) and ``masks/<id>.nii.gz`` on the same voxels (:func:`is_volume_set`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from clipsam.errors import InputError
 from clipsam.io.image import MedicalImage
-from clipsam.io.labelled_sets import META_NAME, ImageMeta, list_samples, read_meta
+from clipsam.io.labelled_sets import META_NAME, ImageMeta, Sample, read_meta
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
 from clipsam.io.splits import split_of
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,46 @@ def open_dataset(root: str | os.PathLike[str]) -> EvalDataset:
 
 
 def _files_by_id(folder: Path) -> dict[str, Path]:
-    """Visible files keyed by name without extension (``.nii.gz`` counts as one)."""
+    """Visible files keyed by name without extension (``.nii.gz`` counts as one), and folders
+    of DICOM files (a series) keyed by name."""
     files = {}
     for path in folder.iterdir():
-        if path.is_file() and not path.name.startswith("."):
+        if path.name.startswith("."):
+            continue
+        if path.is_file():
             name = path.name
             files[name[:-7] if name.lower().endswith(".nii.gz") else path.stem] = path
+        elif path.is_dir() and any(p.suffix.lower() in (".dcm", ".dicom")
+                                   for p in path.iterdir()):
+            files[path.name] = path
     return files
+
+
+def is_volume(path: Path) -> bool:
+    """Whether an image file (or folder) is a volume: a DICOM series folder, or a NIfTI file
+    with more than one slice (read from its header alone)."""
+    if path.is_dir():
+        return True
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    import nibabel as nib
+
+    try:
+        shape = nib.load(path).shape
+    except Exception as exc:  # a broken file is reported when its case is scored
+        LOG.debug("cannot read the header of %s: %s", path, exc)
+        return False
+    return len(shape) >= 3 and shape[2] > 1
+
+
+def is_volume_set(dataset: EvalDataset) -> bool:
+    """Whether the set holds volumes (scored per volume in 3-D) rather than 2-D images; a set
+    mixing both is refused."""
+    kinds = {is_volume(case.image_path) for case in dataset.cases}
+    if len(kinds) > 1:
+        raise InputError(f"{dataset.root} mixes volumes and 2-D images: score them as separate "
+                         "sets")
+    return kinds == {True}
 
 
 def load_case(case: Case) -> LoadedCase:
@@ -110,35 +146,18 @@ def load_case(case: Case) -> LoadedCase:
     return LoadedCase(case=case, image=image, mask=mask)
 
 
+def subjects_of(dataset: EvalDataset) -> dict[str, str]:
+    """Each case's subject: ``meta.csv``'s subject (or patient...) column, else its id."""
+    meta = read_meta(dataset.root)
+    return {case.id: meta.get(case.id, ImageMeta()).subject or case.id for case in dataset.cases}
+
+
 def subject_subset(dataset: EvalDataset, part: str) -> EvalDataset:
     """The cases whose subject falls in ``part`` ("train" or "test") of the subject-hash split
     that the built-in grounding model was trained with (:func:`clipsam.io.splits.split_of`),
     so that ``test`` holds only subjects its training never saw."""
-    parts = {sample.image_id: split_of(sample) for sample in list_samples(dataset.root)}
-    return dataclasses.replace(
-        dataset, cases=tuple(case for case in dataset.cases if parts.get(case.id) == part))
-
-
-def seen_subjects(metadata: Mapping[str, Any], set_name: str) -> frozenset[str] | None:
-    """The subjects of set ``set_name`` a grounding model was trained or calibrated on.
-
-    Read from its metadata's ``subjects``: ``{set: {"train": [ids], "calibration": [ids]}}``
-    (a set it does not list, it never saw). None when the metadata has no ``subjects``: the
-    model may have seen every subject.
-    """
-    subjects = metadata.get("subjects")
-    if not isinstance(subjects, Mapping):
-        return None
-    parts = subjects.get(set_name) or {}
-    return frozenset(str(s) for part in ("train", "calibration") for s in parts.get(part, []))
-
-
-def count_seen(dataset: EvalDataset, metadata: Mapping[str, Any]) -> int:
-    """How many of ``dataset``'s cases show a subject (:func:`clipsam.io.labelled_sets.
-    list_samples`; an image without one is its own subject) that the grounding model with
-    ``metadata`` was trained or calibrated on: every case when its metadata does not say."""
-    seen = seen_subjects(metadata, dataset.name)
-    if seen is None:
-        return len(dataset.cases)
-    subjects = {sample.image_id: sample.subject for sample in list_samples(dataset.root)}
-    return sum(subjects.get(case.id, case.id) in seen for case in dataset.cases)
+    subjects = subjects_of(dataset)
+    return dataclasses.replace(dataset, cases=tuple(
+        case for case in dataset.cases
+        if split_of(Sample(dataset.name, case.id, subjects[case.id], case.image_path,
+                           case.mask_path)) == part))

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,48 @@ from clipsam.pipelines.base import PipelineResult
 from clipsam.pipelines.provenance import differences
 
 LOG = logging.getLogger(__name__)
-FIELDS = ("id", "dice", "iou", "hd95", "nsd", "found", "gt_empty", "seconds", "wall_seconds",
-          "error")
-_FLOATS = ("dice", "iou", "hd95", "nsd", "seconds", "wall_seconds")
+TABLE = "per_image.csv"
+
+
+class CsvRow:
+    """A dataclass row of a results table: floats (an empty cell is NaN), optional bools
+    (``true``/``false``/empty), ints and strings, in the order of its fields."""
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_csv(self) -> dict[str, str]:
+        cells = {}
+        for name in self.fields():
+            value = getattr(self, name)
+            if isinstance(value, float):
+                cells[name] = "" if math.isnan(value) else f"{value:.6g}"
+            elif isinstance(value, bool):
+                cells[name] = str(value).lower()
+            else:
+                cells[name] = "" if value is None else str(value)
+        return cells
+
+    @classmethod
+    def from_csv(cls, cells: dict[str, str]) -> Any:
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            text = cells.get(spec.name) or ""
+            kind = str(spec.type)
+            if kind == "float":
+                values[spec.name] = float(text) if text else math.nan
+            elif kind == "int":
+                values[spec.name] = int(text) if text else 0
+            elif kind.startswith("bool"):
+                values[spec.name] = None if not text else text.lower() == "true"
+            else:
+                values[spec.name] = text
+        return cls(**values)
 
 
 @dataclass(frozen=True)
-class ImageRow:
+class ImageRow(CsvRow):
     """One line of per_image.csv; NaN means missing."""
 
     id: str
@@ -70,29 +106,6 @@ class ImageRow:
     seconds: float = math.nan
     wall_seconds: float = math.nan
     error: str = ""
-
-    def to_csv(self) -> dict[str, str]:
-        cells = {}
-        for name in FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, float):
-                cells[name] = "" if math.isnan(value) else f"{value:.6g}"
-            elif isinstance(value, bool):
-                cells[name] = str(value).lower()
-            else:
-                cells[name] = "" if value is None else str(value)
-        return cells
-
-    @classmethod
-    def from_csv(cls, cells: dict[str, str]) -> ImageRow:
-        values: dict[str, Any] = {"id": cells["id"], "error": cells.get("error") or ""}
-        for name in _FLOATS:
-            text = cells.get(name) or ""
-            values[name] = float(text) if text else math.nan
-        for name in ("found", "gt_empty"):
-            text = (cells.get(name) or "").lower()
-            values[name] = None if not text else text == "true"
-        return cls(**values)
 
 
 def evaluate(
@@ -124,22 +137,14 @@ def evaluate(
     run = {"method": method.name, "dataset": str(dataset.root.resolve()),
            "prompt": prompt, "nsd_tolerance_mm": tolerance_mm,
            "settings": method.provenance.identity.fields() if method.provenance else None}
-    rows = {} if overwrite else _resume(out_dir, run)
+    rows = {} if overwrite else resume_rows(out_dir, run)
     write_record_json(out_dir / "run.json", run)
     todo = [case for case in cases if case.id not in rows or rows[case.id].error]
     if len(todo) < len(cases):
         LOG.info("resuming: %d of %d images already scored", len(cases) - len(todo), len(cases))
     order = {case.id: index for index, case in enumerate(dataset.cases)}
-    table = out_dir / "per_image.csv"
-    last_written = time.perf_counter()
-
-    def record(row: ImageRow) -> None:  # in the writer thread, one image at a time, in order
-        nonlocal last_written
-        rows[row.id] = row
-        _write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
-        now = time.perf_counter()
-        rows[row.id] = dataclasses.replace(row, wall_seconds=now - last_written)
-        last_written = now
+    table = out_dir / TABLE
+    record = row_recorder(table, rows, order)
 
     bar = progress_bar(prefetch(todo, load_case), len(todo), f"{method.name} on {dataset.name}",
                        enabled=progress)
@@ -153,7 +158,7 @@ def evaluate(
                 writer.submit(lambda *a: record(score_case(*a)), case, loaded, *outcome,
                               tolerance_mm, views_dir)
     if todo:  # the last image's wall time, measured after its row was written
-        _write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
+        write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))))
     scope = [rows[case.id] for case in cases]
     summary = summarise(scope, method, dataset, prompt, tolerance_mm, subset,
                         seen_by_text_model)
@@ -193,12 +198,32 @@ def score_case(case: Case, loaded: LoadedCase, result: PipelineResult, seconds: 
                     seconds=seconds)
 
 
-def failed_row(case: Case, exc: Exception) -> ImageRow:
-    """A bad image must not stop the run; the row says what happened, in one line."""
+def failed_row(case: Case, exc: Exception, row: type = ImageRow) -> Any:
+    """A bad image must not stop the run; the row (an ``row``) says what happened, in one
+    line."""
     if isinstance(exc, ClipsamError):
-        return ImageRow(id=case.id, error=one_line(exc))
+        return row(id=case.id, error=one_line(exc))
     LOG.debug("%s failed", case.id, exc_info=exc)
-    return ImageRow(id=case.id, error=f"{exc.__class__.__name__}: {one_line(exc)}")
+    return row(id=case.id, error=f"{exc.__class__.__name__}: {one_line(exc)}")
+
+
+def row_recorder(table: Path, rows: dict[str, Any], order: dict[str, int],
+                 row_type: type = ImageRow) -> Callable[[Any], None]:
+    """A function that stores a finished row in ``rows``, rewrites ``table`` and then sets the
+    row's ``wall_seconds`` (time since the previous row was written, or since now for the
+    first). Call it in one thread, one row at a time, in order."""
+    last_written = time.perf_counter()
+
+    def record(row: Any) -> None:
+        nonlocal last_written
+        rows[row.id] = row
+        write_rows(table, sorted(rows.values(), key=lambda r: order.get(r.id, len(order))),
+                   row_type)
+        now = time.perf_counter()
+        rows[row.id] = dataclasses.replace(row, wall_seconds=now - last_written)
+        last_written = now
+
+    return record
 
 
 def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt: str,
@@ -249,9 +274,10 @@ def summarise(rows: list[ImageRow], method: Method, dataset: EvalDataset, prompt
     })
 
 
-def _resume(out_dir: Path, run: dict[str, Any]) -> dict[str, ImageRow]:
-    """Rows already in ``out_dir`` for the same run; refuse a directory of another run, naming
-    what differs."""
+def resume_rows(out_dir: Path, run: dict[str, Any], table: str = TABLE,
+                row: type = ImageRow) -> dict[str, Any]:
+    """Rows (of type ``row``) already in ``out_dir/table`` for the same run; refuse a directory
+    of another run, naming what differs."""
     previous = out_dir / "run.json"
     if previous.is_file():
         try:
@@ -265,16 +291,17 @@ def _resume(out_dir: Path, run: dict[str, Any]) -> dict[str, ImageRow]:
             more = f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
             raise InputError(f"{out_dir} holds results of another run ({'; '.join(changed[:3])}"
                              f"{more}); use --overwrite to start over, or another --out")
-    table = out_dir / "per_image.csv"
-    if not table.is_file():
+    path = out_dir / table
+    if not path.is_file():
         return {}
-    with table.open(newline="", encoding="utf-8") as handle:
-        return {cells["id"]: ImageRow.from_csv(cells) for cells in csv.DictReader(handle)}
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {cells["id"]: row.from_csv(cells) for cells in csv.DictReader(handle)}
 
 
-def _write_rows(path: Path, rows: list[ImageRow]) -> None:
+def write_rows(path: Path, rows: list[CsvRow], row: type = ImageRow) -> None:
+    """Write ``rows`` (of type ``row``) as a CSV table, atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=row.fields(), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(row.to_csv() for row in rows)
+    writer.writerows(r.to_csv() for r in rows)
     write_text_atomic(path, buffer.getvalue())

@@ -1,17 +1,19 @@
-"""Overlap and boundary metrics for one binary mask against its reference (MONAI's definitions).
+"""Overlap and boundary metrics for one binary mask against its reference (MONAI's definitions):
+a 2-D (H, W) image or a 3-D (Z, H, W) volume.
 
 Conventions when a mask is empty (MONAI alone would return NaN or inf here):
 
 * both empty: Dice 1, IoU 1, HD95 and NSD missing (NaN) - there is no boundary to measure;
 * one empty: Dice 0, IoU 0, HD95 and NSD missing (NaN).
 
-Distances are in mm using the (row, col) pixel spacing when known, else 1 px = 1 mm. HD95 is
-MONAI's symmetric 95th-percentile Hausdorff distance (the larger of the two directed 95th
-percentiles of boundary-to-boundary distances). NSD is MONAI's normalised surface Dice: the
-fraction of both boundaries lying within ``tolerance_mm`` of the other boundary. Both are
-computed here, on the masks' bounding box only, exactly as MONAI 1.6 computes them (same
-boundary pixels, coordinates, float32 rounding and percentile), so the values are bitwise equal;
-``score_mask`` measures the boundary distances once for both.
+Distances are in mm using the (row, col) pixel spacing, or the (slice, row, col) voxel spacing
+of a volume, when known, else 1 px = 1 mm. HD95 is MONAI's symmetric 95th-percentile Hausdorff
+distance (the larger of the two directed 95th percentiles of boundary-to-boundary distances).
+NSD is MONAI's normalised surface Dice: the fraction of both boundaries lying within
+``tolerance_mm`` of the other boundary. Both are computed here, on the masks' bounding box only,
+exactly as MONAI 1.6 computes them (same boundary pixels - those with a face neighbour unset -,
+coordinates, float32 rounding and percentile), so the values are bitwise equal; ``score_mask``
+measures the boundary distances once for both.
 MONAI, torch and scipy are imported on first use, so importing this module is cheap.
 """
 
@@ -41,6 +43,8 @@ class MaskScores:
     nsd: float
 
 
+Spacing = tuple[float, ...]
+"""(row, col) pixel or (slice, row, col) voxel size in mm."""
 Distances = tuple[np.ndarray, np.ndarray]
 """Float32 distances in mm from each prediction boundary pixel to the reference boundary, and
 from each reference boundary pixel to the prediction boundary."""
@@ -54,9 +58,9 @@ def _batched(mask: np.ndarray) -> torch.Tensor:
 
 def _pair(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
-    if prediction.shape != reference.shape or prediction.ndim != 2:
+    if prediction.shape != reference.shape or prediction.ndim not in (2, 3):
         raise InputError(f"cannot score masks of shapes {prediction.shape} and "
-                         f"{reference.shape}: both must be the same (H, W)")
+                         f"{reference.shape}: both must be the same (H, W) or (Z, H, W)")
     return prediction, reference
 
 
@@ -85,7 +89,7 @@ def iou(prediction: np.ndarray, reference: np.ndarray) -> float:
 
 
 def hd95(
-    prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, float] | None = None
+    prediction: np.ndarray, reference: np.ndarray, spacing: Spacing | None = None
 ) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm; NaN when either mask is empty."""
     return _hd95(_surface_distances(prediction, reference, spacing))
@@ -94,7 +98,7 @@ def hd95(
 def nsd(
     prediction: np.ndarray,
     reference: np.ndarray,
-    spacing: tuple[float, float] | None = None,
+    spacing: Spacing | None = None,
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> float:
     """Normalised surface Dice at ``tolerance_mm``; NaN when either mask is empty."""
@@ -104,7 +108,7 @@ def nsd(
 def score_mask(
     prediction: np.ndarray,
     reference: np.ndarray,
-    spacing: tuple[float, float] | None = None,
+    spacing: Spacing | None = None,
     tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> MaskScores:
     """Dice, IoU, HD95 and NSD of ``prediction`` against ``reference`` (see module notes)."""
@@ -132,11 +136,11 @@ def _nsd(distances: Distances | None, tolerance_mm: float) -> float:
 
 
 def _surface_distances(prediction: np.ndarray, reference: np.ndarray,
-                       spacing: tuple[float, float] | None) -> Distances | None:
+                       spacing: Spacing | None) -> Distances | None:
     """MONAI's boundary distances of a mask pair (``get_edge_surface_distance``, symmetric); None
     when either mask is empty (no boundary to measure)."""
-    scale = np.asarray(_spacing(spacing))
     prediction, reference = _pair(prediction, reference)
+    scale = np.asarray(_spacing(spacing, prediction.ndim))
     if not prediction.any() or not reference.any():
         return None
     box = _union_box(prediction, reference)
@@ -145,22 +149,29 @@ def _surface_distances(prediction: np.ndarray, reference: np.ndarray,
     return _nearest(points_pred, points_ref), _nearest(points_ref, points_pred)
 
 
-def _union_box(first: np.ndarray, second: np.ndarray) -> tuple[slice, slice]:
+def _union_box(first: np.ndarray, second: np.ndarray) -> tuple[slice, ...]:
     """The bounding box of the pixels set in either (non-empty) mask."""
-    rows = np.flatnonzero(first.any(axis=1) | second.any(axis=1))
-    cols = np.flatnonzero(first.any(axis=0) | second.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    union = first | second
+    box = []
+    for axis in range(union.ndim):
+        hit = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(hit[0], hit[-1] + 1))
+    return tuple(box)
 
 
 def _boundary_points(mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Positions in mm of the set pixels with a 4-neighbour unset or off the image (MONAI's
-    ``binary_erosion(mask) ^ mask``), counted as MONAI from the pixel before the box (the origin
-    can change the last bit of a distance)."""
+    """Positions in mm of the set pixels (voxels) with a face neighbour unset or off the image
+    (MONAI's ``binary_erosion(mask) ^ mask``), counted as MONAI from the pixel before the box (the
+    origin can change the last bit of a distance)."""
     padded = np.pad(mask, 1)
-    inner = padded[1:-1, 1:-1]
-    interior = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    rows, cols = np.divmod(np.flatnonzero(inner & ~interior), mask.shape[1])  # 10x np.argwhere
-    return (np.stack((rows, cols), axis=1) + 1) * scale
+    core = (slice(1, -1),) * mask.ndim
+    inner = padded[core]
+    interior = inner.copy()
+    for axis in range(mask.ndim):
+        for step in (slice(None, -2), slice(2, None)):
+            interior &= padded[(*core[:axis], step, *core[axis + 1:])]
+    flat = np.flatnonzero(inner & ~interior)  # 10x np.argwhere
+    return (np.stack(np.unravel_index(flat, mask.shape), axis=1) + 1) * scale
 
 
 def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -170,13 +181,15 @@ def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return KDTree(targets, leafsize=32).query(points, k=1)[0].astype(np.float32)
 
 
-def _spacing(spacing: tuple[float, float] | None) -> list[float]:
+def _spacing(spacing: Spacing | None, ndim: int) -> list[float]:
     if spacing is None:
-        return [1.0, 1.0]
-    row, col = (float(v) for v in spacing)
-    if not (row > 0 and col > 0):
+        return [1.0] * ndim
+    values = [float(v) for v in spacing]
+    if len(values) != ndim:
+        raise InputError(f"a {ndim}-D mask needs {ndim} spacing values, got {spacing}")
+    if not all(v > 0 for v in values):
         raise InputError(f"pixel spacing must be positive, got {spacing}")
-    return [row, col]
+    return values
 
 
 def _tolerance(tolerance_mm: float) -> float:

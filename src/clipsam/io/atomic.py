@@ -48,9 +48,5 @@ def write_atomic(target: str | os.PathLike[str], write: Callable[[Path], None]) 
     return Path(target)
 
 
-def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
-    return write_atomic(target, lambda p: p.write_bytes(data))
-
-
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     return write_atomic(target, lambda p: p.write_text(text, encoding="utf-8"))

@@ -43,6 +43,17 @@ class MedicalImage:
     def num_slices(self) -> int:
         return self.pixels.shape[0] if self.is_volume else 1
 
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float] | None:
+        """(slice, row, col) voxel size in mm: the lengths of the affine's (slice, row, column)
+        steps; None when the file gives no pixel spacing or no affine (a raster image)."""
+        if self.affine is None or self.spacing is None:
+            return None
+        steps = np.linalg.norm(np.asarray(self.affine, np.float64)[:3, :3], axis=0)
+        if not (steps > 0).all():
+            return None
+        return float(steps[2]), float(steps[1]), float(steps[0])
+
     def slice(self, index: int) -> MedicalImage:
         """Slice ``index`` of a volume as a 2-D image (a 2-D image returns itself for 0)."""
         if not 0 <= index < self.num_slices:

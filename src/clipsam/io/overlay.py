@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -59,3 +60,48 @@ def write_overlay_png(
             draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=BOX_COLOUR,
                            width=thickness)
     return write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def write_slice_grid_png(
+    path: str | os.PathLike[str],
+    volume: MedicalImage,
+    mask: np.ndarray,
+    max_tiles: int = 24,
+    tile_size: int = 256,
+) -> Path | None:
+    """A quick look at a volume's result: the slices that hold ``mask`` ((Z, H, W) bool) in a
+    grid, each with the mask's outline (green) and its slice number, as an RGB PNG.
+
+    At most ``max_tiles`` slices, evenly spread over those holding the mask; each tile is
+    shrunk to at most ``tile_size`` pixels a side; the gray levels are stretched once for the
+    whole volume so tiles compare. Writes nothing and returns None when the mask is empty.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (volume.num_slices, *volume.size):
+        raise InputError(f"cannot write {path}: mask shape {mask.shape} does not match the "
+                         f"volume ({volume.num_slices} x {volume.size[0]} x {volume.size[1]})")
+    held = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
+    if held.size == 0:
+        return None
+    shown = held[np.unique(np.round(np.linspace(0, held.size - 1, min(max_tiles, held.size)))
+                           .astype(int))]
+    pixels = np.asarray(volume.pixels, np.float32)
+    finite = pixels[np.isfinite(pixels)]
+    low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 0.0)
+    scale = min(1.0, tile_size / max(volume.size))
+    height, width = (max(1, round(n * scale)) for n in volume.size)
+    columns = math.ceil(math.sqrt(len(shown)))
+    rows = math.ceil(len(shown) / columns)
+    sheet = Image.new("RGB", (columns * width, rows * height))
+    for tile, index in enumerate(shown):
+        plane = np.clip(np.nan_to_num(pixels[index], nan=low), low, high)
+        gray = np.round((plane - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
+        gray = np.asarray(Image.fromarray(gray).resize((width, height), Image.Resampling.BILINEAR))
+        shape = np.asarray(Image.fromarray(mask[index]).resize((width, height),
+                                                               Image.Resampling.NEAREST))
+        canvas = np.repeat(gray[..., None], 3, axis=-1)
+        canvas[shape & ~ndimage.binary_erosion(shape, border_value=0)] = MASK_COLOUR
+        picture = Image.fromarray(canvas)
+        ImageDraw.Draw(picture).text((3, 2), str(int(index)), fill=MASK_COLOUR)
+        sheet.paste(picture, ((tile % columns) * width, (tile // columns) * height))
+    return write_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))

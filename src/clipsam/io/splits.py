@@ -2,18 +2,14 @@
 
 A subject's side is a stable hash of its subject id alone, not of its set: one patient in two
 sets (JSRT heart and JSRT clavicles share the same X-rays and patient ids) is on the same side
-in both. A set without subject ids is split by image (each image is its own subject). The
-split file is ``{set: {"train": [ids], "test": [ids]}}``.
+in both. A set without subject ids is split by image (each image is its own subject).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable
 
-from clipsam.io.atomic import write_text_atomic
 from clipsam.io.labelled_sets import Sample
 
 
@@ -44,21 +40,8 @@ def held_out_subjects(subjects: Iterable[str], share: float, salt: str) -> set[s
     return set(sorted(distinct, key=lambda s: _unit_hash(f"{salt}/{s}"))[:count])
 
 
-def write_split(samples: Iterable[Sample], path: Path, test_fraction: float = 0.2) -> Path:
-    """Write the split of ``samples`` as JSON."""
-    split: dict[str, dict[str, list[str]]] = {}
-    for s in samples:
-        split.setdefault(s.set_name, {"train": [], "test": []})[split_of(s, test_fraction)].append(
-            s.image_id)
-    return write_text_atomic(path, json.dumps(split, indent=1, sort_keys=True))
+def fold_of(sample: Sample, folds: int) -> int:
+    """The cross-fitting fold (0 .. folds - 1) of the sample's subject: a third salted hash of
+    the subject alone, so every image of a subject, in every set, is in one fold."""
+    return min(int(_unit_hash(f"fold/{sample.subject}") * folds), folds - 1)
 
-
-def read_split(path: Path) -> dict[str, dict[str, list[str]]]:
-    """A split file written by :func:`write_split`."""
-    return json.loads(Path(path).read_text())
-
-
-def select(samples: Sequence[Sample], split: dict, part: str) -> list[Sample]:
-    """The samples listed under ``part`` ("train" / "test") of a split file."""
-    wanted = {(name, i) for name, parts in split.items() for i in parts.get(part, [])}
-    return [s for s in samples if (s.set_name, s.image_id) in wanted]

@@ -65,23 +65,35 @@ def optimised_path(graph: Path) -> Path:
     return graph.with_name(f"{graph.stem}.ort-{cpu_key()}.onnx")
 
 
-def onnx_session(graph: Path, device: str = "cpu", threads: int | None = None) -> Any:
-    """An ``InferenceSession`` of ``graph`` on ``device`` with ``threads`` intra-op threads
-    (default :func:`default_threads`); a session ONNX Runtime started on another provider than
-    asked is an error, not a silent CPU run."""
+def session_options(threads: int | None = None, optimise: bool = True) -> Any:
+    """The ``SessionOptions`` of every clipsam session: ``threads`` intra-op threads (default
+    :func:`default_threads`), one inter-op thread, every graph optimisation (none with
+    ``optimise=False``, for a graph saved already optimised); ONNX Runtime's defaults otherwise
+    (memory arena and memory pattern on, sequential execution)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return options
+
+
+def onnx_session(graph: Path, device: str = "cpu", threads: int | None = None) -> Any:
+    """An ``InferenceSession`` of ``graph`` on ``device`` with :func:`session_options`; on the
+    CPU it loads the kept optimised graph (saving it first if need be). A session ONNX Runtime
+    started on another provider than asked is an error, not a silent CPU run."""
+    import onnxruntime as ort
+
     providers = onnx_providers(device)
     graph = Path(graph)
     optimised = optimised_path(graph) if providers[0] == CPU_PROVIDER else None
     if optimised is not None and optimised.is_file():
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options = session_options(threads, optimise=False)
         session = ort.InferenceSession(str(optimised), options, providers=providers)
     else:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(threads)
         session = None
         if optimised is not None:
             options.log_severity_level = 3  # saving warns that the graph suits this CPU only

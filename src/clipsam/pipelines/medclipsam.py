@@ -23,7 +23,15 @@ from clipsam.config import MedClipSamConfig
 from clipsam.models.image_text import DenseGrounding, ImageTextModel, SaliencyCapable
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, not_found, segment_boxes
+from clipsam.pipelines.common import (
+    BoxDecoder,
+    box_decoder,
+    check_presence_point,
+    embed_once,
+    ground_prompt,
+    not_found,
+    segment_boxes,
+)
 from clipsam.pipelines.prompts import prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
 from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
@@ -46,11 +54,14 @@ class MedClipSamPipeline:
         segmenter: PromptableSegmenter,
         text_model: ImageTextModel,
         config: MedClipSamConfig | None = None,
+        presence: str = "recall",
     ) -> None:
         self.segmenter = segmenter
         self.text_model = text_model
         self.config = config or MedClipSamConfig()
         self.saliency_method = self._saliency_method()
+        check_presence_point(text_model, presence)
+        self.presence = presence
 
     def _saliency_method(self) -> str:
         wanted = self.config.saliency
@@ -133,6 +144,14 @@ class MedClipSamPipeline:
         return (coarse_mask(saliency, image, config=config),
                 level if method == "threshold" else None)
 
+    def box_decoder(self, prompt: str) -> BoxDecoder | None:
+        """How box prompts from another slice of a volume are decoded for ``prompt``: as the
+        segmenter decodes this pipeline's own boxes; None when the concept's mask comes from the
+        map alone."""
+        if self._mask_source(prompt) == "map":
+            return None
+        return box_decoder(self.segmenter, self.config.cleanup)
+
     def run(
         self,
         image: np.ndarray,
@@ -144,25 +163,29 @@ class MedClipSamPipeline:
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
         views: dict = {}
+        text, reached = prompt, {}  # what is grounded: the concept the prompt reaches
         if self.saliency_method == "native":
             with timer("presence"):
-                present = self.text_model.is_present(embedding, prompt)
+                text, present, reached = ground_prompt(self.text_model, embedding, prompt,
+                                                       self.presence)
             if not present:
-                return not_found(image.shape, prompt, self.name, timer, views)
+                return replace(not_found(image.shape, prompt, self.name, timer, views),
+                               decisions=reached)
         with timer("saliency"):
-            saliency = self._saliency(image, embedding, prompt)
+            saliency = self._saliency(image, embedding, text)
         with timer("coarse_mask"):
-            coarse, level = self._coarse(saliency, image, prompt)
+            coarse, level = self._coarse(saliency, image, text)
             if coarse.shape != saliency.shape:
                 from skimage.transform import resize
 
                 saliency = resize(saliency, coarse.shape, order=1, anti_aliasing=False)
             targets, boxes = map_boxes(coarse, saliency, self.config.box_rule)
-        source = self._mask_source(prompt)
-        margin = self._box_margin(prompt) if source != "map" else 0.0
+        source = self._mask_source(text)
+        margin = self._box_margin(text) if source != "map" else 0.0
         if margin:
             boxes = expand_boxes(boxes, coarse.shape, fraction=margin)
-        decisions = {"mask_source": source, "coarse_level": level, "box_margin": margin}
+        decisions = {**reached, "mask_source": source, "coarse_level": level,
+                     "box_margin": margin}
         if keep_intermediates:
             views = {"saliency": saliency, "coarse_mask": coarse, "map_mask": targets,
                      "boxes": boxes, **decisions}

@@ -34,7 +34,9 @@ class Models:
 
 
 def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
-    """The configured segmenter, in the resolved runtime, on the resolved device."""
+    """The configured segmenter, in the resolved runtime, on the resolved device; with
+    ``config.embedding_cache`` a :class:`~clipsam.models.embedding_store.StoredEmbeddings`
+    over it (the one place a segmenter's store identity is made)."""
     from clipsam.models.device import resolve_device
     from clipsam.models.sam import load_litemedsam, load_sam
 
@@ -53,13 +55,12 @@ def load_segmenter(config: ModelConfig) -> PromptableSegmenter:
                              runtime=config.runtime, device=device, threads=config.threads)
     if config.embedding_cache is None:
         return segmenter
-    from clipsam.models.embedding_store import StoredEmbeddings
+    from clipsam.models.embedding_store import EmbeddingStore, StoredEmbeddings, segmenter_identity
     from clipsam.models.sam.factory import segmenter_checkpoint
-    from clipsam.models.weights import sha256_of
 
-    checkpoint = segmenter_checkpoint(config.segmenter, config.weights_dir)
-    identity = f"{segmenter!r}|{sha256_of(checkpoint)}"
-    return StoredEmbeddings(segmenter, config.embedding_cache, identity)
+    identity = segmenter_identity(segmenter,
+                                  segmenter_checkpoint(config.segmenter, config.weights_dir))
+    return StoredEmbeddings(segmenter, EmbeddingStore(config.embedding_cache, identity))
 
 
 def grounding_dir(config: ModelConfig) -> Path | None:
@@ -160,13 +161,15 @@ class MethodSpec:
 def _medclipsam(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.medclipsam import MedClipSamPipeline
 
-    return MedClipSamPipeline(_need(models).segmenter, _need_text(models), config.medclipsam)
+    return MedClipSamPipeline(_need(models).segmenter, _need_text(models), config.medclipsam,
+                              config.presence)
 
 
 def _salip(config: RunConfig, models: Models | None) -> Pipeline:
     from clipsam.pipelines.salip import SalipPipeline
 
-    return SalipPipeline(_need(models).segmenter, _need_text(models), config.salip)
+    return SalipPipeline(_need(models).segmenter, _need_text(models), config.salip,
+                         config.presence)
 
 
 def _unprompted(config: RunConfig, models: Models | None) -> Pipeline:
@@ -273,5 +276,10 @@ def weak_model_warning(config: RunConfig) -> str:
 
 def build_pipeline(config: RunConfig, models: Models | None) -> Pipeline:
     """The pipeline ``config.method`` names, on already loaded models (None for a method that
-    runs its own model folder)."""
-    return method_spec(config.method).build(config, models)
+    runs its own model folder). A "not found" operating point other than ``recall`` is refused
+    for a method that reads no text (it never decides presence)."""
+    spec = method_spec(config.method)
+    if config.presence != "recall" and not spec.reads_text:
+        raise InputError(f"method {config.method!r} reads no text and never answers 'not "
+                         f"found': --presence {config.presence} does not apply")
+    return spec.build(config, models)

@@ -16,6 +16,7 @@ average embedding of the prompt ensemble, and keep the top k (the paper's retrie
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,7 +25,15 @@ from clipsam.models.grounding.grid import agreement, boxes_to_grid, mask_to_grid
 from clipsam.models.image_text import DenseGrounding, ImageTextModel
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, not_found, segment_boxes
+from clipsam.pipelines.common import (
+    BoxDecoder,
+    box_decoder,
+    check_presence_point,
+    embed_once,
+    ground_prompt,
+    not_found,
+    segment_boxes,
+)
 from clipsam.pipelines.crops import crop_proposal
 from clipsam.pipelines.prompts import count_targets, prompt_ensemble, validate_prompt
 from clipsam.pipelines.timing import StageTimer
@@ -67,10 +76,13 @@ class SalipPipeline:
         segmenter: PromptableSegmenter,
         text_model: ImageTextModel,
         config: SalipConfig | None = None,
+        presence: str = "recall",
     ) -> None:
         self.segmenter = segmenter
         self.text_model = text_model
         self.config = config or SalipConfig()
+        check_presence_point(text_model, presence)
+        self.presence = presence
         self.proposal_config = self.config.proposals or default_config(segmenter)
 
     def crop_scores(self, image: np.ndarray, proposals: Proposals, texts: list[str]) -> np.ndarray:
@@ -87,7 +99,7 @@ class SalipPipeline:
         """(h, w) map of the prompt (dense grounding only). The descriptive sentences of the
         prompt library are not averaged in: they are what CLIP crops are scored against, while
         the built-in model's map is calibrated on the prompt (mean over the ensemble measured
-        worse on training images, docs/BENCHMARKS.md section 2)."""
+        worse on training images, docs/BENCHMARKS.md "SaLIP rules")."""
         return self.text_model.similarity_map(embedding, prompt)
 
     def relevant_boxes(
@@ -126,6 +138,11 @@ class SalipPipeline:
         k = self.config.top_k or count_targets(prompt)
         return scores, np.argsort(-scores, kind="stable")[:k]
 
+    def box_decoder(self, prompt: str) -> BoxDecoder | None:
+        """How box prompts from another slice of a volume are decoded: as the retrieved boxes
+        are (whole masks, no cut to the largest component)."""
+        return box_decoder(self.segmenter, cleanup=False)
+
     def run(
         self,
         image: np.ndarray,
@@ -137,13 +154,16 @@ class SalipPipeline:
         timer = StageTimer()
         embedding = embed_once(self.segmenter, image, embedding, timer)
         prob, relevant = None, None
+        text, reached = prompt, {}  # what is grounded: the concept the prompt reaches
         if isinstance(self.text_model, DenseGrounding):
             with timer("presence"):
-                present = self.text_model.is_present(embedding, prompt)
+                text, present, reached = ground_prompt(self.text_model, embedding, prompt,
+                                                       self.presence)
             if not present:
-                return not_found(image.shape, prompt, self.name, timer)
+                return replace(not_found(image.shape, prompt, self.name, timer),
+                               decisions=reached)
             with timer("retrieval"):
-                prob = self.text_map(embedding, prompt)
+                prob = self.text_map(embedding, text)
             if self.config.min_map_share > 0:
                 relevant = self.relevant_boxes(embedding, prob)
         with timer("proposals"):
@@ -151,9 +171,9 @@ class SalipPipeline:
                 generate_proposals(self.segmenter, embedding, self.proposal_config, relevant),
                 self.config.max_area_fraction, self.config.min_area_fraction)
         if len(proposals) == 0:
-            return not_found(image.shape, prompt, self.name, timer)
+            return replace(not_found(image.shape, prompt, self.name, timer), decisions=reached)
         with timer("retrieval"):
-            scores, chosen = self.retrieve(image, embedding, proposals, prompt, prob)
+            scores, chosen = self.retrieve(image, embedding, proposals, text, prob)
         boxes = proposals.boxes[chosen]
         mask, _ = segment_boxes(self.segmenter, embedding, boxes, timer, cleanup=False)
         views = ({"proposals": proposals, "proposal_scores": scores, "chosen": chosen,
@@ -161,4 +181,5 @@ class SalipPipeline:
         return PipelineResult(
             mask=mask, found=bool(mask.any()), boxes=boxes, scores=scores[chosen],
             prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
+            decisions=reached,
         )

@@ -23,7 +23,7 @@ from clipsam.errors import InputError
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 from clipsam.models.weak_net import WeakModel
 from clipsam.pipelines.base import PipelineResult
-from clipsam.pipelines.common import embed_once, segment_boxes
+from clipsam.pipelines.common import BoxDecoder, box_decoder, embed_once, segment_boxes
 from clipsam.pipelines.timing import StageTimer
 from clipsam.postprocess.map_boxes import map_boxes
 
@@ -54,6 +54,11 @@ class WeakPipeline:
                              + ("prompts" if self.decode else "reads the embedding of")
                              + " the segmenter: give one")
         self.name = "weak-box" if self.decode else "weak"
+
+    def box_decoder(self, prompt: str) -> BoxDecoder | None:
+        """``weak-box``: box prompts from another slice of a volume are decoded as the network's
+        own boxes; ``weak`` decodes none (None)."""
+        return box_decoder(self.segmenter, cleanup=True) if self.decode else None
 
     def run(
         self,

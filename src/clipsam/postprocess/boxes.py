@@ -8,15 +8,11 @@ around the pixels ``mask[y1:y2, x1:x2]`` is exactly ``(x1, y1, x2, y2)``; its wi
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from scipy import ndimage
 
 from clipsam.errors import InputError
 from clipsam.postprocess.components import label_components
-
-BoxMode = Literal["largest", "all", "each"]
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray | None:
@@ -76,20 +72,6 @@ def component_boxes(mask: np.ndarray, connectivity: int = 8,
     if areas.size and not keep.any():
         keep[0] = True
     return label_boxes(labels)[order[keep]]
-
-
-def boxes_from_mask(mask: np.ndarray, mode: BoxMode = "largest") -> np.ndarray:
-    """(K, 4) boxes for a mask: around its ``"largest"`` component (K=1), one box around ``"all"``
-    of it (K=1), or one per component (``"each"``, largest first). An empty mask gives K=0."""
-    if mode == "all":
-        box = mask_to_box(mask)
-        return np.zeros((0, 4), np.float32) if box is None else box[None]
-    boxes = component_boxes(mask)
-    if mode == "largest":
-        return boxes[:1]
-    if mode == "each":
-        return boxes
-    raise InputError(f"unknown box mode {mode!r}; use 'largest', 'all' or 'each'")
 
 
 def clip_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

@@ -35,8 +35,8 @@ from clipsam.proposals.result import Proposals
 # stability, medians 0.7 and 0.65), so SAM's 0.88 / 0.95 would discard nearly every mask.
 # Each box is also decoded grown by 20 % per side: feature regions often stop inside an organ's
 # boundary (the brain inside the fetal skull), and LiteMedSAM, trained on loose boxes, answers
-# the grown box with the whole organ (docs/BENCHMARKS.md, section 2: SaLIP proposals, chosen
-# on training images).
+# the grown box with the whole organ (docs/BENCHMARKS.md, "SaLIP rules", chosen on training
+# images).
 BOX_PROMPT_DEFAULTS = ProposalConfig(pred_iou_threshold=0.75, stability_threshold=0.75,
                                      box_margins=(0.0, 0.2))
 

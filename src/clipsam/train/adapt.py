@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from clipsam.config import MedClipSamConfig
 from clipsam.errors import InputError
+from clipsam.eval.seen import add_seen
 from clipsam.io.image import segmenter_input
 from clipsam.io.labelled_sets import IMAGE_SUFFIXES, Sample, list_samples
 from clipsam.io.masks import read_mask
@@ -215,11 +216,17 @@ def with_concept(model: GroundingModel, prompt: str, learned: LearnedConcept,
     # a level or margin calibrated for the base model's map of this name does not carry over
     levels = {k: v for k, v in model.map_levels.items() if k != key}
     margins = {k: v for k, v in model.box_margins.items() if k != key}
+    # nor do its other operating points, presence head and statistic
+    points = {k: v for k, v in model.concept_points.items() if k != key}
+    presence_heads = {k: v for k, v in model.presence_heads.items() if k != key}
+    statistics = {k: v for k, v in model.presence_statistics.items() if k != key}
     copy = GroundingModel(model.heads, model.presence, {**model.concepts, key: learned.vector},
                           thresholds, model._text_encoder, model._segmenter,
                           {**model.metadata, "adapted": adapted}, model.concept_phrases,
                           sources, concept_probes=probes, map_levels=levels,
-                          box_margins=margins)
+                          box_margins=margins, volume=model.volume, word_rule=model.word_rule,
+                          concept_points=points, presence_heads=presence_heads,
+                          presence_statistics=statistics)
     copy.source_dir = model.source_dir
     return copy
 
@@ -329,7 +336,9 @@ def adapt_from_folder(
     config: AdaptConfig | None = None,
 ) -> tuple[GroundingModel, list[Sample], AdaptReport]:
     """Encode ``shots`` labelled images of a set folder (and every image of ``negatives_dir``)
-    and learn ``prompt`` from them."""
+    and learn ``prompt`` from them. The adapted model's metadata adds the shots (under the
+    folder's name) and the negatives (under "negatives") to the images it has seen
+    (:func:`clipsam.eval.seen.add_seen`)."""
     chosen = pick_shots(list_samples(Path(folder)), shots, seed)
     labelled = []
     for sample in chosen:
@@ -343,6 +352,10 @@ def adapt_from_folder(
             raise InputError(f"--negatives {negatives_dir} holds no image")
         negatives = [_encode(model, p)[0] for p in files]
     adapted, report = adapt(model, labelled, prompt, model.segmenter, negatives, config)
+    seen = add_seen(adapted.metadata, Path(folder).name, [s.image_path for s in chosen])
+    if negatives_dir is not None:
+        seen = add_seen(seen, "negatives", files)
+    adapted.metadata = seen
     return adapted, chosen, report
 
 

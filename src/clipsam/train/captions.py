@@ -40,6 +40,7 @@ class Concept:
     modality: tuple[str, ...] = ()
     background: tuple[str, ...] = ("background", "surrounding tissue")
     may_show: tuple[str, ...] = ()  # other sets whose targets may be visible, unlabelled
+    always_shows: tuple[str, ...] = ()  # other sets whose targets every image shows, unlabelled
 
 
 def builtin_concepts() -> dict[str, Concept]:
@@ -49,8 +50,25 @@ def builtin_concepts() -> dict[str, Concept]:
                           appearance=tuple(entry["appearance"]),
                           modality=tuple(entry["modality"]),
                           background=tuple(entry["background"]),
-                          may_show=tuple(entry.get("may_show", ())))
+                          may_show=tuple(entry.get("may_show", ())),
+                          always_shows=tuple(entry.get("always_shows", ())))
             for name, entry in json.loads(text)["sets"].items()}
+
+
+def cross_source_pairs(concepts: dict[str, Concept]) -> list[tuple[str, str, bool]]:
+    """``(target set, image set, shown)`` for every target some other set's images always show:
+    ``shown`` True on those sets, False on the sets that can show it neither always nor
+    maybe (where it must be "not found"). Sorted by target set, then image set."""
+    pairs = []
+    for target in sorted(concepts):
+        showing = {name for name, c in concepts.items() if target in c.always_shows}
+        if not showing:
+            continue
+        maybe = {name for name, c in concepts.items() if target in c.may_show}
+        for name in sorted(concepts):
+            if name != target and name not in maybe:
+                pairs.append((target, name, name in showing))
+    return pairs
 
 
 def concept_for(set_name: str, prompt: str | None = None) -> Concept:

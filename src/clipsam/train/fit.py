@@ -1,22 +1,28 @@
-"""From labelled samples with cached embeddings to a saved, calibrated grounding model folder.
+"""From labelled samples to a saved, calibrated grounding model folder.
 
-Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads,
-the rest (never used for gradient steps) give the validation curve and calibrate presence and
-mask sources. The model's metadata records the training and calibration subjects per set, the
-recipe, the curve and the calibration figures, so that evaluation can tell which subjects a
-model has seen.
+Each image is read once to find (or make) its embedding in the embedding store
+(:mod:`clipsam.models.embedding_store`); training then memory-maps the stored features.
+Subjects are split by a hash (:func:`clipsam.io.splits.calibration_of`): most train the heads
+(and, when the recipe asks, the image-level presence heads, :mod:`clipsam.train.presence_head`),
+the rest (never used for gradient steps) give the validation curve and calibrate presence
+(the statistic and every operating point) and mask sources. The model's metadata records the
+training and calibration subjects per set, the SHA-256 of their image files
+(:mod:`clipsam.eval.seen`, so that evaluation can tell which images a model has seen under any
+name), the recipe, the curve and the calibration figures.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from clipsam.errors import InputError
+from clipsam.eval.seen import SEEN_KEY, image_digests
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.splits import calibration_of
+from clipsam.models.embedding_store import EmbeddingStore, store_images
 from clipsam.models.grounding.model import GroundingModel, PresenceRule
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import PromptableSegmenter
@@ -26,10 +32,11 @@ from clipsam.train.calibrate import (
     calibrate_mask_sources,
     calibrate_presence,
     concept_phrases,
+    presence_settings,
 )
 from clipsam.train.captions import Concept
-from clipsam.train.embedding_cache import encode_missing
 from clipsam.train.negative_bank import BANK_FILE, build_bank
+from clipsam.train.presence_head import fit_presence_heads
 from clipsam.train.recipes import Recipe
 from clipsam.train.region_data import build_region_data
 from clipsam.train.trainer import train_heads
@@ -46,24 +53,33 @@ def subjects_by_set(samples: Sequence) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def _training_views(samples: Sequence, cache_dir: Path, recipe: Recipe,
+def _training_views(samples: Sequence, store: EmbeddingStore, recipe: Recipe,
                     segmenter: PromptableSegmenter | None, captions: Sequence[str] | None,
-                    progress: bool) -> list:
+                    progress: bool) -> tuple[list, list[str]]:
     """The recipe's augmented views of the training samples, written under
-    ``<cache_dir>/views`` and encoded into the cache (none when the recipe has no views)."""
+    ``<store folder>/views``, and their keys in ``store`` (encoded when missing); none when the
+    recipe has no views."""
     if recipe.views is None:
-        return []
+        return [], []
     if captions is not None or segmenter is None:
         raise InputError(f"recipe {recipe.name!r} adds re-encoded views: it needs segmentation "
                          "sets and the segmenter")
-    views = make_views(samples, Path(cache_dir) / VIEWS_DIR, recipe.views)
-    encode_missing(views, cache_dir, segmenter, progress)
-    return views
+    views = make_views(samples, store.folder / VIEWS_DIR, recipe.views)
+    return views, store_images([v.image_path for v in views], store, segmenter, progress)
+
+
+def recipe_concepts(concepts: dict[str, Concept], recipe: Recipe) -> dict[str, Concept]:
+    """The concepts as ``recipe`` trains them: without ``covisible``, the targets a set's
+    images always show are left out there (``may_show``) instead of trained as present."""
+    if recipe.covisible:
+        return concepts
+    return {name: replace(c, may_show=c.may_show + c.always_shows, always_shows=())
+            for name, c in concepts.items()}
 
 
 def fit_from_samples(
     samples: Sequence,
-    cache_dir: Path,
+    store: EmbeddingStore,
     concepts: dict[str, Concept],
     recipe: Recipe,
     out_dir: Path | None,
@@ -75,10 +91,13 @@ def fit_from_samples(
 ) -> GroundingModel:
     """Train on most subjects, validate and calibrate on the rest, save to ``out_dir``.
 
-    Mask sources are calibrated only with a ``segmenter`` (and not for caption tables, which
-    have no masks). Every calibration step that cannot be done is a recorded warning.
+    Every image's embedding is taken from ``store``; those missing are encoded by ``segmenter``
+    (without one, a missing embedding is an InputError). Mask sources are calibrated only with
+    a ``segmenter`` (and not for caption tables, which have no masks). Every calibration step
+    that cannot be done is a recorded warning.
     """
     warnings: list[str] = []
+    concepts = recipe_concepts(concepts, recipe)
     held = [calibration_of(s, recipe.calibration_fraction) for s in samples]
     if all(held) or not any(held):
         warnings.append(f"no calibration subjects among {len(samples)} images: the presence "
@@ -86,11 +105,14 @@ def fit_from_samples(
         held = [False] * len(samples)
     pick = [i for i, h in enumerate(held) if not h]
     cal = [i for i, h in enumerate(held) if h]
-    views = _training_views([samples[i] for i in pick], cache_dir, recipe, segmenter, captions,
-                            progress)
-    train = build_region_data([samples[i] for i in pick] + views, cache_dir, concepts,
+    keys = store_images([s.image_path for s in samples], store, segmenter, progress)
+    views, view_keys = _training_views([samples[i] for i in pick], store, recipe, segmenter,
+                                       captions, progress)
+    train = build_region_data([samples[i] for i in pick] + views,
+                              [keys[i] for i in pick] + view_keys, store, concepts,
                               [captions[i] for i in pick] if captions is not None else None)
-    calibration = (build_region_data([samples[i] for i in cal], cache_dir, concepts,
+    calibration = (build_region_data([samples[i] for i in cal], [keys[i] for i in cal], store,
+                                     concepts,
                                      [captions[i] for i in cal] if captions is not None else None)
                    if cal else None)
     if calibration is not None and calibration.concepts != train.concepts:
@@ -100,20 +122,24 @@ def fit_from_samples(
     encoder = encoder or SentenceEncoder()
     heads, curve = train_heads(train, recipe.train, out_dir, encoder, recipe.heads, progress,
                                validation=calibration)
-    model = GroundingModel(heads, PresenceRule(top_k=recipe.train.top_k), text_encoder=encoder,
-                           concept_phrases=concept_phrases(train.concepts))
     calibration_info: dict = {"images": len(calibration) if calibration is not None else 0}
-    thresholds: dict[str, float] = {}
+    presence: dict = {"presence": PresenceRule(top_k=recipe.train.top_k)}
+    if recipe.presence_head is not None and calibration is not None:
+        presence["presence_heads"], calibration_info["presence_head"] = fit_presence_heads(
+            GroundingModel(heads, **presence, text_encoder=encoder), train,
+            recipe.presence_head)
+    model = GroundingModel(heads, **presence, text_encoder=encoder,
+                           concept_phrases=concept_phrases(train.concepts))
     sources: dict[str, str] = {}
     levels: dict[str, float] = {}
     margins: dict[str, float] = {}
-    overall = 0.5
     if calibration is not None and calibration.has_target().any():
-        overall, thresholds, calibration_info["presence"], more = calibrate_presence(
-            model, calibration, recipe.calibrate)
-        warnings += more
-        model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
-                               concept_thresholds=thresholds, text_encoder=encoder,
+        result = calibrate_presence(model, calibration, recipe.calibrate)
+        calibration_info["presence"] = result.report
+        calibration_info["presence_model_wide"] = result.overall_report
+        warnings += result.warnings
+        presence = presence_settings(result, model)
+        model = GroundingModel(heads, **presence, text_encoder=encoder,
                                concept_phrases=concept_phrases(train.concepts))
         if segmenter is not None and captions is None:
             sources, calibration_info["mask_source"], more = calibrate_mask_sources(
@@ -134,6 +160,8 @@ def fit_from_samples(
         "calibration_images": calibration_info["images"],
         "subjects": {name: {"train": subs} for name, subs in
                      subjects_by_set([samples[i] for i in pick]).items()},
+        SEEN_KEY: image_digests((samples[i].set_name, samples[i].image_path)
+                                for i in pick + cal),
         "curve": curve, "calibration": calibration_info, "warnings": warnings,
         **(metadata or {}),
     }
@@ -141,8 +169,7 @@ def fit_from_samples(
         info["subjects"].setdefault(name, {"train": []})["calibration"] = subs
     for warning in warnings:
         print(f"warning: {warning}", flush=True)
-    model = GroundingModel(heads, PresenceRule(recipe.train.top_k, overall),
-                           concept_thresholds=thresholds, text_encoder=encoder, metadata=info,
+    model = GroundingModel(heads, **presence, text_encoder=encoder, metadata=info,
                            concept_phrases=concept_phrases(train.concepts), mask_sources=sources,
                            map_levels=levels, box_margins=margins)
     if out_dir is not None:

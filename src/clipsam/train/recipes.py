@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from clipsam.errors import InputError
 from clipsam.models.grounding.heads import HeadsConfig
 from clipsam.train.calibrate import CalibrationConfig
+from clipsam.train.presence_head import PresenceHeadConfig
 from clipsam.train.trainer import TrainConfig
 from clipsam.train.views import ViewConfig
 
@@ -20,7 +21,12 @@ from clipsam.train.views import ViewConfig
 class Recipe:
     """Heads, training and calibration settings; ``calibration_fraction`` of the subjects (by
     hash) are kept out of the gradient steps for validation and calibration; ``views``: the
-    re-encoded augmented views added to the training images (none by default)."""
+    re-encoded augmented views added to the training images (none by default);
+    ``covisible``: train the targets a set's images always show (``always_shows`` in the
+    concepts table) as present there; without it they are left out there like ``may_show``
+    (the recipes before 2026-12-07); ``presence_head``: fit an image-level presence head per
+    concept on the training part, used where it beats the map statistic on the calibration
+    subjects (:mod:`clipsam.train.presence_head`; the recipes before "anatomy" have none)."""
 
     name: str
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -28,6 +34,8 @@ class Recipe:
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     calibration_fraction: float = 0.15
     views: ViewConfig | None = None
+    covisible: bool = False
+    presence_head: PresenceHeadConfig | None = None
 
 
 _HEADS = HeadsConfig(hidden_dim=128, dilations=(1, 2, 4, 8), global_context=True,
@@ -88,6 +96,19 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_TRAIN, epochs=5),
         heads=replace(_HEADS, depthwise=False),
         views=ViewConfig(),
+    ),
+    # "builtin-xlong" that finds co-visible anatomy on every source: targets a set's images
+    # always show trained as present there, and one view of each chest X-ray with its
+    # source's look changed (resolution, blur, contrast, gamma, noise, frame); an image-level
+    # presence head per concept where it beats the map statistic on the calibration subjects
+    "anatomy": Recipe(
+        name="anatomy",
+        train=replace(_TRAIN, epochs=40),
+        heads=_HEADS,
+        views=ViewConfig(min_side=0.8, min_scale=0.4, blur=1.5, log_contrast=0.4, border=0.1,
+                         sets=("cxr_lungs", "jsrt_clavicles", "jsrt_heart")),
+        covisible=True,
+        presence_head=PresenceHeadConfig(),
     ),
     # the leave-one-set-out models of docs/BENCHMARKS.md: the same heads, fewer epochs
     "loso": Recipe(

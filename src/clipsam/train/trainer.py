@@ -6,10 +6,12 @@ caption of every concept. Three terms:
 
 * dense: per cell and caption, binary cross-entropy of ``sigmoid(scale * cos + bias)`` against
   the soft target (mask fraction for the image's own target caption, the rest of the image for
-  its own background caption, 0 for other concepts; concepts that may be visible unlabelled in
-  the image are left out), plus soft Dice on the own-target map;
+  its own background caption, 0 for other concepts; concepts that may be or are visible
+  unlabelled in the image are left out), plus soft Dice on the own-target map;
 * presence: per image and target caption, binary cross-entropy of the presence logit (mean of
-  the top-k cell logits, the statistic "not found" is decided on) against "target present";
+  the top-k cell logits, the statistic "not found" is decided on) against "target present"
+  (its own target, and the targets it certainly shows without a mask: the lungs on a heart
+  X-ray), so "found" is learned on every source that shows a target;
 * contrastive (``loss="dhn-nce"`` or ``"info-nce"``): patches drawn one per (concept, role)
   present in the batch, paired with their captions.
 
@@ -170,13 +172,14 @@ def _step_loss(heads: GroundingHeads, data: RegionData, index: np.ndarray,
                contrast: Callable | None) -> torch.Tensor:
     """The training loss of one batch (texts: (2C, 384) one caption per concept and role)."""
     concept = torch.from_numpy(data.concept_index[index])
-    known = torch.from_numpy(~data.unknown[index])  # (B, C)
+    known = torch.from_numpy(~data.unknown[index])  # (B, C) presence labels known
+    mapped = torch.from_numpy(~data.unmapped()[index])  # (B, C) map targets known
     num_concepts = len(data.concepts)
     dense = _dense_targets(targets, valid, concept, num_concepts)
     patches = heads.patch(feats)
     projected = heads.text(texts)
     logits = heads.logits(patches, projected)
-    channel_known = known.repeat_interleave(2, dim=1)[:, :, None, None]
+    channel_known = mapped.repeat_interleave(2, dim=1)[:, :, None, None]
     weight = (valid[:, None] & channel_known).float()
     loss = F.binary_cross_entropy_with_logits(logits, dense, weight=weight,
                                               reduction="sum") / weight.sum()
@@ -187,7 +190,7 @@ def _step_loss(heads: GroundingHeads, data: RegionData, index: np.ndarray,
         loss = loss + _soft_dice(torch.sigmoid(own[has]), targets[has], valid[has])
     if config.presence_weight > 0:
         scores = presence_logits(logits[:, 0::2], valid, config.top_k)  # (B, C)
-        labels = torch.zeros_like(scores)
+        labels = torch.from_numpy(data.shown[index]).float()
         labels[rows, concept] = has.float()
         w = known.float()
         w[rows[~has], concept[~has]] = config.empty_weight
@@ -214,7 +217,7 @@ def validation_scores(heads: GroundingHeads, data: RegionData, texts: torch.Tens
     per_set: dict[str, dict[str, list[float]]] = {}
     present, known = data.labels()
     for i in range(len(data)):
-        feats = torch.from_numpy(np.asarray(data.features[i], np.float32))[None]
+        feats = torch.from_numpy(np.array(data.features[i], np.float32))[None]
         valid = torch.from_numpy(data.valid[i])[None]
         logits = heads.logits(heads.patch(feats), projected)
         scores = presence_logits(logits, valid, top_k)[0]

@@ -27,21 +27,38 @@ from clipsam.io.read import read_image
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """``per_image`` views of each training image: a crop keeping ``min_side``-1 of each side
-    at a random place, then intensity ``x ** gamma`` (on the image scaled to [0, 1]) with
-    ``log gamma`` uniform in +-``log_gamma``, and Gaussian noise of standard deviation up to
-    ``noise`` (same scale)."""
+    """``per_image`` views of each training image (of the ``sets`` named; every set when
+    empty): a crop keeping ``min_side``-1 of each side at a random place; a resolution change
+    (down by a factor uniform in ``min_scale``-1 and back up); a Gaussian blur of standard
+    deviation uniform in 0-``blur`` pixels; intensity ``x ** gamma`` (on the image scaled to
+    [0, 1]) with ``log gamma`` uniform in +-``log_gamma``; contrast around mid-grey scaled by
+    ``exp(u)``, u uniform in +-``log_contrast``; Gaussian noise of standard deviation up to
+    ``noise`` (same scale); a border of up to ``border`` of each side in one random grey
+    (mask background there). The defaults draw a crop, gamma and noise only; the other
+    changes remove a source's look (film, scanner, resolution, frame) from its anatomy."""
 
     per_image: int = 1
     min_side: float = 0.7
     log_gamma: float = 0.4
     noise: float = 0.03
+    min_scale: float = 1.0
+    blur: float = 0.0
+    log_contrast: float = 0.0
+    border: float = 0.0
+    sets: tuple[str, ...] = ()
+
+
+_SOURCE_CUES = ("min_scale", "blur", "log_contrast", "border")
 
 
 def settings_tag(config: ViewConfig) -> str:
-    """8 hex digits naming the settings that draw a view (not how many views are drawn)."""
-    key = f"{config.min_side}/{config.log_gamma}/{config.noise}".encode()
-    return hashlib.sha256(key).hexdigest()[:8]
+    """8 hex digits naming the settings that draw a view (not how many views are drawn, nor
+    of which sets); settings at their defaults leave the tag of earlier views unchanged."""
+    key = f"{config.min_side}/{config.log_gamma}/{config.noise}"
+    defaults = ViewConfig()
+    key += "".join(f"/{name}={getattr(config, name)}" for name in _SOURCE_CUES
+                   if getattr(config, name) != getattr(defaults, name))
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def _rng(sample: Sample, view: int) -> np.random.Generator:
@@ -53,6 +70,8 @@ def augment(pixels: np.ndarray, mask: np.ndarray, config: ViewConfig,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One view of (H, W[, 3]) pixels and their (H, W) bool mask: (h, w[, 3]) uint8 pixels and
     the (h, w) bool mask cut the same way."""
+    from scipy.ndimage import gaussian_filter
+
     h, w = mask.shape
     ch = max(1, round(h * rng.uniform(config.min_side, 1.0)))
     cw = max(1, round(w * rng.uniform(config.min_side, 1.0)))
@@ -60,10 +79,46 @@ def augment(pixels: np.ndarray, mask: np.ndarray, config: ViewConfig,
     crop = np.asarray(pixels[y:y + ch, x:x + cw], np.float64)
     low, high = float(crop.min()), float(crop.max())
     unit = (crop - low) / (high - low) if high > low else np.zeros_like(crop)
-    unit = unit ** float(np.exp(rng.uniform(-config.log_gamma, config.log_gamma)))
+    if config.min_scale < 1.0:
+        unit = _rescaled(unit, rng.uniform(config.min_scale, 1.0))
+    if config.blur > 0:
+        sigma = rng.uniform(0.0, config.blur)
+        unit = gaussian_filter(unit, sigma=(sigma, sigma, 0)[:unit.ndim])
+    unit = np.clip(unit, 0.0, 1.0) ** float(np.exp(rng.uniform(-config.log_gamma,
+                                                                config.log_gamma)))
+    if config.log_contrast > 0:
+        unit = 0.5 + (unit - 0.5) * float(np.exp(rng.uniform(-config.log_contrast,
+                                                              config.log_contrast)))
     unit = unit + rng.normal(0.0, rng.uniform(0.0, config.noise), size=unit.shape)
+    cut = mask[y:y + ch, x:x + cw]
+    if config.border > 0:
+        unit, cut = _framed(unit, cut, config.border, rng)
     out = np.clip(np.round(unit * 255), 0, 255).astype(np.uint8)
-    return out, mask[y:y + ch, x:x + cw]
+    return out, cut
+
+
+def _rescaled(unit: np.ndarray, factor: float) -> np.ndarray:
+    """``unit`` (values in [0, 1]) down by ``factor`` and back to its size (bilinear)."""
+    h, w = unit.shape[:2]
+    small = (max(1, round(w * factor)), max(1, round(h * factor)))
+    planes = unit[..., None] if unit.ndim == 2 else unit
+    out = [np.asarray(Image.fromarray(planes[..., c].astype(np.float32), mode="F")
+                      .resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR))
+           for c in range(planes.shape[-1])]
+    stacked = np.stack(out, axis=-1).astype(np.float64)
+    return stacked[..., 0] if unit.ndim == 2 else stacked
+
+
+def _framed(unit: np.ndarray, mask: np.ndarray, border: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A frame of random width (up to ``border`` of each side, per side) in one random grey
+    around ``unit``; the mask is background there."""
+    h, w = mask.shape
+    top, bottom = (int(rng.integers(0, round(h * border) + 1)) for _ in range(2))
+    left, right = (int(rng.integers(0, round(w * border) + 1)) for _ in range(2))
+    pad = ((top, bottom), (left, right)) + (((0, 0),) if unit.ndim == 3 else ())
+    framed = np.pad(unit, pad, constant_values=float(rng.choice([0.0, rng.uniform(), 1.0])))
+    return framed, np.pad(mask, pad[:2], constant_values=False)
 
 
 def _read_labelled(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +135,8 @@ def make_views(samples: Sequence[Sample], views_dir: Path, config: ViewConfig) -
     missing, and once for all of them."""
     views, tag = [], settings_tag(config)
     for sample in samples:
+        if config.sets and sample.set_name not in config.sets:
+            continue
         folder = Path(views_dir) / sample.set_name
         source = None
         for k in range(config.per_image):

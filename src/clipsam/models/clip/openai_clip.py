@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
+from transformers.utils import logging as hf_logging
 
 from clipsam.errors import WeightsError
 from clipsam.models.clip.backend import ClipBackend
@@ -44,6 +45,7 @@ class OpenAIClip(ClipBackend):
     def from_folder(cls, folder: str | os.PathLike[str], name: str) -> OpenAIClip:
         """Load an upstream-format folder; any missing or misshapen weight is a WeightsError."""
         folder = Path(folder)
+        hf_logging.disable_progress_bar()  # a local load: no bar (as the sentence encoder)
         try:
             network, info = CLIPModel.from_pretrained(folder, local_files_only=True,
                                                       output_loading_info=True)

@@ -3,32 +3,58 @@
 Images are read through a segmenter's :class:`ImageEmbedding` (computed once per image by the
 pipeline); texts through the locked sentence encoder. A model folder holds
 ``heads.safetensors`` (the heads, plus the concept vectors and feature probes learned by
-``clipsam adapt``) and
-``config.json`` (sizes, the presence rule, the calibrated per-concept thresholds, mask
-sources and map levels, the phrases that name each trained concept, adapted concept names, and
-metadata on how it was trained: data, subjects, calibration).
+``clipsam adapt`` and the image-level presence heads, :mod:`.presence_head`) and
+``config.json`` (sizes, the presence rule, the calibrated per-concept thresholds of each
+"not found" operating point and the presence statistic chosen, mask sources and map levels,
+the calibrated ``volume`` settings, the phrases that name each trained concept, adapted concept
+names, and metadata on how it was trained: data, subjects, calibration).
 
-A prompt is matched to a trained or adapted concept by its words (:func:`concept_key`); a
-matched prompt uses that concept's calibrated "not found" threshold, mask source and map level,
-any other prompt the model-wide threshold and the segmenter.
+A prompt reaches a trained or adapted concept by meaning (:mod:`.words`: its nearest phrase
+through the sentence encoder, above a similarity cut; an ambiguous prompt is decided by the
+image, :meth:`GroundingModel.reach`). A prompt that reached a concept is grounded as that concept
+(its name's text vector, or its adapted vector and probe) with the concept's calibrated "not
+found" threshold, mask source, map level and box margin; any other prompt by its own words with
+the model-wide threshold and the segmenter. The map and score methods (``logit_map``,
+``similarity_map``, ``presence_score``) ground the literal text they are given.
+
+"Not found" has three operating points (:data:`clipsam.config.PRESENCE_POINTS`): ``recall``
+(``concept_thresholds`` and ``PresenceRule.threshold``, the default) and ``balanced`` and
+``precision`` (``concept_points`` and the rule's model-wide ones). A model calibrated before
+the points existed has only ``recall`` and refuses the others.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clipsam.config import PRESENCE_POINTS
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_atomic, write_text_atomic
 from clipsam.models.grounding.engine import HeadsEngine, TorchHeads, onnx_heads
 from clipsam.models.grounding.grid import agreement, mask_to_grid, valid_mask
+from clipsam.models.grounding.presence_head import (
+    LAYOUT,
+    head_input,
+    head_score,
+    input_size,
+    map_features,
+    pooled_features,
+)
 from clipsam.models.grounding.text_encoder import SentenceEncoder
+from clipsam.models.grounding.words import (
+    Candidate,
+    ConceptMatch,
+    WordRule,
+    match_words,
+    nearest_phrases,
+)
 from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
 
 if TYPE_CHECKING:  # the ONNX engine runs without torch
@@ -39,21 +65,36 @@ HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 CONCEPT_PREFIX = "concept."
 PROBE_PREFIX = "probe."
+PRESENCE_PREFIX = "presence."
+STATISTICS = ("map", "head")
 
 
 MASK_SOURCES = ("segmenter", "map", "union")
+VOLUME_SETTINGS = ("smoothing", "hold", "reach", "margin", "cleanup")
+"""The calibrated settings of the model's ``volume`` block (:class:`clipsam.config.VolumeConfig`),
+model-wide: how volumes are segmented consistently along the slice axis."""
 
 
 @dataclass(frozen=True)
 class PresenceRule:
-    """Target present when ``sigmoid(mean of the top_k highest cell logits)`` >= threshold."""
+    """Target present when ``sigmoid(mean of the top_k highest cell logits)`` >= threshold.
+
+    ``threshold`` is the model-wide ``recall`` operating point (prompts that reach no concept,
+    concepts without calibration images); ``balanced`` and ``precision`` the model-wide other
+    points (None in a model calibrated before they existed)."""
 
     top_k: int = 4
     threshold: float = 0.5
+    balanced: float | None = None
+    precision: float | None = None
+
+    def at(self, point: str) -> float | None:
+        """The model-wide threshold of an operating point (None when not calibrated)."""
+        return self.threshold if point == "recall" else getattr(self, point)
 
 
 def concept_key(text: str) -> str:
-    """How prompts are matched to adapted concepts: lower case, single spaces."""
+    """How prompts and concept names are compared: lower case, single spaces."""
     return " ".join(text.lower().split())
 
 
@@ -83,6 +124,11 @@ class GroundingModel:
         concept_probes: dict[str, np.ndarray] | None = None,
         map_levels: dict[str, float] | None = None,
         box_margins: dict[str, float] | None = None,
+        volume: dict | None = None,
+        word_rule: WordRule | None = None,
+        concept_points: dict[str, dict[str, float]] | None = None,
+        presence_heads: dict[str, np.ndarray] | None = None,
+        presence_statistics: dict[str, str] | None = None,
     ) -> None:
         if heads is None and engine is None:
             raise ValueError("a grounding model needs its heads or an engine")
@@ -120,11 +166,40 @@ class GroundingModel:
         self.box_margins = {concept_key(k): float(v) for k, v in (box_margins or {}).items()}
         if any(not 0 <= v < 1 for v in self.box_margins.values()):
             raise WeightsError("box margins must lie in [0, 1)")
+        self.volume = dict(volume or {})
+        unknown_volume = set(self.volume) - set(VOLUME_SETTINGS)
+        if unknown_volume:
+            raise WeightsError(f"unknown volume setting(s) {sorted(unknown_volume)}; expected "
+                               f"{', '.join(VOLUME_SETTINGS)}")
+        self.word_rule = word_rule or WordRule()
+        self.concept_points = {concept_key(k): {p: float(t) for p, t in v.items()}
+                               for k, v in (concept_points or {}).items()}
+        if any(set(v) != set(PRESENCE_POINTS[1:]) for v in self.concept_points.values()):
+            raise WeightsError(f"a concept's presence points must be {PRESENCE_POINTS[1:]}")
+        if (self.presence.balanced is None) != (self.presence.precision is None):
+            raise WeightsError("the presence rule needs both or none of balanced and precision")
+        if self.concept_points and self.presence.balanced is None:
+            raise WeightsError("per-concept presence points need the model-wide ones")
+        self.presence_heads = {concept_key(k): np.asarray(v, np.float64)
+                               for k, v in (presence_heads or {}).items()}
+        head_size = input_size(self.heads_config["feature_dim"]) + 1
+        if any(v.shape != (head_size,) for v in self.presence_heads.values()):
+            raise WeightsError(f"a presence head must hold {head_size} values (weights and a "
+                               "bias)")
+        self.presence_statistics = {concept_key(k): v
+                                    for k, v in (presence_statistics or {}).items()}
+        if set(self.presence_statistics.values()) - set(STATISTICS):
+            raise WeightsError(f"presence statistics must be one of {', '.join(STATISTICS)}")
+        headless = {k for k, v in self.presence_statistics.items() if v == "head"} - set(
+            self.presence_heads)
+        if headless:
+            raise WeightsError(f"presence head chosen but missing for {sorted(headless)}")
         self.source_dir: Path | None = None  # the folder it was loaded from, if any
         self._text_encoder = text_encoder
         self._segmenter = segmenter
         self._text_cache: dict[str, np.ndarray] = {}
         self._patch_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._pooled_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     # --- towers -----------------------------------------------------------------------------
 
@@ -214,25 +289,133 @@ class GroundingModel:
         return np.where(valid_mask(embedding.geometry, logits.shape[-1]), probability,
                         0.0).astype(np.float32)
 
-    def presence_score(self, embedding: ImageEmbedding, text: str) -> float:
-        """``sigmoid`` of the mean of the top-k cell logits inside the image."""
+    def presence_score(self, embedding: ImageEmbedding, text: str,
+                       statistic: str | None = None) -> float:
+        """The presence score of the text's target: the ``map`` statistic (``sigmoid`` of the
+        mean of the top-k cell logits inside the image) or its concept's presence ``head``
+        (:mod:`.presence_head`); by default the statistic calibration chose for it
+        (:meth:`statistic_of`)."""
+        statistic = statistic or self.statistic_of(text)
         logits = self.logit_map(embedding, text)
-        return presence_from_logits(logits, valid_mask(embedding.geometry, logits.shape[-1]),
-                                    self.presence.top_k)
+        valid = valid_mask(embedding.geometry, logits.shape[-1])
+        if statistic == "map":
+            return presence_from_logits(logits, valid, self.presence.top_k)
+        head = self.presence_heads.get(concept_key(text))
+        if statistic != "head" or head is None:
+            raise InputError(f"no presence statistic {statistic!r} for {text!r}")
+        features = embedding.features[0]
+        if self._pooled_cache is None or self._pooled_cache[0] is not embedding.features:
+            self._pooled_cache = (embedding.features, pooled_features(features, valid))
+        return head_score(head, head_input(self._pooled_cache[1],
+                                           map_features(features, logits, valid)))
+
+    def statistic_of(self, text: str) -> str:
+        """The presence statistic of the text's concept: ``head`` where calibration chose its
+        presence head, else ``map``."""
+        return self.presence_statistics.get(concept_key(text), "map")
+
+    @property
+    def label(self) -> str:
+        """How errors name this model: its folder (the built-in model by that name)."""
+        if self.source_dir is None:
+            return "in memory"
+        return "built-in" if self.source_dir == builtin_model_dir() else str(self.source_dir)
+
+    def require_point(self, point: str) -> None:
+        """Refuse an unknown operating point, or one this model was not calibrated for."""
+        if point not in PRESENCE_POINTS:
+            raise InputError(f"unknown presence operating point {point!r}; use "
+                             f"{', '.join(PRESENCE_POINTS)}")
+        if self.presence.at(point) is None:
+            raise InputError(f"the grounding model ({self.label}) has no '{point}' presence "
+                             "point (calibrated before operating points): use --presence "
+                             "recall, or recalibrate it (scripts/recalibrate_presence.py)")
+
+    def threshold_at(self, concept: str | None, point: str = "recall") -> float:
+        """The "not found" threshold of ``concept`` (None: a prompt that reached no concept)
+        at an operating point: the concept's calibrated one, else the model-wide one. A
+        concept with its own ``recall`` threshold but no other points (adapted by
+        ``clipsam adapt``) is refused at the other points."""
+        key = concept or ""
+        if point == "recall":
+            return self.concept_thresholds.get(key, self.presence.threshold)
+        self.require_point(point)
+        if key in self.concept_points:
+            return self.concept_points[key][point]
+        if key in self.concept_thresholds:
+            raise InputError(f"concept {key!r} of the grounding model ({self.label}) has no "
+                             f"'{point}' presence point (only its own recall threshold, e.g. "
+                             "from clipsam adapt): use --presence recall")
+        return float(self.presence.at(point))
+
+    @property
+    def concept_names(self) -> list[str]:
+        """Every trained and adapted concept, sorted: those with phrases, an adapted vector
+        or any calibrated setting (a concept is known by its name even without phrases)."""
+        return sorted({*self.concept_phrases, *self.concepts, *self.concept_thresholds,
+                       *self.concept_points, *self.mask_sources, *self.map_levels,
+                       *self.box_margins})
+
+    def concept_similarities(self, text: str) -> dict[str, tuple[float, str]]:
+        """Per concept, (similarity, phrase) of its phrase (its name included) nearest to the
+        prompt in the sentence encoder's space."""
+        phrases = {c: sorted({c, *self.concept_phrases.get(c, ())}) for c in self.concept_names}
+        every = sorted({p for names in phrases.values() for p in names})
+        if not every:
+            return {}
+        key = concept_key(text)
+        vectors = self.text_encoder([key, *every])
+        return nearest_phrases(vectors[0], phrases, dict(zip(every, vectors[1:], strict=True)))
+
+    def match(self, text: str) -> ConceptMatch:
+        """Where the prompt lands by its words alone (:mod:`.words`); an ambiguous prompt's
+        ``concept`` is its most similar candidate until the image decides (:meth:`reach`)."""
+        key = concept_key(text)
+        if not key:
+            raise InputError("the text prompt is empty")
+        exact = key if key in self.concept_names else self._phrase_index.get(key)
+        if exact is not None:
+            return ConceptMatch(key, exact, 1.0, exact, key)
+        return match_words(key, self.concept_similarities(key), self.word_rule)
+
+    def reach(self, embedding: ImageEmbedding, text: str, point: str = "recall") -> ConceptMatch:
+        """The prompt's match decided on this image, with the presence score and the threshold
+        at operating ``point`` of what will be grounded. An ambiguous prompt takes the
+        candidate the image supports most (presence score furthest above that concept's own
+        threshold, in logits; ties: the more similar); every candidate's score is kept."""
+        self.require_point(point)
+        match = self.match(text)
+        if match.ambiguous:
+            scored = tuple(Candidate(c.concept, c.similarity, c.phrase,
+                                     self.presence_score(embedding, c.concept),
+                                     self.threshold_at(c.concept, point))
+                           for c in match.candidates)
+            best = max(scored, key=lambda c: (c.support, c.similarity))
+            return replace(match, concept=best.concept, similarity=best.similarity,
+                           phrase=best.phrase, candidates=scored, presence=best.presence,
+                           threshold=best.threshold, point=point,
+                           statistic=self.statistic_of(best.concept))
+        return replace(match, presence=self.presence_score(embedding, match.text),
+                       threshold=self.threshold_at(match.concept, point), point=point,
+                       statistic=self.statistic_of(match.text))
 
     def concept_of(self, text: str) -> str | None:
-        """The adapted or trained concept a prompt names (by its words), or None. A concept
-        with its own threshold or mask source is known by its name even without phrases."""
-        key = concept_key(text)
-        if (key in self.concepts or key in self.concept_phrases
-                or key in self.concept_thresholds or key in self.mask_sources):
-            return key
-        return self._phrase_index.get(key)
+        """The trained or adapted concept a prompt reaches by its words (:meth:`match`), or
+        None."""
+        return self.match(text).concept
 
-    def threshold_for(self, text: str) -> float:
-        """The prompt's concept's calibrated threshold, else the model-wide one."""
-        concept = self.concept_of(text)
-        return self.concept_thresholds.get(concept or "", self.presence.threshold)
+    def operating_points(self, concept: str | None) -> dict[str, float]:
+        """The threshold of every operating point this model has for ``concept`` (None: a
+        prompt that reached no concept): ``recall`` always, the others where calibrated."""
+        key = concept or ""
+        has_others = self.presence.balanced is not None and (
+            key in self.concept_points or key not in self.concept_thresholds)
+        return {p: self.threshold_at(concept, p) for p in PRESENCE_POINTS
+                if p == "recall" or has_others}
+
+    def threshold_for(self, text: str, point: str = "recall") -> float:
+        """The prompt's concept's calibrated threshold at ``point``, else the model-wide one."""
+        return self.threshold_at(self.concept_of(text), point)
 
     def mask_source_for(self, text: str) -> str:
         """Where the final mask comes from for this prompt: ``segmenter``, ``map`` or ``union``."""
@@ -249,7 +432,9 @@ class GroundingModel:
         return self.box_margins.get(self.concept_of(text) or "")
 
     def is_present(self, embedding: ImageEmbedding, text: str) -> bool:
-        return self.presence_score(embedding, text) >= self.threshold_for(text)
+        """Whether the concept the prompt reaches on this image (or the prompt's own target)
+        is there (:meth:`reach`)."""
+        return bool(self.reach(embedding, text).present)
 
     def region_scores(
         self, embedding: ImageEmbedding, masks: np.ndarray, texts: Sequence[str]
@@ -282,6 +467,10 @@ class GroundingModel:
             if name in self.concept_probes:
                 tensors[f"{PROBE_PREFIX}{index}"] = torch.from_numpy(
                     self.concept_probes[name].copy())
+        with_heads = sorted(self.presence_heads)
+        for index, name in enumerate(with_heads):
+            tensors[f"{PRESENCE_PREFIX}{index}"] = torch.from_numpy(
+                self.presence_heads[name].copy())
         write_atomic(model_dir / HEADS_FILE, lambda p: save_file(tensors, str(p)))
         config = {
             "format": FORMAT, "version": 1, "heads": self.heads.config.to_dict(),
@@ -289,12 +478,35 @@ class GroundingModel:
             "concept_thresholds": self.concept_thresholds,
             "concept_phrases": self.concept_phrases, "mask_sources": self.mask_sources,
             "map_levels": self.map_levels, "box_margins": self.box_margins,
+            "volume": self.volume,
+            "word_rule": asdict(self.word_rule), "presence_points": self.concept_points,
+            "presence_heads": with_heads, "presence_statistics": self.presence_statistics,
             "metadata": self.metadata,
         }
+        if with_heads:
+            config["presence_head_layout"] = LAYOUT
         write_text_atomic(model_dir / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
         for name in (HEADS_FILE, CONFIG_FILE):
             (model_dir / name).chmod(0o644)
         return model_dir
+
+
+def save_volume_settings(model_dir: Path, volume: dict, report: dict) -> Path:
+    """Record calibrated volume settings in a model folder's ``config.json``: the ``volume``
+    block and, under ``metadata.calibration.volume``, the report they rest on (nothing else
+    changes; the heads file is untouched)."""
+    path = Path(model_dir) / CONFIG_FILE
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a {FORMAT} config")
+    unknown = set(volume) - set(VOLUME_SETTINGS)
+    if unknown:
+        raise WeightsError(f"unknown volume setting(s) {sorted(unknown)}")
+    config["volume"] = volume
+    config.setdefault("metadata", {}).setdefault("calibration", {})["volume"] = report
+    write_text_atomic(path, json.dumps(config, indent=1) + "\n")
+    path.chmod(0o644)
+    return path
 
 
 def builtin_model_dir() -> Path:
@@ -330,6 +542,11 @@ def load_grounding_model(
     concepts = {name: tensors[f"{CONCEPT_PREFIX}{i}"] for i, name in enumerate(names)}
     probes = {name: tensors[f"{PROBE_PREFIX}{i}"] for i, name in enumerate(names)
               if f"{PROBE_PREFIX}{i}" in tensors}
+    with_heads = config.get("presence_heads", [])
+    if with_heads and config.get("presence_head_layout") != LAYOUT:
+        raise WeightsError(f"{config_path}: presence heads of another input layout "
+                           f"({config.get('presence_head_layout')!r}, expected {LAYOUT!r})")
+    presence_heads = {name: tensors[f"{PRESENCE_PREFIX}{i}"] for i, name in enumerate(with_heads)}
     heads = engine = None
     if runtime == "torch":
         heads = load_heads(folder, config["heads"], device)
@@ -343,7 +560,12 @@ def load_grounding_model(
                            config.get("mask_sources", {}), engine=engine,
                            heads_config=config["heads"], concept_probes=probes,
                            map_levels=config.get("map_levels", {}),
-                           box_margins=config.get("box_margins", {}))
+                           box_margins=config.get("box_margins", {}),
+                           volume=config.get("volume", {}),
+                           word_rule=WordRule(**config.get("word_rule", {})),
+                           concept_points=config.get("presence_points", {}),
+                           presence_heads=presence_heads,
+                           presence_statistics=config.get("presence_statistics", {}))
     model.source_dir = folder
     return model
 
@@ -358,7 +580,7 @@ def load_heads(folder: Path, heads_config: dict, device: str = "cpu") -> Groundi
     tensors = load_file(str(heads_path))
     heads = GroundingHeads(HeadsConfig.from_dict(heads_config))
     state = {k: v for k, v in tensors.items()
-             if not k.startswith((CONCEPT_PREFIX, PROBE_PREFIX))}
+             if not k.startswith((CONCEPT_PREFIX, PROBE_PREFIX, PRESENCE_PREFIX))}
     try:
         heads.load_state_dict(state)
     except RuntimeError as exc:

@@ -1,0 +1,184 @@
+"""Calibrating a grounding model's volume settings (:class:`clipsam.config.VolumeConfig`) on
+development volumes that are never scored.
+
+Each volume is streamed once, as users run it: every slice is encoded once and answered once by
+the MedCLIP-SAM pipeline, and that answer is fed to one
+:class:`~clipsam.pipelines.volume.VolumeTracker` per candidate setting (they share the slice's
+embedding; a propagated box set is decoded once per slice). Each candidate's per-volume Dice
+then decides, one group of settings at a time, with the project's one chooser
+(:func:`clipsam.train.calibrate.choose_setting`: the best mean Dice over the volumes, kept only
+when it beats the group's default by ``min_gain``):
+
+1. smoothing x propagation: ``smoothing`` x ``reach`` x ``margin`` together (every run holds,
+   no clean-up): smoothing alone only brings into runs weak slices that have no mask of their
+   own, propagation only reaches weak slices that smoothing brought in, so either is measured
+   only with the other;
+2. ``hold``, with those;
+3. clean-up on or off, with all three.
+
+Each group's default is the value under which ``consistent`` gives the masks of ``slices``
+(:data:`clipsam.pipelines.volume.NEUTRAL`). The settings are model-wide (every concept's
+threshold is its own, the rules are relative to it); the report records the volumes, the
+prompt and every candidate's mean Dice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clipsam.eval.metrics import dice
+from clipsam.io.image import MedicalImage, segmenter_input
+from clipsam.models.segmenter import ImageEmbedding, PromptableSegmenter
+from clipsam.pipelines.base import Pipeline
+from clipsam.pipelines.common import BoxDecoder
+from clipsam.pipelines.timing import StageTimer
+from clipsam.pipelines.volume import (
+    NEUTRAL,
+    VolumeSettings,
+    VolumeTracker,
+    decoder_for,
+    slice_evidence,
+)
+from clipsam.train.calibrate import choose_setting
+
+Key = tuple[float, float, int, float, bool]
+"""(smoothing, hold, reach, margin, cleanup)."""
+DEFAULT: Key = (NEUTRAL["smoothing"], NEUTRAL["hold"], NEUTRAL["reach"], NEUTRAL["margin"],
+                NEUTRAL["cleanup"])
+
+
+@dataclass(frozen=True)
+class VolumeCalibrationConfig:
+    """The candidates of each group (each must include its neutral value) and the gain in mean
+    per-volume Dice another value needs over the group's default to be chosen."""
+
+    smoothings: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    holds: tuple[float, ...] = (0.0, 1.0, 2.0)
+    reaches: tuple[int, ...] = (0, 1, 2)
+    margins: tuple[float, ...] = (0.0, 0.1, 0.2)
+    min_gain: float = 0.01
+
+    def candidates(self) -> list[Key]:
+        """Every combination (one with ``reach`` 0 per presence setting: no margin applies)."""
+        keys = []
+        for smoothing, hold, reach, margin, cleanup in itertools.product(
+                self.smoothings, self.holds, self.reaches, self.margins, (False, True)):
+            if reach == 0 and margin != NEUTRAL["margin"]:
+                continue
+            keys.append((float(smoothing), float(hold), int(reach), float(margin), cleanup))
+        return keys
+
+
+def _settings(key: Key) -> VolumeSettings:
+    smoothing, hold, reach, margin, cleanup = key
+    return VolumeSettings("consistent", smoothing=smoothing, hold=hold, reach=reach,
+                          margin=margin, cleanup=cleanup)
+
+
+def _shared_decoder(decode: BoxDecoder | None) -> BoxDecoder | None:
+    """``decode``, remembering its answer per embedding and box set (candidates propagating the
+    same boxes to the same slice decode once)."""
+    if decode is None:
+        return None
+    answers: dict[tuple[int, bytes], tuple[weakref.ref, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def shared(embedding: ImageEmbedding, boxes: np.ndarray,
+               timer: StageTimer) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(embedding), np.asarray(boxes, np.float32).tobytes())
+        if key not in answers or answers[key][0]() is not embedding:  # ids are reused
+            answers[key] = (weakref.ref(embedding), decode(embedding, boxes, timer))
+        return answers[key][1]
+
+    return shared
+
+
+def volume_dice(
+    pipeline: Pipeline,
+    segmenter: PromptableSegmenter,
+    image: MedicalImage,
+    reference: np.ndarray,
+    prompt: str,
+    keys: list[Key],
+) -> dict[Key, float]:
+    """The 3-D Dice of every candidate on one volume, from one pass over its slices."""
+    decode = _shared_decoder(decoder_for(pipeline, prompt))
+    trackers = {key: VolumeTracker(_settings(key), prompt, pipeline.name, decode) for key in keys}
+    for index in range(image.num_slices):
+        plane = segmenter_input(image.slice(index))
+        embedding = segmenter.encode(plane)
+        result = pipeline.run(plane, prompt, embedding=embedding)
+        evidence = slice_evidence(result)
+        for tracker in trackers.values():
+            tracker.add(embedding, result, evidence)
+    return {key: dice(tracker.finish().mask, reference) for key, tracker in trackers.items()}
+
+
+def choose_volume_settings(per_volume: dict[str, dict[Key, float]],
+                           config: VolumeCalibrationConfig) -> tuple[dict[str, Any], dict]:
+    """The chosen settings (a ``volume`` block) and the report of the three steps, from every
+    candidate's Dice per volume."""
+    means = {key: float(np.mean([dices[key] for dices in per_volume.values()]))
+             for key in next(iter(per_volume.values()))}
+
+    def step(pick: Callable[[Key], tuple | None], default: tuple) -> tuple[tuple, dict]:
+        group = {pick(key): value for key, value in means.items() if pick(key) is not None}
+        return choose_setting(group, default, config.min_gain), group
+
+    (smoothing, reach, margin), propagation = step(
+        lambda k: (k[0], k[2], k[3]) if (k[1], k[4]) == (DEFAULT[1], DEFAULT[4]) else None,
+        (DEFAULT[0], DEFAULT[2], DEFAULT[3]))
+    (hold,), presence = step(
+        lambda k: (k[1],) if (k[0], k[2], k[3], k[4]) == (smoothing, reach, margin, DEFAULT[4])
+        else None, (DEFAULT[1],))
+    (cleanup,), clean = step(
+        lambda k: k[4:] if k[:4] == (smoothing, hold, reach, margin) else None, DEFAULT[4:])
+    chosen = (smoothing, hold, reach, margin, cleanup)
+    settings = dict(zip(NEUTRAL, chosen, strict=True))
+
+    def table(group: dict) -> dict[str, float]:
+        return {" ".join(str(v) for v in key): round(value, 4) for key, value in group.items()}
+
+    report = {
+        "n_volumes": len(per_volume),
+        "min_gain": config.min_gain,
+        "steps": {"smoothing reach margin": table(propagation), "hold": table(presence),
+                  "cleanup": table(clean)},
+        "chosen": settings,
+        "dice_slices": round(means[DEFAULT], 4),
+        "dice_chosen": round(means[chosen], 4),
+        "per_volume": {name: {"slices": round(d[DEFAULT], 4), "chosen": round(d[chosen], 4)}
+                       for name, d in per_volume.items()},
+    }
+    return settings, report
+
+
+def calibrate_volumes(
+    pipeline: Pipeline,
+    segmenter: PromptableSegmenter,
+    volumes: Iterable[tuple[str, MedicalImage, np.ndarray]],
+    prompt: str,
+    config: VolumeCalibrationConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict]:
+    """The chosen ``volume`` block and its report, from ``(name, volume, (Z, H, W) reference)``
+    development volumes (:func:`choose_volume_settings`)."""
+    config = config or VolumeCalibrationConfig()
+    keys = config.candidates()
+    if DEFAULT not in keys:
+        raise ValueError("the candidates must include the neutral settings "
+                         f"{dict(zip(NEUTRAL, DEFAULT, strict=True))}")
+    per_volume = {}
+    for name, image, reference in volumes:
+        per_volume[name] = volume_dice(pipeline, segmenter, image, reference, prompt, keys)
+        if progress is not None:
+            progress(name)
+    if not per_volume:
+        raise ValueError("volume calibration needs at least one volume")
+    settings, report = choose_volume_settings(per_volume, config)
+    return settings, {"prompt": prompt, **report}
