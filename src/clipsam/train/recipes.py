@@ -110,6 +110,13 @@ RECIPES: dict[str, Recipe] = {
         covisible=True,
         presence_head=PresenceHeadConfig(),
     ),
+    # "anatomy" without the views: the presence term's part alone (a screen)
+    "anatomy-presence": Recipe(
+        name="anatomy-presence",
+        train=replace(_TRAIN, epochs=40),
+        heads=_HEADS,
+        covisible=True,
+    ),
     # the leave-one-set-out models of docs/BENCHMARKS.md: the same heads, fewer epochs
     "loso": Recipe(
         name="loso",
