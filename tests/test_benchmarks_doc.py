@@ -4,6 +4,7 @@ their prose holds no measured decimal that is not generated."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -108,3 +109,34 @@ def test_check_fails_on_an_unmarked_decimal(tables, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(sys, "argv", ["make_tables.py", "--check"])
     assert tables.main() == 1
     assert "doc.md:1: unmarked decimal 0.93" in capsys.readouterr().out
+
+
+def _cross_run(root, model, target, image_set, found, n):
+    folder = root / "cross_source" / model / target / image_set
+    folder.mkdir(parents=True)
+    rows = ["id,dice,found"] + [f"i{k},0,{'true' if k < found else 'false'}" for k in range(n)]
+    (folder / "per_image.csv").write_text("\n".join(rows) + "\n")
+
+
+def _calibration(root, model, dice):
+    folder = root / "grounding" / "ship" / model
+    folder.mkdir(parents=True)
+    record = {"mask_source": {c: {"chosen": "map", "dice_map": d} for c, d in dice.items()}}
+    (folder / "calibration.json").write_text(json.dumps(record))
+
+
+def test_ship_rule_reads_each_condition_from_the_result_files(tables, tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    for model, found, never in (("old", 5, 0), ("new", 30, 3)):
+        _cross_run(tmp_path, model, "cxr_lungs", "jsrt_heart", found, 32)  # always shows
+        _cross_run(tmp_path, model, "cxr_lungs", "hc18", never, 50)  # cannot show
+    _calibration(tmp_path, "old", {"lungs": 0.95, "heart": 0.90})
+    _calibration(tmp_path, "new", {"lungs": 0.96, "heart": 0.80})
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+            for line in tables.table_ship_rule("new", "old").splitlines()[2:]}
+    assert rows["found: cxr_lungs target on jsrt_heart"] == "met"
+    # 3 of 50 found where the target cannot be: 0.94 against 1.00, more than 0.02 lower
+    assert rows["not found where the target cannot be (pooled)"] == "not met"
+    assert rows["calibration-subject Dice, mean over concepts"] == "not met"
+    assert rows["calibration-subject Dice, largest drop (heart)"] == "not met"
+    assert tables.table_ship_rule("absent", "old") == "`absent` not measured yet."
