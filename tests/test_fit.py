@@ -1,8 +1,10 @@
 """From labelled sets with cached embeddings to a saved, calibrated grounding model."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from clipsam.errors import InputError
 from clipsam.eval.seen import SEEN_KEY
@@ -162,3 +164,34 @@ def test_a_recipe_with_presence_heads_fits_them_and_calibrates_every_point(tmp_p
     loaded = load_grounding_model(out, text_encoder=HashEncoder())
     assert loaded.concept_points == model.concept_points
     assert loaded.presence_statistics == model.presence_statistics
+
+
+def test_a_recipe_with_init_starts_from_that_models_heads_and_records_them(tmp_path):
+    held, kept = _subjects(1, 4, TINY.calibration_fraction)
+    cache = tmp_path / "cache"
+    write_labelled_set(tmp_path, "s0", 0, [held[0], *kept], cache)
+    samples = list_samples(tmp_path / "s0")
+    concepts = {"s0": Concept(NAMES[0], (NAMES[0],))}
+    first = tmp_path / "first"
+    fit_from_samples(samples, synthetic_store(cache), concepts, TINY, first,
+                     encoder=HashEncoder(), progress=False)
+    # a learning rate of zero keeps the starting weights: they are the first model's
+    still = Recipe("still", train=replace(TINY.train, learning_rate=0.0, weight_decay=0.0),
+                   heads=SMALL, calibration_fraction=0.3, init="tiny")
+    model = fit_from_samples(samples, synthetic_store(cache), concepts, still, tmp_path / "second",
+                             encoder=HashEncoder(), progress=False, init=first)
+    start = load_grounding_model(first, text_encoder=HashEncoder()).heads.state_dict()
+    for name, tensor in model.heads.state_dict().items():
+        assert torch.equal(tensor, start[name]), name
+    assert model.metadata["init"] == {"model": str(first), "recipe": "tiny",
+                                      "heads_sha256": sha256_of(first / "heads.safetensors")}
+    # no folder, a model of another recipe, other heads, or --init for a recipe without one
+    for recipe, init, message in (
+            (still, None, "give its folder with --init"),
+            (replace(still, init="other"), first, "made by recipe 'tiny'"),
+            (replace(still, heads=replace(SMALL, hidden_dim=SMALL.hidden_dim * 2)), first,
+             "heads settings differ"),
+            (TINY, first, "--init is not used")):
+        with pytest.raises(InputError, match=message):
+            fit_from_samples(samples, synthetic_store(cache), concepts, recipe, None,
+                             encoder=HashEncoder(), progress=False, init=init)

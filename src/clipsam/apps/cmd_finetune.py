@@ -59,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(clipsam.train.recipes; default: the shipped model's, "
                              "SHIPPED_RECIPE); the options below override its training "
                              "settings")
+    parser.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
+                        help="grounding model folder whose heads training starts from; needed "
+                             "by a recipe that names one (e.g. anatomy: a builtin-xlong model), "
+                             "refused by the others")
     add_subset(parser, choices=("all", "train"),
                help="'train': only subjects of the train part of the subject split "
                     "(clipsam.io.splits), so that `clipsam eval --subset test` scores unseen "
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 "segmenter": models.segmenter}
     model = fit_from_samples(samples, segmenter.store, concepts, recipe, args.out,
                              segmenter=segmenter, captions=captions, metadata=metadata,
-                             progress=progress)
+                             progress=progress, init=args.init)
     print(f"saved {args.out} (model-wide presence threshold {model.presence.threshold:.3f}); "
           f"use it with --text-model {args.out}")
     return 0

@@ -13,6 +13,7 @@ name), the recipe, the curve and the calibration figures.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -23,7 +24,8 @@ from clipsam.eval.seen import SEEN_KEY, image_digests
 from clipsam.io.atomic import write_text_atomic
 from clipsam.io.splits import calibration_of
 from clipsam.models.embedding_store import EmbeddingStore, store_images
-from clipsam.models.grounding.model import GroundingModel, PresenceRule
+from clipsam.models.grounding.heads import GroundingHeads, HeadsConfig
+from clipsam.models.grounding.model import HEADS_FILE, GroundingModel, PresenceRule, load_heads
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import PromptableSegmenter
 from clipsam.train.calibrate import (
@@ -68,6 +70,35 @@ def _training_views(samples: Sequence, store: EmbeddingStore, recipe: Recipe,
     return views, store_images([v.image_path for v in views], store, segmenter, progress)
 
 
+def initial_heads(recipe: Recipe, init: Path | None) -> tuple[GroundingHeads | None, dict | None]:
+    """The heads ``recipe`` starts from, loaded from the model folder ``init``, and the record
+    of them (folder, recipe, SHA-256 of its heads file); none for a recipe without ``init``.
+    A missing folder, a model of another recipe or other heads settings is an InputError."""
+    if recipe.init is None:
+        if init is not None:
+            raise InputError(f"recipe {recipe.name!r} trains from random weights: --init is "
+                             "not used by it")
+        return None, None
+    if init is None:
+        raise InputError(f"recipe {recipe.name!r} starts from a {recipe.init!r} model: give "
+                         "its folder with --init MODEL_DIR")
+    path = Path(init) / "config.json"
+    if not path.is_file():
+        raise InputError(f"--init {init}: not a grounding model folder (no config.json)")
+    config = json.loads(path.read_text())
+    made_by = config.get("metadata", {}).get("recipe")
+    if made_by != recipe.init:
+        raise InputError(f"--init {init}: made by recipe {made_by!r}, recipe {recipe.name!r} "
+                         f"starts from a {recipe.init!r} model")
+    if HeadsConfig.from_dict(config["heads"]) != recipe.heads:
+        raise InputError(f"--init {init}: its heads settings differ from recipe "
+                         f"{recipe.name!r}'s")
+    heads_file = Path(init) / HEADS_FILE
+    record = {"model": str(init), "recipe": made_by,
+              "heads_sha256": hashlib.sha256(heads_file.read_bytes()).hexdigest()}
+    return load_heads(Path(init), config["heads"]), record
+
+
 def recipe_concepts(concepts: dict[str, Concept], recipe: Recipe) -> dict[str, Concept]:
     """The concepts as ``recipe`` trains them: without ``covisible``, the targets a set's
     images always show are left out there (``may_show``) instead of trained as present."""
@@ -88,14 +119,17 @@ def fit_from_samples(
     encoder: SentenceEncoder | None = None,
     metadata: dict | None = None,
     progress: bool = True,
+    init: Path | None = None,
 ) -> GroundingModel:
     """Train on most subjects, validate and calibrate on the rest, save to ``out_dir``.
 
     Every image's embedding is taken from ``store``; those missing are encoded by ``segmenter``
     (without one, a missing embedding is an InputError). Mask sources are calibrated only with
     a ``segmenter`` (and not for caption tables, which have no masks). Every calibration step
-    that cannot be done is a recorded warning.
+    that cannot be done is a recorded warning. ``init``: the model folder a recipe with an
+    ``init`` recipe starts from (:func:`initial_heads`).
     """
+    initial, init_record = initial_heads(recipe, init)
     warnings: list[str] = []
     concepts = recipe_concepts(concepts, recipe)
     held = [calibration_of(s, recipe.calibration_fraction) for s in samples]
@@ -121,7 +155,7 @@ def fit_from_samples(
         calibration = None
     encoder = encoder or SentenceEncoder()
     heads, curve = train_heads(train, recipe.train, out_dir, encoder, recipe.heads, progress,
-                               validation=calibration)
+                               validation=calibration, initial=initial)
     calibration_info: dict = {"images": len(calibration) if calibration is not None else 0}
     presence: dict = {"presence": PresenceRule(top_k=recipe.train.top_k)}
     if recipe.presence_head is not None and calibration is not None:
@@ -154,7 +188,7 @@ def fit_from_samples(
     elif calibration is not None:
         warnings.append("no calibration image has a target: presence threshold 0.5 (default)")
     info = {
-        "recipe": recipe.name, "training": asdict(recipe.train),
+        "recipe": recipe.name, "training": asdict(recipe.train), "init": init_record,
         "concepts": [c.target for c in train.concepts],
         "train_images": len(pick), "views": len(views),
         "calibration_images": calibration_info["images"],

@@ -21,6 +21,7 @@ used for gradient steps): the curve is kept in the checkpoint and the model's me
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -241,14 +242,18 @@ def train_heads(
     heads_config: HeadsConfig | None = None,
     progress: bool = True,
     validation: RegionData | None = None,
+    initial: GroundingHeads | None = None,
 ) -> tuple[GroundingHeads, list[dict]]:
-    """Train heads on ``data``; returns them and the per-epoch validation curve (empty without
-    ``validation``). With ``out_dir``, checkpoint every epoch and resume from it."""
+    """Train heads on ``data`` (from ``initial``'s weights when given, else random); returns
+    them and the per-epoch validation curve (empty without ``validation``). With ``out_dir``,
+    checkpoint every epoch and resume from it."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     encoder = encoder or SentenceEncoder()
     captions = _caption_tensors(data, encoder)
     heads = GroundingHeads(heads_config)
+    if initial is not None:
+        heads.load_state_dict(initial.state_dict())
     optimiser = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(len(data) / config.batch_size)))
@@ -258,7 +263,8 @@ def train_heads(
     start_epoch, curve = 0, []
     checkpoint = Path(out_dir) / CHECKPOINT if out_dir else None
     identity = {"config": asdict(config), "heads": asdict(heads.config),
-                "num_images": len(data)}
+                "num_images": len(data),
+                "initial": None if initial is None else _state_digest(initial)}
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         if state.get("identity") == identity:
@@ -306,6 +312,15 @@ def train_heads(
                      "torch_rng": torch.get_rng_state()}
             write_atomic(checkpoint, lambda p, s=state: torch.save(s, p))
     return heads.eval(), curve
+
+
+def _state_digest(heads: GroundingHeads) -> str:
+    """SHA-256 of a heads module's weights (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(heads.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _curve_line(point: dict) -> str:
