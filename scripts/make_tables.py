@@ -710,6 +710,31 @@ def table_ship_rule(candidate: str = "anatomy", shipped: str = "builtin-xlong") 
     return _table(["condition", shipped, candidate, ""], body)
 
 
+PREVIOUS_MODEL = "builtin-xlong"
+
+
+def table_model_change() -> str:
+    """Held-out MedCLIP-SAM Dice of the shipped model against the model it replaced
+    (``eval/<set>/medclipsam`` and ``eval/<set>/medclipsam-<PREVIOUS_MODEL>``): per set, the
+    paired difference over the images both scored, with its 95 % interval."""
+    before = f"medclipsam-{PREVIOUS_MODEL}"
+    body = []
+    for name in SETS:
+        new, old = _eval_stats(name, "medclipsam"), _eval_stats(name, before)
+        if new is None or old is None:
+            continue
+        body.append([name, str(new["n"]), _fmt(old["dice"]), _fmt(new["dice"]),
+                     _paired_difference(name, "medclipsam", before),
+                     f"{old['missed']} / {new['missed']}",
+                     (f"{_fmt(old['not_found_empty'], 2)} / {_fmt(new['not_found_empty'], 2)} "
+                      f"({new['empty']})" if new["empty"] else "-")])
+    if not body:
+        return f"No held-out run of `{PREVIOUS_MODEL}` beside the shipped model's."
+    return _table(["set", "n", f"{PREVIOUS_MODEL} Dice", "shipped Dice",
+                   "paired difference [95 % CI]", "missed (before / now)",
+                   "not found on empty (before / now, n)"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -721,7 +746,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
     "choices": table_choices, "cross_source": table_cross_source,
-    "ship_rule": table_ship_rule,
+    "ship_rule": table_ship_rule, "model_change": table_model_change,
 }
 
 
