@@ -205,18 +205,25 @@ REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "src" / "clipsam" / "data" / "grounding" / "MODEL_CARD.md"
 
 
-def rebuild_command(document: Path) -> str:
-    """The ``clipsam finetune --recipe ...`` command of a document, its continued lines joined
-    and indentation dropped."""
+def rebuild_commands(document: Path) -> list[str]:
+    """The ``clipsam finetune --recipe ...`` commands of a document, in order, each with its
+    continued lines joined and indentation dropped."""
     lines = document.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines)
-                 if line.strip().startswith(".venv/bin/clipsam finetune --recipe"))
-    command = []
-    for line in lines[start:]:
-        command.append(line.strip().removesuffix("\\").strip())
-        if not line.rstrip().endswith("\\"):
-            return " ".join(command)
-    raise AssertionError(f"the command in {document} does not end")
+    commands, current = [], None
+    for line in lines:
+        if current is None and line.strip().startswith(".venv/bin/clipsam finetune --recipe"):
+            current = []
+        if current is not None:
+            current.append(line.strip().removesuffix("\\").strip())
+            if not line.rstrip().endswith("\\"):
+                commands.append(" ".join(current))
+                current = None
+    assert current is None, f"a command in {document} does not end"
+    return commands
+
+
+def _option(words: list[str], name: str) -> str | None:
+    return words[words.index(name) + 1] if name in words else None
 
 
 def brace_expand(word: str) -> list[str]:
@@ -233,21 +240,30 @@ def test_the_rebuild_command_reproduces_the_recorded_set_list(shared_data):
     from clipsam.apps.cmd_finetune import _excluded_ids, ordered_sets
     from clipsam.models.grounding import builtin_model_dir
 
-    readme, card = rebuild_command(REPO / "README.md"), rebuild_command(CARD)
-    assert readme == card
-    words = [w for word in shlex.split(card) for w in brace_expand(word)]
-    start = words.index("--data") + 1
-    end = next(i for i in range(start, len(words)) if words[i].startswith("-"))
-    given = [REPO / word for word in words[start:end]]
-    assert all(path.resolve().parent == shared_data.resolve() for path in given)
+    readme, card = rebuild_commands(REPO / "README.md"), rebuild_commands(CARD)
+    assert readme == card and card
     recorded = json.loads((builtin_model_dir() / "config.json").read_text())["metadata"]
-    for order in (given, given[::-1], sorted(given)):  # any command-line order
-        sets = [folder for folder, _ in ordered_sets(order)]
-        assert [os.path.relpath(f, REPO) for f in sets] == recorded["data"]
-    assert words[words.index("--recipe") + 1] == recorded["recipe"]
-    assert words[words.index("--subset") + 1] == recorded["part"]
-    examples = REPO / words[words.index("--exclude") + 1]
-    ids = _excluded_ids([examples])
-    hc18 = list_samples(shared_data / "hc18")
-    assert sorted(f"hc18/{s.subject}" for s in hc18 if s.image_id in ids) == \
-        recorded["excluded_subjects"]
+    steps = [[w for word in shlex.split(c) for w in brace_expand(word)] for c in card]
+    # the last command makes the shipped model; each --init is an earlier command's --out,
+    # made by the recipe the shipped one starts from
+    assert _option(steps[-1], "--recipe") == recorded["recipe"]
+    for i, words in enumerate(steps):
+        if (init := _option(words, "--init")) is not None:
+            earlier = [w for w in steps[:i] if _option(w, "--out") == init]
+            assert earlier and _option(earlier[-1], "--recipe") == RECIPES[
+                _option(words, "--recipe")].init
+    assert (recorded.get("init") is not None) == ("--init" in steps[-1])
+    for words in steps:
+        start = words.index("--data") + 1
+        end = next(i for i in range(start, len(words)) if words[i].startswith("-"))
+        given = [REPO / word for word in words[start:end]]
+        assert all(path.resolve().parent == shared_data.resolve() for path in given)
+        for order in (given, given[::-1], sorted(given)):  # any command-line order
+            sets = [folder for folder, _ in ordered_sets(order)]
+            assert [os.path.relpath(f, REPO) for f in sets] == recorded["data"]
+        assert _option(words, "--subset") == recorded["part"]
+        examples = REPO / _option(words, "--exclude")
+        ids = _excluded_ids([examples])
+        hc18 = list_samples(shared_data / "hc18")
+        assert sorted(f"hc18/{s.subject}" for s in hc18 if s.image_id in ids) == \
+            recorded["excluded_subjects"]
