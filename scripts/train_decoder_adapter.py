@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     record["train_images"] = {name: sum(s.set_name == name for s in train)
                               for name in sorted({s.set_name for s in train})}
     record["command"] = " ".join(sys.argv)
-    save_adapter(args.out, decoder.adapter, "litemedsam", sha256_of(checkpoint), record)
+    save_adapter(args.out, decoder, sha256_of(checkpoint), record)
     model = load_grounding_model(args.out, segmenter=segmenter)
     data = build_region_data(calibration, calibration_keys, store,
                              {s.set_name: concepts[s.set_name] for s in samples})

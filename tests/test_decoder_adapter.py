@@ -17,7 +17,6 @@ from clipsam.models.sam.prompt_adapter import (
     AdaptedDecoder,
     AdapterConfig,
     PromptAdapter,
-    litemedsam_adapter,
     load_adapted_decoder,
     save_adapter,
 )
@@ -93,7 +92,7 @@ def test_adapter_saved_with_its_decoder_hash(tmp_path):
     decoder = tiny_decoder()
     with torch.no_grad():
         decoder.adapter.dense_out.bias.fill_(0.5)
-    save_adapter(tmp_path, decoder.adapter, "tiny", "abc", {"steps": 1})
+    save_adapter(tmp_path, decoder, "abc", {"steps": 1})
     loaded = load_adapted_decoder(tmp_path, SamModel(TINY), "abc", "tiny")
     assert torch.equal(loaded.adapter.dense_out.bias, decoder.adapter.dense_out.bias)
     assert loaded.record == {"steps": 1}
@@ -129,15 +128,19 @@ def test_pipeline_decodes_a_concept_through_its_adapter(tmp_path, shared_data, l
         load_grounding_model,
         save_mask_sources,
     )
-    from clipsam.models.sam.factory import segmenter_checkpoint
+    from clipsam.models.sam.checkpoints import load_model
+    from clipsam.models.sam.factory import LITEMEDSAM, segmenter_checkpoint
     from clipsam.models.weights import sha256_of
     from clipsam.pipelines.medclipsam import MedClipSamPipeline
 
     folder = tmp_path / "model"
     shutil.copytree(builtin_model_dir(), folder)
     base = load_grounding_model(folder)
-    save_adapter(folder, PromptAdapter(AdapterConfig(text_dim=len(base.text_vector("polyp")))),
-                 "litemedsam", sha256_of(segmenter_checkpoint("litemedsam")), {})
+    checkpoint = segmenter_checkpoint("litemedsam")
+    decoder = AdaptedDecoder(
+        load_model(LITEMEDSAM, checkpoint),
+        PromptAdapter(AdapterConfig(text_dim=len(base.text_vector("polyp")))), "litemedsam")
+    save_adapter(folder, decoder, sha256_of(checkpoint), {})
     save_mask_sources(folder, {**base.mask_sources, "polyp": "decoder"}, {"test": True})
     model = load_grounding_model(folder, segmenter=litemedsam)
     sample = sorted(list_samples(shared_data / "kvasir_polyp"), key=lambda s: s.image_id)[0]
@@ -150,9 +153,37 @@ def test_pipeline_decodes_a_concept_through_its_adapter(tmp_path, shared_data, l
     assert boxed.decisions["mask_source"] == "segmenter"
     assert routed.mask.any() and dice(routed.mask, boxed.mask) > 0.98
     with torch.no_grad():
-        litemedsam_adapter(folder).adapter.corner[2].bias.normal_(
-            0.0, 3.0, generator=torch.Generator().manual_seed(0))
+        decoder.adapter.corner[2].bias.normal_(0.0, 3.0,
+                                               generator=torch.Generator().manual_seed(0))
+    save_adapter(folder, decoder, sha256_of(checkpoint), {})
     changed = MedClipSamPipeline(litemedsam, model).run(image, "polyp", embedding=embedding)
     assert not np.array_equal(changed.mask, routed.mask)
     other = MedClipSamPipeline(litemedsam, model).run(image, "fetal head", embedding=embedding)
     assert other.decisions.get("mask_source") in (None, "segmenter")
+
+
+def test_exported_graph_decodes_as_the_torch_adapter(tmp_path):
+    """The ONNX graph the pipeline runs gives the torch adapter's logits, for any box count."""
+    from clipsam.models.sam.adapter_runtime import OnnxAdaptedDecoder
+    from clipsam.models.segmenter import Geometry, ImageEmbedding
+
+    decoder = tiny_decoder()
+    with torch.no_grad():
+        for parameter in decoder.adapter.parameters():
+            parameter.normal_(0.0, 0.2)
+    save_adapter(tmp_path, decoder, "abc", {})
+    onnx = OnnxAdaptedDecoder(tmp_path, "tiny", {})
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((1, DIM, GRID, GRID)).astype(np.float32)
+    logits = rng.standard_normal((GRID, GRID)).astype(np.float32)
+    text = rng.standard_normal(TEXT).astype(np.float32)
+    boxes = np.array([[0, 0, 60, 60], [20, 30, 120, 100], [5, 5, 20, 40]], np.float32)
+    geometry = Geometry((INPUT, INPUT), (INPUT, INPUT), INPUT)
+    prediction = onnx.predict(ImageEmbedding(features, geometry, "tiny"), boxes, logits, text)
+    coords = torch.from_numpy(boxes.reshape(3, 2, 2))
+    with torch.no_grad():
+        expected, iou = decoder.logits(torch.from_numpy(features), coords,
+                                       torch.from_numpy(np.tile(BOX_LABELS, (3, 1))),
+                                       torch.from_numpy(logits), torch.from_numpy(text))
+    np.testing.assert_allclose(prediction.low_res_logits, expected.numpy(), atol=1e-3)
+    np.testing.assert_allclose(prediction.scores, iou.numpy(), atol=1e-4)

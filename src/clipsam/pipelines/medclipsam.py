@@ -38,8 +38,8 @@ from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
 from clipsam.postprocess.coarse_mask import CoarseMaskConfig, coarse_mask
 from clipsam.postprocess.map_boxes import map_boxes
 
-if TYPE_CHECKING:  # torch is imported only when the decoder adapter is used
-    from clipsam.models.sam.prompt_adapter import PromptedDecoder
+if TYPE_CHECKING:
+    from clipsam.models.sam.adapter_runtime import PromptedDecoder
 
 GRADIENT_SALIENCY = {"v1": "gscorecam", "v2": "m2ib"}
 MASK_SOURCES = ("auto", "segmenter", "map", "union", "decoder")
@@ -193,10 +193,10 @@ class MedClipSamPipeline:
         if not isinstance(self.text_model, DenseGrounding) or folder is None:
             raise ValueError(f"mask source 'decoder' needs a grounding model folder with a "
                              f"decoder adapter; {self.text_model.name} has none")
-        from clipsam.models.sam.prompt_adapter import PromptedDecoder, litemedsam_adapter
+        from clipsam.models.sam.adapter_runtime import PromptedDecoder, adapted_decoder
 
         with timer("decode"):
-            decoder = litemedsam_adapter(folder)
+            decoder = adapted_decoder(folder)
             logits = self.text_model.logit_map(embedding, text)
             vector = self.text_model.text_vector(text)
         return PromptedDecoder(decoder, logits, vector)

@@ -198,6 +198,7 @@ def _role_files(role: str, config: RunConfig) -> list[tuple[str, Path]]:
             from clipsam.models.grounding.model import (
                 ADAPTER_CONFIG,
                 ADAPTER_FILE,
+                ADAPTER_GRAPH,
                 CONFIG_FILE,
                 HEADS_FILE,
             )
@@ -205,8 +206,8 @@ def _role_files(role: str, config: RunConfig) -> list[tuple[str, Path]]:
 
             encoder = text_model_dir()
             paths = [(name, folder / name) for name in (CONFIG_FILE, HEADS_FILE)]
-            paths += [(name, folder / name) for name in (ADAPTER_FILE, ADAPTER_CONFIG)
-                      if (folder / name).is_file()]  # the decoder adapter, when it has one
+            adapter = (ADAPTER_FILE, ADAPTER_CONFIG, ADAPTER_GRAPH)  # when it has one
+            paths += [(name, folder / name) for name in adapter if (folder / name).is_file()]
             paths += [(f"sentence_encoder/{name}", encoder / name)
                       for name in SENTENCE_ENCODER_FILES if (encoder / name).is_file()]
         else:

@@ -67,8 +67,10 @@ CONCEPT_PREFIX = "concept."
 PROBE_PREFIX = "probe."
 PRESENCE_PREFIX = "presence."
 STATISTICS = ("map", "head")
-# the decoder adapter's weights and config in a model folder (clipsam.models.sam.prompt_adapter)
+# the decoder adapter in a model folder (clipsam.models.sam.prompt_adapter): its weights, its
+# config and the ONNX graph of the adapted decoder the pipeline runs
 ADAPTER_FILE, ADAPTER_CONFIG = "decoder_adapter.safetensors", "decoder_adapter.json"
+ADAPTER_GRAPH, ADAPTER_FORMAT = "decoder_adapter.onnx", "clipsam-decoder-adapter"
 
 
 MASK_SOURCES = ("segmenter", "map", "union", "decoder")
@@ -588,9 +590,9 @@ def load_grounding_model(
                            presence_heads=presence_heads,
                            presence_statistics=config.get("presence_statistics", {}))
     model.source_dir = folder
-    if "decoder" in model.mask_sources.values() and not (folder / ADAPTER_FILE).is_file():
+    if "decoder" in model.mask_sources.values() and not (folder / ADAPTER_GRAPH).is_file():
         raise WeightsError(f"{folder}: a concept's mask source is 'decoder' but the folder "
-                           f"holds no {ADAPTER_FILE}")
+                           f"holds no {ADAPTER_GRAPH}")
     return model
 
 

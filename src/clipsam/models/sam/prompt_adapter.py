@@ -21,18 +21,19 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from clipsam.errors import WeightsError
 from clipsam.io.atomic import write_atomic, write_text_atomic
-from clipsam.models.grounding.model import ADAPTER_CONFIG, ADAPTER_FILE
+from clipsam.models.grounding.model import (
+    ADAPTER_CONFIG,
+    ADAPTER_FILE,
+    ADAPTER_FORMAT,
+    ADAPTER_GRAPH,
+)
 from clipsam.models.sam.model import SamModel
-from clipsam.models.sam.preprocess import prompt_points
-from clipsam.models.segmenter import ImageEmbedding, MaskPrediction
 
-FORMAT = "clipsam-decoder-adapter"
 MAP_SCALE = 8.0  # logits are clipped to +-MAP_SCALE and divided by it
 
 
@@ -106,63 +107,67 @@ class AdaptedDecoder:
                                              encoder.no_mask() + dense)
         return masks[:, 0], iou[:, 0]
 
-    def predict(self, embedding: ImageEmbedding, boxes: np.ndarray, map_logits: np.ndarray,
-                text: np.ndarray) -> MaskPrediction:
-        """Masks of (N, 4) xyxy boxes in original pixels for one prompt (its (g, g) logit map
-        and (D,) text vector), as :meth:`SamSegmenter.predict` returns them."""
-        if embedding.model_name != self.name:
-            raise WeightsError(f"the decoder adapter was trained for {self.name}, the embedding "
-                               f"is {embedding.model_name}'s")
-        geometry = embedding.geometry
-        coords, labels = prompt_points(geometry, np.asarray(boxes, np.float32), None, None)
-        with torch.inference_mode():
-            low_res, iou = self.logits(
-                torch.from_numpy(np.asarray(embedding.features, np.float32)),
-                torch.from_numpy(coords), torch.from_numpy(labels),
-                torch.from_numpy(np.asarray(map_logits, np.float32)),
-                torch.from_numpy(np.asarray(text, np.float32)))
-        low_res_np = low_res.numpy().astype(np.float32)
-        masks = geometry.grid_to_original(low_res_np) > 0 if len(low_res_np) else np.zeros(
-            (0, *geometry.original_size), bool)
-        return MaskPrediction(masks=masks, low_res_logits=low_res_np,
-                              scores=iou.numpy().astype(np.float32))
 
+class AdaptedGraph(nn.Module):
+    """:meth:`AdaptedDecoder.logits` as a module to export to ONNX."""
 
-class PromptedDecoder:
-    """An :class:`AdaptedDecoder` bound to one prompt's map and text vector: decodes boxes as a
-    segmenter does (``predict(embedding, boxes=...)``), for the pipeline's box steps."""
-
-    def __init__(self, decoder: AdaptedDecoder, map_logits: np.ndarray, text: np.ndarray) -> None:
+    def __init__(self, decoder: AdaptedDecoder) -> None:
+        super().__init__()
+        self.model = decoder.model
+        self.adapter = decoder.adapter
         self.decoder = decoder
-        self.map_logits = map_logits
-        self.text = text
 
-    def predict(self, embedding: ImageEmbedding, boxes: np.ndarray | None = None,
-                points: np.ndarray | None = None,
-                point_labels: np.ndarray | None = None) -> MaskPrediction:
-        if boxes is None or points is not None:
-            raise WeightsError("the decoder adapter decodes box prompts only")
-        return self.decoder.predict(embedding, boxes, self.map_logits, self.text)
+    def forward(self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+                map_logits: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder.logits(features, coords, labels, map_logits, text)
 
 
-def save_adapter(folder: Path, adapter: PromptAdapter, segmenter: str, checkpoint_sha256: str,
+def export_graph(decoder: AdaptedDecoder, target: Path, opset: int = 17) -> None:
+    """Write the adapted decoder (adapter, prompt encoder, mask decoder) as one ONNX graph
+    with a dynamic number of boxes, atomically: what the pipeline runs, without torch."""
+    import warnings
+
+    from clipsam.io.atomic import atomic_path
+
+    grid, dim = decoder.model.arch.grid_size, decoder.model.arch.prompt_dim
+    example = (torch.zeros(1, dim, grid, grid), torch.zeros(2, 2, 2),
+               torch.tensor([[2.0, 3.0], [2.0, 3.0]]), torch.zeros(grid, grid),
+               torch.zeros(decoder.adapter.config.text_dim))
+    with atomic_path(target) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(AdaptedGraph(decoder).eval(), example, str(tmp),
+                          input_names=["features", "coords", "labels", "map_logits", "text"],
+                          output_names=["masks", "iou"], opset_version=opset,
+                          dynamic_axes={"coords": {0: "boxes"}, "labels": {0: "boxes"},
+                                        "masks": {0: "boxes"}, "iou": {0: "boxes"}},
+                          dynamo=False)
+
+
+def save_adapter(folder: Path, decoder: AdaptedDecoder, checkpoint_sha256: str,
                  record: dict) -> Path:
-    """Write the adapter's weights and its config (widths, the decoder's name and weight-file
-    hash, and ``record``: how it was trained and validated) into ``folder``, atomically."""
+    """Write the adapter's weights, its config (widths, the decoder's name and weight-file
+    hash, and ``record``: how it was trained and validated) and the ONNX graph of the adapted
+    decoder into ``folder``, each atomically."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    adapter = decoder.adapter
     tensors = {k: v.detach().contiguous().clone() for k, v in adapter.state_dict().items()}
     write_atomic(folder / ADAPTER_FILE, lambda p: save_file(tensors, str(p)))
-    config = {"format": FORMAT, "version": 1, "adapter": asdict(adapter.config),
-              "segmenter": segmenter, "segmenter_sha256": checkpoint_sha256, "record": record}
+    graph = folder / ADAPTER_GRAPH
+    for stale in folder.glob(f"{graph.stem}.ort-*.onnx"):  # optimised forms of an older graph
+        stale.unlink()
+    export_graph(decoder, graph)
+    config = {"format": ADAPTER_FORMAT, "version": 1, "adapter": asdict(adapter.config),
+              "segmenter": decoder.name, "segmenter_sha256": checkpoint_sha256,
+              "record": record}
     write_text_atomic(folder / ADAPTER_CONFIG, json.dumps(config, indent=1) + "\n")
     return folder / ADAPTER_FILE
 
 
 def has_adapter(folder: Path) -> bool:
-    return (Path(folder) / ADAPTER_FILE).is_file() and (Path(folder) / ADAPTER_CONFIG).is_file()
+    return all((Path(folder) / name).is_file() for name in (ADAPTER_FILE, ADAPTER_CONFIG))
 
 
 def load_adapted_decoder(folder: Path, model: SamModel, checkpoint_sha256: str,
@@ -176,8 +181,8 @@ def load_adapted_decoder(folder: Path, model: SamModel, checkpoint_sha256: str,
         raise WeightsError(f"{folder} holds no decoder adapter ({ADAPTER_FILE}, "
                            f"{ADAPTER_CONFIG})")
     config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    if config.get("format") != FORMAT:
-        raise WeightsError(f"{folder / ADAPTER_CONFIG} is not a {FORMAT} config")
+    if config.get("format") != ADAPTER_FORMAT:
+        raise WeightsError(f"{folder / ADAPTER_CONFIG} is not a {ADAPTER_FORMAT} config")
     if config.get("segmenter_sha256") != checkpoint_sha256:
         raise WeightsError(f"the decoder adapter in {folder} was trained for another "
                            f"{config.get('segmenter')} weight file")
@@ -185,24 +190,3 @@ def load_adapted_decoder(folder: Path, model: SamModel, checkpoint_sha256: str,
     adapter.load_state_dict(load_file(str(folder / ADAPTER_FILE)), strict=True)
     return AdaptedDecoder(model, adapter.eval(), name, config.get("record"))
 
-
-_LOADED: dict[tuple[Path, int], AdaptedDecoder] = {}
-
-
-def litemedsam_adapter(folder: Path) -> AdaptedDecoder:
-    """The adapter saved in ``folder`` with LiteMedSAM's frozen decoder in torch, loaded once
-    per folder and adapter file version."""
-    from clipsam.models.sam.checkpoints import load_model
-    from clipsam.models.sam.factory import LITEMEDSAM, segmenter_checkpoint
-    from clipsam.models.weights import sha256_of
-
-    folder = Path(folder).resolve()
-    if not has_adapter(folder):
-        raise WeightsError(f"{folder} holds no decoder adapter ({ADAPTER_FILE}, "
-                           f"{ADAPTER_CONFIG})")
-    key = (folder, (folder / ADAPTER_FILE).stat().st_mtime_ns)
-    if key not in _LOADED:
-        checkpoint = segmenter_checkpoint("litemedsam")
-        _LOADED[key] = load_adapted_decoder(folder, load_model(LITEMEDSAM, checkpoint),
-                                            sha256_of(checkpoint), "litemedsam")
-    return _LOADED[key]
