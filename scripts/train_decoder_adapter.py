@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="do not train: choose the mask sources of OUT (which holds an "
+                             "adapter) again on the calibration subjects")
     args = parser.parse_args(argv)
 
     from clipsam.config import ModelConfig
@@ -45,6 +48,48 @@ def main(argv: list[str] | None = None) -> int:
         load_grounding_model,
         save_mask_sources,
     )
+    from clipsam.pipelines.registry import load_segmenter
+    from clipsam.train.calibrate import CalibrationConfig, calibrate_decoder_source
+    from clipsam.train.captions import builtin_concepts
+    from clipsam.train.decoder_adapter import training_samples
+    from clipsam.train.region_data import build_region_data
+
+    if args.out.exists() != args.recalibrate:
+        raise InputError(f"{args.out} exists; give a new folder" if args.out.exists() else
+                         f"--recalibrate needs an existing model folder, {args.out} is not one")
+    use_torch_threads(args.threads)
+    segmenter = load_segmenter(ModelConfig(segmenter="litemedsam", threads=args.threads,
+                                           embedding_cache=args.embedding_cache))
+    if not args.recalibrate:
+        shutil.copytree(args.text_model or builtin_model_dir(), args.out)
+    model = load_grounding_model(args.out, segmenter=segmenter)
+    concepts = builtin_concepts()
+    samples = [s for folder in args.data for s in list_samples(folder)]
+    unknown = sorted({s.set_name for s in samples} - set(concepts))
+    if unknown:
+        raise InputError(f"no built-in concept for {unknown}")
+    excluded = set(model.metadata.get("excluded_subjects", []))
+    train, calibration = training_samples(samples, args.organ_images, excluded, args.seed)
+    store = segmenter.store
+    calibration_keys = store_images([s.image_path for s in calibration], store)
+    if not args.recalibrate:
+        train_adapter_into(args, model, segmenter, concepts, train, calibration,
+                           calibration_keys)
+    model = load_grounding_model(args.out, segmenter=segmenter)
+    data = build_region_data(calibration, calibration_keys, store,
+                             {s.set_name: concepts[s.set_name] for s in samples})
+    sources, report = calibrate_decoder_source(model, segmenter, data, CalibrationConfig())
+    save_mask_sources(args.out, sources, report)
+    for concept, row in report.items():
+        print(f"{concept}: {row}")
+    print(f"saved {args.out}; use it with --text-model {args.out}")
+    return 0
+
+
+def train_adapter_into(args: argparse.Namespace, model, segmenter, concepts: dict, train: list,
+                       calibration: list, calibration_keys: list[str]) -> None:
+    """Train the adapter on ``train`` (validated on ``calibration``) and save it in OUT."""
+    from clipsam.models.embedding_store import store_images
     from clipsam.models.sam.checkpoints import load_model
     from clipsam.models.sam.factory import LITEMEDSAM, segmenter_checkpoint
     from clipsam.models.sam.prompt_adapter import (
@@ -55,36 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     from clipsam.models.weights import sha256_of
     from clipsam.pipelines.medclipsam import MedClipSamPipeline
-    from clipsam.pipelines.registry import load_segmenter
-    from clipsam.train.calibrate import CalibrationConfig, calibrate_decoder_source
-    from clipsam.train.captions import builtin_concepts
-    from clipsam.train.decoder_adapter import (
-        AdapterTraining,
-        adapter_cases,
-        train_adapter,
-        training_samples,
-    )
-    from clipsam.train.region_data import build_region_data
+    from clipsam.train.decoder_adapter import AdapterTraining, adapter_cases, train_adapter
 
-    if args.out.exists():
-        raise InputError(f"{args.out} exists; give a new folder")
-    use_torch_threads(args.threads)
-    segmenter = load_segmenter(ModelConfig(segmenter="litemedsam", threads=args.threads,
-                                           embedding_cache=args.embedding_cache))
-    shutil.copytree(args.text_model or builtin_model_dir(), args.out)
-    model = load_grounding_model(args.out, segmenter=segmenter)
-    concepts = builtin_concepts()
-    samples = [s for folder in args.data for s in list_samples(folder)]
-    unknown = sorted({s.set_name for s in samples} - set(concepts))
-    if unknown:
-        raise InputError(f"no built-in concept for {unknown}")
-    excluded = set(model.metadata.get("excluded_subjects", []))
-    train, calibration = training_samples(samples, args.organ_images, excluded, args.seed)
     targets = {name: concept.target for name, concept in concepts.items()}
     pipeline = MedClipSamPipeline(segmenter, model)
     store = segmenter.store
     train_keys = store_images([s.image_path for s in train], store)
-    calibration_keys = store_images([s.image_path for s in calibration], store)
     size = 4 * LITEMEDSAM.grid_size
     print(f"{len(train)} training and {len(calibration)} calibration images; preparing cases")
     cases = adapter_cases(train, train_keys, store, model, pipeline, targets, size)
@@ -102,15 +123,6 @@ def main(argv: list[str] | None = None) -> int:
                               for name in sorted({s.set_name for s in train})}
     record["command"] = " ".join(sys.argv)
     save_adapter(args.out, decoder, sha256_of(checkpoint), record)
-    model = load_grounding_model(args.out, segmenter=segmenter)
-    data = build_region_data(calibration, calibration_keys, store,
-                             {s.set_name: concepts[s.set_name] for s in samples})
-    sources, report = calibrate_decoder_source(model, segmenter, data, CalibrationConfig())
-    save_mask_sources(args.out, sources, report)
-    for concept, row in report.items():
-        print(f"{concept}: {row}")
-    print(f"saved {args.out}; use it with --text-model {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -244,14 +244,15 @@ class MedClipSamPipeline:
                 prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
                 decisions=decisions)
         decoder = self._decoder(source, embedding, text, timer)
-        mask, prediction = segment_boxes(decoder, embedding, boxes, timer, self.config.cleanup)
+        # the adapter learned the union of its boxes' raw masks: no per-box largest component
+        cleanup = self.config.cleanup and source != "decoder"
+        mask, prediction = segment_boxes(decoder, embedding, boxes, timer, cleanup)
         if self.config.refine and mask.any():
             tight = masks_to_boxes(prediction.masks)
             tight = tight[(tight[:, 2] > tight[:, 0]) & (tight[:, 3] > tight[:, 1])]
             if len(tight):
                 boxes = tight
-                mask, prediction = segment_boxes(decoder, embedding, boxes, timer,
-                                                 self.config.cleanup)
+                mask, prediction = segment_boxes(decoder, embedding, boxes, timer, cleanup)
         scores = np.asarray(prediction.scores, np.float32)
         if source == "union":
             mask = mask | targets
