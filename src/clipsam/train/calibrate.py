@@ -23,6 +23,9 @@ Four decisions per concept, all recorded in the model with the figures they rest
   inside the target's outline), the best of ``box_margins`` by mean Dice on the same images,
   kept only when it beats no margin by ``min_margin_gain``.
 
+A model holding a decoder adapter (:mod:`clipsam.models.sam.prompt_adapter`) weighs it as a
+fifth source afterwards (:func:`calibrate_decoder_source`), on the same images and rule.
+
 Where a decision cannot be calibrated (no calibration image with the target) the model-wide
 value is used and a warning is recorded in the model's metadata and returned.
 """
