@@ -188,6 +188,9 @@ def train_adapter(decoder: AdaptedDecoder, cases: Sequence[AdapterCase],
     if not after["all"] > before["all"]:
         warnings.append(f"validation Dice did not rise ({before['all']} -> {after['all']}): "
                         "the adapter did not learn anything the box prompts lacked")
+    fell = [c for c in before if c != "all" and after.get(c, 0.0) < before[c]]
+    if fell:
+        warnings.append(f"validation Dice fell below the box prompts' for {', '.join(fell)}")
     for warning in warnings:
         log(f"warning: {warning}")
     return {"training": asdict(config), "steps": len(losses), "stopped_by_time": stopped,
