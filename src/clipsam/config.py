@@ -177,10 +177,13 @@ class MedClipSamConfig:
     mask (``crf``, ``kmeans``, ``otsu`` or ``threshold`` for calibrated maps). ``box_rule`` picks
     the targets and their boxes (:mod:`clipsam.postprocess.map_boxes`). ``refine`` decodes
     again from the tight boxes of the first masks. ``mask_source``: ``auto`` (the grounding
-    model's calibrated choice per concept, else the segmenter), ``segmenter``, ``map`` or
-    ``union``. ``cleanup`` keeps each box's largest component, holes filled. ``map_level``: the
-    probability at which a calibrated map (``coarse="threshold"``) is cut; None takes the
-    grounding model's calibrated level for the concept, else 0.5. ``box_margin``: each side of
+    model's calibrated choice per concept, else the segmenter), ``segmenter``, ``map``,
+    ``union`` or ``decoder`` (the box prompts through the grounding model's decoder adapter,
+    :mod:`clipsam.models.sam.prompt_adapter`). ``cleanup`` keeps each box's largest component,
+    holes filled (not for the decoder source, trained on the union of raw box masks).
+    ``map_level``: the probability at which a calibrated map (``coarse="threshold"``) is cut;
+    None takes the grounding model's calibrated level for the concept, else 0.5.
+    ``box_margin``: each side of
     every box prompt grows by this fraction of the box's size before decoding (not for the map
     source); None takes the grounding model's calibrated margin for the concept, else 0.
     """

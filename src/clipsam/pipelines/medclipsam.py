@@ -14,8 +14,8 @@ edge, thin bones), the map at full resolution is the better mask.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,10 +38,28 @@ from clipsam.postprocess.boxes import expand_boxes, masks_to_boxes
 from clipsam.postprocess.coarse_mask import CoarseMaskConfig, coarse_mask
 from clipsam.postprocess.map_boxes import map_boxes
 
+if TYPE_CHECKING:
+    from clipsam.models.sam.adapter_runtime import PromptedDecoder
+
 GRADIENT_SALIENCY = {"v1": "gscorecam", "v2": "m2ib"}
-MASK_SOURCES = ("auto", "segmenter", "map", "union")
+MASK_SOURCES = ("auto", "segmenter", "map", "union", "decoder")
 # The built-in model's map is a calibrated probability; gradient maps are relative.
 COARSE_FOR_NATIVE, COARSE_FOR_GRADIENT = "threshold", "crf"
+
+
+@dataclass(frozen=True)
+class MapPrompts:
+    """What the map gives the decoder: (H, W) float ``saliency``, (H, W) bool ``coarse`` mask
+    and the map's ``targets``, (N, 4) xyxy ``boxes`` in original pixels, the ``level`` the map
+    was cut at (None for relative maps), the box ``margin`` and the concept's mask ``source``."""
+
+    saliency: np.ndarray
+    coarse: np.ndarray
+    targets: np.ndarray
+    boxes: np.ndarray
+    level: float | None
+    margin: float
+    source: str
 
 
 class MedClipSamPipeline:
@@ -144,6 +162,45 @@ class MedClipSamPipeline:
         return (coarse_mask(saliency, image, config=config),
                 level if method == "threshold" else None)
 
+    def map_prompts(self, image: np.ndarray, embedding: ImageEmbedding, text: str,
+                    timer: StageTimer | None = None) -> MapPrompts:
+        """The saliency of ``text`` (the concept the prompt reaches), its coarse mask, the
+        map's targets and the box prompts cut from them (grown by the concept's margin), with
+        the concept's mask source; one rule for the pipeline and for training on its boxes."""
+        timer = timer or StageTimer()
+        with timer("saliency"):
+            saliency = self._saliency(image, embedding, text)
+        with timer("coarse_mask"):
+            coarse, level = self._coarse(saliency, image, text)
+            if coarse.shape != saliency.shape:
+                from skimage.transform import resize
+
+                saliency = resize(saliency, coarse.shape, order=1, anti_aliasing=False)
+            targets, boxes = map_boxes(coarse, saliency, self.config.box_rule)
+        source = self._mask_source(text)
+        margin = self._box_margin(text) if source != "map" else 0.0
+        if margin:
+            boxes = expand_boxes(boxes, coarse.shape, fraction=margin)
+        return MapPrompts(saliency, coarse, targets, boxes, level, margin, source)
+
+    def _decoder(self, source: str, embedding: ImageEmbedding, text: str,
+                 timer: StageTimer) -> PromptableSegmenter | PromptedDecoder:
+        """What decodes the box prompts: the segmenter, or for the ``decoder`` source the
+        grounding model's decoder adapter bound to the concept's map and text vector."""
+        if source != "decoder":
+            return self.segmenter
+        folder = getattr(self.text_model, "source_dir", None)
+        if not isinstance(self.text_model, DenseGrounding) or folder is None:
+            raise ValueError(f"mask source 'decoder' needs a grounding model folder with a "
+                             f"decoder adapter; {self.text_model.name} has none")
+        from clipsam.models.sam.adapter_runtime import PromptedDecoder, adapted_decoder
+
+        with timer("decode"):
+            decoder = adapted_decoder(folder)
+            logits = self.text_model.logit_map(embedding, text)
+            vector = self.text_model.text_vector(text)
+        return PromptedDecoder(decoder, logits, vector)
+
     def box_decoder(self, prompt: str) -> BoxDecoder | None:
         """How box prompts from another slice of a volume are decoded for ``prompt``: as the
         segmenter decodes this pipeline's own boxes; None when the concept's mask comes from the
@@ -171,24 +228,13 @@ class MedClipSamPipeline:
             if not present:
                 return replace(not_found(image.shape, prompt, self.name, timer, views),
                                decisions=reached)
-        with timer("saliency"):
-            saliency = self._saliency(image, embedding, text)
-        with timer("coarse_mask"):
-            coarse, level = self._coarse(saliency, image, text)
-            if coarse.shape != saliency.shape:
-                from skimage.transform import resize
-
-                saliency = resize(saliency, coarse.shape, order=1, anti_aliasing=False)
-            targets, boxes = map_boxes(coarse, saliency, self.config.box_rule)
-        source = self._mask_source(text)
-        margin = self._box_margin(text) if source != "map" else 0.0
-        if margin:
-            boxes = expand_boxes(boxes, coarse.shape, fraction=margin)
-        decisions = {**reached, "mask_source": source, "coarse_level": level,
-                     "box_margin": margin}
+        prompts = self.map_prompts(image, embedding, text, timer)
+        source, boxes, targets = prompts.source, prompts.boxes, prompts.targets
+        decisions = {**reached, "mask_source": source, "coarse_level": prompts.level,
+                     "box_margin": prompts.margin}
         if keep_intermediates:
-            views = {"saliency": saliency, "coarse_mask": coarse, "map_mask": targets,
-                     "boxes": boxes, **decisions}
+            views = {"saliency": prompts.saliency, "coarse_mask": prompts.coarse,
+                     "map_mask": targets, "boxes": boxes, **decisions}
         if len(boxes) == 0:
             return replace(not_found(image.shape, prompt, self.name, timer, views),
                            decisions=decisions)
@@ -197,15 +243,16 @@ class MedClipSamPipeline:
                 mask=targets, found=True, boxes=boxes, scores=np.ones(len(boxes), np.float32),
                 prompt=prompt, method=self.name, timings=timer.total(), intermediates=views,
                 decisions=decisions)
-        mask, prediction = segment_boxes(self.segmenter, embedding, boxes, timer,
-                                         self.config.cleanup)
+        decoder = self._decoder(source, embedding, text, timer)
+        # the adapter learned the union of its boxes' raw masks: no per-box largest component
+        cleanup = self.config.cleanup and source != "decoder"
+        mask, prediction = segment_boxes(decoder, embedding, boxes, timer, cleanup)
         if self.config.refine and mask.any():
             tight = masks_to_boxes(prediction.masks)
             tight = tight[(tight[:, 2] > tight[:, 0]) & (tight[:, 3] > tight[:, 1])]
             if len(tight):
                 boxes = tight
-                mask, prediction = segment_boxes(self.segmenter, embedding, boxes, timer,
-                                                 self.config.cleanup)
+                mask, prediction = segment_boxes(decoder, embedding, boxes, timer, cleanup)
         scores = np.asarray(prediction.scores, np.float32)
         if source == "union":
             mask = mask | targets

@@ -195,11 +195,19 @@ def _role_files(role: str, config: RunConfig) -> list[tuple[str, Path]]:
 
         folder = grounding_dir(config.models)
         if folder is not None:
-            from clipsam.models.grounding.model import CONFIG_FILE, HEADS_FILE
+            from clipsam.models.grounding.model import (
+                ADAPTER_CONFIG,
+                ADAPTER_FILE,
+                ADAPTER_GRAPH,
+                CONFIG_FILE,
+                HEADS_FILE,
+            )
             from clipsam.models.grounding.text_encoder import text_model_dir
 
             encoder = text_model_dir()
             paths = [(name, folder / name) for name in (CONFIG_FILE, HEADS_FILE)]
+            adapter = (ADAPTER_FILE, ADAPTER_CONFIG, ADAPTER_GRAPH)  # when it has one
+            paths += [(name, folder / name) for name in adapter if (folder / name).is_file()]
             paths += [(f"sentence_encoder/{name}", encoder / name)
                       for name in SENTENCE_ENCODER_FILES if (encoder / name).is_file()]
         else:

@@ -23,6 +23,9 @@ Four decisions per concept, all recorded in the model with the figures they rest
   inside the target's outline), the best of ``box_margins`` by mean Dice on the same images,
   kept only when it beats no margin by ``min_margin_gain``.
 
+A model holding a decoder adapter (:mod:`clipsam.models.sam.prompt_adapter`) weighs it as a
+fifth source afterwards (:func:`calibrate_decoder_source`), on the same images and rule.
+
 Where a decision cannot be calibrated (no calibration image with the target) the model-wide
 value is used and a warning is recorded in the model's metadata and returned.
 """
@@ -47,7 +50,9 @@ from clipsam.pipelines.medclipsam import MedClipSamPipeline
 from clipsam.postprocess.coarse_mask import CoarseMaskConfig
 from clipsam.train.region_data import RegionData
 
-SOURCES = MASK_SOURCES
+# the sources one segmenter run scores (the decoder adapter is weighed by
+# calibrate_decoder_source, on the model that holds one)
+SOURCES = tuple(s for s in MASK_SOURCES if s != "decoder")
 K = TypeVar("K")  # a setting's value: a mask source, a map level, a box margin
 
 
@@ -443,3 +448,36 @@ def calibrate_box_margins(
 def concept_phrases(concepts: Sequence) -> dict[str, list[str]]:
     """Every phrase that names each concept (its target phrases), for prompt matching."""
     return {c.target: sorted({c.target, *c.phrases}) for c in concepts}
+
+
+def calibrate_decoder_source(
+    model: GroundingModel,
+    segmenter: PromptableSegmenter,
+    data: RegionData,
+    config: CalibrationConfig,
+    pipeline_config: MedClipSamConfig | None = None,
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Per concept: its mask source after weighing the decoder adapter (``model`` must hold
+    one) against the source it has, and the mean Dice of both on the calibration images with
+    the target, through the pipeline users run (presence included). ``decoder`` replaces the
+    concept's source when it is better by ``config.min_gain``; a concept without calibration
+    images keeps its source."""
+    base = pipeline_config or MedClipSamConfig()
+    sources = dict(model.mask_sources)
+    report = {}
+    for concept in sorted(c.target for c in data.concepts):
+        current = model.mask_source_for(concept)
+        cases = [case[1:] for case in _cases_with_target(data, concept)]
+        if not cases:
+            continue
+        means = {}
+        for source in (current, "decoder"):
+            pipeline = MedClipSamPipeline(segmenter, model, replace(base, mask_source=source))
+            means[source] = float(np.mean([
+                dice(pipeline.run(image, concept, embedding=embedding).mask, reference)
+                for image, embedding, reference in cases]))
+        chosen = choose_setting(means, current, config.min_gain)
+        sources[concept] = chosen
+        report[concept] = {"n": len(cases), "before": current, "chosen": chosen,
+                           **{f"dice_{s}": round(m, 4) for s, m in means.items()}}
+    return sources, report

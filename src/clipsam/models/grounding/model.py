@@ -67,9 +67,13 @@ CONCEPT_PREFIX = "concept."
 PROBE_PREFIX = "probe."
 PRESENCE_PREFIX = "presence."
 STATISTICS = ("map", "head")
+# the decoder adapter in a model folder (clipsam.models.sam.prompt_adapter): its weights, its
+# config and the ONNX graph of the adapted decoder the pipeline runs
+ADAPTER_FILE, ADAPTER_CONFIG = "decoder_adapter.safetensors", "decoder_adapter.json"
+ADAPTER_GRAPH, ADAPTER_FORMAT = "decoder_adapter.onnx", "clipsam-decoder-adapter"
 
 
-MASK_SOURCES = ("segmenter", "map", "union")
+MASK_SOURCES = ("segmenter", "map", "union", "decoder")
 VOLUME_SETTINGS = ("smoothing", "hold", "reach", "margin", "cleanup")
 """The calibrated settings of the model's ``volume`` block (:class:`clipsam.config.VolumeConfig`),
 model-wide: how volumes are segmented consistently along the slice axis."""
@@ -418,7 +422,8 @@ class GroundingModel:
         return self.threshold_at(self.concept_of(text), point)
 
     def mask_source_for(self, text: str) -> str:
-        """Where the final mask comes from for this prompt: ``segmenter``, ``map`` or ``union``."""
+        """Where the final mask comes from for this prompt: ``segmenter``, ``map``, ``union``
+        or ``decoder`` (box prompts through the decoder adapter)."""
         return self.mask_sources.get(self.concept_of(text) or "", "segmenter")
 
     def map_level_for(self, text: str) -> float | None:
@@ -509,6 +514,24 @@ def save_volume_settings(model_dir: Path, volume: dict, report: dict) -> Path:
     return path
 
 
+def save_mask_sources(model_dir: Path, sources: dict[str, str], report: dict) -> Path:
+    """Record recalibrated mask sources in a model folder's ``config.json``: the
+    ``mask_sources`` block and, under ``metadata.calibration.decoder``, the report they rest on
+    (nothing else changes)."""
+    path = Path(model_dir) / CONFIG_FILE
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a {FORMAT} config")
+    unknown = set(sources.values()) - set(MASK_SOURCES)
+    if unknown:
+        raise WeightsError(f"unknown mask source(s) {sorted(unknown)}")
+    config["mask_sources"] = dict(sources)
+    config.setdefault("metadata", {}).setdefault("calibration", {})["decoder"] = report
+    write_text_atomic(path, json.dumps(config, indent=1) + "\n")
+    path.chmod(0o644)
+    return path
+
+
 def builtin_model_dir() -> Path:
     """The folder of the grounding model shipped in the package."""
     return Path(str(resources.files("clipsam").joinpath("data/grounding")))
@@ -567,6 +590,9 @@ def load_grounding_model(
                            presence_heads=presence_heads,
                            presence_statistics=config.get("presence_statistics", {}))
     model.source_dir = folder
+    if "decoder" in model.mask_sources.values() and not (folder / ADAPTER_GRAPH).is_file():
+        raise WeightsError(f"{folder}: a concept's mask source is 'decoder' but the folder "
+                           f"holds no {ADAPTER_GRAPH}")
     return model
 
 
