@@ -735,6 +735,40 @@ def table_model_change() -> str:
                    "not found on empty (before / now, n)"], body)
 
 
+def table_decoder_adapter() -> str:
+    """The decoder adapter's route forced on each concept against the shipped route, on the
+    same held-out images (``lesions/<route>/<set>/``, runs of 2026-12-07 with the
+    builtin-xlong model): ``forced`` adapter trained on all eleven sets, ``lforced`` on the
+    lesion sets only; paired differences with 95 % intervals."""
+    folder = RESULTS / "lesions"
+
+    def scored(route: str, name: str) -> dict[str, float]:
+        path = folder / route / name / "per_image.csv"
+        return ({r["id"]: float(r["dice"]) for r in _rows(path)
+                 if not r["error"] and not _true(r["gt_empty"])} if path.is_file() else {})
+
+    body = []
+    for name in SETS:
+        shipped = scored("shipped", name)
+        if not shipped:
+            continue
+        cells = [name, str(len(shipped)), _fmt(float(np.mean(list(shipped.values()))))]
+        for route in ("forced", "lforced"):
+            other = scored(route, name)
+            common = sorted(other.keys() & shipped.keys())
+            if not common:
+                cells += ["-", "-"]
+                continue
+            mean, low, high = paired_difference([other[i] for i in common],
+                                                [shipped[i] for i in common])
+            cells += [_fmt(float(np.mean([other[i] for i in common]))),
+                      f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"]
+        body.append(cells)
+    return _table(["set", "n", "shipped route Dice", "adapter (eleven sets) Dice",
+                   "difference [95 % CI]", "adapter (lesion sets) Dice",
+                   "difference [95 % CI]"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -747,6 +781,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
     "choices": table_choices, "cross_source": table_cross_source,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
+    "decoder_adapter": table_decoder_adapter,
 }
 
 
