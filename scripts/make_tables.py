@@ -674,8 +674,10 @@ def table_volumes() -> str:
         if runs is None:
             continue
         summaries, rows = runs
-        parts.append(f"Text model `{label}`:\n\n"
-                     + volume_table(compare_volumes(summaries, rows, list(rows["slices"]))))
+        stored = folder / label / "summary.json"
+        stored = stored.is_file() and json.loads(stored.read_text()).get("stored", False)
+        parts.append(f"Text model `{label}`:\n\n" + volume_table(
+            compare_volumes(summaries, rows, list(rows["slices"]), stored=stored)))
     return "\n\n".join(parts) or ("No volume results committed yet "
                                    "(`docs/results/volumes/<label>/`).")
 

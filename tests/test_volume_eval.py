@@ -253,6 +253,8 @@ def test_the_benchmark_compares_the_three_runs_per_volume_and_make_tables_shows_
     assert [v["consistent"]["dice"] for v in report["volumes"]] == dices["consistent"]
     text = table(report)
     assert "| phantom | 16 (7) |" in text and f"{gain:+.3f}" in text and "missing" in text
+    assert "x the encoder passes" in text
+    assert "reads, not encoder passes" in table(compare(summaries, rows, ["phantom"], stored=True))
 
     spec = importlib.util.spec_from_file_location(
         "make_tables", Path(__file__).resolve().parents[1] / "scripts" / "make_tables.py")
