@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from clipsam.eval.stats import paired_difference
+from clipsam.eval.volume_bench import compare as compare_volumes
+from clipsam.eval.volume_bench import read_runs as read_volume_runs
+from clipsam.eval.volume_bench import table as volume_table
 from clipsam.train.calibrate import threshold_at_recall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -769,6 +772,26 @@ def table_decoder_adapter() -> str:
                    "difference [95 % CI]"], body)
 
 
+def table_volumes() -> str:
+    """The volume benchmark (``scripts/bench_volumes.py``) of each text model, from
+    ``volumes/<label>/{slices,consistent,gt-box}/`` (``per_volume.csv``, ``summary.json``):
+    per volume the three Dice, slice detection and seconds, and the paired gain of the
+    consistent mode with its interval (:mod:`clipsam.eval.volume_bench`)."""
+    folder = RESULTS / "volumes"
+    parts = []
+    for label in sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        runs = read_volume_runs(folder / label)
+        if runs is None:
+            continue
+        summaries, rows = runs
+        stored = folder / label / "summary.json"
+        stored = stored.is_file() and json.loads(stored.read_text()).get("stored", False)
+        parts.append(f"Text model `{label}`:\n\n" + volume_table(
+            compare_volumes(summaries, rows, list(rows["slices"]), stored=stored)))
+    return "\n\n".join(parts) or ("No volume results committed yet "
+                                   "(`docs/results/volumes/<label>/`).")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -779,7 +802,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loso_select": table_loso_select,
     "augmentation": table_augmentation, "weak": table_weak,
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
-    "choices": table_choices, "cross_source": table_cross_source,
+    "choices": table_choices, "cross_source": table_cross_source, "volumes": table_volumes,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
     "decoder_adapter": table_decoder_adapter,
 }

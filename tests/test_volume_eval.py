@@ -227,3 +227,42 @@ def test_the_builtin_model_saw_the_train_part_patients_of_lgg_volumes(shared_dat
     train, test = subject_subset(data, "train"), subject_subset(data, "test")
     assert (len(train.cases), count_seen_volumes(train, metadata)) == (10, 10)
     assert (len(test.cases), count_seen_volumes(test, metadata)) == (6, 0)
+
+
+def test_the_benchmark_compares_the_three_runs_per_volume_and_make_tables_shows_it(
+        tmp_path, monkeypatch):
+    """scripts/bench_volumes.py's comparison (:mod:`clipsam.eval.volume_bench`) from the runs'
+    files: per-volume Dice of each run, the paired gain against the volumes' own Dice, and the
+    same table in the documents (scripts/make_tables.py, ``volumes/<label>/``)."""
+    import importlib.util
+
+    from clipsam.eval.volume_bench import RUNS, compare, read_runs, table
+
+    data = open_dataset(copy_example(tmp_path / "set"))
+    out = tmp_path / "results" / "volumes" / "synthetic"
+    assert read_runs(out) is None  # no runs yet
+    for name, (_, mode) in RUNS.items():  # the bright method stands in for the three
+        evaluate_volumes(data, bright_method(mode), out / name, PROMPT, progress=False)
+    summaries, rows = read_runs(out)
+    report = compare(summaries, rows, ["phantom", "second", "missing"])
+    assert report["n"] == 2 and report["failed"] == ["missing"]
+    dices = {name: [float(rows[name][i]["dice"]) for i in ("phantom", "second")]
+             for name in RUNS}
+    gain = np.mean(np.subtract(dices["consistent"], dices["slices"]))
+    assert gain > 0.05 and report["consistent_minus_slices"]["mean"] == pytest.approx(gain)
+    assert [v["consistent"]["dice"] for v in report["volumes"]] == dices["consistent"]
+    text = table(report)
+    assert "| phantom | 16 (7) |" in text and f"{gain:+.3f}" in text and "missing" in text
+    assert "x the encoder passes" in text
+    assert "reads, not encoder passes" in table(compare(summaries, rows, ["phantom"], stored=True))
+
+    spec = importlib.util.spec_from_file_location(
+        "make_tables", Path(__file__).resolve().parents[1] / "scripts" / "make_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
+    made = tables.table_volumes()
+    assert made.startswith("Text model `synthetic`:") and "| second |" in made
+    assert f"{gain:+.3f}" in made
+    monkeypatch.setattr(tables, "RESULTS", tmp_path / "nothing")
+    assert "No volume results" in tables.table_volumes()
