@@ -28,7 +28,7 @@ from clipsam.models.grounding import HeadsConfig, load_grounding_model
 from clipsam.models.grounding.grid import mask_to_grid
 from clipsam.models.segmenter import Geometry, ImageEmbedding
 from clipsam.pipelines.registry import load_segmenter
-from clipsam.train.recipes import RECIPES, SHIPPED_RECIPE, Recipe
+from clipsam.train.recipes import DEFAULT_RECIPE, RECIPES, Recipe
 from clipsam.train.trainer import TrainConfig
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -178,8 +178,8 @@ def test_subset_train_and_exclude_leave_subjects_out(tmp_path, stand_in, segment
     assert used == expected and all(split_of(s) == "train" for s in used)
     assert kwargs["metadata"]["part"] == "train"
     assert kwargs["metadata"]["excluded_subjects"] == [f"discs/{train_subjects[0]}"]
-    # the default recipe is the shipped model's, with the option's override
-    assert recipe.name == SHIPPED_RECIPE and recipe.train.learning_rate == 0.5
+    # the default recipe (from random weights), with the option's override
+    assert recipe.name == DEFAULT_RECIPE and recipe.train.learning_rate == 0.5
     # the segmenter, keeping its embeddings in the one store (fit encodes what it lacks)
     assert kwargs["segmenter"].inner is segmenter and kwargs["segmenter"].store is store
     assert store.folder == stand_in

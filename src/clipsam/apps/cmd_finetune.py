@@ -56,9 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "--text-model)")
     parser.add_argument("--recipe", default=None, metavar="NAME",
                         help="named settings of heads, training and calibration "
-                             "(clipsam.train.recipes; default: the shipped model's, "
-                             "SHIPPED_RECIPE); the options below override its training "
-                             "settings")
+                             "(clipsam.train.recipes; default: DEFAULT_RECIPE, from random "
+                             "weights); the options below override its training settings")
     parser.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
                         help="grounding model folder whose heads training starts from; needed "
                              "by a recipe that names one (e.g. anatomy: a builtin-xlong model), "
@@ -177,9 +176,9 @@ def run(args: argparse.Namespace) -> int:
     from clipsam.models.weights import cache_dir
     from clipsam.pipelines.registry import HEADS_SEGMENTER, load_segmenter
     from clipsam.train.fit import fit_from_samples
-    from clipsam.train.recipes import SHIPPED_RECIPE, recipe_named
+    from clipsam.train.recipes import DEFAULT_RECIPE, recipe_named
 
-    recipe = recipe_named(args.recipe or SHIPPED_RECIPE)
+    recipe = recipe_named(args.recipe or DEFAULT_RECIPE)
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                    "learning_rate": args.lr, "loss": args.loss,
                                    "seed": args.seed}.items() if v is not None}

@@ -1,7 +1,8 @@
 """Named training recipes of the grounding model: one name, every setting that shapes it.
 
-``SHIPPED_RECIPE`` is the recipe of the model shipped in the package and the default of
-``clipsam finetune``; with the data and exclusions given in its model card it rebuilds it.
+``SHIPPED_RECIPE`` is the recipe of the model shipped in the package; with the data, exclusions
+and starting model given in its model card it rebuilds it. ``DEFAULT_RECIPE``, the default of
+``clipsam finetune``, trains from random weights (the shipped recipe starts from its model).
 The others are the alternatives it was measured against (docs/BENCHMARKS.md).
 """
 
@@ -65,7 +66,8 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_TRAIN, epochs=20),
         heads=_HEADS,
     ),
-    # the shipped recipe since 2026-12-01: "builtin-long" with twice the epochs again
+    # the shipped recipe from 2026-12-01 to 2026-12-07 and the default of clipsam finetune:
+    # "builtin-long" with twice the epochs again
     "builtin-xlong": Recipe(
         name="builtin-xlong",
         train=replace(_TRAIN, epochs=40),
@@ -134,7 +136,8 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-SHIPPED_RECIPE = "builtin-xlong"
+SHIPPED_RECIPE = "anatomy"
+DEFAULT_RECIPE = "builtin-xlong"
 
 
 def recipe_named(name: str) -> Recipe:
