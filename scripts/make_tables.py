@@ -792,6 +792,27 @@ def table_volumes() -> str:
                                    "(`docs/results/volumes/<label>/`).")
 
 
+def table_paraphrase_dice() -> str:
+    """Paraphrase Dice (``scripts/bench_word_dice.py``, ``words/paraphrase_dice/summary.json``):
+    per wording of the reported half, its Dice and the trained wording's on the same held-out
+    images with the target, and the two bars."""
+    path = RESULTS / "words" / "paraphrase_dice" / "summary.json"
+    if not path.is_file():
+        return "Not measured yet."
+    summary = json.loads(path.read_text())
+    body = [[f'"{w["phrase"]}"', w["concept"], w["kind"], str(w["n"]), _fmt(w["dice"]),
+             _fmt(w["trained_dice"]), _fmt(w["difference"]), _fmt(w["ratio"])]
+            for w in summary["wordings"]]
+    bars = summary["bars"]
+    note = (f"{summary['n_wordings']} wordings on {summary['n_images']} images "
+            f"({summary['n_failed']} failed): mean difference {_fmt(summary['mean_difference'])} "
+            f"(bar: at most {bars['mean_difference_at_most']:g}), worst ratio "
+            f"{_fmt(summary['worst_ratio'])} (bar: at least {bars['ratio_at_least']:g}); "
+            f"{'both bars hold' if bars['hold'] else 'not met'}.")
+    return _table(["wording", "concept", "kind", "images", "Dice", "trained wording's Dice",
+                   "difference", "ratio"], body) + "\n\n" + note
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -804,7 +825,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
     "choices": table_choices, "cross_source": table_cross_source, "volumes": table_volumes,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
-    "decoder_adapter": table_decoder_adapter,
+    "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
 }
 
 

@@ -140,3 +140,19 @@ def test_ship_rule_reads_each_condition_from_the_result_files(tables, tmp_path, 
     assert rows["calibration-subject Dice, mean over concepts"] == "not met"
     assert rows["calibration-subject Dice, largest drop (heart)"] == "not met"
     assert tables.table_ship_rule("absent", "old") == "`absent` not measured yet."
+
+
+def test_paraphrase_table_states_both_bars_from_the_summary(tables, tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_paraphrase_dice() == "Not measured yet."
+    folder = tmp_path / "words" / "paraphrase_dice"
+    folder.mkdir(parents=True)
+    wording = {"phrase": "both lung fields", "concept": "lungs", "kind": "synonym", "n": 3,
+               "dice": 0.9, "trained_dice": 0.95, "difference": 0.05, "ratio": 0.947}
+    (folder / "summary.json").write_text(json.dumps({
+        "n_wordings": 1, "n_images": 3, "n_failed": 0, "mean_difference": 0.05,
+        "worst_ratio": 0.947, "wordings": [wording],
+        "bars": {"mean_difference_at_most": 0.02, "ratio_at_least": 0.9, "hold": False}}))
+    table = tables.table_paraphrase_dice()
+    assert '| "both lung fields" | lungs | synonym | 3 | 0.900 | 0.950 | 0.050 | 0.947 |' in table
+    assert table.endswith("(bar: at least 0.9); not met.")
