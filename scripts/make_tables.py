@@ -813,6 +813,30 @@ def table_paraphrase_dice() -> str:
                    "difference", "ratio"], body) + "\n\n" + note
 
 
+def table_presence_points() -> str:
+    """The presence curve's operating points per target (``scripts/presence_curve.py``,
+    ``presence_curve/summary.json``): AUC against images without the target, and at each of
+    the model's points (recall, balanced, precision) the recall and the "not found" rate on the
+    own set's empty images and on other sets' images."""
+    path = RESULTS / "presence_curve" / "summary.json"
+    if not path.is_file():
+        return "Not measured yet."
+    summary = json.loads(path.read_text())
+    body = []
+    for target, entry in summary["targets"].items():
+        cells = [target, str(entry["n_present"]), str(entry["n_empty"]),
+                 str(entry["n_other_sets"]), _fmt(entry["auc"])]
+        for point in ("recall", "balanced", "precision"):
+            q = entry["points"].get(point)
+            cells.append("-" if q is None else
+                         f"{_fmt(q['recall'], 2)} / {_fmt(q['not_found_empty'], 2)} / "
+                         f"{_fmt(q['not_found_other_sets'], 2)}")
+        body.append(cells)
+    return _table(["target", "with it", "own empty", "other sets", "AUC",
+                   "recall point: recall / not found empty / other",
+                   "balanced point", "precision point"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -826,6 +850,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "choices": table_choices, "cross_source": table_cross_source, "volumes": table_volumes,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
+    "presence_points": table_presence_points,
 }
 
 

@@ -156,3 +156,17 @@ def test_paraphrase_table_states_both_bars_from_the_summary(tables, tmp_path, mo
     table = tables.table_paraphrase_dice()
     assert '| "both lung fields" | lungs | synonym | 3 | 0.900 | 0.950 | 0.050 | 0.947 |' in table
     assert table.endswith("(bar: at least 0.9); not met.")
+
+
+def test_presence_points_table_shows_each_operating_point(tables, tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_presence_points() == "Not measured yet."
+    folder = tmp_path / "presence_curve"
+    folder.mkdir()
+    point = {"threshold": 0.4, "recall": 0.95, "not_found_empty": 0.5,
+             "not_found_other_sets": 0.99}
+    (folder / "summary.json").write_text(json.dumps({"targets": {"heart": {
+        "n_present": 20, "n_empty": 4, "n_other_sets": 300, "auc": 0.97,
+        "points": {"recall": point, "balanced": None}}}}))
+    row = tables.table_presence_points().splitlines()[2]
+    assert row == "| heart | 20 | 4 | 300 | 0.970 | 0.95 / 0.50 / 0.99 | - | - |"
