@@ -837,6 +837,20 @@ def table_presence_points() -> str:
                    "balanced point", "precision point"], body)
 
 
+def table_presence_confusion() -> str:
+    """"What is in this image?" (``scripts/bench_presence_confusion.py``,
+    ``words/confusion/table.json``): per set, the share of its held-out images on which each
+    trained concept was reported found."""
+    path = RESULTS / "words" / "confusion" / "table.json"
+    if not path.is_file():
+        return "Not measured yet."
+    record = json.loads(path.read_text())
+    concepts = record["concepts"]
+    body = [[name, str(entry["n"])] + [_fmt(entry["found_rate"][c], 2) for c in concepts]
+            for name, entry in record["sets"].items()]
+    return _table(["held-out images of", "n", *concepts], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "quality": table_quality, "speed": table_speed, "candidates": table_candidates,
     "startup": table_startup, "throughput": table_throughput,
@@ -850,7 +864,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "choices": table_choices, "cross_source": table_cross_source, "volumes": table_volumes,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
-    "presence_points": table_presence_points,
+    "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
 }
 
 

@@ -170,3 +170,17 @@ def test_presence_points_table_shows_each_operating_point(tables, tmp_path, monk
         "points": {"recall": point, "balanced": None}}}}))
     row = tables.table_presence_points().splitlines()[2]
     assert row == "| heart | 20 | 4 | 300 | 0.970 | 0.95 / 0.50 / 0.99 | - | - |"
+
+
+def test_confusion_table_has_a_row_per_set_and_a_column_per_concept(tables, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_presence_confusion() == "Not measured yet."
+    folder = tmp_path / "words" / "confusion"
+    folder.mkdir(parents=True)
+    (folder / "table.json").write_text(json.dumps({
+        "concepts": ["heart", "lungs"],
+        "sets": {"cxr_lungs": {"n": 4, "found_rate": {"heart": 0.75, "lungs": 1.0}}}}))
+    lines = tables.table_presence_confusion().splitlines()
+    assert lines[0] == "| held-out images of | n | heart | lungs |"
+    assert lines[2] == "| cxr_lungs | 4 | 0.75 | 1.00 |"
