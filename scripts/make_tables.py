@@ -99,10 +99,16 @@ BARS = {"hc18": ("bound", 0.05), "cxr_lungs": ("bound", 0.05), "jsrt_heart": ("b
         "jsrt_clavicles": ("abs", 0.60)}
 
 
+def _scored(rows: list[dict[str, str]]) -> dict[str, float]:
+    """Image id -> Dice of the rows of a ``per_image.csv`` scored without error that have a
+    target."""
+    return {r["id"]: float(r["dice"]) for r in rows
+            if not r["error"] and not _true(r["gt_empty"])}
+
+
 def _scored_dice(set_name: str, method: str) -> dict[str, float]:
     """Image id -> Dice of ``method`` on the images it scored that have a target."""
-    return {r["id"]: float(r["dice"]) for r in _per_image(set_name, method)
-            if not r["error"] and not _true(r["gt_empty"])}
+    return _scored(_per_image(set_name, method))
 
 
 def _dice_on(set_name: str, method: str, ids: set[str]) -> float | None:
@@ -747,8 +753,7 @@ def table_decoder_adapter() -> str:
 
     def scored(route: str, name: str) -> dict[str, float]:
         path = folder / route / name / "per_image.csv"
-        return ({r["id"]: float(r["dice"]) for r in _rows(path)
-                 if not r["error"] and not _true(r["gt_empty"])} if path.is_file() else {})
+        return _scored(_rows(path)) if path.is_file() else {}
 
     body = []
     for name in SETS:

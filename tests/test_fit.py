@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,12 +167,17 @@ def test_a_recipe_with_presence_heads_fits_them_and_calibrates_every_point(tmp_p
     assert loaded.presence_statistics == model.presence_statistics
 
 
-def test_a_recipe_with_init_starts_from_that_models_heads_and_records_them(tmp_path):
+def one_set(tmp_path) -> tuple[list[Sample], Path, dict[str, Concept]]:
+    """A labelled set "s0" of one calibration subject and four training ones: its samples,
+    its embedding cache and its concept."""
     held, kept = _subjects(1, 4, TINY.calibration_fraction)
     cache = tmp_path / "cache"
     write_labelled_set(tmp_path, "s0", 0, [held[0], *kept], cache)
-    samples = list_samples(tmp_path / "s0")
-    concepts = {"s0": Concept(NAMES[0], (NAMES[0],))}
+    return list_samples(tmp_path / "s0"), cache, {"s0": Concept(NAMES[0], (NAMES[0],))}
+
+
+def test_a_recipe_with_init_starts_from_that_models_heads_and_records_them(tmp_path):
+    samples, cache, concepts = one_set(tmp_path)
     first = tmp_path / "first"
     fit_from_samples(samples, synthetic_store(cache), concepts, TINY, first,
                      encoder=HashEncoder(), progress=False)

@@ -10,23 +10,22 @@ from clipsam.errors import InputError
 from clipsam.io.labelled_sets import list_samples
 from clipsam.io.masks import read_mask
 from clipsam.io.read import read_image
+from clipsam.io.splits import calibration_of
 from clipsam.models.embedding_store import store_images
 from clipsam.models.segmenter import Geometry, ImageEmbedding
-from clipsam.train.captions import Concept
 from clipsam.train.fit import VIEWS_DIR, fit_from_samples
 from clipsam.train.views import ViewConfig, augment, make_views, settings_tag
 from conftest import BoxFillingSegmenter
 from synthetic_grounding import (
     FEATURES,
     GRID,
-    NAMES,
     SIZE,
     direction,
     one_torch_thread,  # noqa: F401  (autouse fixture)
     synthetic_store,
     write_labelled_set,
 )
-from test_fit import TINY, _subjects
+from test_fit import TINY, one_set
 from test_grounding import HashEncoder
 
 
@@ -127,11 +126,8 @@ class BrightCellSegmenter(BoxFillingSegmenter):
 
 
 def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
-    held, kept = _subjects(1, 4, TINY.calibration_fraction)
-    cache = tmp_path / "cache"
-    write_labelled_set(tmp_path, "s0", 0, [held[0], *kept], cache)
-    samples = list_samples(tmp_path / "s0")
-    concepts = {"s0": Concept(NAMES[0], (NAMES[0],))}
+    samples, cache, concepts = one_set(tmp_path)
+    kept = {s.subject for s in samples if not calibration_of(s, TINY.calibration_fraction)}
     recipe = replace(TINY, views=ViewConfig(per_image=2))
     store = synthetic_store(cache)
     with pytest.raises(InputError, match="needs segmentation sets and the segmenter"):

@@ -13,7 +13,6 @@ name), the recipe, the curve and the calibration figures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -28,6 +27,7 @@ from clipsam.models.grounding.heads import GroundingHeads, HeadsConfig
 from clipsam.models.grounding.model import HEADS_FILE, GroundingModel, PresenceRule, load_heads
 from clipsam.models.grounding.text_encoder import SentenceEncoder
 from clipsam.models.segmenter import PromptableSegmenter
+from clipsam.models.weights import sha256_of
 from clipsam.train.calibrate import (
     calibrate_box_margins,
     calibrate_map_levels,
@@ -95,7 +95,7 @@ def initial_heads(recipe: Recipe, init: Path | None) -> tuple[GroundingHeads | N
                          f"{recipe.name!r}'s")
     heads_file = Path(init) / HEADS_FILE
     record = {"model": str(init), "recipe": made_by,
-              "heads_sha256": hashlib.sha256(heads_file.read_bytes()).hexdigest()}
+              "heads_sha256": sha256_of(heads_file)}
     return load_heads(Path(init), config["heads"]), record
 
 
