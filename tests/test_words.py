@@ -13,6 +13,7 @@ import pytest
 
 from clipsam.errors import InputError
 from clipsam.eval.paraphrases import Paraphrase, half_of, load_paraphrases, paraphrase_path
+from clipsam.io.vocabulary import generic_category, target_category
 from clipsam.models.grounding import load_grounding_model
 from clipsam.models.grounding.words import (
     WordRule,
@@ -22,7 +23,7 @@ from clipsam.models.grounding.words import (
     untrained_note,
 )
 from clipsam.pipelines.medclipsam import MedClipSamPipeline
-from clipsam.train.word_cut import check_list, choose_rule, is_correct, word_cut_report
+from clipsam.train.word_cut import Words, check_list, choose_rule, is_correct, word_cut_report
 from word_fakes import THRESHOLDS, FeatureSegmenter, word_model, word_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,25 @@ def test_decide_cuts_and_finds_ambiguity_within_the_margin():
     assert decide({}, rule) == (None, [])
     with pytest.raises(ValueError):
         WordRule(cut=1.5)
+
+
+def test_a_generic_word_has_every_member_as_candidate_whatever_its_similarity():
+    rule = WordRule(cut=0.6, margin=0.0)
+    similarities = {"a": 0.7, "b": 0.3, "c": 0.9}
+    assert decide(similarities, rule, members=("b", "a")) == ("a", ["a", "b"])
+    assert decide(similarities, rule, members=("b",)) == ("b", [])  # one member is reached
+    assert decide({"a": 0.2}, rule, members=("a", "z")) == ("a", ["a", "z"])  # below the cut
+
+
+def test_generic_words_and_categories_come_from_the_tables():
+    abnormal = "morphologically abnormal structure"
+    for prompt in ("tumours", "The Tumour", "a lesion", "masses", "nodules", "an abnormality"):
+        assert generic_category(prompt) == abnormal, prompt
+    for prompt in ("lung nodule", "breast tumour", "lungs", "the", "tumour of the breast"):
+        assert generic_category(prompt) is None, prompt
+    assert target_category("Thyroid  nodule") == abnormal
+    assert target_category("lungs") == "anatomical structure"
+    assert target_category("spleen") is None
 
 
 def test_an_untrained_match_records_the_nearest_concept_and_the_note():
@@ -181,14 +201,15 @@ def shipped():
 
 
 def test_users_words_reach_the_shipped_concepts(shipped):
-    for words, concept in (("tumours", None), ("Breast tumours", "breast tumour"),
+    for words, concept in (("tumours", None), ("a Lesion", None),
+                           ("Breast tumours", "breast tumour"),
                            ("pectoral muscles", "pectoral muscle"), ("collarbone", "clavicles"),
                            ("both lung fields", "lungs"), ("foetal heads", "fetal head")):
         match = shipped.match(words)
-        if concept is None:  # breast or brain: the image decides
+        if concept is None:  # a generic word: every abnormal structure, the image decides
             assert match.ambiguous
-            assert {c.concept for c in match.candidates} <= {"breast tumour", "brain tumour",
-                                                              "thyroid nodule"}
+            assert {c.concept for c in match.candidates} == {
+                "breast tumour", "brain tumour", "thyroid nodule", "skin lesion", "polyp"}
             continue
         assert match.concept == concept and shipped.word_rule.cut <= match.similarity < 1
         assert shipped.threshold_for(words) == shipped.concept_thresholds[concept]
@@ -228,15 +249,16 @@ def test_correctness_of_a_decision():
     assert is_correct(negative, None, []) and not is_correct(negative, "lungs", [])
     ambiguous = Paraphrase("tumour", ("breast tumour", "brain tumour"), "ambiguous")
     assert is_correct(ambiguous, "brain tumour", ["brain tumour", "breast tumour"])
+    assert is_correct(ambiguous, "brain tumour", ["brain tumour", "polyp", "breast tumour"])
     assert not is_correct(ambiguous, "brain tumour", [])
-    assert not is_correct(ambiguous, "lungs", ["lungs", "brain tumour"])
+    assert not is_correct(ambiguous, "lungs", ["lungs", "brain tumour"])  # breast is missing
 
 
 def test_choose_rule_takes_the_best_then_the_smallest_margin_then_the_middle_cut():
     entries = [Paraphrase("a1", ("a",), "synonym"), Paraphrase("x", (), "negative"),
                Paraphrase("ab", ("a", "b"), "ambiguous")]
-    table = [{"a": (0.8, "a"), "b": (0.3, "b")}, {"a": (0.5, "a"), "b": (0.4, "b")},
-             {"a": (0.7, "a"), "b": (0.66, "b")}]
+    table = [Words({"a": (0.8, "a"), "b": (0.3, "b")}), Words({"a": (0.5, "a"), "b": (0.4, "b")}),
+             Words({"a": (0.7, "a"), "b": (0.66, "b")})]
     rule, grid = choose_rule(entries, table, cuts=(0.4, 0.5, 0.55, 0.6, 0.7, 0.9),
                              margins=(0.0, 0.02, 0.05, 0.2))
     # all three right needs a margin above 0.04 and a cut in (0.5, 0.66]: 0.55 and 0.6 tie
@@ -255,3 +277,24 @@ def test_the_committed_cut_is_the_default_rule_and_reproduces(shipped):
     for half in ("choose", "report"):
         assert again[half]["correct"] == result[half]["correct"]
         assert result[half]["n"] > 60
+
+
+def test_the_image_decides_a_generic_word_on_each_lesion_set(shipped, shared_data, litemedsam):
+    """On the first calibration image with a target of each lesion set (never scored as held
+    out), "tumours" reaches that set's concept, and each candidate's presence is recorded."""
+    from clipsam.io.image import segmenter_input
+    from clipsam.io.labelled_sets import list_samples
+    from clipsam.io.masks import read_mask
+    from clipsam.io.read import read_image
+    from clipsam.io.splits import calibration_of, split_of
+
+    sets = {"busi": "breast tumour", "ddti_thyroid": "thyroid nodule",
+            "lgg_flair": "brain tumour", "isic_skin": "skin lesion", "kvasir_polyp": "polyp"}
+    for name, concept in sets.items():
+        sample = next(s for s in sorted(list_samples(shared_data / name), key=lambda s: s.image_id)
+                      if split_of(s) == "train" and calibration_of(s)
+                      and read_mask(s.mask_path).any())
+        embedding = litemedsam.encode(segmenter_input(read_image(sample.image_path)))
+        match = shipped.reach(embedding, "tumours")
+        assert match.concept == concept, (name, match.decisions())
+        assert len(match.decisions()["concept_candidates"]) == len(sets)

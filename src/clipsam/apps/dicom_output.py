@@ -7,29 +7,20 @@ it in ``clipsam/data/snomed.json``; any other prompt gets the table's generic co
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from clipsam.api import SegmentResult
 from clipsam.io.dicom_seg import Algorithm, CodedTerm, Segment, write_dicom_seg
 from clipsam.io.image import MedicalImage
+from clipsam.io.vocabulary import snomed_table
 from clipsam.pipelines.prompts import library_target
-
-
-@cache
-def _table() -> dict[str, Any]:
-    text = resources.files("clipsam").joinpath("data/snomed.json").read_text("utf-8")
-    return json.loads(text)
 
 
 def segment_codes(prompt: str) -> tuple[CodedTerm, CodedTerm, CodedTerm | None]:
     """(category, property type, anatomic region or None) for a prompt."""
-    table = _table()
+    table = snomed_table()
     entry = table["targets"].get(library_target(prompt) or "", table["generic"])
     scheme = table["scheme"]
     category_value, category_meaning, _source = table["categories"][entry["category"]]

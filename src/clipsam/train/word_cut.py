@@ -7,9 +7,11 @@ spelling variant, a synonym), several (ambiguous words, which the image decides)
 (:func:`clipsam.eval.paraphrases.half_of`): the ``choose`` half picks the rule, the ``report``
 half is only scored.
 
-A decision (:func:`clipsam.models.grounding.words.decide`) is correct when an untrained target
-reaches no concept, a one-concept wording reaches exactly its concept without ambiguity, and an
-ambiguous word is ambiguous between candidates that are all among its concepts. The rule with
+A decision (:func:`clipsam.models.grounding.words.decide`, with the concepts a generic word
+names) is correct when an untrained target reaches no concept, a one-concept wording reaches
+exactly its concept without ambiguity, and an ambiguous word is ambiguous between candidates
+that include every concept it may mean: the image can reject a candidate that it does not show
+but cannot choose one that is missing. The rule with
 the most correct decisions on the ``choose`` half wins; among equals the smallest margin, then
 the middle of the tied cuts (a cut with room on both sides).
 """
@@ -17,7 +19,7 @@ the middle of the tied cuts (a cut with room on both sides).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -50,28 +52,40 @@ def is_correct(entry: Paraphrase, concept: str | None, candidates: Sequence[str]
         return concept is None
     if len(entry.concepts) == 1:
         return concept == entry.concepts[0] and not candidates
-    return len(candidates) > 1 and set(candidates) <= set(entry.concepts)
+    return len(candidates) > 1 and set(entry.concepts) <= set(candidates)
 
 
-def similarity_table(model: GroundingModel,
-                     entries: Sequence[Paraphrase]) -> list[dict[str, tuple[float, str]]]:
-    """Per entry, every concept's (similarity, nearest phrase) through the model's encoder."""
-    return [model.concept_similarities(e.phrase) for e in entries]
+@dataclass(frozen=True)
+class Words:
+    """What the model makes of one entry's words: every concept's (similarity, nearest
+    phrase) through its encoder, and the concepts the entry names as a generic word."""
+
+    nearest: dict[str, tuple[float, str]]
+    members: tuple[str, ...] = ()
+
+    def decide(self, rule: WordRule) -> tuple[str | None, list[str]]:
+        return decide({c: s for c, (s, _) in self.nearest.items()}, rule, self.members)
 
 
-def score(entries: Sequence[Paraphrase], table: Sequence[dict[str, tuple[float, str]]],
+def similarity_table(model: GroundingModel, entries: Sequence[Paraphrase]) -> list[Words]:
+    """Per entry, its :class:`Words` under the model."""
+    return [Words(model.concept_similarities(e.phrase), tuple(model.generic_members(e.phrase)))
+            for e in entries]
+
+
+def score(entries: Sequence[Paraphrase], table: Sequence[Words],
           rule: WordRule) -> dict[str, Any]:
     """Correct decisions under ``rule``: the share overall and per kind, and their counts."""
     right: dict[str, list[bool]] = {}
-    for entry, nearest in zip(entries, table, strict=True):
-        concept, candidates = decide({c: s for c, (s, _) in nearest.items()}, rule)
+    for entry, words in zip(entries, table, strict=True):
+        concept, candidates = words.decide(rule)
         right.setdefault(entry.kind, []).append(is_correct(entry, concept, candidates))
     every = [v for values in right.values() for v in values]
     return {"accuracy": _share(every), "n": len(every), "correct": int(sum(every)),
             "by_kind": {k: {"accuracy": _share(v), "n": len(v)} for k, v in sorted(right.items())}}
 
 
-def choose_rule(entries: Sequence[Paraphrase], table: Sequence[dict[str, tuple[float, str]]],
+def choose_rule(entries: Sequence[Paraphrase], table: Sequence[Words],
                 cuts: Sequence[float] = CUTS,
                 margins: Sequence[float] = MARGINS) -> tuple[WordRule, np.ndarray]:
     """The rule with the most correct decisions (ties: smallest margin, then the middle of the
@@ -84,19 +98,19 @@ def choose_rule(entries: Sequence[Paraphrase], table: Sequence[dict[str, tuple[f
     return WordRule(float(cuts[int(tied[len(tied) // 2])]), float(margins[row])), grid
 
 
-def decisions(entries: Sequence[Paraphrase], table: Sequence[dict[str, tuple[float, str]]],
+def decisions(entries: Sequence[Paraphrase], table: Sequence[Words],
               rule: WordRule) -> list[dict[str, Any]]:
-    """Each entry's decision under ``rule``: reached concept, candidates, nearest concept and
-    its similarity, and whether it is right."""
+    """Each entry's decision under ``rule``: reached concept, candidates (and whether they are
+    a generic word's), nearest concept and its similarity, and whether it is right."""
     rows = []
-    for entry, nearest in zip(entries, table, strict=True):
-        similarities = {c: s for c, (s, _) in nearest.items()}
-        concept, candidates = decide(similarities, rule)
+    for entry, words in zip(entries, table, strict=True):
+        similarities = {c: s for c, (s, _) in words.nearest.items()}
+        concept, candidates = words.decide(rule)
         top = min(similarities, key=lambda c: (-similarities[c], c))
         rows.append({"phrase": entry.phrase, "kind": entry.kind, "half": entry.half,
                      "expected": list(entry.concepts), "reached": concept,
-                     "candidates": candidates, "nearest": top,
-                     "nearest_phrase": nearest[top][1],
+                     "candidates": candidates, "generic_word": bool(words.members),
+                     "nearest": top, "nearest_phrase": words.nearest[top][1],
                      "similarity": round(similarities[top], 4),
                      "correct": is_correct(entry, concept, candidates)})
     return rows
@@ -113,7 +127,7 @@ def word_cut_report(model: GroundingModel, entries: Sequence[Paraphrase],
     if not all(halves.values()):
         raise InputError("the paraphrase list needs entries in both halves")
 
-    def part(h: str) -> tuple[list[Paraphrase], list]:
+    def part(h: str) -> tuple[list[Paraphrase], list[Words]]:
         return [entries[i] for i in halves[h]], [table[i] for i in halves[h]]
 
     rule, grid = choose_rule(*part("choose"), cuts, margins)

@@ -37,6 +37,7 @@ import numpy as np
 from clipsam.config import PRESENCE_POINTS
 from clipsam.errors import InputError, WeightsError
 from clipsam.io.atomic import write_atomic, write_text_atomic
+from clipsam.io.vocabulary import generic_category, target_category
 from clipsam.models.grounding.engine import HeadsEngine, TorchHeads, onnx_heads
 from clipsam.models.grounding.grid import agreement, mask_to_grid, valid_mask
 from clipsam.models.grounding.presence_head import (
@@ -380,7 +381,16 @@ class GroundingModel:
         exact = key if key in self.concept_names else self._phrase_index.get(key)
         if exact is not None:
             return ConceptMatch(key, exact, 1.0, exact, key)
-        return match_words(key, self.concept_similarities(key), self.word_rule)
+        return match_words(key, self.concept_similarities(key), self.word_rule,
+                           self.generic_members(key))
+
+    def generic_members(self, text: str) -> list[str]:
+        """The concepts a generic word names (:func:`clipsam.io.vocabulary.generic_category`):
+        those whose target has the word's SNOMED category; empty for any other prompt."""
+        category = generic_category(text)
+        if category is None:
+            return []
+        return [c for c in self.concept_names if target_category(c) == category]
 
     def reach(self, embedding: ImageEmbedding, text: str, point: str = "recall") -> ConceptMatch:
         """The prompt's match decided on this image, with the presence score and the threshold

@@ -6,7 +6,10 @@ phrases) through the sentence encoder; a concept's similarity is that of its nea
 similarity is at least the rule's ``cut``; the concepts within ``margin`` of the best (and above
 the cut) are the candidates of an ambiguous prompt ("tumour" fits breast and brain tumour),
 which the image decides between (:meth:`GroundingModel.reach`). A prompt that is a concept's
-name or one of its phrases reaches that concept with similarity 1 and is never ambiguous.
+name or one of its phrases reaches that concept with similarity 1 and is never ambiguous. A
+prompt that is a generic word ("tumours", "a lesion": ``clipsam/data/generic_words.json``) has
+as candidates every concept whose target is of the word's SNOMED category, whatever their
+similarity: the words alone cannot tell a thyroid nodule from a breast tumour, the image can.
 
 The rule's default values were chosen on the written list ``clipsam/data/paraphrases.json``
 (one half of it; the other half is reported) by :mod:`clipsam.train.word_cut`; the result is in
@@ -15,7 +18,7 @@ The rule's default values were chosen on the written list ``clipsam/data/paraphr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +34,7 @@ class WordRule:
     within ``margin`` of the best one (and >= ``cut``) make the prompt ambiguous."""
 
     cut: float = 0.62  # chosen in docs/results/words/cut.json
-    margin: float = 0.07
+    margin: float = 0.0  # chosen in docs/results/words/cut.json (ties: the smallest)
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.cut <= 1.0 or not 0.0 <= self.margin <= 2.0:
@@ -136,9 +139,15 @@ def presence_support(presence: float | None, threshold: float | None) -> float:
     return _logit(presence) - _logit(threshold)
 
 
-def decide(similarities: Mapping[str, float], rule: WordRule) -> tuple[str | None, list[str]]:
+def decide(similarities: Mapping[str, float], rule: WordRule,
+           members: Sequence[str] = ()) -> tuple[str | None, list[str]]:
     """The concept a prompt reaches (None below the cut) and, when it is ambiguous, every
-    candidate (best first; empty otherwise). Ties go to the alphabetically first concept."""
+    candidate (best first; empty otherwise). Ties go to the alphabetically first concept.
+    ``members``: the concepts a generic word names (:func:`clipsam.io.vocabulary.generic_category`),
+    which are the candidates whatever their similarity (one member is reached outright)."""
+    if members:
+        ordered = sorted(members, key=lambda c: (-similarities.get(c, 0.0), c))
+        return ordered[0], ordered if len(ordered) > 1 else []
     ranked = sorted(similarities.items(), key=lambda item: (-item[1], item[0]))
     if not ranked or ranked[0][1] < rule.cut:
         return None, []
@@ -161,12 +170,13 @@ def nearest_phrases(
 
 
 def match_words(prompt: str, nearest: Mapping[str, tuple[float, str]],
-                rule: WordRule) -> ConceptMatch:
+                rule: WordRule, members: Sequence[str] = ()) -> ConceptMatch:
     """The :class:`ConceptMatch` of a prompt from its concepts' nearest phrases
-    (:func:`nearest_phrases`), before the image is seen."""
+    (:func:`nearest_phrases`) and the concepts it names as a generic word (``members``, see
+    :func:`decide`), before the image is seen."""
     similarities = {c: s for c, (s, _) in nearest.items()}
-    concept, candidates = decide(similarities, rule)
-    top = min(nearest, key=lambda c: (-similarities[c], c)) if nearest else None
+    concept, candidates = decide(similarities, rule, members)
+    top = concept or (min(nearest, key=lambda c: (-similarities[c], c)) if nearest else None)
     return ConceptMatch(
         prompt=prompt, concept=concept,
         similarity=similarities[top] if top is not None else 0.0,
