@@ -162,17 +162,24 @@ def test_pipeline_decodes_a_concept_through_its_adapter(tmp_path, shared_data, l
     assert other.decisions.get("mask_source") in (None, "segmenter")
 
 
-def test_exported_graph_decodes_as_the_torch_adapter(tmp_path):
-    """The ONNX graph the pipeline runs gives the torch adapter's logits, for any box count."""
+def test_exported_graph_decodes_as_the_torch_adapter(tmp_path, monkeypatch):
+    """The ONNX graph the pipeline runs gives the torch adapter's logits, for any box count;
+    its optimised form goes to the user cache, the model folder is only read (it may be a
+    read-only install)."""
     from clipsam.models.sam.adapter_runtime import OnnxAdaptedDecoder
     from clipsam.models.segmenter import Geometry, ImageEmbedding
 
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path / "cache"))
     decoder = tiny_decoder()
     with torch.no_grad():
         for parameter in decoder.adapter.parameters():
             parameter.normal_(0.0, 0.2)
-    save_adapter(tmp_path, decoder, "abc", {})
-    onnx = OnnxAdaptedDecoder(tmp_path, "tiny", {})
+    folder = tmp_path / "model"
+    save_adapter(folder, decoder, "abc", {})
+    written = sorted(p.name for p in folder.iterdir())
+    onnx = OnnxAdaptedDecoder(folder, "tiny", {})
+    assert sorted(p.name for p in folder.iterdir()) == written
+    assert len(list((tmp_path / "cache" / "ort").glob("*.ort-*.onnx"))) == 1
     rng = np.random.default_rng(2)
     features = rng.standard_normal((1, DIM, GRID, GRID)).astype(np.float32)
     logits = rng.standard_normal((GRID, GRID)).astype(np.float32)

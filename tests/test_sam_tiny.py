@@ -387,7 +387,7 @@ def test_a_new_process_loads_the_cpu_optimised_graph_with_identical_outputs(
     first = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
     graphs = first.runtime.files
     optimised = [onnx_session.optimised_path(g) for g in graphs]
-    assert all(p.is_file() for p in optimised)
+    assert all(p.is_file() and p.parent == tmp_path / "ort" for p in optimised)
     assert not list(tmp_path.rglob("*.part*"))  # written atomically
     opened = []
 

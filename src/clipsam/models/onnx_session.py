@@ -1,7 +1,9 @@
 """ONNX Runtime sessions for clipsam's exported graphs: the execution provider of a device, the
-thread count, and on the CPU an optimised graph kept beside the exported one, so that a new
+thread count, and on the CPU an optimised graph kept in the user cache (never beside the
+exported graph, whose folder may be a read-only install or a model folder), so that a new
 process skips ONNX Runtime's graph optimisation (its saved form can hold optimisations for this
-CPU, so it is keyed by the ONNX Runtime version and the CPU's instruction-set flags)."""
+CPU, so it is keyed by the ONNX Runtime version and the CPU's instruction-set flags, and by the
+exported graph's path, size and modification time)."""
 
 from __future__ import annotations
 
@@ -61,8 +63,15 @@ def cpu_key() -> str:
 
 
 def optimised_path(graph: Path) -> Path:
-    """Where the CPU-optimised form of ``graph`` is kept."""
-    return graph.with_name(f"{graph.stem}.ort-{cpu_key()}.onnx")
+    """Where the CPU-optimised form of ``graph`` is kept: ``<cache>/ort/`` (the user cache of
+    :func:`clipsam.models.weights.cache_dir`), one file per graph file version and CPU."""
+    from clipsam.models.weights import cache_dir
+
+    graph = Path(graph).resolve()
+    stat = graph.stat()
+    version = hashlib.blake2b(f"{graph}|{stat.st_size}|{stat.st_mtime_ns}".encode(),
+                              digest_size=8).hexdigest()
+    return cache_dir() / "ort" / f"{graph.stem}.{version}.ort-{cpu_key()}.onnx"
 
 
 def session_options(threads: int | None = None, optimise: bool = True) -> Any:
@@ -98,11 +107,13 @@ def onnx_session(graph: Path, device: str = "cpu", threads: int | None = None) -
         if optimised is not None:
             options.log_severity_level = 3  # saving warns that the graph suits this CPU only
             try:
+                optimised.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(optimised) as tmp:
                     options.optimized_model_filepath = str(tmp)
                     session = ort.InferenceSession(str(graph), options, providers=providers)
             except OSError as exc:  # a read-only cache: optimise again in the next process
-                log.debug("optimised graph of %s not kept: %s", graph, exc)
+                log.warning("the optimised graph of %s could not be kept in %s (%s): every "
+                            "new process optimises it again", graph.name, optimised.parent, exc)
                 options.optimized_model_filepath = ""
         if session is None:
             session = ort.InferenceSession(str(graph), options, providers=providers)

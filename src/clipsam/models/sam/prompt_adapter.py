@@ -156,8 +156,6 @@ def save_adapter(folder: Path, decoder: AdaptedDecoder, checkpoint_sha256: str,
     tensors = {k: v.detach().contiguous().clone() for k, v in adapter.state_dict().items()}
     write_atomic(folder / ADAPTER_FILE, lambda p: save_file(tensors, str(p)))
     graph = folder / ADAPTER_GRAPH
-    for stale in folder.glob(f"{graph.stem}.ort-*.onnx"):  # optimised forms of an older graph
-        stale.unlink()
     export_graph(decoder, graph)
     config = {"format": ADAPTER_FORMAT, "version": 1, "adapter": asdict(adapter.config),
               "segmenter": decoder.name, "segmenter_sha256": checkpoint_sha256,
