@@ -99,9 +99,10 @@ def _new_file(path: Path, sop_class: str, modality: str, study: str | None = Non
 
 def _pixels(ds: Dataset, pixels: np.ndarray, bits_stored: int,
             photometric: str | None = None) -> None:
-    """Store ``pixels`` ((H, W), (F, H, W) frames, or (H, W, 3) RGB) as unsigned integers."""
-    colour = pixels.ndim == 3 and pixels.shape[-1] == 3
-    frames = pixels.shape[0] if pixels.ndim == 3 and not colour else 1
+    """Store ``pixels`` ((H, W), (F, H, W) frames, (H, W, 3) RGB or (F, H, W, 3) RGB frames) as
+    unsigned integers."""
+    colour = pixels.ndim in (3, 4) and pixels.shape[-1] == 3
+    frames = pixels.shape[0] if pixels.ndim == 4 or (pixels.ndim == 3 and not colour) else 1
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
@@ -133,7 +134,8 @@ def write_image(path: Path, kind: str, pixels: np.ndarray) -> Path:
     position and orientation and PixelSpacing, but no SliceThickness; ``cr``: computed
     radiograph (MONOCHROME1, 12 bits) with only ImagerPixelSpacing, no frame of reference;
     ``us``: ultrasound (8 bits, region calibration, no frame of reference); ``us-cine``:
-    multi-frame ultrasound ((F, H, W) ``pixels``, frame time, no frame of reference); ``sc``:
+    multi-frame ultrasound ((F, H, W) ``pixels``, frame time, no frame of reference);
+    ``us-cine-colour``: the same in RGB ((F, H, W, 3), as colour Doppler cines are); ``sc``:
     secondary capture of an RGB photograph ((H, W, 3) ``pixels``, e.g. dermoscopy); ``es``: VL
     endoscopic RGB image. Returns ``path``.
     """
@@ -165,8 +167,8 @@ def write_image(path: Path, kind: str, pixels: np.ndarray) -> Path:
         ds.PatientOrientation = ["R", "F"]
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
         _pixels(ds, pixels, 12, "MONOCHROME1")
-    elif kind in ("us", "us-cine"):
-        cine = kind == "us-cine"
+    elif kind in ("us", "us-cine", "us-cine-colour"):
+        cine = kind.startswith("us-cine")
         ds = _new_file(path, UltrasoundMultiFrameImageStorage if cine else UltrasoundImageStorage,
                        "US")
         ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL", ""]

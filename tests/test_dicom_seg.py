@@ -27,7 +27,7 @@ from test_api import FakeEncoder, FakePipeline
 PROMPTS = ("left and right lungs", "absent thing")
 TISSUE = CodedTerm("85756007", "SCT", "Tissue")
 ALGORITHM = Algorithm("clipsam", "0.0", {"method": "test"})
-KINDS = ("dx", "cr", "us", "us-cine", "sc", "es")
+KINDS = ("dx", "cr", "us", "us-cine", "us-cine-colour", "sc", "es")
 CINE_FRAMES = 4
 
 
@@ -141,15 +141,16 @@ def test_prompts_get_the_codes_of_their_target(prompt, category, kind, region):
 
 def kind_pixels(kind: str) -> np.ndarray:
     """Stored values for a :func:`write_image` of ``kind``: a bright block on a dim background
-    ((H, W), (F, H, W) frames for ``us-cine`` with the block moving, (H, W, 3) for photos)."""
+    ((H, W), (F, H, W) frames for ``us-cine`` with the block moving, (F, H, W, 3) for
+    ``us-cine-colour``, (H, W, 3) for photos)."""
     top = {"dx": 12000, "cr": 3000}.get(kind, 220)
-    frames = CINE_FRAMES if kind == "us-cine" else 1
-    values = np.full((frames, 40, 60), top // 10)
-    for k in range(frames):
+    cine = kind.startswith("us-cine")
+    values = np.full((CINE_FRAMES if cine else 1, 40, 60), top // 10)
+    for k in range(len(values)):
         values[k, 10:25, 10 + 5 * k:30 + 5 * k] = top
-    if kind in ("sc", "es"):
-        return np.stack([values[0], values[0] // 2, values[0] // 3], axis=-1)
-    return values if kind == "us-cine" else values[0]
+    if kind in ("sc", "es", "us-cine-colour"):
+        values = np.stack([values, values // 2, values // 3], axis=-1)
+    return values if cine else values[0]
 
 
 def block_masks(image) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +229,7 @@ def test_a_ct_slice_without_slice_thickness_keeps_its_frame_of_reference(tmp_pat
     assert mask.any() and np.array_equal(got.astype(bool), mask)
 
 
-@pytest.mark.parametrize("kind", ["dx", "us-cine"])
+@pytest.mark.parametrize("kind", ["dx", "us-cine", "us-cine-colour"])
 def test_cli_writes_the_seg_of_a_radiograph_and_of_a_cine(kind, cli, tmp_path):
     path = write_image(tmp_path / f"{kind}.dcm", kind, kind_pixels(kind))
     out = tmp_path / "out"
@@ -247,6 +248,10 @@ def test_cli_writes_the_seg_of_a_radiograph_and_of_a_cine(kind, cli, tmp_path):
     assert masks.any() and np.array_equal(pixels[..., 0].astype(bool), masks)
     assert not pixels[..., 1].any()
     assert seg.NumberOfFrames == len(masks)  # the target is in every frame, the other nowhere
+    if kind != "dx":  # the quick look shows the frames as stored: coloured for a colour cine
+        look = np.asarray(Image.open(out / f"{kind}_{prompt_slug(PROMPTS[0])}_slices.png"))
+        tinted = (look[..., 0].astype(int) - look[..., 2]) > 20
+        assert tinted.mean() > 0.05 if kind == "us-cine-colour" else not tinted.any()
 
 
 def test_bad_inputs_get_one_line_errors(cli, tmp_path, capsys):
@@ -276,3 +281,17 @@ def test_bad_inputs_get_one_line_errors(cli, tmp_path, capsys):
     assert run_seg(cli, [tmp_path / "report.dcm"], tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no pixel data" in err and "Traceback" not in err
+
+
+def test_a_colour_cine_in_ycbcr_reads_as_its_rgb_frames(tmp_path):
+    from pydicom.pixels import convert_color_space
+
+    rgb = kind_pixels("us-cine-colour").astype(np.uint8)
+    path = write_image(tmp_path / "ybr.dcm", "us-cine-colour", rgb)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = convert_color_space(rgb, "RGB", "YBR_FULL").tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    ds.save_as(path)
+    image = read_image(path)
+    assert image.is_volume and image.num_slices == CINE_FRAMES and image.size == (40, 60)
+    assert np.abs(image.pixels - rgb).max() <= 1  # rounding of the colour conversion

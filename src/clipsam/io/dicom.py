@@ -21,8 +21,9 @@ def read_dicom(path: Path, max_pixels: int) -> MedicalImage:
     Gray images get RescaleSlope/RescaleIntercept, then, when the file gives one, the first VOI
     window (WindowCenter/WindowWidth, DICOM PS3.3 C.11.2.1.2 linear function) as a clip to its
     range, keeping the rescaled units. MONOCHROME1 images are inverted within their range
-    (window or data range) so that brighter always means higher signal. Multi-frame files are
-    volumes of frames. ``spacing`` is PixelSpacing, else ImagerPixelSpacing, else None.
+    (window or data range) so that brighter always means higher signal. Colour images (RGB, or
+    YCbCr, which pydicom converts to RGB) are (H, W, 3). Multi-frame files are volumes of frames
+    ((F, H, W), or (F, H, W, 3) for a colour cine). ``spacing`` is PixelSpacing, else ImagerPixelSpacing, else None.
     """
     try:
         ds = pydicom.dcmread(path)
@@ -41,8 +42,6 @@ def read_dicom(path: Path, max_pixels: int) -> MedicalImage:
     else:
         pixels = pixels[..., :3].astype(np.float32)
     is_volume = frames > 1
-    if is_volume and samples != 1:
-        raise InputError(f"cannot read {path}: multi-frame colour DICOM is not supported")
     metadata["dicom_files"] = (path,)
     return MedicalImage(pixels=pixels, spacing=_spacing(ds), source_format="dicom", path=path,
                         is_volume=is_volume, metadata=metadata)

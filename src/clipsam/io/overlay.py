@@ -70,10 +70,11 @@ def write_slice_grid_png(
     tile_size: int = 256,
 ) -> Path | None:
     """A quick look at a volume's result: the slices that hold ``mask`` ((Z, H, W) bool) in a
-    grid, each with the mask's outline (green) and its slice number, as an RGB PNG.
+    grid, each with the mask's outline (green) and its slice number, as an RGB PNG (gray
+    slices, or the RGB frames of a colour cine).
 
     At most ``max_tiles`` slices, evenly spread over those holding the mask; each tile is
-    shrunk to at most ``tile_size`` pixels a side; the gray levels are stretched once for the
+    shrunk to at most ``tile_size`` pixels a side; the levels are stretched once for the
     whole volume so tiles compare. Writes nothing and returns None when the mask is empty.
     """
     mask = np.asarray(mask, dtype=bool)
@@ -95,11 +96,13 @@ def write_slice_grid_png(
     sheet = Image.new("RGB", (columns * width, rows * height))
     for tile, index in enumerate(shown):
         plane = np.clip(np.nan_to_num(pixels[index], nan=low), low, high)
-        gray = np.round((plane - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
-        gray = np.asarray(Image.fromarray(gray).resize((width, height), Image.Resampling.BILINEAR))
+        levels = np.round((plane - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
+        levels = np.asarray(Image.fromarray(levels).resize((width, height),
+                                                           Image.Resampling.BILINEAR))
         shape = np.asarray(Image.fromarray(mask[index]).resize((width, height),
                                                                Image.Resampling.NEAREST))
-        canvas = np.repeat(gray[..., None], 3, axis=-1)
+        canvas = (levels.copy() if levels.ndim == 3  # the RGB frames of a colour cine
+                  else np.repeat(levels[..., None], 3, axis=-1))
         canvas[shape & ~ndimage.binary_erosion(shape, border_value=0)] = MASK_COLOUR
         picture = Image.fromarray(canvas)
         ImageDraw.Draw(picture).text((3, 2), str(int(index)), fill=MASK_COLOUR)
