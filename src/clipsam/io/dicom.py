@@ -23,7 +23,8 @@ def read_dicom(path: Path, max_pixels: int) -> MedicalImage:
     range, keeping the rescaled units. MONOCHROME1 images are inverted within their range
     (window or data range) so that brighter always means higher signal. Colour images (RGB, or
     YCbCr, which pydicom converts to RGB) are (H, W, 3). Multi-frame files are volumes of frames
-    ((F, H, W), or (F, H, W, 3) for a colour cine). ``spacing`` is PixelSpacing, else ImagerPixelSpacing, else None.
+    ((F, H, W), or (F, H, W, 3) for a colour cine). ``spacing`` is PixelSpacing, else
+    ImagerPixelSpacing, else None.
     """
     try:
         ds = pydicom.dcmread(path)

@@ -17,8 +17,9 @@ class MedicalImage:
     """An image as read from disk, in its native numeric range.
 
     ``pixels`` is (H, W) for gray, (H, W, 3) for RGB, or (S, H, W) for a volume of S gray slices
-    (``is_volume``; (S, H, W, 3) for the RGB frames of a colour cine). Raster files (PNG, JPEG, TIFF) keep their own dtype (uint8, uint16, ...);
-    DICOM and NIfTI are float32 physical values (after rescale slope/intercept).
+    (``is_volume``; (S, H, W, 3) for the RGB frames of a colour cine). Raster files (PNG, JPEG,
+    TIFF) keep their own dtype (uint8, uint16, ...); DICOM and NIfTI are float32 physical values
+    (after rescale slope/intercept).
     ``spacing`` is the (row, col) pixel size in mm, or None when the file does not say.
     ``affine`` and ``header`` are kept for NIfTI so outputs can be written in the same space;
     a DICOM series gets the NIfTI-style ``affine`` of its geometry (no header).
