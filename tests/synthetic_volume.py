@@ -126,7 +126,8 @@ class BrightGrounding:
                             threshold=self.threshold_for(text), point=point, statistic="map")
 
 
-CALIBRATED = {"smoothing": 1.0, "hold": 0.0, "reach": 2, "margin": 0.1, "cleanup": True}
+CALIBRATED = {"smoothing": 1.0, "hold": 0.0, "reach": 2, "margin": 0.1, "cleanup": True,
+              "min_component": 0.0}
 
 
 def write_example(root: Path) -> Path:

@@ -24,6 +24,7 @@ from clipsam.pipelines.volume import (
 from clipsam.postprocess.volume import (
     anchored_components,
     gaussian_weights,
+    major_components,
     runs,
     smooth_scores,
     smoothing_radius,
@@ -91,6 +92,21 @@ def test_components_touching_no_anchor_slice_are_dropped():
     assert anchored_components(mask, np.array([1, 0, 0], bool))[1] == 0
 
 
+def test_components_small_beside_the_largest_are_dropped():
+    mask = np.zeros((6, 10, 10), bool)
+    mask[1:4, 0:4, 0:4] = True  # 48 voxels
+    mask[1:3, 7:10, 7:10] = True  # 18 voxels: 0.375 of the largest
+    mask[5, 0, 9] = True  # 1 voxel
+    for fraction, dropped, kept_voxels in ((0.0, 0, 67), (0.02, 0, 67), (0.1, 1, 66),
+                                           (0.375, 1, 66), (0.4, 2, 48), (1.0, 2, 48)):
+        kept, count = major_components(mask, fraction)
+        assert (count, int(kept.sum())) == (dropped, kept_voxels), fraction
+        assert not (kept & ~mask).any()
+    assert major_components(np.zeros((2, 3, 3), bool), 0.5)[1] == 0
+    with pytest.raises(InputError, match="fraction"):
+        major_components(mask, 1.5)
+
+
 # --- the tracker, with hand-made slices ---------------------------------------------------------
 
 
@@ -144,6 +160,22 @@ def test_the_tracker_propagates_drops_far_components_and_holds_few_embeddings():
     assert set(outcome.timings) >= {"decode", "propagate", "volume", "total"}
 
 
+def test_the_tracker_drops_a_confident_speck_beside_the_target_with_min_component():
+    size = (10, 10)
+    both = np.zeros(size, bool)
+    both[1:6, 1:6] = True  # the target: 25 pixels a slice
+    both[8, 8] = True  # a speck on the same confident slices
+    for fraction, kept in ((0.0, 26 * 3), (0.1, 25 * 3)):
+        tracker = VolumeTracker(VolumeSettings("consistent", cleanup=True,
+                                               min_component=fraction), "p", "m")
+        for z in range(3):
+            tracker.add(z, _result(both), SliceEvidence(0.9, 0.5, "score"))
+        outcome = tracker.finish()
+        assert int(outcome.mask.sum()) == kept
+        assert outcome.decisions["volume"]["dropped_minor_components"] == (fraction > 0)
+        assert outcome.decisions["volume"]["min_component"] == fraction
+
+
 def test_a_run_below_the_hold_level_is_not_found():
     size = (8, 8)
     square = np.zeros(size, bool)
@@ -163,8 +195,9 @@ def test_settings_come_from_the_config_else_the_model_else_neutral_with_a_warnin
     settings = resolve_settings(VolumeConfig(reach=1), {"smoothing": 2.0, "margin": 0.3})
     assert (settings.smoothing, settings.reach, settings.margin, settings.hold) == (2.0, 1, 0.3, 0)
     assert settings.origin == {"smoothing": "calibrated", "hold": "default", "reach": "config",
-                               "margin": "calibrated", "cleanup": "default"}
-    assert "hold, cleanup" in settings.warnings[0]
+                               "margin": "calibrated", "cleanup": "default",
+                               "min_component": "default"}
+    assert "hold, cleanup, min_component" in settings.warnings[0]
     assert not resolve_settings(VolumeConfig(), CALIBRATED).warnings
     assert resolve_settings(VolumeConfig(mode="slices"), CALIBRATED).record() == {"mode": "slices"}
     with pytest.raises(InputError, match="volume mode"):
@@ -173,6 +206,8 @@ def test_settings_come_from_the_config_else_the_model_else_neutral_with_a_warnin
         VolumeConfig(reach=1.5)
     with pytest.raises(InputError, match="margin"):
         resolve_settings(VolumeConfig(), {"margin": 2.0})
+    with pytest.raises(InputError, match="min_component"):
+        VolumeConfig(min_component=1.5)
 
 
 # --- the whole pipeline on the synthetic volume -------------------------------------------------

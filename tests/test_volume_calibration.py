@@ -35,18 +35,22 @@ SMALL = VolumeCalibrationConfig(smoothings=(0.0, 1.0), holds=(0.0, 2.0), reaches
 
 def test_the_groups_are_chosen_in_turn_each_against_its_neutral_default():
     keys = SMALL.candidates()
-    assert DEFAULT in keys and len(keys) == 2 * 2 * (1 + 2) * 2  # reach 0 takes no margin
+    # reach 0 takes no margin; four min_component values
+    assert DEFAULT in keys and len(keys) == 2 * 2 * (1 + 2) * 2 * 4
     base = dict.fromkeys(keys, 0.5)
     table = {"a": dict(base), "b": dict(base)}
-    table["a"][(1.0, 0.0, 0, 0.0, False)] = 0.52  # smoothing alone: +0.01 on average
-    table["a"][(1.0, 0.0, 2, 0.1, False)] = 0.7  # smoothing with propagation: +0.1
-    table["a"][(1.0, 2.0, 2, 0.1, False)] = 0.71  # then a hold: +0.005, below min_gain
-    table["a"][(1.0, 0.0, 2, 0.1, True)] = 0.74  # then the clean-up: +0.02
-    table["a"][(0.0, 2.0, 0, 0.0, True)] = 0.9  # never reached: smoothing 0 was not chosen
+    table["a"][(1.0, 0.0, 0, 0.0, False, 0.0)] = 0.52  # smoothing alone: +0.01 on average
+    table["a"][(1.0, 0.0, 2, 0.1, False, 0.0)] = 0.7  # smoothing with propagation: +0.1
+    table["a"][(1.0, 2.0, 2, 0.1, False, 0.0)] = 0.71  # then a hold: +0.005, below min_gain
+    table["a"][(1.0, 0.0, 2, 0.1, True, 0.0)] = 0.74  # then the clean-up: +0.02
+    table["a"][(1.0, 0.0, 2, 0.1, True, 0.25)] = 0.8  # then minor components: +0.03
+    table["a"][(1.0, 0.0, 2, 0.1, False, 0.5)] = 0.95  # never reached: clean-up was chosen
+    table["a"][(0.0, 2.0, 0, 0.0, True, 0.0)] = 0.9  # never reached: smoothing 0 was not chosen
     settings, report = choose_volume_settings(table, SMALL)
     assert settings == {"smoothing": 1.0, "hold": 0.0, "reach": 2, "margin": 0.1,
-                        "cleanup": True}
-    assert report["dice_slices"] == 0.5 and report["dice_chosen"] == 0.62
+                        "cleanup": True, "min_component": 0.25}
+    assert report["dice_slices"] == 0.5 and report["dice_chosen"] == 0.65
+    assert report["steps"]["min_component"]["0.25"] == 0.65
     assert report["steps"]["smoothing reach margin"]["1.0 2 0.1"] == 0.6
     assert report["steps"]["hold"] == {"0.0": 0.6, "2.0": 0.605}
     equal = {"a": dict(base)}

@@ -215,7 +215,8 @@ class VolumeConfig:
     ``hold`` logits above that threshold, and the volume is "not found" when no run holds; a
     slice of a held run whose own answer is weak takes box prompts from the mask of the nearest
     confident slice of its run at most ``reach`` slices away, each side grown by ``margin`` of
-    the box's size; with ``cleanup``, 3-D components that touch no confident slice are dropped.
+    the box's size; with ``cleanup``, 3-D components that touch no confident slice are dropped;
+    then components of fewer voxels than ``min_component`` of the largest one (0: none).
     A setting left None takes the text model's calibrated value (its ``volume`` block), else
     the value that makes ``consistent`` equal ``slices`` (recorded with a warning).
     """
@@ -226,13 +227,15 @@ class VolumeConfig:
     reach: int | None = None
     margin: float | None = None
     cleanup: bool | None = None
+    min_component: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in VOLUME_MODES:
             raise InputError(f"unknown volume mode {self.mode!r}; use "
                              f"{' or '.join(VOLUME_MODES)}")
         checks = {"smoothing": (self.smoothing, 0.0, 10.0), "hold": (self.hold, 0.0, 10.0),
-                  "reach": (self.reach, 0, 10), "margin": (self.margin, 0.0, 0.99)}
+                  "reach": (self.reach, 0, 10), "margin": (self.margin, 0.0, 0.99),
+                  "min_component": (self.min_component, 0.0, 1.0)}
         for name, (value, low, high) in checks.items():
             if value is not None and not low <= value <= high:
                 raise InputError(f"volume {name} must lie in [{low}, {high}], got {value}")

@@ -43,12 +43,19 @@ from clipsam.pipelines.base import Pipeline, PipelineResult
 from clipsam.pipelines.common import BoxDecoder
 from clipsam.pipelines.timing import StageTimer, checkpoint
 from clipsam.postprocess.boxes import component_boxes, expand_boxes
-from clipsam.postprocess.volume import anchored_components, runs, smooth_at, smoothing_radius
+from clipsam.postprocess.volume import (
+    anchored_components,
+    major_components,
+    runs,
+    smooth_at,
+    smoothing_radius,
+)
 
 Embed = Callable[[np.ndarray], tuple[ImageEmbedding | None, float]]
 """A plane -> its embedding (None for a method that reads none) and the seconds spent encoding."""
 
-NEUTRAL = {"smoothing": 0.0, "hold": 0.0, "reach": 0, "margin": 0.0, "cleanup": False}
+NEUTRAL = {"smoothing": 0.0, "hold": 0.0, "reach": 0, "margin": 0.0, "cleanup": False,
+           "min_component": 0.0}
 """The settings under which ``consistent`` gives the masks of ``slices``: used, with a recorded
 warning, for a setting neither the configuration nor the text model gives."""
 
@@ -64,6 +71,7 @@ class VolumeSettings:
     reach: int = 0
     margin: float = 0.0
     cleanup: bool = False
+    min_component: float = 0.0
     origin: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -105,7 +113,8 @@ def resolve_settings(config: VolumeConfig, calibrated: Mapping[str, Any] | None)
     return VolumeSettings(mode=config.mode, smoothing=float(checked.smoothing),
                           hold=float(checked.hold), reach=int(checked.reach),
                           margin=float(checked.margin), cleanup=bool(checked.cleanup),
-                          origin=origin, warnings=warnings)
+                          min_component=float(checked.min_component), origin=origin,
+                          warnings=warnings)
 
 
 def calibrated_volume(pipeline: Pipeline) -> Mapping[str, Any] | None:
@@ -229,6 +238,8 @@ class VolumeTracker:
                 volume["propagated_slices"] = [z for z in self.propagated if held[z]]
                 if self.settings.cleanup:
                     mask, volume["dropped_components"] = anchored_components(mask, anchors)
+                mask, volume["dropped_minor_components"] = major_components(
+                    mask, self.settings.min_component)
                 volume["presence"] = self.slices[0].evidence.kind
         boxes = [np.column_stack([np.full(len(b), z, np.float32), b])
                  for z, (m, b, _) in enumerate(self.final) if mask[z].any()]

@@ -1,4 +1,5 @@
-"""Along the slice axis of a volume: smoothing per-slice scores, runs of slices, 3-D components.
+"""Along the slice axis of a volume: smoothing per-slice scores, runs of slices, 3-D components
+(those anchored on confident slices, those large beside the largest).
 
 Pure array functions for :mod:`clipsam.pipelines.volume`; slices are indexed 0..Z-1 in the
 order of the volume.
@@ -53,6 +54,26 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     flags = np.asarray(flags, bool)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def major_components(mask: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
+    """The (Z, H, W) mask without its 3-D components (26-connected) of fewer voxels than
+    ``fraction`` of the largest one, and how many were dropped (0: every component kept)."""
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 3 or not 0.0 <= fraction <= 1.0:
+        raise InputError(f"expected a (Z, H, W) mask and a fraction in [0, 1], got {mask.shape} "
+                         f"and {fraction}")
+    if fraction == 0.0 or not mask.any():
+        return mask, 0
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    keep = sizes >= fraction * sizes.max()
+    keep[0] = False
+    kept = np.zeros_like(mask)
+    kept[box] = keep[labels]
+    return kept, int(count - keep.sum())
 
 
 def anchored_components(mask: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, int]:

@@ -14,7 +14,10 @@ when it beats the group's default by ``min_gain``):
    own, propagation only reaches weak slices that smoothing brought in, so either is measured
    only with the other;
 2. ``hold``, with those;
-3. clean-up on or off, with all three.
+3. clean-up on or off, with all three;
+4. ``min_component`` (components smaller than that fraction of the largest are dropped), with
+   all four: it applies last, to the finished mask, so each candidate is that of step 3's
+   masks filtered (:func:`clipsam.postprocess.volume.major_components`), not streamed again.
 
 Each group's default is the value under which ``consistent`` gives the masks of ``slices``
 (:data:`clipsam.pipelines.volume.NEUTRAL`). The settings are model-wide (every concept's
@@ -45,12 +48,12 @@ from clipsam.pipelines.volume import (
     decoder_for,
     slice_evidence,
 )
+from clipsam.postprocess.volume import major_components
 from clipsam.train.calibrate import choose_setting
 
-Key = tuple[float, float, int, float, bool]
-"""(smoothing, hold, reach, margin, cleanup)."""
-DEFAULT: Key = (NEUTRAL["smoothing"], NEUTRAL["hold"], NEUTRAL["reach"], NEUTRAL["margin"],
-                NEUTRAL["cleanup"])
+Key = tuple[float, float, int, float, bool, float]
+"""(smoothing, hold, reach, margin, cleanup, min_component)."""
+DEFAULT: Key = tuple(NEUTRAL.values())  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -62,21 +65,25 @@ class VolumeCalibrationConfig:
     holds: tuple[float, ...] = (0.0, 1.0, 2.0)
     reaches: tuple[int, ...] = (0, 1, 2)
     margins: tuple[float, ...] = (0.0, 0.1, 0.2)
+    min_components: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)
     min_gain: float = 0.01
 
     def candidates(self) -> list[Key]:
         """Every combination (one with ``reach`` 0 per presence setting: no margin applies)."""
         keys = []
-        for smoothing, hold, reach, margin, cleanup in itertools.product(
-                self.smoothings, self.holds, self.reaches, self.margins, (False, True)):
+        for smoothing, hold, reach, margin, cleanup, minimum in itertools.product(
+                self.smoothings, self.holds, self.reaches, self.margins, (False, True),
+                self.min_components):
             if reach == 0 and margin != NEUTRAL["margin"]:
                 continue
-            keys.append((float(smoothing), float(hold), int(reach), float(margin), cleanup))
+            keys.append((float(smoothing), float(hold), int(reach), float(margin), cleanup,
+                         float(minimum)))
         return keys
 
 
 def _settings(key: Key) -> VolumeSettings:
-    smoothing, hold, reach, margin, cleanup = key
+    """The settings of a candidate, streamed without ``min_component`` (applied afterwards)."""
+    smoothing, hold, reach, margin, cleanup, _ = key
     return VolumeSettings("consistent", smoothing=smoothing, hold=hold, reach=reach,
                           margin=margin, cleanup=cleanup)
 
@@ -106,9 +113,11 @@ def volume_dice(
     prompt: str,
     keys: list[Key],
 ) -> dict[Key, float]:
-    """The 3-D Dice of every candidate on one volume, from one pass over its slices."""
+    """The 3-D Dice of every candidate on one volume, from one pass over its slices (one
+    tracker per candidate but ``min_component``, whose values filter the tracker's mask)."""
     decode = _shared_decoder(decoder_for(pipeline, prompt))
-    trackers = {key: VolumeTracker(_settings(key), prompt, pipeline.name, decode) for key in keys}
+    trackers = {key[:5]: VolumeTracker(_settings(key), prompt, pipeline.name, decode)
+                for key in keys}
     for index in range(image.num_slices):
         plane = segmenter_input(image.slice(index))
         embedding = segmenter.encode(plane)
@@ -116,7 +125,8 @@ def volume_dice(
         evidence = slice_evidence(result)
         for tracker in trackers.values():
             tracker.add(embedding, result, evidence)
-    return {key: dice(tracker.finish().mask, reference) for key, tracker in trackers.items()}
+    masks = {base: tracker.finish().mask for base, tracker in trackers.items()}
+    return {key: dice(major_components(masks[key[:5]], key[5])[0], reference) for key in keys}
 
 
 def choose_volume_settings(per_volume: dict[str, dict[Key, float]],
@@ -131,14 +141,19 @@ def choose_volume_settings(per_volume: dict[str, dict[Key, float]],
         return choose_setting(group, default, config.min_gain), group
 
     (smoothing, reach, margin), propagation = step(
-        lambda k: (k[0], k[2], k[3]) if (k[1], k[4]) == (DEFAULT[1], DEFAULT[4]) else None,
+        lambda k: (k[0], k[2], k[3]) if (k[1], *k[4:]) == (DEFAULT[1], *DEFAULT[4:]) else None,
         (DEFAULT[0], DEFAULT[2], DEFAULT[3]))
     (hold,), presence = step(
-        lambda k: (k[1],) if (k[0], k[2], k[3], k[4]) == (smoothing, reach, margin, DEFAULT[4])
-        else None, (DEFAULT[1],))
+        lambda k: (k[1],) if (k[0], k[2], k[3], *k[4:]) == (smoothing, reach, margin,
+                                                            *DEFAULT[4:]) else None,
+        (DEFAULT[1],))
     (cleanup,), clean = step(
-        lambda k: k[4:] if k[:4] == (smoothing, hold, reach, margin) else None, DEFAULT[4:])
-    chosen = (smoothing, hold, reach, margin, cleanup)
+        lambda k: (k[4],) if (*k[:4], k[5]) == (smoothing, hold, reach, margin, DEFAULT[5])
+        else None, (DEFAULT[4],))
+    (minimum,), minor = step(
+        lambda k: (k[5],) if k[:5] == (smoothing, hold, reach, margin, cleanup) else None,
+        (DEFAULT[5],))
+    chosen = (smoothing, hold, reach, margin, cleanup, minimum)
     settings = dict(zip(NEUTRAL, chosen, strict=True))
 
     def table(group: dict) -> dict[str, float]:
@@ -148,7 +163,7 @@ def choose_volume_settings(per_volume: dict[str, dict[Key, float]],
         "n_volumes": len(per_volume),
         "min_gain": config.min_gain,
         "steps": {"smoothing reach margin": table(propagation), "hold": table(presence),
-                  "cleanup": table(clean)},
+                  "cleanup": table(clean), "min_component": table(minor)},
         "chosen": settings,
         "dice_slices": round(means[DEFAULT], 4),
         "dice_chosen": round(means[chosen], 4),

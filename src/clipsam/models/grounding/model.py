@@ -75,7 +75,7 @@ ADAPTER_GRAPH, ADAPTER_FORMAT = "decoder_adapter.onnx", "clipsam-decoder-adapter
 
 
 MASK_SOURCES = ("segmenter", "map", "union", "decoder")
-VOLUME_SETTINGS = ("smoothing", "hold", "reach", "margin", "cleanup")
+VOLUME_SETTINGS = ("smoothing", "hold", "reach", "margin", "cleanup", "min_component")
 """The calibrated settings of the model's ``volume`` block (:class:`clipsam.config.VolumeConfig`),
 model-wide: how volumes are segmented consistently along the slice axis."""
 
