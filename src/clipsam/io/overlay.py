@@ -16,6 +16,7 @@ from clipsam.io.image import MedicalImage, segmenter_input
 
 MASK_COLOUR = (0, 255, 0)
 BOX_COLOUR = (255, 64, 64)
+REFERENCE_COLOUR = (255, 220, 0)
 
 
 def to_display(pixels: np.ndarray, low_percentile: float = 0.5,
@@ -107,4 +108,43 @@ def write_slice_grid_png(
         picture = Image.fromarray(canvas)
         ImageDraw.Draw(picture).text((3, 2), str(int(index)), fill=MASK_COLOUR)
         sheet.paste(picture, ((tile % columns) * width, (tile // columns) * height))
+    return write_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def case_picture(pixels: np.ndarray, mask: np.ndarray, reference: np.ndarray,
+                 boxes: np.ndarray, size: int = 256) -> np.ndarray:
+    """(S, S', 3) uint8 of one evaluated image, at most ``size`` pixels a side: the image with
+    the reference's outline (yellow), the answer's outline (green) and its box prompts (red)."""
+    canvas = to_display(pixels)
+    scale = min(1.0, size / max(canvas.shape[:2]))
+    height, width = (max(1, round(n * scale)) for n in canvas.shape[:2])
+    canvas = np.asarray(Image.fromarray(canvas).resize((width, height),
+                                                       Image.Resampling.BILINEAR)).copy()
+    for outlined, colour in ((reference, REFERENCE_COLOUR), (mask, MASK_COLOUR)):
+        shape = np.asarray(Image.fromarray(np.asarray(outlined, bool)).resize(
+            (width, height), Image.Resampling.NEAREST))
+        canvas[shape & ~ndimage.binary_erosion(shape, border_value=0)] = colour
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=BOX_COLOUR)
+    return np.asarray(picture)
+
+
+def write_sheet_png(path: str | os.PathLike[str], pictures: list[np.ndarray],
+                    captions: list[str], columns: int = 4) -> Path:
+    """The RGB ``pictures`` in a grid of ``columns``, each with its caption above it, as a
+    PNG."""
+    if not pictures or len(pictures) != len(captions):
+        raise InputError(f"cannot write {path}: {len(pictures)} pictures and "
+                         f"{len(captions)} captions")
+    cell_h = max(p.shape[0] for p in pictures) + 14
+    cell_w = max(p.shape[1] for p in pictures)
+    rows = math.ceil(len(pictures) / columns)
+    sheet = Image.new("RGB", (min(columns, len(pictures)) * cell_w, rows * cell_h))
+    draw = ImageDraw.Draw(sheet)
+    for index, (picture, caption) in enumerate(zip(pictures, captions, strict=True)):
+        x, y = (index % columns) * cell_w, (index // columns) * cell_h
+        draw.text((x + 2, y + 1), caption, fill=(255, 255, 255))
+        sheet.paste(Image.fromarray(picture), (x, y + 14))
     return write_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))

@@ -121,6 +121,16 @@ def expand_boxes(
     return clip_boxes(grown, image_size)
 
 
+def boxes_to_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels covered by any of the (N, 4) boxes (a pixel counts when its
+    centre lies inside a box)."""
+    mask = np.zeros(size, bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        mask[max(0, int(np.ceil(y1 - 0.5))):max(0, int(np.ceil(y2 - 0.5))),
+             max(0, int(np.ceil(x1 - 0.5))):max(0, int(np.ceil(x2 - 0.5)))] = True
+    return mask
+
+
 def box_areas(boxes: np.ndarray) -> np.ndarray:
     """(N,) areas of (N, 4) boxes (zero for degenerate boxes)."""
     array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
