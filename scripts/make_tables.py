@@ -842,6 +842,25 @@ def table_presence_points() -> str:
                    "balanced point", "precision point"], body)
 
 
+def table_lesion_limits() -> str:
+    """What limits box-anchored decoding on the lesion sets (``scripts/lesion_limits.py``,
+    ``lesions/limits/summary.json``): per set the product path's Dice, the box-anchored
+    ceiling, the images below Dice one half by cause, and the segmenter's IoU prediction
+    against the true IoU."""
+    path = RESULTS / "lesions" / "limits" / "summary.json"
+    if not path.is_file():
+        return "Not measured yet."
+    body = []
+    for name, entry in json.loads(path.read_text())["sets"].items():
+        body.append([name, str(entry["n"]), _fmt(entry["dice"]), _fmt(entry["ceiling"]),
+                     str(entry["below"]), str(entry["below_not_found"]),
+                     str(entry["below_mostly_outside"]), _fmt(entry["iou_spearman"], 2),
+                     _fmt(entry["iou_overconfidence"], 2)])
+    return _table(["set", "images", "Dice", "box-anchored ceiling", "below 0.5",
+                   "of which not found", "of which found, target mostly outside the boxes",
+                   "IoU prediction: Spearman", "mean predicted minus true IoU"], body)
+
+
 def table_presence_confusion() -> str:
     """"What is in this image?" (``scripts/bench_presence_confusion.py``,
     ``words/confusion/table.json``): per set, the share of its held-out images on which each
@@ -870,6 +889,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ship_rule": table_ship_rule, "model_change": table_model_change,
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
     "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
+    "lesion_limits": table_lesion_limits,
 }
 
 

@@ -158,6 +158,19 @@ def test_paraphrase_table_states_both_bars_from_the_summary(tables, tmp_path, mo
     assert table.endswith("(bar: at least 0.9); not met.")
 
 
+def test_lesion_limits_table_reads_each_cause_from_the_summary(tables, tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_lesion_limits() == "Not measured yet."
+    folder = tmp_path / "lesions" / "limits"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"sets": {"busi": {
+        "n": 29, "dice": 0.661, "ceiling": 0.778, "below": 8, "below_not_found": 1,
+        "below_mostly_outside": 6, "n_rated": 29, "iou_spearman": 0.84,
+        "iou_overconfidence": 0.21}}}))
+    row = tables.table_lesion_limits().splitlines()[2]
+    assert row == "| busi | 29 | 0.661 | 0.778 | 8 | 1 | 6 | 0.84 | 0.21 |"
+
+
 def test_presence_points_table_shows_each_operating_point(tables, tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert tables.table_presence_points() == "Not measured yet."
