@@ -511,3 +511,25 @@ def test_the_record_says_what_the_pipeline_decided_for_the_prompt(box_segmenter)
     decisions = dict(result.decisions)
     assert decisions.pop("volume")["mode"] == "consistent"
     assert result.found and decisions == {"mask_source": "segmenter", "box_margin": 0.25}
+
+
+def test_test_time_flips_average_maps_flipped_back_with_one_encoder_pass_each():
+    from synthetic_volume import BrightGrounding, BrightSegmenter
+
+    image = np.zeros((64, 64), np.uint8)
+    image[8:24, 4:20] = 230  # off-centre: a map not flipped back would land elsewhere
+    runs = {}
+    for tta in ((), ("hflip",), ("hflip", "vflip")):
+        segmenter = BrightSegmenter()
+        pipeline = MedClipSamPipeline(segmenter, BrightGrounding(), MedClipSamConfig(tta=tta))
+        runs[tta] = pipeline.run(image, "bright thing", keep_intermediates=True)
+        assert segmenter.encoded == 1 + len(tta)
+        assert ("tta" in runs[tta].timings) is bool(tta)
+    plain = runs[()]
+    for tta in (("hflip",), ("hflip", "vflip")):
+        np.testing.assert_allclose(runs[tta].intermediates["saliency"],
+                                   plain.intermediates["saliency"], atol=1e-6)
+        assert np.array_equal(runs[tta].mask, plain.mask) and plain.mask[8:24, 4:20].all()
+    with pytest.raises(ValueError, match="unknown test-time flip 'rotate'"):
+        MedClipSamPipeline(BrightSegmenter(), BrightGrounding(), MedClipSamConfig(tta=("rotate",)))
+

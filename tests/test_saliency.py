@@ -133,3 +133,14 @@ def test_squash_keeps_dtype_and_covers_the_image():
     square = squash_to_square(image)
     assert square.shape == (30, 30) and square.dtype == np.uint8
     assert square[:, :18].max() == 0 and square[:, 22:].min() == 200
+
+
+def test_test_time_flips_need_a_native_map():
+    from clipsam.config import MedClipSamConfig
+    from clipsam.pipelines.medclipsam import MedClipSamPipeline
+    from synthetic_volume import BrightSegmenter
+
+    model = PatchModel(np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match=r"tta.*gradcam saliency has none"):
+        MedClipSamPipeline(BrightSegmenter(), model,
+                           MedClipSamConfig(saliency="gradcam", tta=("hflip",)))

@@ -333,3 +333,16 @@ def test_a_model_without_operating_points_refuses_them_in_one_line(word_cli, tmp
     assert err.count("\n") == 0 and "no 'balanced' presence point" in err
     assert err.startswith("clipsam: error:")
     assert "--presence recall" in err
+
+
+def test_test_time_flips_are_a_recorded_medclipsam_setting(points_cli, tmp_path, capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    out = tmp_path / "out"
+    assert points_cli(str(image), "-p", "lungs", "-o", str(out), "--tta", "hflip") == 0
+    lungs = json.loads((out / "scan.json").read_text())["results"][0]
+    assert lungs["provenance"]["config"]["medclipsam"]["tta"] == ["hflip"]
+    assert "tta" in lungs["provenance"]["timings"]
+    assert points_cli(str(image), "-p", "lungs", "-o", str(tmp_path / "s"), "--method", "salip",
+                      "--tta", "hflip") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tta applies to medclipsam's map" in err

@@ -186,6 +186,9 @@ class MedClipSamConfig:
     ``box_margin``: each side of
     every box prompt grows by this fraction of the box's size before decoding (not for the map
     source); None takes the grounding model's calibrated margin for the concept, else 0.
+    ``tta``: test-time augmentation of a native map, the flips of the image (``hflip``,
+    ``vflip``) whose maps, flipped back, are averaged with the image's own: one more encoder
+    pass each (presence stays the image's own).
     """
 
     version: str = "v2"
@@ -198,6 +201,7 @@ class MedClipSamConfig:
     cleanup: bool = True
     use_prompt_library: bool = True
     map_level: float | None = None
+    tta: tuple[str, ...] = ()
 
 
 VOLUME_MODES = ("consistent", "slices")

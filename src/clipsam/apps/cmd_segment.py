@@ -16,9 +16,11 @@ from clipsam.apps.options import (
     add_segmenter,
     add_text_model,
     add_threads,
+    add_tta,
     add_weights_dir,
     check_model_option,
     positive_int,
+    tta_config,
 )
 from clipsam.config import VOLUME_MODES
 from clipsam.errors import InputError, require
@@ -68,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_segmenter(parser)
     add_text_model(parser)
     add_presence(parser)
+    add_tta(parser)
     add_runtime(parser)
     add_device(parser)
     add_threads(parser)
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                         runtime=args.runtime, device=args.device, threads=args.threads,
                         keep_intermediates=weak, presence=args.presence,
                         weights_dir=args.weights_dir, weak_model=args.model,
-                        volume_mode=args.volume_mode)
+                        volume_mode=args.volume_mode, **tta_config(args.method, args.tta))
     if args.engine == "ray":
         require("ray", "--engine ray")
     else:

@@ -85,6 +85,27 @@ def add_presence(parser: argparse.ArgumentParser) -> None:
                              "'not found' on at least 90%% of images without the target")
 
 
+def add_tta(parser: argparse.ArgumentParser) -> None:
+    """``--tta FLIP ...``: test-time flips of MedCLIP-SAM's native map
+    (MedClipSamConfig.tta)."""
+    parser.add_argument("--tta", nargs="+", choices=("hflip", "vflip"), default=(),
+                        metavar="FLIP",
+                        help="medclipsam only: also encode the image flipped (hflip, vflip) and "
+                             "average the maps; one more encoder pass per flip")
+
+
+def tta_config(method: str, flips: tuple[str, ...] | list[str]) -> dict:
+    """The run options of ``--tta``: ``{"tta": flips}`` for medclipsam, nothing without flips;
+    an InputError for another method (the option would do nothing)."""
+    from clipsam.errors import InputError
+
+    if not flips:
+        return {}
+    if method != "medclipsam":
+        raise InputError(f"--tta applies to medclipsam's map; method {method!r} has none")
+    return {"tta": tuple(dict.fromkeys(flips))}
+
+
 def add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: the models' intra-op threads (ModelConfig.threads)."""
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from clipsam.models.sam.adapter_runtime import PromptedDecoder
 
 GRADIENT_SALIENCY = {"v1": "gscorecam", "v2": "m2ib"}
+FLIPS = {"hflip": np.fliplr, "vflip": np.flipud}
+"""Test-time flips of an image (H, W[, 3]) or a map (H, W); each is its own inverse."""
 MASK_SOURCES = ("auto", "segmenter", "map", "union", "decoder")
 # The built-in model's map is a calibrated probability; gradient maps are relative.
 COARSE_FOR_NATIVE, COARSE_FOR_GRADIENT = "threshold", "crf"
@@ -78,6 +80,12 @@ class MedClipSamPipeline:
         self.text_model = text_model
         self.config = config or MedClipSamConfig()
         self.saliency_method = self._saliency_method()
+        unknown = sorted(set(self.config.tta) - set(FLIPS))
+        if unknown:
+            raise ValueError(f"unknown test-time flip {unknown[0]!r}; use {', '.join(FLIPS)}")
+        if self.config.tta and self.saliency_method != "native":
+            raise ValueError("test-time flips (tta) average the text model's native map; "
+                             f"{self.saliency_method} saliency has none")
         check_presence_point(text_model, presence)
         self.presence = presence
 
@@ -97,6 +105,18 @@ class MedClipSamPipeline:
             raise ValueError(f"text model {self.text_model.name} cannot compute {wanted} "
                              "saliency (no gradient access)")
         return wanted
+
+    def _averaged_over_flips(self, saliency: np.ndarray, image: np.ndarray,
+                             prompt: str) -> np.ndarray:
+        """The (H, W) native map averaged with those of the configured flips of the image
+        (each encoded once, its map flipped back)."""
+        maps = [saliency]
+        for name in self.config.tta:
+            flip = FLIPS[name]
+            flipped = self.segmenter.encode(np.ascontiguousarray(flip(image)))
+            grid_map = self.text_model.similarity_map(flipped, prompt)
+            maps.append(flip(flipped.geometry.grid_to_original(grid_map)))
+        return np.mean(maps, axis=0)
 
     def _coarse_method(self) -> str:
         if self.config.coarse != "auto":
@@ -170,6 +190,9 @@ class MedClipSamPipeline:
         timer = timer or StageTimer()
         with timer("saliency"):
             saliency = self._saliency(image, embedding, text)
+        if self.config.tta:
+            with timer("tta"):
+                saliency = self._averaged_over_flips(saliency, image, text)
         with timer("coarse_mask"):
             coarse, level = self._coarse(saliency, image, text)
             if coarse.shape != saliency.shape:
