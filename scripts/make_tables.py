@@ -842,6 +842,36 @@ def table_presence_points() -> str:
                    "balanced point", "precision point"], body)
 
 
+def table_tta() -> str:
+    """Test-time flips of the map (``--tta hflip``, ``lesions/tta/<set>/``) against the shipped
+    route (``eval/<set>/medclipsam``) on the same held-out lesion images: paired differences
+    with 95 % intervals, "not found" on images without the target, and the flip run's median
+    seconds per image after the stored encoder pass (the flipped image's pass included)."""
+    body = []
+    for name in SETS:
+        path = RESULTS / "lesions" / "tta" / name / "per_image.csv"
+        if not path.is_file():
+            continue
+        rows = _rows(path)
+        flipped, shipped = _scored(rows), _scored_dice(name, "medclipsam")
+        common = sorted(flipped.keys() & shipped.keys())
+        mean, low, high = paired_difference([flipped[i] for i in common],
+                                            [shipped[i] for i in common])
+        empty = [r for r in rows if not r["error"] and _true(r["gt_empty"])]
+        not_found = (f"{np.mean([not _true(r['found']) for r in empty]):.2f} ({len(empty)})"
+                     if empty else "-")
+        seconds = float(np.median([float(r["seconds"]) for r in rows if not r["error"]]))
+        body.append([name, str(len(common)),
+                     _fmt(float(np.mean([shipped[i] for i in common]))),
+                     _fmt(float(np.mean([flipped[i] for i in common]))),
+                     f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]", not_found, f"{seconds:.2f}"])
+    if not body:
+        return "Not measured yet."
+    return _table(["set", "n", "shipped route Dice", "with --tta hflip Dice",
+                   "difference [95 % CI]", "not found on empty (n), with flips",
+                   "median s/image with flips"], body)
+
+
 def table_lesion_limits() -> str:
     """What limits box-anchored decoding on the lesion sets (``scripts/lesion_limits.py``,
     ``lesions/limits/summary.json``): per set the product path's Dice, the box-anchored
@@ -889,7 +919,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ship_rule": table_ship_rule, "model_change": table_model_change,
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
     "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
-    "lesion_limits": table_lesion_limits,
+    "lesion_limits": table_lesion_limits, "tta": table_tta,
 }
 
 
