@@ -154,8 +154,9 @@ class MapBoxRule:
     (:func:`clipsam.postprocess.map_boxes.map_boxes`): components holding at least
     ``keep_fraction`` of the heaviest one's saliency mass are targets; with ``peak_fraction``
     > 0 each is tightened to the cells reaching that fraction of its own peak; at most
-    ``max_boxes``, heaviest first. The defaults (every component, no tightening) measured best
-    on the held-out split among the candidates in docs/BENCHMARKS.md ("Map -> boxes")."""
+    ``max_boxes``, heaviest first. The defaults (every component, no tightening) were chosen
+    on calibration subjects by ``scripts/choose_settings.py`` (docs/results/choices/map_box_rule;
+    BENCHMARKS.md, "Settings chosen for every concept")."""
 
     keep_fraction: float = 0.0
     peak_fraction: float = 0.0
