@@ -58,7 +58,8 @@ def test_a_generic_word_has_every_member_as_candidate_whatever_its_similarity():
 
 def test_generic_words_and_categories_come_from_the_tables():
     abnormal = "morphologically abnormal structure"
-    for prompt in ("tumours", "The Tumour", "a lesion", "masses", "nodules", "an abnormality"):
+    for prompt in ("tumours", "The Tumour", "a lesion", "masses", "nodules", "an abnormality",
+                   "abnormalities"):
         assert generic_category(prompt) == abnormal, prompt
     for prompt in ("lung nodule", "breast tumour", "lungs", "the", "tumour of the breast"):
         assert generic_category(prompt) is None, prompt

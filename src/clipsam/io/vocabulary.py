@@ -33,14 +33,16 @@ def target_category(target: str) -> str | None:
 
 def generic_category(prompt: str) -> str | None:
     """The category a prompt names when it is one generic word of that category, with or
-    without a leading article and a plural ending ("the tumours" -> morphologically abnormal
-    structure); None for any other prompt."""
+    without a leading article and a plural ending ("the tumours", "abnormalities" ->
+    morphologically abnormal structure); None for any other prompt."""
     key = " ".join(prompt.lower().split())
     for article in ARTICLES:
         if key.startswith(article):
             key = key[len(article):]
             break
     forms = [key, *(key[: -len(e)] for e in PLURAL_ENDINGS if key.endswith(e))]
+    if key.endswith("ies"):
+        forms.append(key[:-3] + "y")
     for category, words in _data("generic_words.json")["categories"].items():
         if any(form in words for form in forms):
             return category
