@@ -75,6 +75,20 @@ def test_source_cue_views_keep_the_target_where_the_mask_says():
     assert settings_tag(ViewConfig(sets=("s0",))) == settings_tag(ViewConfig())
 
 
+def test_a_channel_view_is_the_gray_image_of_that_channel():
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[..., 0] = 200  # a bright first channel everywhere
+    rgb[10:30, 10:30, 1] = 255  # the target only in the second
+    mask = rgb[..., 1] > 0
+    config = ViewConfig(channel=1, min_side=1.0, log_gamma=0.0, noise=0.0)
+    out, cut = augment(rgb, mask, config, np.random.default_rng(0))
+    assert out.ndim == 2 and np.array_equal(cut, mask)
+    assert out[mask].min() == 255 and out[~mask].max() == 0
+    gray = np.full((40, 40), 7, np.uint8)  # a gray image has no channel to pick: kept
+    assert augment(gray, mask, config, np.random.default_rng(0))[0].shape == (40, 40)
+    assert settings_tag(config) != settings_tag(replace(config, channel=None))
+
+
 def test_views_are_drawn_only_for_the_sets_named(tmp_path):
     write_labelled_set(tmp_path, "s0", 0, ["a"], tmp_path / "cache")
     write_labelled_set(tmp_path, "s1", 1, ["b"], tmp_path / "cache")
@@ -128,7 +142,7 @@ class BrightCellSegmenter(BoxFillingSegmenter):
 def test_fit_with_views_encodes_a_view_of_every_training_image_only(tmp_path):
     samples, cache, concepts = one_set(tmp_path)
     kept = {s.subject for s in samples if not calibration_of(s, TINY.calibration_fraction)}
-    recipe = replace(TINY, views=ViewConfig(per_image=2))
+    recipe = replace(TINY, views=(ViewConfig(per_image=2),))
     store = synthetic_store(cache)
     with pytest.raises(InputError, match="needs segmentation sets and the segmenter"):
         fit_from_samples(samples, store, concepts, recipe, None, encoder=HashEncoder(),

@@ -61,12 +61,13 @@ def _training_views(samples: Sequence, store: EmbeddingStore, recipe: Recipe,
     """The recipe's augmented views of the training samples, written under
     ``<store folder>/views``, and their keys in ``store`` (encoded when missing); none when the
     recipe has no views."""
-    if recipe.views is None:
+    if not recipe.views:
         return [], []
     if captions is not None or segmenter is None:
         raise InputError(f"recipe {recipe.name!r} adds re-encoded views: it needs segmentation "
                          "sets and the segmenter")
-    views = make_views(samples, store.folder / VIEWS_DIR, recipe.views)
+    views = [view for config in recipe.views
+             for view in make_views(samples, store.folder / VIEWS_DIR, config)]
     return views, store_images([v.image_path for v in views], store, segmenter, progress)
 
 

@@ -37,7 +37,7 @@ class Recipe:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     calibration_fraction: float = 0.15
-    views: ViewConfig | None = None
+    views: tuple[ViewConfig, ...] = ()
     covisible: bool = False
     presence_head: PresenceHeadConfig | None = None
     init: str | None = None
@@ -46,6 +46,10 @@ class Recipe:
 _HEADS = HeadsConfig(hidden_dim=128, dilations=(1, 2, 4, 8), global_context=True,
                      context_stride=2)
 _TRAIN = TrainConfig(epochs=10, batch_size=8, learning_rate=2e-3, crop=64, balance=0.5)
+# one view of each chest X-ray with its source's look changed (resolution, blur, contrast,
+# gamma, noise, frame)
+_CHEST_VIEWS = ViewConfig(min_side=0.8, min_scale=0.4, blur=1.5, log_contrast=0.4, border=0.1,
+                          sets=("cxr_lungs", "jsrt_clavicles", "jsrt_heart"))
 RECIPES: dict[str, Recipe] = {
     # the shipped recipe until 2026-12-01
     "builtin": Recipe(
@@ -79,7 +83,7 @@ RECIPES: dict[str, Recipe] = {
         name="builtin-long-views",
         train=replace(_TRAIN, epochs=20),
         heads=_HEADS,
-        views=ViewConfig(),
+        views=(ViewConfig(),),
     ),
     # the stronger head measured against "builtin" in docs/BENCHMARKS.md (context blocks that
     # mix all channels instead of depthwise ones)
@@ -94,14 +98,14 @@ RECIPES: dict[str, Recipe] = {
         name="builtin-views",
         train=_TRAIN,
         heads=_HEADS,
-        views=ViewConfig(),
+        views=(ViewConfig(),),
     ),
     # dense blocks and views, as many steps as "builtin" (measured, not kept)
     "builtin-dense-views": Recipe(
         name="builtin-dense-views",
         train=replace(_TRAIN, epochs=5),
         heads=replace(_HEADS, depthwise=False),
-        views=ViewConfig(),
+        views=(ViewConfig(),),
     ),
     # "builtin-xlong" that finds co-visible anatomy on every source: targets a set's images
     # always show trained as present, and one view of each chest X-ray with its source's look
@@ -114,11 +118,22 @@ RECIPES: dict[str, Recipe] = {
         name="anatomy",
         train=replace(_TRAIN, epochs=2, learning_rate=1e-3),
         heads=_HEADS,
-        views=ViewConfig(min_side=0.8, min_scale=0.4, blur=1.5, log_contrast=0.4, border=0.1,
-                         sets=("cxr_lungs", "jsrt_clavicles", "jsrt_heart")),
+        views=(_CHEST_VIEWS,),
         covisible=True,
         presence_head=PresenceHeadConfig(),
         init="builtin-xlong",
+    ),
+    # "anatomy" and one more view, for volumes (one MRI sequence per file): each brain MRI slice
+    # of lgg_flair, which shows three sequences as RGB (pre-contrast, FLAIR, post-contrast, its
+    # meta.csv), seen as its FLAIR channel alone in gray; one epoch from the shipped heads
+    "anatomy-gray": Recipe(
+        name="anatomy-gray",
+        train=replace(_TRAIN, epochs=1, learning_rate=1e-3),
+        heads=_HEADS,
+        views=(_CHEST_VIEWS, ViewConfig(channel=1, sets=("lgg_flair",))),
+        covisible=True,
+        presence_head=PresenceHeadConfig(),
+        init="anatomy",
     ),
     # "anatomy" without the views: the presence term's part alone (a screen)
     "anatomy-presence": Recipe(

@@ -34,8 +34,11 @@ class ViewConfig:
     [0, 1]) with ``log gamma`` uniform in +-``log_gamma``; contrast around mid-grey scaled by
     ``exp(u)``, u uniform in +-``log_contrast``; Gaussian noise of standard deviation up to
     ``noise`` (same scale); a border of up to ``border`` of each side in one random grey
-    (mask background there). The defaults draw a crop, gamma and noise only; the other
-    changes remove a source's look (film, scanner, resolution, frame) from its anatomy."""
+    (mask background there). ``channel``: keep only that channel of an RGB image, as a gray
+    view (a slice showing several MRI sequences as RGB seen as one sequence alone, as
+    single-sequence files show it; None keeps the image as it is). The defaults draw a crop,
+    gamma and noise only; the other changes remove a source's look (film, scanner, resolution,
+    frame) from its anatomy."""
 
     per_image: int = 1
     min_side: float = 0.7
@@ -45,10 +48,11 @@ class ViewConfig:
     blur: float = 0.0
     log_contrast: float = 0.0
     border: float = 0.0
+    channel: int | None = None
     sets: tuple[str, ...] = ()
 
 
-_SOURCE_CUES = ("min_scale", "blur", "log_contrast", "border")
+_SOURCE_CUES = ("min_scale", "blur", "log_contrast", "border", "channel")
 
 
 def settings_tag(config: ViewConfig) -> str:
@@ -72,6 +76,8 @@ def augment(pixels: np.ndarray, mask: np.ndarray, config: ViewConfig,
     the (h, w) bool mask cut the same way."""
     from scipy.ndimage import gaussian_filter
 
+    if config.channel is not None and pixels.ndim == 3:
+        pixels = pixels[..., config.channel]
     h, w = mask.shape
     ch = max(1, round(h * rng.uniform(config.min_side, 1.0)))
     cw = max(1, round(w * rng.uniform(config.min_side, 1.0)))
