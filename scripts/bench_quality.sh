@@ -2,11 +2,12 @@
 # Held-out quality through the product path (`clipsam eval --subset test`), as reported in
 # docs/BENCHMARKS.md; results go to docs/results/eval/<set>/<method>/ (per_image.csv,
 # summary.json, run.json), then `scripts/make_tables.py` regenerates the tables.
-#   bash scripts/bench_quality.sh DATA_ROOT [SALIP_LIMIT] [TEXT_MODEL] [METHOD ...]
+#   [EMB=DIR] bash scripts/bench_quality.sh DATA_ROOT [SALIP_LIMIT] [TEXT_MODEL] [METHOD ...]
 # TEXT_MODEL defaults to the shipped model, which is trained on the train part of the subject
 # split only, so `--subset test` scores subjects it never saw (eval refuses otherwise).
 # METHODs: which of gt-box, medclipsam and salip to run (default: all three).
-# Embeddings are kept in runs/eval_emb (exact), so the methods share one encoder pass per image.
+# Embeddings are kept in $EMB (default runs/eval_emb; exact), so the methods share one encoder
+# pass per image: the first method run on an empty store pays it (its seconds include it).
 set -euo pipefail
 data=${1:?data root}; salip_limit=${2:-20}; text_model=${3:-builtin}
 shift $(( $# < 3 ? $# : 3 ))
@@ -21,7 +22,7 @@ while IFS=$'\t' read -r name prompt; do prompts[$name]=$prompt; done < <(
     < scripts/benchmark_prompts.json)
 clipsam=.venv/bin/clipsam
 out=docs/results/eval
-common=(--subset test --embedding-cache runs/eval_emb --overwrite)
+common=(--subset test --embedding-cache "${EMB:-runs/eval_emb}" --overwrite)
 for set in hc18 cxr_lungs jsrt_heart isic_skin kvasir_polyp busi ddti_thyroid dsb_nuclei \
            lgg_flair ddsm_pectoral jsrt_clavicles; do
   p=${prompts[$set]}
