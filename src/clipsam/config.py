@@ -53,11 +53,10 @@ class FeatureBoxConfig:
     border strips) and covering at most ``max_share`` of the image's cells (larger ones are
     background), are ranked by distinctness against the rest of their box grown by ``ring``
     cells; at most ``max_boxes`` boxes, most distinct first, after dropping boxes that overlap
-    a more distinct one by more than ``merge_iou``. Each box costs a decoder pass (about 28 ms
-    here): on the held-out split (SaLIP, 11 sets) 8 boxes gave mean Dice 0.433, 12 boxes 0.436
-    at 0.1 s more per image, the former 48 boxes 0.454 at 1 s more (more cell nuclei found);
-    on 12 fetal-head images a proposal overlapped the head (IoU > 0.5) on 12 with 12 boxes, on
-    10 with 8 boxes."""
+    a more distinct one by more than ``merge_iou``. Each box costs a decoder pass; ``max_boxes``
+    was chosen among 6, 8, 12 and 48 on calibration subjects by ``scripts/choose_settings.py``
+    (docs/results/choices/salip_max_boxes; BENCHMARKS.md, "Settings chosen for every
+    concept")."""
 
     clusters: tuple[int, ...] = (2, 3, 4, 6, 8, 12)
     components: int | None = 32
@@ -65,7 +64,7 @@ class FeatureBoxConfig:
     min_side: int = 3
     max_share: float = 0.5
     ring: int = 3
-    max_boxes: int = 12
+    max_boxes: int = 48
     merge_iou: float = 0.7
     iterations: int = 15
     seed: int = 0
