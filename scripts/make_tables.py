@@ -1010,6 +1010,14 @@ def _fig_calib(kind: str, concept: str, *keys: str) -> float | int | None:
     return _dig(_shipped_metadata()["calibration"], (kind, concept, *keys))
 
 
+@figure("screen")
+def _fig_screen(name: str, *keys: str) -> float | int | None:
+    """A number of a screened, unshipped recipe's run (``grounding/screen/<name>/screen.json``)
+    followed down ``keys``, e.g. ``screen anatomy-gray volume_calibration dice_slices``."""
+    path = RESULTS / "grounding" / "screen" / name / "screen.json"
+    return _dig(json.loads(path.read_text()), keys)
+
+
 @figure("recipe-calib")
 def _fig_recipe_calib(name: str, kind: str, concept: str, *keys: str) -> float | int | None:
     """``calib`` of a recipe's run (grounding/curves/<name>.json)."""
