@@ -140,6 +140,10 @@ def test_ship_rule_reads_each_condition_from_the_result_files(tables, tmp_path, 
     assert rows["calibration-subject Dice, mean over concepts"] == "not met"
     assert rows["calibration-subject Dice, largest drop (heart)"] == "not met"
     assert tables.table_ship_rule("absent", "old") == "`absent` not measured yet."
+    # a found rate equal to the shipped one: not higher, but not lower either
+    assert tables.table_ship_rule("new", "new").splitlines()[2].endswith("| not met |")
+    assert tables.table_ship_rule("new", "new", found_must_rise=False).splitlines()[2].endswith(
+        "| met |")
 
 
 def test_paraphrase_table_states_both_bars_from_the_summary(tables, tmp_path, monkeypatch):
