@@ -8,6 +8,7 @@ order of the volume.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -56,6 +57,21 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+def _kept_components(mask: np.ndarray,
+                     choose: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+                     ) -> tuple[np.ndarray, int]:
+    """``mask`` ((Z, H, W) bool, not empty) with only the 3-D components (26-connected) that
+    ``choose(labels, box, count)`` keeps ((count + 1,) bool over the labels of the mask's
+    bounding box ``box``; label 0 is background), and how many were dropped."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]  # work inside the mask's bounding box
+    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
+    keep = choose(labels, box, count)
+    keep[0] = False
+    kept = np.zeros_like(mask)
+    kept[box] = keep[labels]
+    return kept, int(count - keep.sum())
+
+
 def major_components(mask: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
     """The (Z, H, W) mask without its 3-D components (26-connected) of fewer voxels than
     ``fraction`` of the largest one, and how many were dropped (0: every component kept)."""
@@ -65,15 +81,13 @@ def major_components(mask: np.ndarray, fraction: float) -> tuple[np.ndarray, int
                          f"and {fraction}")
     if fraction == 0.0 or not mask.any():
         return mask, 0
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    keep = sizes >= fraction * sizes.max()
-    keep[0] = False
-    kept = np.zeros_like(mask)
-    kept[box] = keep[labels]
-    return kept, int(count - keep.sum())
+
+    def large(labels: np.ndarray, box: tuple, count: int) -> np.ndarray:
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        sizes[0] = 0
+        return sizes >= fraction * sizes.max()
+
+    return _kept_components(mask, large)
 
 
 def anchored_components(mask: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, int]:
@@ -86,12 +100,10 @@ def anchored_components(mask: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarr
                          f"{anchors.shape}")
     if not mask.any():
         return mask, 0
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]  # work inside the mask's bounding box
-    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    anchored = np.unique(labels[anchors[box[0]]])
-    keep = np.zeros(count + 1, bool)
-    keep[anchored] = True
-    keep[0] = False
-    kept = np.zeros_like(mask)
-    kept[box] = keep[labels]
-    return kept, int(count - keep.sum())
+
+    def anchored(labels: np.ndarray, box: tuple, count: int) -> np.ndarray:
+        keep = np.zeros(count + 1, bool)
+        keep[np.unique(labels[anchors[box[0]]])] = True
+        return keep
+
+    return _kept_components(mask, anchored)
