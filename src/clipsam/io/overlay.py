@@ -38,6 +38,16 @@ def to_display(pixels: np.ndarray, low_percentile: float = 0.5,
     return np.ascontiguousarray(pixels[..., :3])
 
 
+def _outline(mask: np.ndarray, size: tuple[int, int] | None = None,
+               thickness: int = 1) -> np.ndarray:
+    """The ``thickness``-pixel inner outline of a bool mask, after resizing it (nearest) to
+    ``size`` = (width, height) when given."""
+    shape = np.asarray(mask, bool)
+    if size is not None:
+        shape = np.asarray(Image.fromarray(shape).resize(size, Image.Resampling.NEAREST))
+    return shape & ~ndimage.binary_erosion(shape, iterations=thickness, border_value=0)
+
+
 def write_overlay_png(
     path: str | os.PathLike[str],
     image: MedicalImage | np.ndarray,
@@ -52,8 +62,7 @@ def write_overlay_png(
                          f"image shape {pixels.shape[:2]}")
     canvas = to_display(pixels).copy()
     thickness = max(1, round(min(mask.shape) / 256))
-    outline = mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=0)
-    canvas[outline] = MASK_COLOUR
+    canvas[_outline(mask, thickness=thickness)] = MASK_COLOUR
     picture = Image.fromarray(canvas)
     if boxes is not None and len(boxes):
         draw = ImageDraw.Draw(picture)
@@ -100,11 +109,9 @@ def write_slice_grid_png(
         levels = np.round((plane - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
         levels = np.asarray(Image.fromarray(levels).resize((width, height),
                                                            Image.Resampling.BILINEAR))
-        shape = np.asarray(Image.fromarray(mask[index]).resize((width, height),
-                                                               Image.Resampling.NEAREST))
         canvas = (levels.copy() if levels.ndim == 3  # the RGB frames of a colour cine
                   else np.repeat(levels[..., None], 3, axis=-1))
-        canvas[shape & ~ndimage.binary_erosion(shape, border_value=0)] = MASK_COLOUR
+        canvas[_outline(mask[index], (width, height))] = MASK_COLOUR
         picture = Image.fromarray(canvas)
         ImageDraw.Draw(picture).text((3, 2), str(int(index)), fill=MASK_COLOUR)
         sheet.paste(picture, ((tile % columns) * width, (tile // columns) * height))
@@ -121,9 +128,7 @@ def case_picture(pixels: np.ndarray, mask: np.ndarray, reference: np.ndarray,
     canvas = np.asarray(Image.fromarray(canvas).resize((width, height),
                                                        Image.Resampling.BILINEAR)).copy()
     for outlined, colour in ((reference, REFERENCE_COLOUR), (mask, MASK_COLOUR)):
-        shape = np.asarray(Image.fromarray(np.asarray(outlined, bool)).resize(
-            (width, height), Image.Resampling.NEAREST))
-        canvas[shape & ~ndimage.binary_erosion(shape, border_value=0)] = colour
+        canvas[_outline(outlined, (width, height))] = colour
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
     for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
