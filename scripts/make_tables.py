@@ -506,12 +506,16 @@ def _paired(set_name: str, method: str, reference: str) -> tuple[float, float, f
     return paired_difference([first[i] for i in common], [second[i] for i in common])
 
 
-def _paired_difference(set_name: str, method: str, reference: str) -> str:
-    paired = _paired(set_name, method, reference)
+def _difference_cell(paired: tuple[float, float, float] | None) -> str:
+    """A paired difference and its 95 % interval as ``+0.012 [-0.003, +0.027]`` ("-": none)."""
     if paired is None:
         return "-"
     mean, low, high = paired
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _paired_difference(set_name: str, method: str, reference: str) -> str:
+    return _difference_cell(_paired(set_name, method, reference))
 
 
 def _weak_model(name: str) -> dict:
@@ -771,10 +775,9 @@ def table_decoder_adapter() -> str:
             if not common:
                 cells += ["-", "-"]
                 continue
-            mean, low, high = paired_difference([other[i] for i in common],
-                                                [shipped[i] for i in common])
             cells += [_fmt(float(np.mean([other[i] for i in common]))),
-                      f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"]
+                      _difference_cell(paired_difference([other[i] for i in common],
+                                                         [shipped[i] for i in common]))]
         body.append(cells)
     return _table(["set", "n", "shipped route Dice", "adapter (eleven sets) Dice",
                    "difference [95 % CI]", "adapter (lesion sets) Dice",
@@ -859,8 +862,8 @@ def table_tta() -> str:
         rows = _rows(path)
         flipped, shipped = _scored(rows), _scored_dice(name, "medclipsam")
         common = sorted(flipped.keys() & shipped.keys())
-        mean, low, high = paired_difference([flipped[i] for i in common],
-                                            [shipped[i] for i in common])
+        difference = _difference_cell(paired_difference([flipped[i] for i in common],
+                                                        [shipped[i] for i in common]))
         empty = [r for r in rows if not r["error"] and _true(r["gt_empty"])]
         not_found = (f"{np.mean([not _true(r['found']) for r in empty]):.2f} ({len(empty)})"
                      if empty else "-")
@@ -868,7 +871,7 @@ def table_tta() -> str:
         body.append([name, str(len(common)),
                      _fmt(float(np.mean([shipped[i] for i in common]))),
                      _fmt(float(np.mean([flipped[i] for i in common]))),
-                     f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]", not_found, f"{seconds:.2f}"])
+                     difference, not_found, f"{seconds:.2f}"])
     if not body:
         return "Not measured yet."
     return _table(["set", "n", "shipped route Dice", "with --tta hflip Dice",
