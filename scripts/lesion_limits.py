@@ -43,7 +43,7 @@ def main() -> None:
                         help="images per set in the figure (default: %(default)s)")
     args = parser.parse_args()
     segmenter = Segmenter(run_config("medclipsam", embedding_cache=args.embedding_cache))
-    rows, pictures, seen = [], {}, {}
+    rows, answers, seen = [], {}, {}  # the worst images are read again for the figure
     for dataset in held_out(args.data, PROMPTS):
         prompt = PROMPTS[dataset.name]
         seen[dataset.name] = count_seen([c.image_path for c in dataset], segmenter.text.metadata)
@@ -55,7 +55,7 @@ def main() -> None:
             (result,) = segmenter.segment(image, prompt)
             rows.append(limit_row(dataset.name, case.id, result.mask, result.boxes,
                                   result.scores, reference, result.found))
-            pictures[(dataset.name, case.id)] = (segmenter_input(image), result, reference)
+            answers[(dataset.name, case.id)] = (case.image_path, result, reference)
     args.out.mkdir(parents=True, exist_ok=True)
     write_rows(args.out / "rows.csv", [r.record() for r in rows])
     summary = summarise_limits(rows)
@@ -63,8 +63,9 @@ def main() -> None:
     for name in summary:
         worst = sorted((r for r in rows if r.set == name), key=lambda r: r.dice)[:args.worst]
         for row in worst:
-            pixels, result, reference = pictures[(name, row.id)]
-            tiles.append(case_picture(pixels, result.mask, reference, result.boxes))
+            path, result, reference = answers[(name, row.id)]
+            tiles.append(case_picture(segmenter_input(read_image(path)), result.mask, reference,
+                                      result.boxes))
             captions.append(f"{name} {row.id[:18]} Dice {row.dice:.2f} in {row.inside:.2f}")
     write_sheet_png(args.out / "worst.png", tiles, captions, columns=args.worst)
     write_record_json(args.out / "summary.json", {
