@@ -727,27 +727,28 @@ def table_ship_rule(candidate: str = "anatomy", shipped: str = "builtin-xlong",
     return _table(["condition", shipped, candidate, ""], body)
 
 
-PREVIOUS_MODEL = "builtin-xlong"
+PREVIOUS_MODEL = "anatomy"
 
 
-def table_model_change() -> str:
-    """Held-out MedCLIP-SAM Dice of the shipped model against the model it replaced
-    (``eval/<set>/medclipsam`` and ``eval/<set>/medclipsam-<PREVIOUS_MODEL>``): per set, the
-    paired difference over the images both scored, with its 95 % interval."""
-    before = f"medclipsam-{PREVIOUS_MODEL}"
+def table_model_change(after: str = "medclipsam", previous: str = PREVIOUS_MODEL) -> str:
+    """Held-out MedCLIP-SAM Dice of a model (``eval/<set>/<after>``, the shipped model's by
+    default) against the model it replaced (``eval/<set>/medclipsam-<previous>``): per set,
+    the paired difference over the images both scored, with its 95 % interval."""
+    before = f"medclipsam-{previous}"
     body = []
     for name in SETS:
-        new, old = _eval_stats(name, "medclipsam"), _eval_stats(name, before)
+        new, old = _eval_stats(name, after), _eval_stats(name, before)
         if new is None or old is None:
             continue
         body.append([name, str(new["n"]), _fmt(old["dice"]), _fmt(new["dice"]),
-                     _paired_difference(name, "medclipsam", before),
+                     _paired_difference(name, after, before),
                      f"{old['missed']} / {new['missed']}",
                      (f"{_fmt(old['not_found_empty'], 2)} / {_fmt(new['not_found_empty'], 2)} "
                       f"({new['empty']})" if new["empty"] else "-")])
     if not body:
-        return f"No held-out run of `{PREVIOUS_MODEL}` beside the shipped model's."
-    return _table(["set", "n", f"{PREVIOUS_MODEL} Dice", "shipped Dice",
+        return f"No held-out run of `{previous}` beside `{after}`."
+    label = "shipped" if after == "medclipsam" else after.removeprefix("medclipsam-")
+    return _table(["set", "n", f"{previous} Dice", f"{label} Dice",
                    "paired difference [95 % CI]", "missed (before / now)",
                    "not found on empty (before / now, n)"], body)
 
@@ -924,6 +925,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "weak_rules": table_weak_rules, "salip_candidates": table_salip_candidates,
     "choices": table_choices, "cross_source": table_cross_source, "volumes": table_volumes,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
+    "model_change_anatomy": lambda: table_model_change("medclipsam-anatomy", "builtin-xlong"),
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
     "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
     "lesion_limits": table_lesion_limits, "tta": table_tta,
@@ -997,9 +999,9 @@ def _fig_recipe(name: str, column: str = "mean") -> float | int:
 
 
 @figure("curve-best")
-def _fig_curve_best() -> int:
-    """The epoch of the shipped model's highest mean validation grid Dice."""
-    curve = _shipped_metadata()["curve"]
+def _fig_curve_best(name: str) -> int:
+    """The epoch of a recipe's run's highest mean validation grid Dice."""
+    curve = _recipe_runs()[name]["curve"]
     means = [np.mean([v["dice"] for v in p["validation"].values() if v.get("dice") is not None])
              for p in curve]
     return int(curve[int(np.argmax(means))]["epoch"])
@@ -1016,6 +1018,15 @@ def _fig_calib(kind: str, concept: str, *keys: str) -> float | int | None:
     """A number of the shipped model's calibration: ``metadata.calibration[kind][concept]``
     followed down ``keys``, e.g. ``calib box_margin "brain tumour" chosen``."""
     return _dig(_shipped_metadata()["calibration"], (kind, concept, *keys))
+
+
+@figure("ship")
+def _fig_ship(name: str, *keys: str) -> float | int | None:
+    """A number of a model's calibration record (``grounding/ship/<name>/calibration.json``,
+    kept when another model replaces it) followed down ``keys``, e.g.
+    ``ship anatomy volume dice_slices``."""
+    path = RESULTS / "grounding" / "ship" / name / "calibration.json"
+    return _dig(json.loads(path.read_text()), keys)
 
 
 @figure("screen")

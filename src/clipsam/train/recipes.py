@@ -151,7 +151,7 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-SHIPPED_RECIPE = "anatomy"
+SHIPPED_RECIPE = "anatomy-gray"
 DEFAULT_RECIPE = "builtin-xlong"
 
 
