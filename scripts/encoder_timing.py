@@ -194,7 +194,7 @@ def litemedsam_graphs(check: Sample) -> tuple[Path, Path, Path]:
     after checking that :func:`model_input` through its encoder session gives the features of
     the segmenter's own ``encode``."""
     segmenter = load_litemedsam(runtime="onnx")
-    encoder, decoder = onnx_paths("litemedsam", segmenter.checkpoint)
+    encoder, decoder, _ = onnx_paths("litemedsam", segmenter.checkpoint)
     expected = segmenter.encode(segmenter_input(read_image(check.image_path))).features
     direct = run_encoder(segmenter.runtime.encoder, model_input(check))
     if not np.allclose(expected, direct, atol=1e-5):

@@ -642,18 +642,21 @@ def table_choices() -> str:
     return "\n\n".join([table, *notes]) if notes else table
 
 
-def table_cross_source() -> str:
+def table_cross_source(shipped: bool = True) -> str:
     """Found rates of the targets that other sources' images always show (and of the same
-    prompts on sets that cannot show them), per text model, from
+    prompts on sets that cannot show them) of the shipped text model (its recipe's label), or
+    of every other model (``shipped=False``), from
     ``cross_source/<model>/<target set>/<image set>/`` (``scripts/bench_cross_source.py``):
     found / images, and the mean Dice of what was found against the image set's *own* target
     (a shape check: the lungs overlap a JSRT heart mask little)."""
     from clipsam.train.captions import builtin_concepts, cross_source_pairs
+    from clipsam.train.recipes import SHIPPED_RECIPE
 
     shown = {(t, i): s for t, i, s in cross_source_pairs(builtin_concepts())}
     prompts = json.loads((ROOT / "scripts" / "benchmark_prompts.json").read_text())
     body = []
-    for model in sorted(p.name for p in (RESULTS / "cross_source").iterdir() if p.is_dir()):
+    for model in sorted(p.name for p in (RESULTS / "cross_source").iterdir() if p.is_dir()
+                        and (p.name == SHIPPED_RECIPE) == shipped):
         for folder in sorted((RESULTS / "cross_source" / model).glob("*/*/")):
             target, image_set = folder.parent.name, folder.name
             rows = _rows(folder / "per_image.csv")
@@ -785,14 +788,20 @@ def table_decoder_adapter() -> str:
                    "difference [95 % CI]"], body)
 
 
-def table_volumes() -> str:
-    """The volume benchmark (``scripts/bench_volumes.py``) of each text model, from
+def table_volumes(shipped: bool = True) -> str:
+    """The volume benchmark (``scripts/bench_volumes.py``) of the shipped text model (its
+    recipe's label), or of every other model (``shipped=False``), from
     ``volumes/<label>/{slices,consistent,gt-box}/`` (``per_volume.csv``, ``summary.json``):
     per volume the three Dice, slice detection and seconds, and the paired gain of the
     consistent mode with its interval (:mod:`clipsam.eval.volume_bench`)."""
+    from clipsam.train.recipes import SHIPPED_RECIPE
+
     folder = RESULTS / "volumes"
+    labels = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     parts = []
-    for label in sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+    for label in labels:
+        if (label == SHIPPED_RECIPE) != shipped:
+            continue
         runs = read_volume_runs(folder / label)
         if runs is None:
             continue
@@ -880,6 +889,42 @@ def table_tta() -> str:
                    "median s/image with flips"], body)
 
 
+def table_domains(set_name: str = "dsb_nuclei") -> str:
+    """Leave one domain out inside a set (``domains/<set>/<recipe>/<model>/<kind>/``,
+    scripts/bench_domains.py): per recipe and kind, the held-out images of that kind scored by
+    the model trained on every kind (``both``), on that kind alone and on the other kinds
+    alone, and by the shipped model (``eval/<set>/medclipsam``, the same images); the
+    out-of-domain gap as a paired difference against ``both`` with its 95 % interval."""
+    folder = RESULTS / "domains" / set_name
+    body = []
+    for recipe in sorted(p.name for p in folder.glob("*/") if p.is_dir()):
+        kinds = sorted(p.name for p in (folder / recipe / "both").glob("*/"))
+        for kind in kinds:
+            def scored(model: str, kind: str = kind, recipe: str = recipe) -> dict[str, float]:
+                path = folder / recipe / model / kind / "per_image.csv"
+                return _scored(_rows(path)) if path.is_file() else {}
+
+            both, own = scored("both"), scored(f"only-{kind}")
+            others = [scored(f"only-{k}") for k in kinds if k != kind]
+            other = others[0] if len(others) == 1 else {}
+            shipped = _scored_dice(set_name, "medclipsam")
+            ids = sorted(both.keys() & own.keys() & other.keys() & shipped.keys())
+            if not ids:
+                continue
+
+            def mean(dice: dict[str, float], ids: list[str] = ids) -> str:
+                return _fmt(float(np.mean([dice[i] for i in ids])))
+
+            gap = paired_difference([other[i] for i in ids], [both[i] for i in ids])
+            body.append([recipe, kind, str(len(ids)), mean(shipped), mean(both), mean(own),
+                         mean(other), _difference_cell(gap)])
+    if not body:
+        return "Not measured yet."
+    return _table(["recipe", "scored kind", "n", "shipped model Dice", "trained on both",
+                   "trained on this kind only", "trained on the other kind only",
+                   "other only - both [95 % CI]"], body)
+
+
 def table_lesion_limits() -> str:
     """What limits box-anchored decoding on the lesion sets (``scripts/lesion_limits.py``,
     ``lesions/limits/summary.json``): per set the product path's Dice, the box-anchored
@@ -926,6 +971,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "choices": table_choices, "cross_source": table_cross_source, "volumes": table_volumes,
     "ship_rule": table_ship_rule, "model_change": table_model_change,
     "model_change_anatomy": lambda: table_model_change("medclipsam-anatomy", "builtin-xlong"),
+    "domains": table_domains,
+    "volumes_history": lambda: table_volumes(shipped=False),
+    "cross_source_history": lambda: table_cross_source(shipped=False),
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
     "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
     "lesion_limits": table_lesion_limits, "tta": table_tta,
@@ -1027,6 +1075,17 @@ def _fig_ship(name: str, *keys: str) -> float | int | None:
     ``ship anatomy volume dice_slices``."""
     path = RESULTS / "grounding" / "ship" / name / "calibration.json"
     return _dig(json.loads(path.read_text()), keys)
+
+
+@figure("volume")
+def _fig_volume(label: str, *keys: str) -> float | int | None:
+    """A number of a volume benchmark's report (``volumes/<label>/summary.json``) followed
+    down ``keys``, e.g. ``volume anatomy-gray runs consistent dice_mean``; a number key
+    indexes a list."""
+    value = json.loads((RESULTS / "volumes" / label / "summary.json").read_text())
+    for key in keys:
+        value = value[int(key)] if isinstance(value, list) else value[key]
+    return value
 
 
 @figure("screen")

@@ -177,6 +177,30 @@ def test_tta_table_pairs_the_flip_run_with_the_shipped_route(tables, tmp_path, m
     assert row.endswith("| 1.00 (1) | 1.00 |")  # median of 1, 2 and 1 seconds
 
 
+def test_domains_table_pairs_each_model_on_the_same_images_of_a_kind(tables, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_domains() == "Not measured yet."
+    header = "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
+
+    def write(folder: Path, dices: dict[str, float]) -> None:
+        folder.mkdir(parents=True)
+        lines = [f"{i},{d},0,0,0,true,false,1,1," for i, d in dices.items()]
+        (folder / "per_image.csv").write_text(header + "\n".join(lines) + "\n")
+
+    write(tmp_path / "eval" / "dsb_nuclei" / "medclipsam", {"g1": 0.8, "g2": 0.8, "r1": 0.7})
+    runs = tmp_path / "domains" / "dsb_nuclei" / "loso"
+    write(runs / "both" / "gray", {"g1": 0.8, "g2": 0.6})
+    write(runs / "only-gray" / "gray", {"g1": 0.9, "g2": 0.7})
+    write(runs / "only-rgb" / "gray", {"g1": 0.4, "g2": 0.2, "g3": 0.1})  # g3: not in both
+    write(runs / "both" / "rgb", {"r1": 0.6})
+    write(runs / "only-gray" / "rgb", {"r1": 0.5})
+    write(runs / "only-rgb" / "rgb", {"r1": 0.7})
+    gray, rgb = tables.table_domains().splitlines()[2:]
+    assert gray.startswith("| loso | gray | 2 | 0.800 | 0.700 | 0.800 | 0.300 | -0.400 [")
+    assert rgb.startswith("| loso | rgb | 1 | 0.700 | 0.600 | 0.700 | 0.500 | -0.100 [")
+
+
 def test_lesion_limits_table_reads_each_cause_from_the_summary(tables, tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert tables.table_lesion_limits() == "Not measured yet."

@@ -346,6 +346,31 @@ def test_refine_decodes_again_from_the_first_masks_tight_boxes():
     assert segmenter.inner.batches == [1, 1, 1]
 
 
+def test_mask_prompt_decodes_each_box_again_with_its_first_mask_and_records_it():
+    class SecondRoundSegmenter(ShiftedBoxSegmenter):
+        """The first round misses by 8 pixels; a second round given the first round's masks
+        returns the box itself (a segmenter that corrects itself when shown its mask)."""
+
+        def __init__(self):
+            super().__init__()
+            self.refined = []
+
+        def refine(self, embedding, boxes, low_res_logits):
+            self.refined.append((len(boxes), np.asarray(low_res_logits).shape))
+            return self.inner.predict(embedding, boxes=boxes)
+
+    segmenter, model = SecondRoundSegmenter(), GridMapGrounding(_hot((4, 10, 2, 8)))
+    plain = MedClipSamPipeline(segmenter, model).run(IMAGE, "lesion")
+    assert "mask_prompt" not in plain.decisions and segmenter.refined == []
+    second = MedClipSamPipeline(segmenter, model, MedClipSamConfig(mask_prompt=True)).run(
+        IMAGE, "lesion")
+    assert second.decisions["mask_prompt"] is True
+    assert [(n, shape[0]) for n, shape in segmenter.refined] == [(1, 1)]  # one box, its mask
+    np.testing.assert_array_equal(second.boxes, plain.boxes)  # the same box prompts
+    x1, y1, x2, y2 = np.asarray(second.boxes[0], int)
+    assert second.mask[y1:y2, x1:x2].all() and not plain.mask[y1:y2, x1:x1 + 8].any()
+
+
 def test_an_absent_or_weak_target(box_segmenter):
     hot = _hot((4, 10, 4, 10))
     absent = MedClipSamPipeline(box_segmenter, GridMapGrounding(hot, present=False)).run(

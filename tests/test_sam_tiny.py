@@ -358,6 +358,33 @@ def test_previous_mask_logits_can_be_given_as_a_dense_prompt(sam, image) -> None
     assert not torch.allclose(refined, plain)
 
 
+def test_refine_decodes_with_the_first_mask_and_keeps_the_output_the_model_rates_best(
+        checkpoint, sam, image, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CLIPSAM_CACHE_DIR", str(tmp_path))
+    onnx_sam = segmenter_from_checkpoint("tiny-sam", TINY_SAM, checkpoint, runtime="onnx")
+    masked = [p for p in (tmp_path / "onnx").glob("*decoder-mask.onnx")]
+    assert masked == []  # made when first needed, not at start-up
+    boxes = np.array([[5, 5, 40, 30], [50, 10, 88, 38]], np.float32)
+    emb_torch, emb_onnx = sam.encode(image), onnx_sam.encode(image)
+    first = sam.predict(emb_torch, boxes=boxes)
+    want = sam.refine(emb_torch, boxes, first.low_res_logits)
+    got = onnx_sam.refine(emb_onnx, boxes, onnx_sam.predict(emb_onnx, boxes=boxes).low_res_logits)
+    assert [p.name for p in (tmp_path / "onnx").glob("*decoder-mask.onnx")] != []
+    np.testing.assert_allclose(got.low_res_logits, want.low_res_logits, atol=1e-3)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+    # the kept output is the one with the highest predicted IoU among all of the decoder's
+    model = sam.runtime.model
+    coords = torch.tensor([[[5.0, 5.0], [40.0, 30.0]]]) * model.arch.input_size / 90
+    with torch.inference_mode():
+        _, iou = model.decode(torch.from_numpy(emb_torch.features), coords,
+                              torch.tensor([[2.0, 3.0]]),
+                              mask_input=torch.from_numpy(first.low_res_logits[:1, None]))
+    assert want.scores[0] == pytest.approx(float(iou.max()), abs=1e-3)
+    assert want.masks.shape == first.masks.shape
+    with pytest.raises(InputError, match="2 boxes but 1 first-round masks"):
+        sam.refine(emb_torch, boxes, first.low_res_logits[:1])
+
+
 def test_many_prompts_are_decoded_in_bounded_batches(sam, image, monkeypatch) -> None:
     from clipsam.models.sam import segmenter as segmenter_module
 

@@ -345,4 +345,27 @@ def test_test_time_flips_are_a_recorded_medclipsam_setting(points_cli, tmp_path,
     assert points_cli(str(image), "-p", "lungs", "-o", str(tmp_path / "s"), "--method", "salip",
                       "--tta", "hflip") == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--tta applies to medclipsam's map" in err
+    assert err.count("\n") == 0 and "--tta applies to medclipsam's decoding" in err
+
+
+def test_the_mask_prompt_is_a_recorded_medclipsam_setting(points_cli, tmp_path, capsys):
+    image = write_png(tmp_path / "scan.png", sample_image(64, 64))
+    out = tmp_path / "out"
+    assert points_cli(str(image), "-p", "breast tumour", "-o", str(out)) == 0
+    plain = json.loads((out / "scan.json").read_text())["results"][0]
+    assert "mask_prompt" not in plain["decisions"]
+    assert points_cli(str(image), "-p", "breast tumour", "-o", str(out), "--mask-prompt") == 0
+    assert "1 made with other settings, redone" in capsys.readouterr().out
+    tumour = json.loads((out / "scan.json").read_text())["results"][0]
+    assert tumour["provenance"]["config"]["medclipsam"]["mask_prompt"] is True
+    assert tumour["decisions"]["mask_source"] == "segmenter"
+    assert tumour["decisions"]["mask_prompt"] is True
+    # a concept answered from its map gets no second round, and its record says so
+    assert points_cli(str(image), "-p", "lungs", "-o", str(out), "--mask-prompt") == 0
+    lungs = json.loads((out / "scan.json").read_text())["results"][0]
+    assert (lungs["decisions"]["mask_source"], lungs["decisions"]["mask_prompt"]) == ("map",
+                                                                                     False)
+    assert points_cli(str(image), "-p", "breast tumour", "-o", str(tmp_path / "s"),
+                      "--method", "salip", "--mask-prompt") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--mask-prompt applies to medclipsam's decoding" in err

@@ -101,6 +101,11 @@ class FeatureSegmenter(BoxFillingSegmenter):
         features = np.random.default_rng(seed).normal(size=(1, 16, 16, 16)).astype(np.float32)
         return ImageEmbedding(features, base.geometry, self.name)
 
+    def refine(self, embedding, boxes, low_res_logits):
+        """A second round: the same filled rectangles (one per box and first-round mask)."""
+        assert len(low_res_logits) == len(boxes)
+        return self.predict(embedding, boxes=boxes)
+
 
 def word_segmenter(config: RunConfig | None = None, model: GroundingModel | None = None,
                    encoder: FeatureSegmenter | None = None) -> Segmenter:

@@ -188,7 +188,9 @@ class MedClipSamConfig:
     source); None takes the grounding model's calibrated margin for the concept, else 0.
     ``tta``: test-time augmentation of a native map, the flips of the image (``hflip``,
     ``vflip``) whose maps, flipped back, are averaged with the image's own: one more encoder
-    pass each (presence stays the image's own).
+    pass each (presence stays the image's own). ``mask_prompt``: decode each box a second
+    time with its first mask as a dense prompt, keeping the decoder output with the highest
+    predicted IoU (the segmenter and union sources; one more decoder pass per box).
     """
 
     version: str = "v2"
@@ -202,6 +204,7 @@ class MedClipSamConfig:
     use_prompt_library: bool = True
     map_level: float | None = None
     tta: tuple[str, ...] = ()
+    mask_prompt: bool = False
 
 
 VOLUME_MODES = ("consistent", "slices")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsam.apps.options import (
+    add_decoding,
     add_device,
     add_presence,
     add_runtime,
@@ -16,11 +17,10 @@ from clipsam.apps.options import (
     add_subset,
     add_text_model,
     add_threads,
-    add_tta,
     add_weights_dir,
     check_model_option,
+    decoding_config,
     positive_int,
-    tta_config,
 )
 from clipsam.config import VOLUME_MODES, MedClipSamConfig, ModelConfig, RunConfig, VolumeConfig
 from clipsam.eval.methods import METHODS
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "or text model on the same images skips the encoder)")
     add_text_model(parser)
     add_presence(parser)
-    add_tta(parser)
+    add_decoding(parser)
     add_device(parser)
     add_threads(parser)
     add_weights_dir(parser)
@@ -112,14 +112,14 @@ def run(args: argparse.Namespace) -> int:
     if args.voxel_units and not volumes:
         raise InputError("--voxel-units only applies to a set of volumes")
     out_dir = args.out or Path("runs") / "eval" / f"{dataset.name}-{args.method}"
-    tta = tta_config(args.method, args.tta)
+    decoding = decoding_config(args.method, args.tta, args.mask_prompt)
     config = RunConfig(method=args.method, models=ModelConfig(
         segmenter=args.segmenter, runtime=args.runtime, device=args.device, threads=args.threads,
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
         weak_model=args.model, keep_intermediates=args.save_intermediates,
         presence=args.presence, volume=VolumeConfig(mode=args.volume_mode),
-        **({"medclipsam": MedClipSamConfig(**tta)} if tta else {}))
+        **({"medclipsam": MedClipSamConfig(**decoding)} if decoding else {}))
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
     seen = seen_by_text_model(config, scope, volumes)
     if args.subset == "test" and seen:

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsam.apps.options import (
+    add_decoding,
     add_device,
     add_presence,
     add_runtime,
     add_segmenter,
     add_text_model,
     add_threads,
-    add_tta,
     add_weights_dir,
     check_model_option,
+    decoding_config,
     positive_int,
-    tta_config,
 )
 from clipsam.config import VOLUME_MODES
 from clipsam.errors import InputError, require
@@ -70,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_segmenter(parser)
     add_text_model(parser)
     add_presence(parser)
-    add_tta(parser)
+    add_decoding(parser)
     add_runtime(parser)
     add_device(parser)
     add_threads(parser)
@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
                         runtime=args.runtime, device=args.device, threads=args.threads,
                         keep_intermediates=weak, presence=args.presence,
                         weights_dir=args.weights_dir, weak_model=args.model,
-                        volume_mode=args.volume_mode, **tta_config(args.method, args.tta))
+                        volume_mode=args.volume_mode, **decoding_config(args.method, args.tta,
+                                                         args.mask_prompt))
     if args.engine == "ray":
         require("ray", "--engine ray")
     else:

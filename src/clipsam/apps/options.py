@@ -85,25 +85,33 @@ def add_presence(parser: argparse.ArgumentParser) -> None:
                              "'not found' on at least 90%% of images without the target")
 
 
-def add_tta(parser: argparse.ArgumentParser) -> None:
-    """``--tta FLIP ...``: test-time flips of MedCLIP-SAM's native map
-    (MedClipSamConfig.tta)."""
+def add_decoding(parser: argparse.ArgumentParser) -> None:
+    """MedCLIP-SAM's optional decoding steps: ``--tta FLIP ...`` (test-time flips of the native
+    map, MedClipSamConfig.tta) and ``--mask-prompt`` (MedClipSamConfig.mask_prompt)."""
     parser.add_argument("--tta", nargs="+", choices=("hflip", "vflip"), default=(),
                         metavar="FLIP",
                         help="medclipsam only: also encode the image flipped (hflip, vflip) and "
                              "average the maps; one more encoder pass per flip")
+    parser.add_argument("--mask-prompt", action="store_true",
+                        help="medclipsam only: decode each box again with its first mask as a "
+                             "dense prompt, keeping the output the segmenter rates best; one "
+                             "more decoder pass per box")
 
 
-def tta_config(method: str, flips: tuple[str, ...] | list[str]) -> dict:
-    """The run options of ``--tta``: ``{"tta": flips}`` for medclipsam, nothing without flips;
-    an InputError for another method (the option would do nothing)."""
+def decoding_config(method: str, flips: tuple[str, ...] | list[str],
+                    mask_prompt: bool = False) -> dict:
+    """The run options of ``--tta`` and ``--mask-prompt`` for medclipsam (nothing when neither
+    is given); an InputError for another method (the options would do nothing)."""
     from clipsam.errors import InputError
 
-    if not flips:
-        return {}
-    if method != "medclipsam":
-        raise InputError(f"--tta applies to medclipsam's map; method {method!r} has none")
-    return {"tta": tuple(dict.fromkeys(flips))}
+    options = {**({"tta": tuple(dict.fromkeys(flips))} if flips else {}),
+               **({"mask_prompt": True} if mask_prompt else {})}
+    if options and method != "medclipsam":
+        given = " and ".join(o for o, on in (("--tta", flips), ("--mask-prompt", mask_prompt))
+                             if on)
+        raise InputError(f"{given} applies to medclipsam's decoding; method {method!r} has "
+                         "none")
+    return options
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:

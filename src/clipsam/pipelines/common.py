@@ -68,15 +68,19 @@ def segment_boxes(
     boxes: np.ndarray,
     timer: StageTimer,
     cleanup: bool = True,
+    first: MaskPrediction | None = None,
 ) -> tuple[np.ndarray, MaskPrediction]:
     """Decode all boxes in one batch; the union of their masks and the prediction.
 
     With ``cleanup`` each box's mask keeps only its largest component, holes filled, before
     the union (one target per box: specks elsewhere in a box are dropped, several boxes still
-    give several targets).
+    give several targets). With ``first``, the prediction of a first round for the same boxes,
+    each box is decoded again with its first mask as a dense prompt (the segmenter's
+    ``refine``: SAM-family segmenters only).
     """
     with timer("decode"):
-        prediction = segmenter.predict(embedding, boxes=boxes)
+        prediction = (segmenter.predict(embedding, boxes=boxes) if first is None else
+                      segmenter.refine(embedding, boxes, first.low_res_logits))
         masks = np.asarray(prediction.masks, bool)
         if cleanup and len(masks):
             masks = np.stack([fill_holes(keep_largest(m, 1)) if m.any() else m for m in masks])

@@ -255,6 +255,8 @@ class MedClipSamPipeline:
         source, boxes, targets = prompts.source, prompts.boxes, prompts.targets
         decisions = {**reached, "mask_source": source, "coarse_level": prompts.level,
                      "box_margin": prompts.margin}
+        if self.config.mask_prompt:  # recorded: only the segmenter's own decoder takes masks
+            decisions["mask_prompt"] = source in ("segmenter", "union")
         if keep_intermediates:
             views = {"saliency": prompts.saliency, "coarse_mask": prompts.coarse,
                      "map_mask": targets, "boxes": boxes, **decisions}
@@ -276,6 +278,9 @@ class MedClipSamPipeline:
             if len(tight):
                 boxes = tight
                 mask, prediction = segment_boxes(decoder, embedding, boxes, timer, cleanup)
+        if decisions.get("mask_prompt") and mask.any():
+            mask, prediction = segment_boxes(decoder, embedding, boxes, timer, cleanup,
+                                             first=prediction)
         scores = np.asarray(prediction.scores, np.float32)
         if source == "union":
             mask = mask | targets

@@ -109,6 +109,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             lambda c: c.medclipsam.box_rule, lambda c, v: _with_medclipsam(c, box_rule=v)),
     Setting("refine", "medclipsam", "MedClipSamConfig.refine", {"off": False, "on": True},
             lambda c: c.medclipsam.refine, lambda c, v: _with_medclipsam(c, refine=v)),
+    Setting("mask_prompt", "medclipsam", "MedClipSamConfig.mask_prompt",
+            {"off": False, "on": True}, lambda c: c.medclipsam.mask_prompt,
+            lambda c, v: _with_medclipsam(c, mask_prompt=v)),
     Setting("salip_max_boxes", "salip", "FeatureBoxConfig.max_boxes",
             {str(n): n for n in (6, 8, 12, 48)},
             lambda c: _proposals(c).feature_boxes.max_boxes,
@@ -119,8 +122,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             lambda c: _proposals(c).box_margins,
             lambda c, v: _with_proposals(c, box_margins=v)),
 )}
-"""Every setting chosen this way: the map -> boxes rule and MedCLIP-SAM's second decode from
-the first masks' boxes (``refine``); SaLIP's number of feature boxes and whether each is also
+"""Every setting chosen this way: the map -> boxes rule, MedCLIP-SAM's second decode from
+the first masks' boxes (``refine``) and from its first masks as dense prompts
+(``mask_prompt``); SaLIP's number of feature boxes and whether each is also
 decoded grown by 20 % per side."""
 
 

@@ -148,6 +148,15 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_TRAIN, epochs=4),
         heads=_HEADS,
     ),
+    # "loso" with two re-encoded views of every training image: its look changed as for the
+    # chest views, and an RGB image seen as one channel in gray; the leave-one-domain-out
+    # measure of docs/BENCHMARKS.md (scripts/bench_domains.py) compares it with "loso"
+    "domains-views": Recipe(
+        name="domains-views",
+        train=replace(_TRAIN, epochs=4),
+        heads=_HEADS,
+        views=(replace(_CHEST_VIEWS, sets=()), ViewConfig(channel=1)),
+    ),
 }
 
 

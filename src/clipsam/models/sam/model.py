@@ -56,3 +56,14 @@ class PromptDecoder(nn.Module):
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.decode(features, coords, labels)
 
+
+class MaskedPromptDecoder(nn.Module):
+    """``SamModel.decode`` with the mask input of a previous round, as a module to export."""
+
+    def __init__(self, model: SamModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+                mask_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.decode(features, coords, labels, mask_input)

@@ -82,6 +82,32 @@ class SamSegmenter:
         masks = geometry.grid_to_original(low_res) > 0
         return MaskPrediction(masks=masks, low_res_logits=low_res, scores=scores)
 
+    def refine(self, embedding: ImageEmbedding, boxes: np.ndarray,
+               low_res_logits: np.ndarray) -> MaskPrediction:
+        """A second round for N box prompts: each box with its first round's (N, 4g, 4g) mask
+        logits as a dense prompt, and of the decoder's M outputs the one with the highest
+        predicted IoU (SAM's iterative prompting, the output chosen by the model itself)."""
+        if embedding.model_name != self.name:
+            raise InputError(f"embedding was made by {embedding.model_name}, not {self.name}; "
+                             "encode the image with this segmenter")
+        coords, labels = prompt_points(embedding.geometry, boxes, None, None)
+        logits = np.asarray(low_res_logits, np.float32)[:, None]
+        if len(logits) != len(coords):
+            raise InputError(f"{len(coords)} boxes but {len(logits)} first-round masks")
+        if len(coords) == 0:
+            return self.predict(embedding, boxes=np.zeros((0, 4), np.float32))
+        decoded = [self.runtime.decode_masked(embedding.features, coords[i:i + MAX_BATCH],
+                                              labels[i:i + MAX_BATCH],
+                                              logits[i:i + MAX_BATCH])
+                   for i in range(0, len(coords), MAX_BATCH)]
+        all_logits = np.concatenate([out for out, _ in decoded])
+        all_iou = np.concatenate([iou for _, iou in decoded])
+        rows, index = np.arange(len(coords)), np.argmax(all_iou, axis=1)
+        low_res = np.ascontiguousarray(all_logits[rows, index], dtype=np.float32)
+        return MaskPrediction(masks=embedding.geometry.grid_to_original(low_res) > 0,
+                              low_res_logits=low_res,
+                              scores=np.asarray(all_iou[rows, index], np.float32))
+
     @staticmethod
     def _ambiguous(boxes: np.ndarray | None, points: np.ndarray | None) -> bool:
         """A lone box, or a lone click, per prompt."""

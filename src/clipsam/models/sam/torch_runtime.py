@@ -35,3 +35,11 @@ class TorchRuntime:
         with torch.inference_mode():
             masks, iou = self.model.decode(*inputs)
         return masks.cpu().numpy(), iou.cpu().numpy()
+
+    def decode_masked(self, features: np.ndarray, coords: np.ndarray, labels: np.ndarray,
+                      mask_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inputs = [torch.from_numpy(a).to(self.device)
+                  for a in (features, coords, labels, mask_logits)]
+        with torch.inference_mode():
+            masks, iou = self.model.decode(*inputs[:3], mask_input=inputs[3])
+        return masks.cpu().numpy(), iou.cpu().numpy()
