@@ -96,7 +96,7 @@ def main() -> None:
             model = args.work / args.data.name / recipe / name
             record = args.out / recipe / f"{name}.json"
             if not record.is_file():
-                exclude = [str(work / "leave-out" / k / "images") for k in left_out]
+                exclude = [str(work / "leave-out" / k) for k in left_out]
                 clipsam("finetune", "-q", "--recipe", recipe, "--data", str(args.data),
                         "--subset", "train", *(("--exclude", *exclude) if exclude else ()),
                         "--out", str(model), *cache)
