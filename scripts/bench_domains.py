@@ -4,7 +4,7 @@ and brightfield), trained on one kind and scored on the other, against the same 
 trained on both.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_domains.py ../shared/data/dsb_nuclei \\
-        --column channels --recipes loso domains-views --embedding-cache runs/emb_cache \\
+        --column channels --recipes domains --embedding-cache runs/emb_cache \\
         --out docs/results/domains/dsb_nuclei
 
 Through the documented commands. For each recipe, ``clipsam finetune --recipe R --data SET
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--column", required=True, help="the meta.csv column naming the kind")
     parser.add_argument("--prompt", default=None, help="the set's target (default: its "
                         "benchmark prompt, scripts/benchmark_prompts.json)")
-    parser.add_argument("--recipes", nargs="+", default=["loso"])
+    parser.add_argument("--recipes", nargs="+", default=["domains"])
     parser.add_argument("--embedding-cache", type=Path, required=True, metavar="DIR")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("runs/domains"))
