@@ -449,7 +449,8 @@ def _loso_rows(folder: str) -> tuple[dict[str, str], ...]:
 # a training recipe must pass to replace the shipped one (mean validation Dice gain).
 ISSUE_BARS = {"loso": 0.75, "loso_sets": 6, "not_found_empty": 0.90, "presence_recall": 0.95,
               "post_encoder": 0.15, "salip_gap": 0.05, "fresh": 3, "folder": 1.15, "salip": 2,
-              "help": 0.5, "weak_sets": 4, "weak_minutes": 20, "recipe_gain": 0.01}
+              "help": 0.5, "weak_sets": 4, "weak_minutes": 20, "recipe_gain": 0.01,
+              "volume_time": 1.15}
 LOSO_BAR = ISSUE_BARS["loso"]
 
 
