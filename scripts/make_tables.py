@@ -860,20 +860,23 @@ def table_presence_points() -> str:
                    "balanced point", "precision point"], body)
 
 
-def table_tta() -> str:
-    """Test-time flips of the map (``--tta hflip``, ``lesions/tta/<set>/``) against the shipped
-    route (``eval/<set>/medclipsam``) on the same held-out lesion images: paired differences
-    with 95 % intervals, "not found" on images without the target, and the flip run's median
-    seconds per image after the stored encoder pass (the flipped image's pass included)."""
+def table_decoding_option(folder: str = "tta", option: str = "--tta hflip",
+                          reference: str = "medclipsam-anatomy") -> str:
+    """A decoding option's held-out run (``lesions/<folder>/<set>/``: test-time flips, or the
+    mask prompt) against the default route of the same model (``eval/<set>/<reference>``: the
+    flips ran with the ``anatomy`` model, the mask prompt with the shipped one) on the same
+    held-out lesion images: paired differences with 95 % intervals, "not found" on images
+    without the target, and the option's median seconds per image after the stored encoder
+    pass (a flipped image's pass included)."""
     body = []
     for name in SETS:
-        path = RESULTS / "lesions" / "tta" / name / "per_image.csv"
+        path = RESULTS / "lesions" / folder / name / "per_image.csv"
         if not path.is_file():
             continue
         rows = _rows(path)
-        flipped, shipped = _scored(rows), _scored_dice(name, "medclipsam")
-        common = sorted(flipped.keys() & shipped.keys())
-        difference = _difference_cell(paired_difference([flipped[i] for i in common],
+        changed, shipped = _scored(rows), _scored_dice(name, reference)
+        common = sorted(changed.keys() & shipped.keys())
+        difference = _difference_cell(paired_difference([changed[i] for i in common],
                                                         [shipped[i] for i in common]))
         empty = [r for r in rows if not r["error"] and _true(r["gt_empty"])]
         not_found = (f"{np.mean([not _true(r['found']) for r in empty]):.2f} ({len(empty)})"
@@ -881,13 +884,13 @@ def table_tta() -> str:
         seconds = float(np.median([float(r["seconds"]) for r in rows if not r["error"]]))
         body.append([name, str(len(common)),
                      _fmt(float(np.mean([shipped[i] for i in common]))),
-                     _fmt(float(np.mean([flipped[i] for i in common]))),
+                     _fmt(float(np.mean([changed[i] for i in common]))),
                      difference, not_found, f"{seconds:.2f}"])
     if not body:
         return "Not measured yet."
-    return _table(["set", "n", "shipped route Dice", "with --tta hflip Dice",
-                   "difference [95 % CI]", "not found on empty (n), with flips",
-                   "median s/image with flips"], body)
+    return _table(["set", "n", "default route Dice", f"with {option} Dice",
+                   "difference [95 % CI]", f"not found on empty (n), with {option}",
+                   f"median s/image with {option}"], body)
 
 
 def table_domains(set_name: str = "dsb_nuclei") -> str:
@@ -977,7 +980,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "cross_source_history": lambda: table_cross_source(shipped=False),
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
     "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
-    "lesion_limits": table_lesion_limits, "tta": table_tta,
+    "lesion_limits": table_lesion_limits, "tta": table_decoding_option,
+    "mask_prompt": lambda: table_decoding_option("mask_prompt", "--mask-prompt", "medclipsam"),
     "ship_rule_gray": lambda: table_ship_rule("anatomy-gray", "anatomy", found_must_rise=False),
 }
 

@@ -162,17 +162,18 @@ def test_paraphrase_table_states_both_bars_from_the_summary(tables, tmp_path, mo
     assert table.endswith("(bar: at least 0.9); not met.")
 
 
-def test_tta_table_pairs_the_flip_run_with_the_shipped_route(tables, tmp_path, monkeypatch):
+def test_decoding_option_table_pairs_its_run_with_the_default_route(tables, tmp_path,
+                                                                    monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
-    assert tables.table_tta() == "Not measured yet."
+    assert tables.table_decoding_option() == "Not measured yet."
     header = "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
-    for folder, dices in ((tmp_path / "eval" / "busi" / "medclipsam", (0.5, 0.7)),
+    for folder, dices in ((tmp_path / "eval" / "busi" / "medclipsam-anatomy", (0.5, 0.7)),
                           (tmp_path / "lesions" / "tta" / "busi", (0.6, 0.7))):
         folder.mkdir(parents=True)
         lines = [f"a{k},{d},0,0,0,true,false,{1 + k},2," for k, d in enumerate(dices)]
         lines.append("e,0,0,0,0,false,true,1,2,")  # an image without the target, not found
         (folder / "per_image.csv").write_text(header + "\n".join(lines) + "\n")
-    row = tables.table_tta().splitlines()[2]
+    row = tables.table_decoding_option().splitlines()[2]
     assert row.startswith("| busi | 2 | 0.600 | 0.650 | +0.050 [")
     assert row.endswith("| 1.00 (1) | 1.00 |")  # median of 1, 2 and 1 seconds
 
