@@ -155,14 +155,6 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_TRAIN, epochs=20),
         heads=_HEADS,
     ),
-    # "domains" with two re-encoded views of every training image: its look changed as for
-    # the chest views, and an RGB image seen as one channel in gray (source cues removed)
-    "domains-views": Recipe(
-        name="domains-views",
-        train=replace(_TRAIN, epochs=20),
-        heads=_HEADS,
-        views=(replace(_CHEST_VIEWS, sets=()), ViewConfig(channel=1)),
-    ),
 }
 
 
