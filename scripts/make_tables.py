@@ -860,6 +860,43 @@ def table_presence_points() -> str:
                    "balanced point", "precision point"], body)
 
 
+def table_weak_shipped() -> str:
+    """Weak supervision rerun with the shipped model as teacher and today's ``weak-train``
+    defaults (``weak_shipped/<set>/``: ``config.json`` of the student, ``teacher``, ``weak``
+    and ``weak-box`` runs of ``clipsam eval --subset test``): per set, the images used and held
+    out, the student's agreement with the teacher on its held-out pseudo-masks, its warning,
+    training minutes, each Dice, and the better student against the teacher, paired."""
+    folder = RESULTS / "weak_shipped"
+    body = []
+    for name in SETS:
+        if not (folder / name / "config.json").is_file():
+            continue
+        config = json.loads((folder / name / "config.json").read_text())
+
+        def scored(run: str, name: str = name) -> dict[str, float]:
+            return _scored(_rows(folder / name / run / "per_image.csv"))
+
+        teacher = scored("teacher")
+        students = {run: scored(run) for run in ("weak", "weak-box")}
+        best = max(students, key=lambda run: np.mean(list(students[run].values())))
+        common = sorted(students[best].keys() & teacher.keys())
+        paired = paired_difference([students[best][i] for i in common],
+                                   [teacher[i] for i in common])
+        body.append([name, f"{sum(d['used'] for d in config['data'])} / "
+                     f"{sum(d['held_out'] for d in config['data'])}",
+                     _fmt(config["agreement"]), config["warning"] or "-",
+                     f"{config['train_seconds'] / 60:.1f}",
+                     _fmt(float(np.mean(list(teacher.values())))),
+                     *(_fmt(float(np.mean(list(s.values())))) for s in students.values()),
+                     f"{best}: {_difference_cell(paired)}",
+                     "yes" if paired[0] >= 0 else "no"])
+    if not body:
+        return "Not measured yet."
+    return _table(["set", "images used / held out", "agreement with the teacher (held out)",
+                   "warning", "training min", "teacher Dice", "weak Dice", "weak-box Dice",
+                   "better student - teacher, paired [95 % CI]", ">= teacher"], body)
+
+
 def table_decoding_option(folder: str = "tta", option: str = "--tta hflip",
                           reference: str = "medclipsam-anatomy") -> str:
     """A decoding option's held-out run (``lesions/<folder>/<set>/``: test-time flips, or the
@@ -981,6 +1018,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "decoder_adapter": table_decoder_adapter, "paraphrase_dice": table_paraphrase_dice,
     "presence_points": table_presence_points, "presence_confusion": table_presence_confusion,
     "lesion_limits": table_lesion_limits, "tta": table_decoding_option,
+    "weak_shipped": table_weak_shipped,
     "mask_prompt": lambda: table_decoding_option("mask_prompt", "--mask-prompt", "medclipsam"),
     "ship_rule_gray": lambda: table_ship_rule("anatomy-gray", "anatomy", found_must_rise=False),
 }

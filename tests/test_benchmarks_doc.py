@@ -178,6 +178,26 @@ def test_decoding_option_table_pairs_its_run_with_the_default_route(tables, tmp_
     assert row.endswith("| 1.00 (1) | 1.00 |")  # median of 1, 2 and 1 seconds
 
 
+def test_weak_shipped_table_compares_the_better_student_with_its_teacher(tables, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_weak_shipped() == "Not measured yet."
+    folder = tmp_path / "weak_shipped" / "busi"
+    header = "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
+    for run, dices in (("teacher", (0.5, 0.7)), ("weak", (0.4, 0.6)), ("weak-box", (0.6, 0.8))):
+        (folder / run).mkdir(parents=True)
+        lines = [f"a{k},{d},0,0,0,true,false,1,1," for k, d in enumerate(dices)]
+        (folder / run / "per_image.csv").write_text(header + "\n".join(lines) + "\n")
+    (folder / "config.json").write_text(json.dumps({
+        "data": [{"used": True, "held_out": False}, {"used": True, "held_out": True},
+                 {"used": False, "held_out": False}],
+        "agreement": 0.81, "warning": None, "train_seconds": 90}))
+    row = tables.table_weak_shipped().splitlines()[2]
+    assert row.startswith("| busi | 2 / 1 | 0.810 | - | 1.5 | 0.600 | 0.500 | 0.700 | "
+                          "weak-box: +0.100 [")
+    assert row.endswith("| yes |")
+
+
 def test_domains_table_pairs_each_model_on_the_same_images_of_a_kind(tables, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
