@@ -97,8 +97,9 @@ def onnx_paths(model_name: str, checkpoint: Path) -> tuple[Path, Path, Path]:
     key = (f"{model_name}-{sha256_of(checkpoint)[:16]}-clipsam{version}-opset{ONNX_OPSET}"
            f"-r{GRAPH_REVISION}")
     folder = cache_dir() / "onnx"
-    return tuple(folder / f"{key}-{part}.onnx"  # type: ignore[return-value]
-                 for part in ("encoder", "decoder", "decoder-mask"))
+    encoder, decoder, masked = (folder / f"{key}-{part}.onnx"
+                                for part in ("encoder", "decoder", "decoder-mask"))
+    return encoder, decoder, masked
 
 
 def onnx_runtime(build_model: Callable[[], SamModel], model_name: str, checkpoint: Path,
