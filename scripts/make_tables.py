@@ -892,7 +892,8 @@ def table_weak_shipped() -> str:
                      "yes" if paired[0] >= 0 else "no"])
     if not body:
         return "Not measured yet."
-    return _table(["set", "images used / held out", "agreement with the teacher (held out)",
+    return _table(["set", "pseudo-labelled images / of them held out",
+                   "agreement with the teacher (held out)",
                    "warning", "training min", "teacher Dice", "weak Dice", "weak-box Dice",
                    "better student - teacher, paired [95 % CI]", ">= teacher"], body)
 
