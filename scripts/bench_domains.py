@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clipsam.io.labelled_sets import META_NAME, Sample, list_samples
+from clipsam.io.labelled_sets import META_NAME, Sample, list_samples, write_meta_subset
 from clipsam.io.splits import split_of
 
 
@@ -53,14 +53,7 @@ def link_set(set_dir: Path, samples: list[Sample], folder: Path) -> None:
     for sample in samples:
         (folder / "images" / sample.image_path.name).symlink_to(sample.image_path.resolve())
         (folder / "masks" / sample.mask_path.name).symlink_to(sample.mask_path.resolve())
-    with (set_dir / META_NAME).open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        ids = {s.image_id for s in samples}
-        rows, fields = [row for row in reader if row["id"] in ids], reader.fieldnames
-    with (folder / META_NAME).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_meta_subset(set_dir, {s.image_id for s in samples}, folder)
 
 
 def clipsam(*argv: str) -> None:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from clipsam.io.atomic import write_text_atomic
-from clipsam.io.labelled_sets import META_NAME, list_samples
+from clipsam.io.labelled_sets import list_samples, write_meta_subset
 from clipsam.io.splits import split_of
 
 PROMPTS = json.loads((Path(__file__).parent / "benchmark_prompts.json").read_text())
@@ -58,17 +58,7 @@ def link_folder(set_dir: Path, samples: list, folder: Path) -> None:
     folder.mkdir(parents=True)
     for sample in samples:
         (folder / sample.image_path.name).symlink_to(sample.image_path.resolve())
-    meta = set_dir / META_NAME
-    if meta.is_file():
-        with meta.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            ids = {s.image_id for s in samples}
-            rows = [row for row in reader if row["id"] in ids]
-            fields = reader.fieldnames
-        with (folder / META_NAME).open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+    write_meta_subset(set_dir, {s.image_id for s in samples}, folder)
 
 
 def clipsam(*argv: str) -> tuple[float, float, float]:

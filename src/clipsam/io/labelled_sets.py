@@ -3,12 +3,14 @@
 ``meta.csv`` has an ``id`` column, one row per image. A ``subject`` column (or ``patient``,
 ``patient_id``, ``subject_id``, ``case``) groups the images of one person; without one, each
 image is its own subject. ``pixel_spacing_mm`` (isotropic, mm per pixel) is optional.
-:func:`read_meta` is the one reader of ``meta.csv``.
+:func:`read_meta` is the one reader of ``meta.csv``; :func:`write_meta_subset` writes a subset
+of one.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,21 @@ def read_meta(set_dir: Path) -> dict[str, ImageMeta]:
         if not reader.fieldnames or "id" not in reader.fieldnames:
             raise InputError(f"{path} has no 'id' column")
         return {row["id"]: ImageMeta(_subject(row), _spacing(row, path)) for row in reader}
+
+
+def write_meta_subset(set_dir: Path, ids: Collection[str], folder: Path) -> None:
+    """``folder``/meta.csv with the rows of ``set_dir``'s ``meta.csv`` whose id is in ``ids``,
+    its columns unchanged; nothing when the set has no ``meta.csv``."""
+    path = Path(set_dir) / META_NAME
+    if not path.is_file():
+        return
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows, fields = [row for row in reader if row["id"] in ids], reader.fieldnames
+    with (Path(folder) / META_NAME).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _subject(row: dict[str, str]) -> str | None:
