@@ -106,6 +106,11 @@ def _scored(rows: list[dict[str, str]]) -> dict[str, float]:
             if not r["error"] and not _true(r["gt_empty"])}
 
 
+def _scored_file(path: Path) -> dict[str, float]:
+    """:func:`_scored` of a ``per_image.csv`` file; {} when there is none."""
+    return _scored(_rows(path)) if path.is_file() else {}
+
+
 def _scored_dice(set_name: str, method: str) -> dict[str, float]:
     """Image id -> Dice of ``method`` on the images it scored that have a target."""
     return _scored(_per_image(set_name, method))
@@ -764,18 +769,14 @@ def table_decoder_adapter() -> str:
     lesion sets only; paired differences with 95 % intervals."""
     folder = RESULTS / "lesions"
 
-    def scored(route: str, name: str) -> dict[str, float]:
-        path = folder / route / name / "per_image.csv"
-        return _scored(_rows(path)) if path.is_file() else {}
-
     body = []
     for name in SETS:
-        shipped = scored("shipped", name)
+        shipped = _scored_file(folder / "shipped" / name / "per_image.csv")
         if not shipped:
             continue
         cells = [name, str(len(shipped)), _fmt(float(np.mean(list(shipped.values()))))]
         for route in ("forced", "lforced"):
-            other = scored(route, name)
+            other = _scored_file(folder / route / name / "per_image.csv")
             common = sorted(other.keys() & shipped.keys())
             if not common:
                 cells += ["-", "-"]
@@ -873,11 +874,9 @@ def table_weak_shipped() -> str:
             continue
         config = json.loads((folder / name / "config.json").read_text())
 
-        def scored(run: str, name: str = name) -> dict[str, float]:
-            return _scored(_rows(folder / name / run / "per_image.csv"))
-
-        teacher = scored("teacher")
-        students = {run: scored(run) for run in ("weak", "weak-box")}
+        teacher = _scored_file(folder / name / "teacher" / "per_image.csv")
+        students = {run: _scored_file(folder / name / run / "per_image.csv")
+                    for run in ("weak", "weak-box")}
         best = max(students, key=lambda run: np.mean(list(students[run].values())))
         common = sorted(students[best].keys() & teacher.keys())
         paired = paired_difference([students[best][i] for i in common],
@@ -938,18 +937,17 @@ def table_domains(set_name: str = "dsb_nuclei") -> str:
     alone, and by the shipped model (``eval/<set>/medclipsam``, the same images); the
     out-of-domain gap as a paired difference against ``both`` with its 95 % interval."""
     folder = RESULTS / "domains" / set_name
+    shipped = _scored_dice(set_name, "medclipsam")
     body = []
     for recipe in sorted(p.name for p in folder.glob("*/") if p.is_dir()):
         kinds = sorted(p.name for p in (folder / recipe / "both").glob("*/"))
         for kind in kinds:
             def scored(model: str, kind: str = kind, recipe: str = recipe) -> dict[str, float]:
-                path = folder / recipe / model / kind / "per_image.csv"
-                return _scored(_rows(path)) if path.is_file() else {}
+                return _scored_file(folder / recipe / model / kind / "per_image.csv")
 
             both, own = scored("both"), scored(f"only-{kind}")
             others = [scored(f"only-{k}") for k in kinds if k != kind]
             other = others[0] if len(others) == 1 else {}
-            shipped = _scored_dice(set_name, "medclipsam")
             ids = sorted(both.keys() & own.keys() & other.keys() & shipped.keys())
             if not ids:
                 continue
@@ -1100,8 +1098,9 @@ def _fig_curve_best(name: str) -> int:
 
 
 def _dig(value: dict, keys: tuple[str, ...]) -> float | int | None:
+    """``value`` followed down ``keys``; a key of a list is its index."""
     for key in keys:
-        value = value[key]
+        value = value[int(key)] if isinstance(value, list) else value[key]
     return value
 
 
@@ -1126,10 +1125,7 @@ def _fig_volume(label: str, *keys: str) -> float | int | None:
     """A number of a volume benchmark's report (``volumes/<label>/summary.json``) followed
     down ``keys``, e.g. ``volume anatomy-gray runs consistent dice_mean``; a number key
     indexes a list."""
-    value = json.loads((RESULTS / "volumes" / label / "summary.json").read_text())
-    for key in keys:
-        value = value[int(key)] if isinstance(value, list) else value[key]
-    return value
+    return _dig(json.loads((RESULTS / "volumes" / label / "summary.json").read_text()), keys)
 
 
 @figure("screen")
