@@ -874,8 +874,9 @@ def table_weak_shipped() -> str:
             continue
         config = json.loads((folder / name / "config.json").read_text())
 
-        teacher = _scored_file(folder / name / "teacher" / "per_image.csv")
-        students = {run: _scored_file(folder / name / run / "per_image.csv")
+        # every run must be there: a missing one is an error, not an empty column
+        teacher = _scored(_rows(folder / name / "teacher" / "per_image.csv"))
+        students = {run: _scored(_rows(folder / name / run / "per_image.csv"))
                     for run in ("weak", "weak-box")}
         best = max(students, key=lambda run: np.mean(list(students[run].values())))
         common = sorted(students[best].keys() & teacher.keys())
