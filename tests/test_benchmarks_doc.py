@@ -162,17 +162,27 @@ def test_paraphrase_table_states_both_bars_from_the_summary(tables, tmp_path, mo
     assert table.endswith("(bar: at least 0.9); not met.")
 
 
+def write_per_image(folder: Path, dices: dict[str, float], seconds: float | list[float] = 1.0,
+                    extra: tuple[str, ...] = ()) -> None:
+    """``folder``/per_image.csv of images with a target, found at ``dices`` in ``seconds``
+    each (a number per image, or one for all), then the raw rows ``extra``."""
+    folder.mkdir(parents=True)
+    each = seconds if isinstance(seconds, list) else [seconds] * len(dices)
+    lines = [f"{i},{d},0,0,0,true,false,{s},1," for (i, d), s in zip(dices.items(), each,
+                                                                        strict=True)]
+    (folder / "per_image.csv").write_text(
+        "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
+        + "\n".join([*lines, *extra]) + "\n")
+
+
 def test_decoding_option_table_pairs_its_run_with_the_default_route(tables, tmp_path,
                                                                     monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert tables.table_decoding_option() == "Not measured yet."
-    header = "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
     for folder, dices in ((tmp_path / "eval" / "busi" / "medclipsam-anatomy", (0.5, 0.7)),
                           (tmp_path / "lesions" / "tta" / "busi", (0.6, 0.7))):
-        folder.mkdir(parents=True)
-        lines = [f"a{k},{d},0,0,0,true,false,{1 + k},2," for k, d in enumerate(dices)]
-        lines.append("e,0,0,0,0,false,true,1,2,")  # an image without the target, not found
-        (folder / "per_image.csv").write_text(header + "\n".join(lines) + "\n")
+        write_per_image(folder, {"a0": dices[0], "a1": dices[1]}, seconds=[1, 2],
+                        extra=("e,0,0,0,0,false,true,1,2,",))  # no target, not found
     row = tables.table_decoding_option().splitlines()[2]
     assert row.startswith("| busi | 2 | 0.600 | 0.650 | +0.050 [")
     assert row.endswith("| 1.00 (1) | 1.00 |")  # median of 1, 2 and 1 seconds
@@ -183,11 +193,8 @@ def test_weak_shipped_table_compares_the_better_student_with_its_teacher(tables,
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert tables.table_weak_shipped() == "Not measured yet."
     folder = tmp_path / "weak_shipped" / "busi"
-    header = "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
     for run, dices in (("teacher", (0.5, 0.7)), ("weak", (0.4, 0.6)), ("weak-box", (0.6, 0.8))):
-        (folder / run).mkdir(parents=True)
-        lines = [f"a{k},{d},0,0,0,true,false,1,1," for k, d in enumerate(dices)]
-        (folder / run / "per_image.csv").write_text(header + "\n".join(lines) + "\n")
+        write_per_image(folder / run, {"a0": dices[0], "a1": dices[1]})
     (folder / "config.json").write_text(json.dumps({
         "data": [{"used": True, "held_out": False}, {"used": True, "held_out": True},
                  {"used": False, "held_out": False}],
@@ -202,21 +209,16 @@ def test_domains_table_pairs_each_model_on_the_same_images_of_a_kind(tables, tmp
                                                                      monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert tables.table_domains() == "Not measured yet."
-    header = "id,dice,iou,hd95,nsd,found,gt_empty,seconds,wall_seconds,error\n"
-
-    def write(folder: Path, dices: dict[str, float]) -> None:
-        folder.mkdir(parents=True)
-        lines = [f"{i},{d},0,0,0,true,false,1,1," for i, d in dices.items()]
-        (folder / "per_image.csv").write_text(header + "\n".join(lines) + "\n")
-
-    write(tmp_path / "eval" / "dsb_nuclei" / "medclipsam", {"g1": 0.8, "g2": 0.8, "r1": 0.7})
+    write_per_image(tmp_path / "eval" / "dsb_nuclei" / "medclipsam",
+                    {"g1": 0.8, "g2": 0.8, "r1": 0.7})
     runs = tmp_path / "domains" / "dsb_nuclei" / "loso"
-    write(runs / "both" / "gray", {"g1": 0.8, "g2": 0.6})
-    write(runs / "only-gray" / "gray", {"g1": 0.9, "g2": 0.7})
-    write(runs / "only-rgb" / "gray", {"g1": 0.4, "g2": 0.2, "g3": 0.1})  # g3: not in both
-    write(runs / "both" / "rgb", {"r1": 0.6})
-    write(runs / "only-gray" / "rgb", {"r1": 0.5})
-    write(runs / "only-rgb" / "rgb", {"r1": 0.7})
+    write_per_image(runs / "both" / "gray", {"g1": 0.8, "g2": 0.6})
+    write_per_image(runs / "only-gray" / "gray", {"g1": 0.9, "g2": 0.7})
+    # g3 is not in "both": left out of every column
+    write_per_image(runs / "only-rgb" / "gray", {"g1": 0.4, "g2": 0.2, "g3": 0.1})
+    write_per_image(runs / "both" / "rgb", {"r1": 0.6})
+    write_per_image(runs / "only-gray" / "rgb", {"r1": 0.5})
+    write_per_image(runs / "only-rgb" / "rgb", {"r1": 0.7})
     gray, rgb = tables.table_domains().splitlines()[2:]
     assert gray.startswith("| loso | gray | 2 | 0.800 | 0.700 | 0.800 | 0.300 | -0.400 [")
     assert rgb.startswith("| loso | rgb | 1 | 0.700 | 0.600 | 0.700 | 0.500 | -0.100 [")
