@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,7 @@ class SamSegmenter:
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
     ) -> MaskPrediction:
-        if embedding.model_name != self.name:
-            raise InputError(f"embedding was made by {embedding.model_name}, not {self.name}; "
-                             "encode the image with this segmenter")
+        self._check(embedding)
         if boxes is None and points is None:
             raise InputError("give boxes (N, 4) and/or points (N, P, 2) to predict masks")
         geometry = embedding.geometry
@@ -69,44 +68,54 @@ class SamSegmenter:
             return MaskPrediction(np.zeros((0, height, width), bool),
                                   np.zeros((0, grid, grid), np.float32),
                                   np.zeros(0, np.float32))
-        decoded = [self.runtime.decode(embedding.features, coords[i:i + MAX_BATCH],
-                                       labels[i:i + MAX_BATCH]) for i in range(0, n, MAX_BATCH)]
-        all_logits = np.concatenate([logits for logits, _ in decoded])
-        all_iou = np.concatenate([iou for _, iou in decoded])
+        all_logits, all_iou = self._decode(self.runtime.decode, embedding, coords, labels)
         index = np.zeros(n, dtype=np.int64)
         if self.arch.multimask and self._ambiguous(boxes, points):
             index = 1 + np.argmax(all_iou[:, 1:], axis=1)
-        rows = np.arange(n)
-        low_res = np.ascontiguousarray(all_logits[rows, index], dtype=np.float32)
-        scores = np.asarray(all_iou[rows, index], dtype=np.float32)
-        masks = geometry.grid_to_original(low_res) > 0
-        return MaskPrediction(masks=masks, low_res_logits=low_res, scores=scores)
+        return self._prediction(embedding, all_logits, all_iou, index)
 
     def refine(self, embedding: ImageEmbedding, boxes: np.ndarray,
                low_res_logits: np.ndarray) -> MaskPrediction:
         """A second round for N box prompts: each box with its first round's (N, 4g, 4g) mask
         logits as a dense prompt, and of the decoder's M outputs the one with the highest
         predicted IoU (SAM's iterative prompting, the output chosen by the model itself)."""
-        if embedding.model_name != self.name:
-            raise InputError(f"embedding was made by {embedding.model_name}, not {self.name}; "
-                             "encode the image with this segmenter")
+        self._check(embedding)
         coords, labels = prompt_points(embedding.geometry, boxes, None, None)
         logits = np.asarray(low_res_logits, np.float32)[:, None]
         if len(logits) != len(coords):
             raise InputError(f"{len(coords)} boxes but {len(logits)} first-round masks")
         if len(coords) == 0:
             return self.predict(embedding, boxes=np.zeros((0, 4), np.float32))
-        decoded = [self.runtime.decode_masked(embedding.features, coords[i:i + MAX_BATCH],
-                                              labels[i:i + MAX_BATCH],
-                                              logits[i:i + MAX_BATCH])
+        all_logits, all_iou = self._decode(self.runtime.decode_masked, embedding, coords,
+                                           labels, logits)
+        return self._prediction(embedding, all_logits, all_iou, np.argmax(all_iou, axis=1))
+
+    def _check(self, embedding: ImageEmbedding) -> None:
+        if embedding.model_name != self.name:
+            raise InputError(f"embedding was made by {embedding.model_name}, not {self.name}; "
+                             "encode the image with this segmenter")
+
+    @staticmethod
+    def _decode(decode: Callable[..., tuple[np.ndarray, np.ndarray]],
+                embedding: ImageEmbedding, coords: np.ndarray,
+                *per_prompt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``decode`` over (N, ...) prompt arrays in batches of at most ``MAX_BATCH``: all
+        (N, M, 4g, 4g) logits and (N, M) IoU estimates."""
+        decoded = [decode(embedding.features, coords[i:i + MAX_BATCH],
+                          *(a[i:i + MAX_BATCH] for a in per_prompt))
                    for i in range(0, len(coords), MAX_BATCH)]
-        all_logits = np.concatenate([out for out, _ in decoded])
-        all_iou = np.concatenate([iou for _, iou in decoded])
-        rows, index = np.arange(len(coords)), np.argmax(all_iou, axis=1)
+        return (np.concatenate([logits for logits, _ in decoded]),
+                np.concatenate([iou for _, iou in decoded]))
+
+    @staticmethod
+    def _prediction(embedding: ImageEmbedding, all_logits: np.ndarray, all_iou: np.ndarray,
+                    index: np.ndarray) -> MaskPrediction:
+        """Output ``index[k]`` of each prompt k, as masks on the original image."""
+        rows = np.arange(len(index))
         low_res = np.ascontiguousarray(all_logits[rows, index], dtype=np.float32)
-        return MaskPrediction(masks=embedding.geometry.grid_to_original(low_res) > 0,
-                              low_res_logits=low_res,
-                              scores=np.asarray(all_iou[rows, index], np.float32))
+        scores = np.asarray(all_iou[rows, index], dtype=np.float32)
+        masks = embedding.geometry.grid_to_original(low_res) > 0
+        return MaskPrediction(masks=masks, low_res_logits=low_res, scores=scores)
 
     @staticmethod
     def _ambiguous(boxes: np.ndarray | None, points: np.ndarray | None) -> bool:
