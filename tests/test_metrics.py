@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clipsam.errors import InputError
-from clipsam.eval.metrics import dice, hd95, iou, nsd, score_mask
+from clipsam.eval.metrics import dice, hd95, iou, nsd, score_mask, slice_detection
 
 
 def squares(shift: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -65,3 +65,17 @@ def test_bad_shapes_and_spacing_are_input_errors():
     prediction, reference = squares()
     with pytest.raises(InputError):
         hd95(prediction, reference, spacing=(0.0, 1.0))
+
+
+def test_slice_detection_counts_the_slices_holding_each_mask():
+    reference = np.zeros((5, 4, 4), bool)
+    reference[1:4, 1, 1] = True  # slices 1, 2, 3
+    prediction = np.zeros_like(reference)
+    prediction[[0, 2, 3], 2, 2] = True  # slices 0, 2, 3: two hits, one false slice
+    found = slice_detection(prediction, reference)
+    assert (found.ref, found.pred, found.hit) == (3, 3, 2)
+    assert found.precision == found.recall == 2 / 3
+    empty = slice_detection(np.zeros_like(reference), reference)
+    assert empty.recall == 0.0 and np.isnan(empty.precision)
+    with pytest.raises(InputError, match="slice detection needs"):
+        slice_detection(reference[0], reference[0])

@@ -88,6 +88,36 @@ def iou(prediction: np.ndarray, reference: np.ndarray) -> float:
     return _overlap(prediction, reference, "iou")
 
 
+@dataclass(frozen=True)
+class SliceDetection:
+    """Slice detection of a (Z, H, W) prediction: the slices holding the reference target
+    (``ref``), those holding the prediction (``pred``) and those holding both (``hit``)."""
+
+    ref: int
+    pred: int
+    hit: int
+
+    @property
+    def precision(self) -> float:
+        """``hit / pred``; NaN when no slice holds the prediction."""
+        return self.hit / self.pred if self.pred else math.nan
+
+    @property
+    def recall(self) -> float:
+        """``hit / ref``; NaN when no slice holds the reference."""
+        return self.hit / self.ref if self.ref else math.nan
+
+
+def slice_detection(prediction: np.ndarray, reference: np.ndarray) -> SliceDetection:
+    """Which slices (first axis) of ``prediction`` and ``reference`` hold any voxel."""
+    prediction, reference = _pair(prediction, reference)
+    if prediction.ndim != 3:
+        raise InputError(f"slice detection needs (Z, H, W) masks, got {prediction.shape}")
+    pred = prediction.reshape(len(prediction), -1).any(axis=1)
+    ref = reference.reshape(len(reference), -1).any(axis=1)
+    return SliceDetection(ref=int(ref.sum()), pred=int(pred.sum()), hit=int((ref & pred).sum()))
+
+
 def hd95(
     prediction: np.ndarray, reference: np.ndarray, spacing: Spacing | None = None
 ) -> float:

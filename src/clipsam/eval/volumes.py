@@ -32,7 +32,7 @@ from clipsam.errors import InputError
 from clipsam.eval.dataset import Case, EvalDataset
 from clipsam.eval.harness import CsvRow, failed_row, resume_rows, row_recorder, write_rows
 from clipsam.eval.methods import Method
-from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM, score_mask
+from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM, score_mask, slice_detection
 from clipsam.io.image import MedicalImage
 from clipsam.io.overlap import BackgroundWriter, prefetch
 from clipsam.io.overlay import write_slice_grid_png
@@ -104,17 +104,14 @@ def volume_row(case: Case, prediction: np.ndarray, reference: np.ndarray,
     unit_volume = math.prod(spacing) / 1000.0 if spacing is not None else 1.0
     ref_volume = float(reference.sum()) * unit_volume
     pred_volume = float(prediction.sum()) * unit_volume
-    ref_slices = reference.reshape(len(reference), -1).any(axis=1)
-    pred_slices = prediction.reshape(len(prediction), -1).any(axis=1)
-    hit = int((ref_slices & pred_slices).sum())
+    slices = slice_detection(prediction, reference)
     return VolumeRow(
         id=case.id, dice=scores.dice, iou=scores.iou, hd95=scores.hd95, nsd=scores.nsd,
         volume_ref=ref_volume, volume_pred=pred_volume,
         volume_error=abs(pred_volume - ref_volume),
         volume_unit="mL" if spacing is not None else "voxels", slices=len(reference),
-        slices_ref=int(ref_slices.sum()), slices_pred=int(pred_slices.sum()), slices_hit=hit,
-        slice_precision=hit / pred_slices.sum() if pred_slices.any() else math.nan,
-        slice_recall=hit / ref_slices.sum() if ref_slices.any() else math.nan,
+        slices_ref=slices.ref, slices_pred=slices.pred, slices_hit=slices.hit,
+        slice_precision=slices.precision, slice_recall=slices.recall,
         found=bool(found), gt_empty=not reference.any(), seconds=seconds,
         encode_seconds=encode_seconds)
 
