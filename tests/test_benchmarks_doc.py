@@ -203,6 +203,17 @@ def test_weak_shipped_table_compares_the_better_student_with_its_teacher(tables,
     assert row.startswith("| busi | 2 / 1 | 0.810 | - | 1.5 | 0.600 | 0.500 | 0.700 | "
                           "weak-box: +0.100 [")
     assert row.endswith("| yes |")
+    # the bar counts the largest sets only: busi is not one, hc18's students lose
+    hc18 = tmp_path / "weak_shipped" / "hc18"
+    for run, dices in (("teacher", (0.9, 0.9)), ("weak", (0.8, 0.7)), ("weak-box", (0.8, 0.8))):
+        write_per_image(hc18 / run, {"h0": dices[0], "h1": dices[1]})
+    (hc18 / "config.json").write_text((folder / "config.json").read_text())
+    table = tables.table_weak_shipped()
+    assert next(line for line in table.splitlines() if line.startswith("| hc18 |")).endswith(
+        "| no |")
+    assert table.splitlines()[-1].startswith(
+        "Student >= teacher on 0 of the 1 measured of the 6 largest sets (ddti_thyroid, ")
+    assert table.splitlines()[-1].endswith("bar: 4 of 6.")
 
 
 def test_domains_table_pairs_each_model_on_the_same_images_of_a_kind(tables, tmp_path,
