@@ -216,6 +216,29 @@ def test_weak_shipped_table_compares_the_better_student_with_its_teacher(tables,
     assert table.splitlines()[-1].endswith("bar: 4 of 6.")
 
 
+def test_weak_image_count_table_reads_each_count_and_names_the_teacher(tables, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert tables.table_weak_image_count() == "Not measured yet."
+    folder = tmp_path / "weak" / "image_count"
+    (folder / "eval" / "hc18-teacher").mkdir(parents=True)
+    shipped = tables._sha256(tables.ROOT / "src" / "clipsam" / "data" / "grounding"
+                             / "heads.safetensors")
+    (folder / "eval" / "hc18-teacher" / "run.json").write_text(json.dumps(
+        {"settings": {"file.text_model.heads.safetensors": shipped}}))
+    (folder / "results.csv").write_text(
+        "set,images,used,held_out,steps,agreement,warning,train_minutes,student_dice,"
+        "student_n,teacher_dice,teacher_n,date\n"
+        "hc18,25,24,5,400,0.91234,,3.456,0.8,59,0.9,59,2026-12-07 07:15\n"
+        "hc18,50,50,10,400,0.3,did not learn,6.0,0.2,59,0.9,59,2026-12-07 07:32\n")
+    rows = tables.table_weak_image_count().splitlines()[2:]
+    assert rows == [
+        "| hc18 | 25 | 24 / 5 | 400 | 0.912 | - | 3.5 | 0.800 (59) | 0.900 (59) | "
+        "2026-12-07 07:15 | yes |",
+        "| hc18 | 50 | 50 / 10 | 400 | 0.300 | did not learn | 6.0 | 0.200 (59) | 0.900 (59) | "
+        "2026-12-07 07:32 | yes |"]
+
+
 def test_domains_table_pairs_each_model_on_the_same_images_of_a_kind(tables, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
