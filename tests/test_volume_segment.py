@@ -98,3 +98,31 @@ def test_the_local_engine_follows_the_slices(tmp_path, monkeypatch):
                         SegmentJob((PROMPT,), tmp_path / "out", run_identity(config).key),
                         lambda: bright_segmenter(config), progress=lambda images, total: images)
     assert summary.done == 1 and seen == [(z + 1, 16) for z in range(16)]
+
+
+def test_a_volume_setting_on_the_command_line_replaces_the_calibrated_one(cli, tmp_path):
+    scan = oblique_volume(tmp_path / "in" / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert cli(str(scan), "-p", PROMPT, "-o", str(out), "--volume-setting", "cleanup=false",
+               "--volume-setting", "reach=0") == 0
+    volume = json.loads((out / "scan.json").read_text())["results"][0]["decisions"]["volume"]
+    assert volume["cleanup"] is False and volume["reach"] == 0
+    assert volume["from"]["cleanup"] == volume["from"]["reach"] == "config"
+    assert volume["from"]["smoothing"] != "config"
+    assert volume["propagated_slices"] == []  # reach 0: the dim slice takes no box
+    assert not read_image(out / "scan_mask.nii.gz").pixels[DIM_SLICE].any()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--volume-setting", "depth=3"], "--volume-setting takes NAME=VALUE with NAME one of"),
+    (["--volume-setting", "reach"], "--volume-setting takes NAME=VALUE"),
+    (["--volume-setting", "cleanup=maybe"], "volume setting cleanup is true or false"),
+    (["--volume-setting", "reach=1.5"], "volume setting reach is a whole number"),
+    (["--volume-setting", "min_component=2"], "volume min_component must lie in [0.0, 1.0]"),
+    (["--volume-setting", "hold=1", "--volume-mode", "slices"], "not slices"),
+])
+def test_a_bad_volume_setting_is_a_one_line_error(cli, tmp_path, capsys, argv, message):
+    scan = oblique_volume(tmp_path / "in" / "scan.nii.gz")
+    assert cli(str(scan), "-p", PROMPT, "-o", str(tmp_path / "out"), *argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "scan_mask.nii.gz").exists()

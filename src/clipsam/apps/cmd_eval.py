@@ -17,12 +17,14 @@ from clipsam.apps.options import (
     add_subset,
     add_text_model,
     add_threads,
+    add_volume,
     add_weights_dir,
     check_model_option,
     decoding_config,
     positive_int,
+    volume_config,
 )
-from clipsam.config import VOLUME_MODES, MedClipSamConfig, ModelConfig, RunConfig, VolumeConfig
+from clipsam.config import MedClipSamConfig, ModelConfig, RunConfig
 from clipsam.eval.methods import METHODS
 from clipsam.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
 
@@ -82,9 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "pipeline's views (saliency, coarse mask, proposals, boxes)")
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM,
                         metavar="MM", help="NSD boundary tolerance in mm (default %(default)s)")
-    parser.add_argument("--volume-mode", choices=VOLUME_MODES, default="consistent",
-                        help="volumes: decide along the slice axis (consistent) or segment each "
-                             "slice on its own (slices)")
+    add_volume(parser)
     parser.add_argument("--voxel-units", action="store_true",
                         help="volumes: the files' voxel spacing is not real (the set's source "
                              "gives none): report volumes in voxels and distances in voxel "
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         text_model=args.text_model, weights_dir=args.weights_dir,
         embedding_cache=args.embedding_cache),
         weak_model=args.model, keep_intermediates=args.save_intermediates,
-        presence=args.presence, volume=VolumeConfig(mode=args.volume_mode),
+        presence=args.presence, volume=volume_config(args),
         **({"medclipsam": MedClipSamConfig(**decoding)} if decoding else {}))
     scope = dataclasses.replace(dataset, cases=dataset.cases[:args.limit])
     seen = seen_by_text_model(config, scope, volumes)

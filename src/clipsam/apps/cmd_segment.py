@@ -17,12 +17,13 @@ from clipsam.apps.options import (
     add_segmenter,
     add_text_model,
     add_threads,
+    add_volume,
     add_weights_dir,
     check_model_option,
     decoding_config,
     positive_int,
+    volume_config,
 )
-from clipsam.config import VOLUME_MODES
 from clipsam.errors import InputError, require
 from clipsam.pipelines.registry import PIPELINES
 
@@ -85,12 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="mask: PNG or NIfTI masks; dicom-seg: also <name>_seg.dcm, a DICOM "
                              "Segmentation with one segment per prompt over the DICOM input "
                              "(needs the extra clipsam[dicom])")
-    parser.add_argument("--volume-mode", choices=VOLUME_MODES, default="consistent",
-                        help="volumes (NIfTI, DICOM series): decide along the slice axis with "
-                             "the text model's calibrated settings (consistent: presence "
-                             "smoothed over neighbouring slices, boxes propagated to weak "
-                             "slices, stray 3-D components dropped) or segment each slice on "
-                             "its own (slices)")
+    add_volume(parser)
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this process, reading and writing in background threads "
                              "(default); ray: Ray Data actors, one task per file or volume "
@@ -123,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                         runtime=args.runtime, device=args.device, threads=args.threads,
                         keep_intermediates=weak, presence=args.presence,
                         weights_dir=args.weights_dir, weak_model=args.model,
-                        volume_mode=args.volume_mode, **decoding_config(args.method, args.tta,
+                        volume=volume_config(args), **decoding_config(args.method, args.tta,
                                                          args.mask_prompt))
     if args.engine == "ray":
         require("ray", "--engine ray")

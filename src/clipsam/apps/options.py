@@ -1,13 +1,15 @@
 """Command-line options shared by several commands: one definition (name, choices, default and
 help) per option, so that every command spells and explains it the same way. Each maps to a
-field of :class:`clipsam.config.ModelConfig` of the same name."""
+field of :class:`clipsam.config.ModelConfig`, :class:`~clipsam.config.RunConfig` or
+:class:`~clipsam.config.VolumeConfig` of the same name."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS
+from clipsam.config import DEVICES, RUNTIMES, SEGMENTERS, VOLUME_MODES, VolumeConfig
+from clipsam.errors import InputError
 
 SUBSETS = ("all", "train", "test")
 """The parts of clipsam's subject-hash split (:mod:`clipsam.io.splits`) that ``--subset``
@@ -112,6 +114,60 @@ def decoding_config(method: str, flips: tuple[str, ...] | list[str],
         raise InputError(f"{given} applies to medclipsam's decoding; method {method!r} has "
                          "none")
     return options
+
+
+VOLUME_SETTINGS = {"smoothing": float, "hold": float, "reach": int, "margin": float,
+                   "cleanup": bool, "min_component": float}
+"""The :class:`~clipsam.config.VolumeConfig` fields ``--volume-setting`` may set, and their
+types."""
+
+
+def add_volume(parser: argparse.ArgumentParser) -> None:
+    """``--volume-mode consistent|slices`` and ``--volume-setting NAME=VALUE ...``
+    (VolumeConfig; read back with :func:`volume_config`)."""
+    parser.add_argument("--volume-mode", choices=VOLUME_MODES, default="consistent",
+                        help="volumes (NIfTI, DICOM series): decide along the slice axis with "
+                             "the text model's calibrated settings (consistent: presence "
+                             "smoothed over neighbouring slices, boxes propagated to weak "
+                             "slices, stray 3-D components dropped) or segment each slice on "
+                             "its own (slices)")
+    parser.add_argument("--volume-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="consistent volumes, repeatable: a setting instead of the text "
+                             "model's "
+                             f"calibrated one ({', '.join(VOLUME_SETTINGS)}; e.g. "
+                             "min_component=0.5 keeps only 3-D components at least half the "
+                             "largest's size: fewer false slices, but the target may be "
+                             "dropped where it is not the largest)")
+
+
+def _setting_value(name: str, text: str) -> float | int | bool:
+    kind = VOLUME_SETTINGS[name]
+    if kind is bool:
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if text.lower() not in words:
+            raise InputError(f"volume setting {name} is true or false, got {text!r}")
+        return words[text.lower()]
+    try:
+        return kind(text)
+    except ValueError:
+        raise InputError(f"volume setting {name} is a {'whole ' if kind is int else ''}number, "
+                         f"got {text!r}") from None
+
+
+def volume_config(args: argparse.Namespace) -> VolumeConfig:
+    """The VolumeConfig of ``--volume-mode`` and ``--volume-setting`` (checked by
+    VolumeConfig itself; a setting with ``--volume-mode slices`` is an error: it would do
+    nothing)."""
+    settings = {}
+    for item in args.volume_setting:
+        name, equals, text = item.partition("=")
+        if not equals or name not in VOLUME_SETTINGS:
+            raise InputError(f"--volume-setting takes NAME=VALUE with NAME one of "
+                             f"{', '.join(VOLUME_SETTINGS)}; got {item!r}")
+        settings[name] = _setting_value(name, text)
+    if settings and args.volume_mode == "slices":
+        raise InputError("--volume-setting applies to --volume-mode consistent, not slices")
+    return VolumeConfig(mode=args.volume_mode, **settings)
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
