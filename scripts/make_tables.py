@@ -868,39 +868,47 @@ column of table ``weak``)."""
 
 def table_weak_shipped() -> str:
     """Weak supervision rerun with the shipped model as teacher and today's ``weak-train``
-    defaults (``weak_shipped/<set>/``: ``config.json`` of the student, ``teacher``, ``weak``
-    and ``weak-box`` runs of ``clipsam eval --subset test``): per set, the images used and held
-    out, the student's agreement with the teacher on its held-out pseudo-masks, its warning,
-    training minutes, each Dice, and the better student against the teacher, paired."""
+    defaults (``weak_shipped/<set>/``: ``config.json`` of the U-Net student, ``teacher``,
+    ``weak`` and ``weak-box`` runs of ``clipsam eval --subset test``; where the head network was
+    trained on the same pseudo-masks, ``config-head.json``, ``weak-head`` and ``weak-head-box``):
+    per set, the images used and held out, the U-Net's agreement with the teacher on its
+    held-out pseudo-masks and the head's, the warnings, training minutes, each Dice, and the
+    best student against the teacher, paired."""
     folder = RESULTS / "weak_shipped"
     body = []
     for name in SETS:
         if not (folder / name / "config.json").is_file():
             continue
         config = json.loads((folder / name / "config.json").read_text())
+        head_path = folder / name / "config-head.json"
+        head = json.loads(head_path.read_text()) if head_path.is_file() else None
 
         # every run must be there: a missing one is an error, not an empty column
         teacher = _scored(_rows(folder / name / "teacher" / "per_image.csv"))
-        students = {run: _scored(_rows(folder / name / run / "per_image.csv"))
-                    for run in ("weak", "weak-box")}
+        runs = ("weak", "weak-box") + (("weak-head", "weak-head-box") if head else ())
+        students = {run: _scored(_rows(folder / name / run / "per_image.csv")) for run in runs}
         best = max(students, key=lambda run: np.mean(list(students[run].values())))
         common = sorted(students[best].keys() & teacher.keys())
         paired = paired_difference([students[best][i] for i in common],
                                    [teacher[i] for i in common])
+        means = {run: _fmt(float(np.mean(list(students[run].values())))) if run in students
+                 else "-" for run in ("weak", "weak-box", "weak-head", "weak-head-box")}
+        models = [config] + ([head] if head else [])
         body.append([name, f"{sum(d['used'] for d in config['data'])} / "
                      f"{sum(d['held_out'] for d in config['data'])}",
-                     _fmt(config["agreement"]), config["warning"] or "-",
-                     f"{config['train_seconds'] / 60:.1f}",
-                     _fmt(float(np.mean(list(teacher.values())))),
-                     *(_fmt(float(np.mean(list(s.values())))) for s in students.values()),
+                     " / ".join(_fmt(m["agreement"]) for m in models),
+                     " / ".join(m["warning"] or "-" for m in models),
+                     " / ".join(f"{m['train_seconds'] / 60:.1f}" for m in models),
+                     _fmt(float(np.mean(list(teacher.values())))), *means.values(),
                      f"{best}: {_difference_cell(paired)}",
                      "yes" if paired[0] >= 0 else "no"])
     if not body:
         return "Not measured yet."
     table = _table(["set", "pseudo-labelled images / of them held out",
-                    "agreement with the teacher (held out)",
-                    "warning", "training min", "teacher Dice", "weak Dice", "weak-box Dice",
-                    "better student - teacher, paired [95 % CI]", ">= teacher"], body)
+                    "agreement with the teacher (held out), U-Net / head",
+                    "warning", "training min", "teacher Dice", "U-Net weak", "U-Net weak-box",
+                    "head weak", "head weak-box", "best student - teacher, paired [95 % CI]",
+                    ">= teacher"], body)
     measured = [row for row in body if row[0] in WEAK_LARGEST]
     met = sum(row[-1] == "yes" for row in measured)
     return table + (f"\n\nStudent >= teacher on {met} of the {len(measured)} measured of the "

@@ -200,7 +200,7 @@ def test_weak_shipped_table_compares_the_better_student_with_its_teacher(tables,
                  {"used": False, "held_out": False}],
         "agreement": 0.81, "warning": None, "train_seconds": 90}))
     row = tables.table_weak_shipped().splitlines()[2]
-    assert row.startswith("| busi | 2 / 1 | 0.810 | - | 1.5 | 0.600 | 0.500 | 0.700 | "
+    assert row.startswith("| busi | 2 / 1 | 0.810 | - | 1.5 | 0.600 | 0.500 | 0.700 | - | - | "
                           "weak-box: +0.100 [")
     assert row.endswith("| yes |")
     # the bar counts the largest sets only: busi is not one, hc18's students lose
@@ -214,6 +214,17 @@ def test_weak_shipped_table_compares_the_better_student_with_its_teacher(tables,
     assert table.splitlines()[-1].startswith(
         "Student >= teacher on 0 of the 1 measured of the 6 largest sets (ddti_thyroid, ")
     assert table.splitlines()[-1].endswith("bar: 4 of 6.")
+    # a head network on the same pseudo-masks: its columns, and it may be the best student
+    for run, dices in (("weak-head", (0.95, 0.93)), ("weak-head-box", (0.9, 0.9))):
+        write_per_image(hc18 / run, {"h0": dices[0], "h1": dices[1]})
+    (hc18 / "config-head.json").write_text(json.dumps(
+        {"agreement": 0.7, "warning": "did not learn", "train_seconds": 30}))
+    table = tables.table_weak_shipped()
+    row = next(line for line in table.splitlines() if line.startswith("| hc18 |"))
+    assert row.startswith("| hc18 | 2 / 1 | 0.810 / 0.700 | - / did not learn | 1.5 / 0.5 | "
+                          "0.900 | 0.750 | 0.800 | 0.940 | 0.900 | weak-head: +0.040 [")
+    assert row.endswith("| yes |")
+    assert table.splitlines()[-1].startswith("Student >= teacher on 1 of the 1 measured")
 
 
 def test_weak_image_count_table_reads_each_count_and_names_the_teacher(tables, tmp_path,
