@@ -933,24 +933,27 @@ def table_weak_shipped() -> str:
 
 def table_weak_image_count() -> str:
     """The student against the number of unlabelled images (``scripts/bench_weak_images.py``,
-    ``weak/image_count/results.csv``): per set and count, the images used and held out, the
-    optimisation steps, the agreement with the teacher on the held-out pseudo-masks, the
-    warning, the training minutes, the student's and the teacher's held-out Dice, the date, and
-    whether the teacher was the shipped model (the heads' SHA-256 in its ``run.json``)."""
-    folder = RESULTS / "weak" / "image_count"
-    if not (folder / "results.csv").is_file():
+    every ``weak/image_count*/results.csv``, one run each): per set and count, the images used
+    and held out, the optimisation steps, the agreement with the teacher on the held-out
+    pseudo-masks, the warning, the training minutes, the student's and the teacher's held-out
+    Dice, the date, and whether the teacher was the shipped model (the heads' SHA-256 in its
+    ``run.json``)."""
+    folders = sorted(p for p in (RESULTS / "weak").glob("image_count*")
+                     if (p / "results.csv").is_file())
+    if not folders:
         return "Not measured yet."
     shipped = _sha256(ROOT / "src" / "clipsam" / "data" / "grounding" / "heads.safetensors")
     body = []
-    for row in _rows(folder / "results.csv"):
-        run = json.loads((folder / "eval" / f"{row['set']}-teacher" / "run.json").read_text())
-        teacher = run["settings"].get("file.text_model.heads.safetensors") == shipped
-        body.append([row["set"], row["images"], f"{row['used']} / {row['held_out']}",
-                     row["steps"], _fmt(float(row["agreement"])), row["warning"] or "-",
-                     _fmt(float(row["train_minutes"]), 1),
-                     f"{_fmt(float(row['student_dice']))} ({row['student_n']})",
-                     f"{_fmt(float(row['teacher_dice']))} ({row['teacher_n']})",
-                     row["date"], "yes" if teacher else "no"])
+    for folder in folders:
+        for row in _rows(folder / "results.csv"):
+            run = json.loads((folder / "eval" / f"{row['set']}-teacher" / "run.json").read_text())
+            teacher = run["settings"].get("file.text_model.heads.safetensors") == shipped
+            body.append([row["set"], row["images"], f"{row['used']} / {row['held_out']}",
+                         row["steps"], _fmt(float(row["agreement"])), row["warning"] or "-",
+                         _fmt(float(row["train_minutes"]), 1),
+                         f"{_fmt(float(row['student_dice']))} ({row['student_n']})",
+                         f"{_fmt(float(row['teacher_dice']))} ({row['teacher_n']})",
+                         row["date"], "yes" if teacher else "no"])
     return _table(["set", "images", "pseudo-labelled / held out", "steps",
                    "agreement with the teacher (held out)", "warning", "training min",
                    "student Dice (n)", "teacher Dice (n)", "date", "teacher is the shipped model"],

@@ -257,6 +257,17 @@ def test_weak_image_count_table_reads_each_count_and_names_the_teacher(tables, t
         "2026-12-07 07:15 | yes |",
         "| hc18 | 50 | 50 / 10 | 400 | 0.300 | did not learn | 6.0 | 0.200 (59) | 0.900 (59) | "
         "2026-12-07 07:32 | yes |"]
+    # another run (another folder) with an earlier teacher: its rows follow, marked
+    other = tmp_path / "weak" / "image_count_old"
+    (other / "eval" / "hc18-teacher").mkdir(parents=True)
+    (other / "eval" / "hc18-teacher" / "run.json").write_text(json.dumps(
+        {"settings": {"file.text_model.heads.safetensors": "0" * 64}}))
+    (other / "results.csv").write_text(
+        (folder / "results.csv").read_text().splitlines()[0] + "\n"
+        "hc18,25,25,5,400,0.5,,1,0.7,59,0.8,59,2026-12-06 07:15\n")
+    rows = tables.table_weak_image_count().splitlines()[2:]
+    assert len(rows) == 3 and rows[2].startswith("| hc18 | 25 | 25 / 5 |")
+    assert rows[2].endswith("| 2026-12-06 07:15 | no |")
 
 
 def test_domains_table_pairs_each_model_on_the_same_images_of_a_kind(tables, tmp_path,
