@@ -502,14 +502,20 @@ def table_loso_select() -> str:
                    "5-shot, shots + 1 view each (draws)"], body)
 
 
-def _paired(set_name: str, method: str, reference: str) -> tuple[float, float, float] | None:
-    """Mean per-image Dice of ``method`` minus ``reference`` over the images both scored, with
-    a 95 % bootstrap interval (2,000 resamples of images, fixed seed)."""
-    first, second = _scored_dice(set_name, method), _scored_dice(set_name, reference)
+def _paired_on_common(first: dict[str, float], second: dict[str, float]
+                      ) -> tuple[float, float, float] | None:
+    """Mean per-image Dice of ``first`` minus ``second`` (image id -> Dice) over the images both
+    scored, with a 95 % bootstrap interval (2,000 resamples of images, fixed seed); None when
+    they share no image."""
     common = sorted(first.keys() & second.keys())
     if not common:
         return None
     return paired_difference([first[i] for i in common], [second[i] for i in common])
+
+
+def _paired(set_name: str, method: str, reference: str) -> tuple[float, float, float] | None:
+    """:func:`_paired_on_common` of ``method``'s and ``reference``'s held-out runs of a set."""
+    return _paired_on_common(_scored_dice(set_name, method), _scored_dice(set_name, reference))
 
 
 def _difference_cell(paired: tuple[float, float, float] | None) -> str:
@@ -861,13 +867,6 @@ def table_presence_points() -> str:
                    "balanced point", "precision point"], body)
 
 
-def _paired_on_common(first: dict[str, float], second: dict[str, float]
-                      ) -> tuple[float, float, float]:
-    """:func:`paired_difference` of two runs' per-image Dice over the images both scored."""
-    common = sorted(first.keys() & second.keys())
-    return paired_difference([first[i] for i in common], [second[i] for i in common])
-
-
 WEAK_LARGEST = ("ddti_thyroid", "lgg_flair", "hc18", "cxr_lungs", "kvasir_polyp", "dsb_nuclei")
 """The six sets with the most train-part images (the weak-supervision bar's sets: the first
 column of table ``weak``)."""
@@ -882,7 +881,7 @@ def table_weak_shipped() -> str:
     held-out pseudo-masks and the head's, the warnings, training minutes, each Dice, and the
     best student against the teacher, paired."""
     folder = RESULTS / "weak_shipped"
-    body = []
+    body, verdicts = [], {}  # set -> (best student >= teacher, chosen student >= teacher)
     for name in SETS:
         if not (folder / name / "config.json").is_file():
             continue
@@ -900,6 +899,7 @@ def table_weak_shipped() -> str:
         chosen = "weak-head" if head and head["agreement"] > config["agreement"] else "weak"
         paired, paired_chosen = (_paired_on_common(students[run], teacher)
                                  for run in (best, chosen))
+        verdicts[name] = tuple(p is not None and p[0] >= 0 for p in (paired, paired_chosen))
         means = {run: _fmt(float(np.mean(list(students[run].values())))) if run in students
                  else "-" for run in ("weak", "weak-box", "weak-head", "weak-head-box")}
         models = [config] + ([head] if head else [])
@@ -911,7 +911,7 @@ def table_weak_shipped() -> str:
                      _fmt(float(np.mean(list(teacher.values())))), *means.values(),
                      f"{best}: {_difference_cell(paired)}",
                      f"{chosen}: {_difference_cell(paired_chosen)}",
-                     "yes" if paired_chosen[0] >= 0 else "no"])
+                     "yes" if verdicts[name][1] else "no"])
     if not body:
         return "Not measured yet."
     table = _table(["set", "pseudo-labelled images / of them held out",
@@ -921,9 +921,8 @@ def table_weak_shipped() -> str:
                     "best of the students on these images - teacher, paired [95 % CI]",
                     "student chosen by agreement - teacher, paired [95 % CI]",
                     ">= teacher (chosen)"], body)
-    measured = [row for row in body if row[0] in WEAK_LARGEST]
-    met = sum(row[-1] == "yes" for row in measured)
-    best_met = sum(row[-3].split(" ", 1)[1].startswith("+") for row in measured)
+    measured = [verdicts[name] for name in WEAK_LARGEST if name in verdicts]
+    best_met, met = (sum(column) for column in zip(*measured, strict=True)) if measured else (0, 0)
     return table + (f"\n\nStudent chosen without expert masks (the network with the higher "
                     f"agreement, alone) >= teacher on {met} of the {len(measured)} measured of "
                     f"the {len(WEAK_LARGEST)} largest sets ({', '.join(WEAK_LARGEST)}); bar: "
